@@ -1,0 +1,134 @@
+# -*- coding: utf-8 -*-
+# Copyright: guardrail.ecs contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""AWS access shared by the collection's modules, action and lookup plugins.
+
+Plain Python, no AnsibleModule: connection options, a client factory, and one
+retry policy (jittered exponential backoff on throttling) for every call.
+"""
+from __future__ import annotations
+
+import random
+import time
+
+try:
+    import boto3
+    import botocore.config
+    import botocore.exceptions
+    HAS_BOTO3 = True
+    BOTO3_IMPORT_ERROR = None
+except ImportError as exc:  # pragma: no cover - depends on the host
+    HAS_BOTO3 = False
+    BOTO3_IMPORT_ERROR = exc
+
+# The argument spec matching doc fragment guardrail.ecs.aws.
+AWS_ARGUMENT_SPEC = dict(
+    region=dict(type="str", aliases=["aws_region"]),
+    profile=dict(type="str", aliases=["aws_profile"]),
+    access_key=dict(type="str", aliases=["aws_access_key_id"], no_log=False),
+    secret_key=dict(type="str", aliases=["aws_secret_access_key"], no_log=True),
+    session_token=dict(type="str", aliases=["aws_session_token"], no_log=True),
+    endpoint_url=dict(type="str", aliases=["aws_endpoint_url"]),
+)
+AWS_MUTUALLY_EXCLUSIVE = [["profile", "access_key"], ["profile", "secret_key"]]
+AWS_REQUIRED_TOGETHER = [["access_key", "secret_key"]]
+
+THROTTLING_CODES = frozenset((
+    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException",
+    "TooManyRequestsException", "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded", "SlowDown", "RequestThrottled", "PriorRequestNotComplete",
+))
+PERMISSION_CODES = frozenset((
+    "AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnrecognizedClientException",
+))
+
+
+class AWSError(Exception):
+    """An AWS call failed. Carries the API action and AWS error code."""
+
+    def __init__(self, message, action=None, code=None):
+        super().__init__(message)
+        self.action = action
+        self.code = code
+
+
+def aws_options(params):
+    """The AWS connection options out of a module's or plugin's parameters."""
+    return {key: params.get(key) for key in AWS_ARGUMENT_SPEC}
+
+
+def session(options):
+    if not HAS_BOTO3:
+        raise AWSError(f"boto3 is required: {BOTO3_IMPORT_ERROR}")
+    return boto3.session.Session(
+        aws_access_key_id=options.get("access_key"),
+        aws_secret_access_key=options.get("secret_key"),
+        aws_session_token=options.get("session_token"),
+        profile_name=options.get("profile"),
+        region_name=options.get("region"),
+    )
+
+
+def client(service, options, max_attempts=1):
+    """A boto3 client for `service`. botocore's own retries are off by default:
+    `call()` retries, so one policy applies everywhere and is counted once."""
+    config = botocore.config.Config(retries={"max_attempts": max_attempts, "mode": "standard"},
+                                    user_agent_extra="guardrail.ecs")
+    try:
+        return session(options).client(service, endpoint_url=options.get("endpoint_url") or None,
+                                       config=config)
+    except botocore.exceptions.BotoCoreError as exc:
+        raise AWSError(f"cannot create the {service} client: {exc}") from exc
+
+
+def error_code(exc):
+    if HAS_BOTO3 and isinstance(exc, botocore.exceptions.ClientError):
+        return exc.response.get("Error", {}).get("Code")
+    return None
+
+
+def call(api_client, action, retries=8, base_delay=0.2, max_delay=10.0, sleep=time.sleep, **kwargs):
+    """Calls `api_client.<action>(**kwargs)`, retrying throttling with full-jitter
+    exponential backoff. Other errors raise AWSError naming the action and code;
+    a missing permission says which API action was refused."""
+    method = getattr(api_client, action)
+    service = api_client.meta.service_model.service_name if hasattr(api_client, "meta") else "aws"
+    api_name = f"{service}:{''.join(part.capitalize() for part in action.split('_'))}"
+    attempt = 0
+    while True:
+        try:
+            return method(**kwargs)
+        except Exception as exc:  # botocore errors are not importable without boto3
+            code = error_code(exc)
+            if code in THROTTLING_CODES and attempt < retries:
+                sleep(random.uniform(0, min(max_delay, base_delay * (2 ** attempt))))
+                attempt += 1
+                continue
+            if code in PERMISSION_CODES:
+                raise AWSError(f"permission denied for {api_name}: {exc}", action=api_name, code=code) from exc
+            if code is not None:
+                raise AWSError(f"{api_name} failed ({code}): {exc}", action=api_name, code=code) from exc
+            if HAS_BOTO3 and isinstance(exc, botocore.exceptions.BotoCoreError):
+                raise AWSError(f"{api_name} failed: {exc}", action=api_name) from exc
+            raise
+
+
+def paginate(api_client, action, result_key, **kwargs):
+    """Yields every item of `result_key` across pages, each page through call()."""
+    paginator = api_client.get_paginator(action)
+    # Drive the paginator page by page so each request gets the retry policy.
+    token = None
+    input_token = paginator._pagination_cfg["input_token"]
+    output_token = paginator._pagination_cfg["output_token"]
+    input_token = input_token[0] if isinstance(input_token, list) else input_token
+    output_token = output_token[0] if isinstance(output_token, list) else output_token
+    while True:
+        args = dict(kwargs)
+        if token:
+            args[input_token] = token
+        page = call(api_client, action, **args)
+        for item in page.get(result_key, []):
+            yield item
+        token = page.get(output_token)
+        if not token:
+            return
