@@ -30,8 +30,12 @@ DEBIAN_FRONTEND=noninteractive debootstrap --variant=minbase --include="$package
     tail -n 30 "$work/debootstrap.log" >&2; exit 1; }
 install -m 0755 "$here/lab-init" "$work/root/usr/local/sbin/lab-init"
 # Lab hosts have no console and no hardware: keep units that expect them quiet.
+# binfmt_misc is shared with the machine on older kernels, and the kernel here
+# has no NFS client for rpc_pipefs.
 for unit in getty@tty1.service serial-getty@.service systemd-udevd.service \
-            systemd-udev-trigger.service systemd-modules-load.service; do
+            systemd-udev-trigger.service systemd-modules-load.service \
+            proc-sys-fs-binfmt_misc.automount proc-sys-fs-binfmt_misc.mount \
+            systemd-binfmt.service run-rpc_pipefs.mount rpc_pipefs.target; do
     ln -sf /dev/null "$work/root/etc/systemd/system/$unit"
 done
 echo guardrail-lab > "$work/root/etc/hostname"
