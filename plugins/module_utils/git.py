@@ -1,0 +1,221 @@
+# -*- coding: utf-8 -*-
+# Copyright: guardrail.ecs contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Git access for the change workflow: the clean-tree check and the push.
+
+Plain Python, no AnsibleModule. Every git call is an argument list (never a
+shell) with a timeout, and a failure carries git's own error text.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+
+DEFAULT_TIMEOUT = 60
+
+
+class GitError(Exception):
+    """git failed, or the repository is in a state the operation refuses."""
+
+
+def git_env(env=None):
+    """The environment for git: never prompt (a prompt would hang a play), and
+    messages in C locale so the text we surface is the documented one."""
+    full = dict(os.environ)
+    full.update(GIT_TERMINAL_PROMPT="0", LC_ALL="C", LANGUAGE="C", GIT_OPTIONAL_LOCKS="0")
+    full.pop("GIT_DIR", None)
+    full.pop("GIT_WORK_TREE", None)
+    if env:
+        full.update(env)
+    return full
+
+
+def run_git_proc(args, cwd, timeout=DEFAULT_TIMEOUT, env=None, input=None):
+    """Runs git and returns the CompletedProcess whatever its exit status.
+
+    Raises GitError only when git cannot be started or times out."""
+    argv = ["git"] + list(args)
+    try:
+        return subprocess.run(argv, cwd=cwd, env=git_env(env), input=input, capture_output=True,
+                              text=True, timeout=timeout, check=False)
+    except FileNotFoundError as exc:
+        if not os.path.isdir(cwd):
+            raise GitError(f"repository path {cwd} does not exist") from exc
+        raise GitError("git is not installed (no 'git' on PATH)") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise GitError(f"'{' '.join(argv)}' timed out after {timeout}s in {cwd}") from exc
+
+
+def failure(proc, what=None):
+    text = (proc.stderr or proc.stdout or "").strip()
+    cmd = " ".join(proc.args)
+    prefix = f"{what}: " if what else ""
+    return GitError(f"{prefix}'{cmd}' failed (exit {proc.returncode}): {text}")
+
+
+def run_git(args, cwd, timeout=DEFAULT_TIMEOUT, env=None, input=None):
+    """Runs git and returns its stdout; raises GitError with git's stderr on failure."""
+    proc = run_git_proc(args, cwd, timeout=timeout, env=env, input=input)
+    if proc.returncode != 0:
+        raise failure(proc)
+    return proc.stdout
+
+
+def parse_status(text):
+    """Parses `git status --porcelain=v2 --branch -z` output."""
+    info = {"branch": None, "head": None, "upstream": None, "ahead": None, "behind": None,
+            "modified": [], "staged": [], "untracked": [], "unmerged": []}
+    fields = text.split("\0")
+    index = 0
+    while index < len(fields):
+        entry = fields[index]
+        index += 1
+        if not entry:
+            continue
+        if entry.startswith("# branch.oid "):
+            oid = entry[len("# branch.oid "):]
+            info["head"] = None if oid == "(initial)" else oid
+        elif entry.startswith("# branch.head "):
+            head = entry[len("# branch.head "):]
+            info["branch"] = None if head == "(detached)" else head
+        elif entry.startswith("# branch.upstream "):
+            info["upstream"] = entry[len("# branch.upstream "):]
+        elif entry.startswith("# branch.ab "):
+            ahead, behind = entry[len("# branch.ab "):].split()
+            info["ahead"], info["behind"] = int(ahead), -int(behind)
+        elif entry[0] in "12":
+            parts = entry.split(" ", 8 if entry[0] == "1" else 9)
+            xy, path = parts[1], parts[-1]
+            if entry[0] == "2":
+                index += 1  # the rename's original path follows as its own field
+            if xy[0] != ".":
+                info["staged"].append(path)
+            if xy[1] != ".":
+                info["modified"].append(path)
+        elif entry[0] == "u":
+            info["unmerged"].append(entry.split(" ", 10)[-1])
+        elif entry[0] == "?":
+            info["untracked"].append(entry[2:])
+    return info
+
+
+def status(repo_path, timeout=DEFAULT_TIMEOUT):
+    return parse_status(run_git(["status", "--porcelain=v2", "--branch", "-z", "--untracked-files=all"],
+                                repo_path, timeout=timeout))
+
+
+def upstream_of(repo_path, branch, timeout=DEFAULT_TIMEOUT):
+    """(remote name, remote ref) of a branch's upstream, or (None, None)."""
+    out = run_git(["for-each-ref", "--format=%(upstream:remotename)%00%(upstream:remoteref)",
+                   f"refs/heads/{branch}"], repo_path, timeout=timeout).strip()
+    if not out or "\0" not in out:
+        return None, None
+    remote, ref = out.split("\0", 1)
+    return (remote or None), (ref or None)
+
+
+def check(repo_path, max_ahead=1, allow_detached=False, fetch=True, timeout=DEFAULT_TIMEOUT):
+    """Whether the clone is fit to run a change from. Never raises for a refusing
+    condition (that is ok=False and a sentence in problems); raises GitError when
+    git itself fails (not a repository, remote unreachable on fetch)."""
+    info = status(repo_path, timeout=timeout)
+    if fetch and info["upstream"]:
+        remote, _ref = upstream_of(repo_path, info["branch"], timeout=timeout)
+        proc = run_git_proc(["fetch", "--quiet", "--no-tags", "--no-auto-gc", remote or "origin"],
+                            repo_path, timeout=timeout)
+        if proc.returncode != 0:
+            raise failure(proc, f"cannot fetch {remote or 'origin'} to compare with {info['upstream']}")
+        info = status(repo_path, timeout=timeout)
+
+    problems = []
+    if info["head"] is None:
+        problems.append("the repository has no commit yet")
+    if info["branch"] is None:
+        if not allow_detached:
+            problems.append("HEAD is detached (check out a branch, or set allow_detached)")
+    elif not info["upstream"]:
+        problems.append(f"branch {info['branch']} has no upstream (push it once with 'git push -u')")
+    elif info["ahead"] is None:
+        problems.append(f"the upstream {info['upstream']} of branch {info['branch']} no longer exists")
+    else:
+        if info["behind"] and info["ahead"]:
+            problems.append(f"branch {info['branch']} has diverged from {info['upstream']} "
+                            f"({info['ahead']} ahead, {info['behind']} behind): rebase or merge first")
+        elif info["behind"]:
+            problems.append(f"branch {info['branch']} is {info['behind']} commit(s) behind {info['upstream']}: pull first")
+        if info["ahead"] > max_ahead:
+            problems.append(f"branch {info['branch']} is {info['ahead']} commits ahead of {info['upstream']} "
+                            f"(at most {max_ahead} allowed): push or squash first")
+    for label, paths in (("modified", info["modified"] + info["unmerged"]), ("staged", info["staged"]),
+                         ("untracked", info["untracked"])):
+        if paths:
+            shown = ", ".join(paths[:10]) + (f" and {len(paths) - 10} more" if len(paths) > 10 else "")
+            problems.append(f"{len(paths)} {label} file(s): {shown}")
+    return {
+        "ok": not problems,
+        "problems": problems,
+        "branch": info["branch"],
+        "head": info["head"],
+        "upstream": info["upstream"],
+        "ahead": info["ahead"] or 0,
+        "behind": info["behind"] or 0,
+        "modified": sorted(set(info["modified"] + info["unmerged"])),
+        "staged": info["staged"],
+        "untracked": info["untracked"],
+    }
+
+
+def push(repo_path, remote=None, check_mode=False, timeout=DEFAULT_TIMEOUT):
+    """Pushes the current branch to its upstream, never with force.
+
+    Compares with the remote itself (not a possibly stale tracking ref), so a
+    branch behind or diverged is refused before anything is sent."""
+    proc = run_git_proc(["symbolic-ref", "-q", "--short", "HEAD"], repo_path, timeout=timeout)
+    if proc.returncode not in (0, 1):
+        raise failure(proc)
+    branch = proc.stdout.strip()
+    if not branch:
+        raise GitError(f"HEAD is detached in {repo_path}: check out the branch to push")
+    up_remote, up_ref = upstream_of(repo_path, branch, timeout=timeout)
+    if not up_ref:
+        raise GitError(f"branch {branch} has no upstream: set one with 'git push -u <remote> {branch}'")
+    remote = remote or up_remote
+    upstream = f"{remote}/{up_ref[len('refs/heads/'):] if up_ref.startswith('refs/heads/') else up_ref}"
+    head = run_git(["rev-parse", "--verify", "HEAD"], repo_path, timeout=timeout).strip()
+
+    listing = run_git_proc(["ls-remote", "--exit-code", remote, up_ref], repo_path, timeout=timeout)
+    remote_oid = None
+    if listing.returncode == 0:
+        remote_oid = next((line.split("\t")[0] for line in listing.stdout.splitlines()
+                           if line.split("\t")[-1] == up_ref), None)
+    elif listing.returncode != 2:  # 2 = the remote answered and has no such ref
+        raise failure(listing, f"cannot read {up_ref} from {remote}")
+
+    if remote_oid:
+        if run_git_proc(["cat-file", "-e", f"{remote_oid}^{{commit}}"], repo_path, timeout=timeout).returncode != 0:
+            fetched = run_git_proc(["fetch", "--quiet", "--no-tags", "--no-auto-gc", remote, up_ref],
+                                   repo_path, timeout=timeout)
+            if fetched.returncode != 0:
+                raise failure(fetched, f"cannot fetch {up_ref} from {remote}")
+        counts = run_git(["rev-list", "--left-right", "--count", f"{remote_oid}...{head}"],
+                         repo_path, timeout=timeout).split()
+        behind, ahead = int(counts[0]), int(counts[1])
+        if behind and ahead:
+            raise GitError(f"branch {branch} has diverged from {upstream} ({ahead} ahead, {behind} behind): "
+                           "rebase or merge, then push; nothing was pushed")
+        if behind:
+            raise GitError(f"branch {branch} is {behind} commit(s) behind {upstream}: pull first; nothing was pushed")
+        commit_range = f"{remote_oid}..{head}" if ahead else ""
+    else:
+        ahead = int(run_git(["rev-list", "--count", head, "--not", f"--remotes={remote}"],
+                            repo_path, timeout=timeout).strip() or 0)
+        commit_range = head
+
+    result = {"changed": bool(ahead), "branch": branch, "upstream": upstream, "range": commit_range,
+              "commits": ahead}
+    if not ahead or check_mode:
+        return result
+    proc = run_git_proc(["push", "--porcelain", remote, f"refs/heads/{branch}:{up_ref}"], repo_path, timeout=timeout)
+    if proc.returncode != 0:
+        raise failure(proc, f"push of {branch} to {upstream} was refused")
+    return result
