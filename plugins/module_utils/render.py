@@ -1,0 +1,364 @@
+# -*- coding: utf-8 -*-
+# Copyright: guardrail.ecs contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Rendering a stack's template tree for a profile.
+
+Plain Python, no AnsibleModule and no Ansible templating: the caller passes a
+`template(text, variables) -> str` function, so the render action plugin uses
+Ansible's templar while tests and lookups can use anything else.
+
+Layout: `<repo>/stacks/<stack>/` holds the templates, `<repo>/profiles/<name>.yml`
+the profiles, and the output goes to `<repo>/.dist/<profile>/<stack>/`.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+
+import yaml
+
+TEMPLATE_SUFFIX = ".j2"
+# A template whose output name ends like this is parsed as YAML (JSON is YAML)
+# and written as canonical JSON, so data-driven configuration is byte-stable.
+TF_JSON_SUFFIX = ".tf.json"
+# Files tofu/terraform keep beside the configuration: the rendered directory is
+# also the working directory, so these survive a re-render.
+KEEP = (
+    ".terraform",
+    ".terraform.lock.hcl",
+    ".terraform.tfstate.lock.info",
+    "terraform.tfstate",
+    "terraform.tfstate.backup",
+    "terraform.tfstate.d",
+)
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class RenderError(Exception):
+    """Bad input or a failure while rendering; nothing was written."""
+
+
+def validate_name(kind, name):
+    """Stack and profile names are single path components: no '/', no '..'."""
+    if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name:
+        raise RenderError(
+            f"invalid {kind} name {name!r}: use letters, digits, '.', '_' and '-', "
+            f"starting with a letter or digit, without '..' or '/'")
+    return name
+
+
+def inside(root, path):
+    """True when `path` (resolved, symlinks followed) lies under `root`."""
+    root = os.path.realpath(root)
+    path = os.path.realpath(path)
+    return path == root or path.startswith(root + os.sep)
+
+
+def deep_merge(base, override):
+    """`override` on top of `base`: dicts merge key by key, anything else
+    (lists included) is replaced. Neither input is modified."""
+    if not isinstance(base, dict) or not isinstance(override, dict):
+        return copy.deepcopy(override)
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        merged[key] = deep_merge(merged[key], value) if key in merged else copy.deepcopy(value)
+    return merged
+
+
+def profile_path(profiles_dir, name):
+    validate_name("profile", name)
+    for suffix in (".yml", ".yaml"):
+        path = os.path.join(profiles_dir, name + suffix)
+        if os.path.isfile(path):
+            if not inside(profiles_dir, path):
+                raise RenderError(f"profile {name!r} resolves outside {profiles_dir}")
+            return path
+    raise RenderError(f"profile {name!r} not found: no {name}.yml in {profiles_dir}")
+
+
+def _read_profile(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except (OSError, yaml.YAMLError) as exc:
+        raise RenderError(f"cannot read profile {path}: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RenderError(f"profile {path} must be a mapping, not {type(data).__name__}")
+    return data
+
+
+def load_profile(profiles_dir, name, _chain=()):
+    """The merged configuration of profile `name`.
+
+    A profile may name its parents in `extends:` (a name or a list, merged left
+    to right, the profile itself last). Cycles are refused. The returned data
+    has no `extends` key.
+    """
+    if name in _chain:
+        raise RenderError("profile cycle: " + " -> ".join(_chain + (name,)))
+    data = _read_profile(profile_path(profiles_dir, name))
+    parents = data.pop("extends", None) or []
+    if isinstance(parents, str):
+        parents = [parents]
+    if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
+        raise RenderError(f"profile {name!r}: extends must be a profile name or a list of names")
+    merged = {}
+    for parent in parents:
+        merged = deep_merge(merged, load_profile(profiles_dir, parent, _chain + (name,)))
+    return deep_merge(merged, data)
+
+
+def canonical_json(data):
+    """Stable bytes for the same data: sorted keys, two-space indent, final newline."""
+    try:
+        text = json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False,
+                          separators=(",", ": "), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise RenderError(f"data cannot be written as JSON: {exc}") from exc
+    return (text + "\n").encode("utf-8")
+
+
+def walk(stack_root):
+    """The files of a template tree as sorted (relative path, absolute path, mode).
+
+    Symlinks are followed only when they stay inside the tree; anything
+    resolving outside it is refused.
+    """
+    if not os.path.isdir(stack_root):
+        raise RenderError(f"stack directory {stack_root} does not exist")
+    entries = []
+    for directory, dirnames, filenames in os.walk(stack_root, followlinks=True):
+        if not inside(stack_root, directory):
+            raise RenderError(f"{directory} escapes the stack root {stack_root}")
+        dirnames.sort()
+        for filename in filenames:
+            path = os.path.join(directory, filename)
+            rel = os.path.relpath(path, stack_root)
+            if not inside(stack_root, path):
+                raise RenderError(f"template {rel} escapes the stack root {stack_root}")
+            entries.append((rel, path, stat.S_IMODE(os.stat(path).st_mode)))
+    return sorted(entries)
+
+
+def output_name(rel):
+    return rel[: -len(TEMPLATE_SUFFIX)] if rel.endswith(TEMPLATE_SUFFIX) else rel
+
+
+def build(stack_root, variables, template):
+    """The rendered tree in memory: {relative output path: (bytes, mode)}.
+
+    `*.j2` files go through `template(text, variables)` with the suffix
+    dropped; `*.tf.json.j2` output is re-emitted as canonical JSON; every other
+    file is copied byte for byte.
+    """
+    files = {}
+    for rel, path, mode in walk(stack_root):
+        name = output_name(rel)
+        if name in files:
+            raise RenderError(f"both {name} and {name}{TEMPLATE_SUFFIX} exist in {stack_root}")
+        if os.path.normpath(name).split(os.sep)[0] in KEEP:
+            raise RenderError(f"{rel}: names reserved for tofu's working files cannot be templates")
+        with open(path, "rb") as handle:
+            raw = handle.read()
+        if rel.endswith(TEMPLATE_SUFFIX):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise RenderError(f"template {rel} is not UTF-8: {exc}") from exc
+            try:
+                rendered = template(text, variables)
+            except Exception as exc:
+                raise RenderError(f"template {rel}: {exc}") from exc
+            if name.endswith(TF_JSON_SUFFIX):
+                try:
+                    content = canonical_json(yaml.safe_load(rendered))
+                except yaml.YAMLError as exc:
+                    raise RenderError(f"template {rel} did not render to JSON or YAML: {exc}") from exc
+            else:
+                content = rendered.encode("utf-8")
+        else:
+            content = raw
+        files[name] = (content, mode)
+    return files
+
+
+def content_hash(files):
+    """sha256 over every output path, mode and content, in sorted order."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        content, mode = files[name]
+        digest.update(f"{name}\0{mode:o}\0{hashlib.sha256(content).hexdigest()}\n".encode())
+    return digest.hexdigest()
+
+
+def existing(dest):
+    """{relative path: absolute path} of the files now in `dest`, minus KEEP."""
+    found = {}
+    if not os.path.isdir(dest):
+        return found
+    for directory, dirnames, filenames in os.walk(dest):
+        rel_dir = os.path.relpath(directory, dest)
+        if rel_dir == ".":
+            dirnames[:] = [d for d in dirnames if d not in KEEP]
+            filenames = [f for f in filenames if f not in KEEP]
+        for filename in filenames:
+            path = os.path.join(directory, filename)
+            found[os.path.normpath(os.path.relpath(path, dest))] = path
+    return found
+
+
+def _text(content):
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError:
+        return "(binary content)\n"
+
+
+def plan_sync(dest, files):
+    """What writing `files` into `dest` would do: (written, removed, diffs)."""
+    current = existing(dest)
+    written, diffs = [], []
+    for name in sorted(files):
+        content, mode = files[name]
+        path = os.path.join(dest, name)
+        before = None
+        if name in current and not os.path.islink(path):
+            with open(path, "rb") as handle:
+                before = handle.read()
+            if before == content and stat.S_IMODE(os.stat(path).st_mode) == mode:
+                continue
+        written.append(name)
+        diffs.append({"before_header": path if before is not None else "(absent)",
+                      "after_header": path,
+                      "before": _text(before) if before is not None else "",
+                      "after": _text(content)})
+    removed = sorted(n for n in current if n not in files)
+    for name in removed:
+        with open(current[name], "rb") as handle:
+            diffs.append({"before_header": current[name], "after_header": "(absent)",
+                          "before": _text(handle.read()), "after": ""})
+    return written, removed, diffs
+
+
+def sync(dest, files, check_mode=False):
+    """Makes `dest` hold exactly `files` (plus tofu's KEEP files).
+
+    Each file is written to a temporary name and renamed into place. Returns
+    {"changed", "written", "removed", "hash", "diff"}.
+    """
+    written, removed, diffs = plan_sync(dest, files)
+    if not check_mode:
+        for name in written:
+            content, mode = files[name]
+            path = os.path.join(dest, name)
+            parent = os.path.dirname(path)
+            if os.path.isfile(parent) or os.path.islink(parent):
+                os.unlink(parent)
+            os.makedirs(parent, exist_ok=True)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            tmp = f"{path}.tmp-{os.getpid()}"
+            with open(tmp, "wb") as handle:
+                handle.write(content)
+            os.chmod(tmp, mode)
+            os.replace(tmp, path)
+        for name in removed:
+            os.unlink(os.path.join(dest, name))
+        _prune_empty_dirs(dest)
+    return {"changed": bool(written or removed), "written": written, "removed": removed,
+            "hash": content_hash(files), "diff": diffs}
+
+
+def _prune_empty_dirs(dest):
+    for directory, dirnames, filenames in os.walk(dest, topdown=False):
+        rel = os.path.relpath(directory, dest)
+        if rel == "." or rel.split(os.sep)[0] in KEEP:
+            continue
+        if not os.listdir(directory):
+            os.rmdir(directory)
+
+
+def resolve(repo_path, stack, profile, stacks_dir="stacks", profiles_dir="profiles", dest=None):
+    """The absolute (stack root, profiles dir, dest) for a stack and profile,
+    refusing names or paths that escape the repository."""
+    validate_name("stack", stack)
+    validate_name("profile", profile)
+    repo = os.path.realpath(repo_path)
+    if not os.path.isdir(repo):
+        raise RenderError(f"repo_path {repo_path} is not a directory")
+    stacks = os.path.join(repo, stacks_dir)
+    profiles = os.path.join(repo, profiles_dir)
+    stack_root = os.path.join(stacks, stack)
+    dest = os.path.join(repo, dest) if dest else os.path.join(repo, ".dist", profile, stack)
+    for what, path in (("stacks_dir", stacks), ("profiles_dir", profiles),
+                       ("stack", stack_root), ("dest", dest)):
+        if not inside(repo, path):
+            raise RenderError(f"{what} {path} escapes the repository {repo}")
+    if os.path.realpath(dest) == repo or inside(os.path.realpath(dest), repo):
+        raise RenderError(f"dest {dest} would replace the repository itself")
+    if inside(stack_root, dest) or inside(dest, stack_root):
+        raise RenderError(f"dest {dest} overlaps the templates in {stack_root}")
+    return stack_root, profiles, dest
+
+
+def ensure_ignored(repo_path, path, check_mode=False):
+    """Keeps rendered output out of `git status`: when `path` lies in a git
+    work tree and is not ignored yet, `/<path>/` is added to the repository's
+    own exclude file (.git/info/exclude), leaving tracked files untouched.
+
+    Returns the pattern added, or None.
+    """
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=repo_path, capture_output=True, text=True,
+                              timeout=30, check=False)
+
+    top = git("rev-parse", "--show-toplevel")
+    if top.returncode != 0:
+        return None
+    top = os.path.realpath(top.stdout.strip())
+    if not inside(top, path):
+        return None
+    rel = os.path.relpath(os.path.realpath(path), top).replace(os.sep, "/")
+    if git("check-ignore", "-q", "--no-index", rel + "/").returncode == 0:
+        return None
+    pattern = "/" + rel + "/"
+    if check_mode:
+        return pattern
+    exclude = git("rev-parse", "--git-path", "info/exclude")
+    if exclude.returncode != 0:
+        raise RenderError(f"cannot locate the exclude file of {top}: {exclude.stderr.strip()}")
+    exclude = os.path.join(repo_path, exclude.stdout.strip())
+    os.makedirs(os.path.dirname(exclude), exist_ok=True)
+    current = ""
+    if os.path.exists(exclude):
+        with open(exclude, encoding="utf-8") as handle:
+            current = handle.read()
+    with open(exclude, "a", encoding="utf-8") as handle:
+        handle.write(("" if not current or current.endswith("\n") else "\n") + pattern + "\n")
+    return pattern
+
+
+def render(repo_path, stack, profile, template, extra_vars=None, stacks_dir="stacks",
+           profiles_dir="profiles", dest=None, check_mode=False):
+    """Renders stack `stack` for `profile`. Returns the sync() result plus `dest`.
+
+    Template variables: the merged profile, then `extra_vars` on top, plus
+    `stack_name` and `profile_name`.
+    """
+    stack_root, profiles, dest = resolve(repo_path, stack, profile, stacks_dir, profiles_dir, dest)
+    variables = deep_merge(load_profile(profiles, profile), extra_vars or {})
+    variables.update(stack_name=stack, profile_name=profile)
+    files = build(stack_root, variables, template)
+    ignored = ensure_ignored(repo_path, dest, check_mode=check_mode)
+    result = sync(dest, files, check_mode=check_mode)
+    result["dest"] = dest
+    result["ignore_added"] = ignored
+    return result

@@ -1,0 +1,313 @@
+# -*- coding: utf-8 -*-
+# Copyright: guardrail.ecs contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Running OpenTofu (or Terraform) with exact change detection.
+
+Plain Python, no AnsibleModule. Variables travel only as TF_VAR_* environment
+(never on the command line, where process listings and logs would show them);
+the workspace travels as TF_WORKSPACE so the selection on disk is left alone.
+`changed` and the diff come from the plan's JSON (`show -json`), never from
+matching plan text.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+
+COMMANDS = ("init", "validate", "plan", "apply", "destroy", "output")
+MASK = "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
+DEFAULT_TIMEOUT = 3600
+
+
+class TofuError(Exception):
+    """A tofu/terraform command failed or its input was invalid.
+
+    `stderr` holds the tool's own error text, `rc` its exit code.
+    """
+
+    def __init__(self, message, rc=None, stdout="", stderr="", cmd=None):
+        super().__init__(message)
+        self.rc = rc
+        self.stdout = stdout
+        self.stderr = stderr
+        self.cmd = cmd
+
+
+def find_binary(binary=None):
+    """The executable to run: `binary` when given (a name on PATH or a path),
+    else `tofu` when on PATH, else `terraform`."""
+    candidates = [binary] if binary else ["tofu", "terraform"]
+    for name in candidates:
+        path = shutil.which(name)
+        if path:
+            return path
+    raise TofuError(f"no {' or '.join(candidates)} executable found on PATH "
+                    f"({os.environ.get('PATH', '')})")
+
+
+def env_value(value):
+    """A variable's value as tofu reads it from TF_VAR_*: strings raw, every
+    other type as JSON, which tofu parses as an HCL literal."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True)
+
+
+def action_kind(actions):
+    """One word for a resource change's action list."""
+    actions = list(actions or [])
+    if actions in (["delete", "create"], ["create", "delete"]):
+        return "replace"
+    if len(actions) == 1 and actions[0] in ("create", "update", "delete", "read", "no-op"):
+        return actions[0]
+    return "+".join(actions) or "no-op"
+
+
+def _mask(value, sensitive):
+    """`value` with every part flagged in tofu's *_sensitive structure masked."""
+    if sensitive is True:
+        return MASK
+    if isinstance(value, dict) and isinstance(sensitive, dict):
+        return {k: _mask(v, sensitive.get(k, False)) for k, v in value.items()}
+    if isinstance(value, list) and isinstance(sensitive, list):
+        return [_mask(v, sensitive[i] if i < len(sensitive) else False) for i, v in enumerate(value)]
+    return value
+
+
+def summarize(plan):
+    """Counts, per-resource changes and `changed` from `show -json` of a plan.
+
+    Returns {"changed", "counts": {"create", "update", "delete", "replace"},
+    "resources": [{"address", "action", "before", "after"}], "outputs_changed"}.
+    Sensitive attribute values are masked in before/after.
+    """
+    counts = {"create": 0, "update": 0, "delete": 0, "replace": 0}
+    resources = []
+    for change in plan.get("resource_changes") or []:
+        detail = change.get("change") or {}
+        kind = action_kind(detail.get("actions"))
+        if kind in counts:
+            counts[kind] += 1
+        elif kind not in ("no-op", "read"):
+            raise TofuError(f"unknown plan action {detail.get('actions')} for {change.get('address')}")
+        if kind in ("no-op", "read"):
+            continue
+        resources.append({
+            "address": change.get("address"),
+            "action": kind,
+            "before": _mask(detail.get("before"), detail.get("before_sensitive")),
+            "after": _mask(detail.get("after"), detail.get("after_sensitive")),
+        })
+    outputs_changed = sorted(
+        name for name, change in (plan.get("output_changes") or {}).items()
+        if action_kind(change.get("actions")) not in ("no-op", "read"))
+    return {"changed": any(counts.values()) or bool(outputs_changed), "counts": counts,
+            "resources": resources, "outputs_changed": outputs_changed}
+
+
+def planned_outputs(plan):
+    """Output values the plan already knows as {name: {"value", "sensitive"}},
+    or None when any output is only known after apply."""
+    outputs = {}
+    changes = plan.get("output_changes") or {}
+    for name, output in ((plan.get("planned_values") or {}).get("outputs") or {}).items():
+        if "value" not in output or (changes.get(name) or {}).get("after_unknown"):
+            return None
+        outputs[name] = {"value": output["value"], "sensitive": bool(output.get("sensitive"))}
+    return outputs
+
+
+def mask_outputs(outputs, show_sensitive=False):
+    """{name: value} from tofu's output JSON, sensitive values masked."""
+    return {name: (output.get("value") if show_sensitive or not output.get("sensitive") else MASK)
+            for name, output in sorted((outputs or {}).items())}
+
+
+def diff_text(resources):
+    """Before/after per resource, as Ansible's diff display takes them."""
+    return [{"before_header": f"{r['address']} ({r['action']})", "after_header": r["address"],
+             "before": json.dumps(r["before"], indent=2, sort_keys=True) + "\n" if r["before"] is not None else "",
+             "after": json.dumps(r["after"], indent=2, sort_keys=True) + "\n" if r["after"] is not None else ""}
+            for r in resources]
+
+
+class Tofu:
+    """One project directory and the options every command shares."""
+
+    def __init__(self, project_path, binary=None, workspace=None, variables=None, var_files=None,
+                 backend_config=None, backend_config_files=None, lock=None, lock_timeout=None,
+                 parallelism=None, targets=None, replace=None, timeout=DEFAULT_TIMEOUT,
+                 environment=None):
+        if not os.path.isdir(project_path):
+            raise TofuError(f"project_path {project_path} is not a directory")
+        self.project_path = os.path.abspath(project_path)
+        self.binary = find_binary(binary)
+        self.workspace = workspace
+        self.variables = dict(variables or {})
+        self.var_files = [os.path.abspath(os.path.join(self.project_path, f)) for f in var_files or []]
+        for path in self.var_files:
+            if not os.path.isfile(path):
+                raise TofuError(f"var file {path} does not exist")
+        self.backend_config = dict(backend_config or {})
+        self.backend_config_files = list(backend_config_files or [])
+        self.lock = lock
+        self.lock_timeout = lock_timeout
+        self.parallelism = parallelism
+        self.targets = list(targets or [])
+        self.replace = list(replace or [])
+        self.timeout = timeout
+        self.environment = dict(environment or {})
+        self.log = []
+
+    # -- process -----------------------------------------------------------
+    def env(self):
+        env = dict(os.environ)
+        # Only our own TF_VAR_* may reach the tool: a stray one in the
+        # controller's environment must not silently change a plan.
+        for key in [k for k in env if k.startswith("TF_VAR_")]:
+            del env[key]
+        env.update(self.environment)
+        env.update(TF_IN_AUTOMATION="1", TF_INPUT="0")
+        if self.workspace:
+            env["TF_WORKSPACE"] = self.workspace
+        else:
+            env.pop("TF_WORKSPACE", None)
+        for name, value in self.variables.items():
+            env[f"TF_VAR_{name}"] = env_value(value)
+        return env
+
+    def run(self, *args, check=True):
+        cmd = [self.binary, *args]
+        try:
+            proc = subprocess.run(cmd, cwd=self.project_path, env=self.env(), capture_output=True,
+                                  text=True, timeout=self.timeout, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise TofuError(f"{' '.join(cmd[:2])} timed out after {self.timeout}s", cmd=cmd) from exc
+        except OSError as exc:
+            raise TofuError(f"cannot run {cmd[0]}: {exc}", cmd=cmd) from exc
+        self.log.append({"cmd": cmd, "rc": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr})
+        if check and proc.returncode != 0:
+            raise TofuError(f"{os.path.basename(cmd[0])} {args[0]} failed (rc={proc.returncode}): "
+                            f"{_error_text(proc.stderr or proc.stdout)}",
+                            rc=proc.returncode, stdout=proc.stdout, stderr=proc.stderr, cmd=cmd)
+        return proc
+
+    @property
+    def stdout(self):
+        return "".join(entry["stdout"] for entry in self.log)
+
+    @property
+    def stderr(self):
+        return "".join(entry["stderr"] for entry in self.log)
+
+    # -- commands ----------------------------------------------------------
+    def _common(self):
+        args = ["-input=false", "-no-color"]
+        if self.lock is not None:
+            args.append(f"-lock={'true' if self.lock else 'false'}")
+        if self.lock_timeout:
+            args.append(f"-lock-timeout={self.lock_timeout}")
+        return args
+
+    def initialised(self):
+        return os.path.isdir(os.path.join(self.project_path, ".terraform"))
+
+    def init(self):
+        args = ["init", *self._common()]
+        args += [f"-backend-config={k}={v}" for k, v in sorted(self.backend_config.items())]
+        args += [f"-backend-config={path}" for path in self.backend_config_files]
+        self.run(*args)
+        # A configuration using only built-in resources leaves no trace of
+        # init; the directory marks it done so the next run does not repeat it.
+        os.makedirs(os.path.join(self.project_path, ".terraform"), exist_ok=True)
+
+    def ensure_init(self):
+        if self.initialised():
+            return False
+        self.init()
+        return True
+
+    def validate(self):
+        self.run("validate", "-no-color")
+
+    def plan(self, out, destroy=False):
+        args = ["plan", *self._common(), f"-out={out}"]
+        if destroy:
+            args.append("-destroy")
+        if self.parallelism:
+            args.append(f"-parallelism={self.parallelism}")
+        args += [f"-var-file={path}" for path in self.var_files]
+        args += [f"-target={target}" for target in self.targets]
+        args += [f"-replace={address}" for address in self.replace]
+        self.run(*args)
+
+    def show_plan(self, planfile):
+        proc = self.run("show", "-json", "-no-color", planfile)
+        try:
+            return json.loads(proc.stdout)
+        except ValueError as exc:
+            raise TofuError(f"cannot parse show -json output: {exc}") from exc
+
+    def apply_plan(self, planfile):
+        args = ["apply", *self._common()]
+        if self.parallelism:
+            args.append(f"-parallelism={self.parallelism}")
+        self.run(*args, planfile)
+
+    def outputs(self):
+        proc = self.run("output", "-json", "-no-color")
+        try:
+            return json.loads(proc.stdout or "{}")
+        except ValueError as exc:
+            raise TofuError(f"cannot parse output -json output: {exc}") from exc
+
+    def execute(self, command, check_mode=False, show_sensitive=False):
+        """Runs `command` the way the tofu module does. Returns a result dict:
+        changed, command, counts, resources, outputs, initialised, applied."""
+        if command not in COMMANDS:
+            raise TofuError(f"unknown command {command!r}: use one of {', '.join(COMMANDS)}")
+        result = {"changed": False, "command": command, "applied": False, "initialised": False,
+                  "counts": {"create": 0, "update": 0, "delete": 0, "replace": 0},
+                  "resources": [], "outputs_changed": [], "outputs": {}}
+        if command == "init":
+            result["changed"] = not self.initialised()
+            if not check_mode:
+                self.init()
+                result["initialised"] = True
+            return result
+        if command == "output":
+            result["outputs"] = mask_outputs(self.outputs(), show_sensitive)
+            return result
+        result["initialised"] = self.ensure_init()
+        if command == "validate":
+            self.validate()
+            return result
+        handle, planfile = tempfile.mkstemp(prefix="guardrail-", suffix=".tfplan")
+        os.close(handle)
+        try:
+            self.plan(planfile, destroy=command == "destroy")
+            plan = self.show_plan(planfile)
+            result.update(summarize(plan))
+            known = planned_outputs(plan)
+            if command in ("apply", "destroy") and not check_mode and result["changed"]:
+                self.apply_plan(planfile)
+                result["applied"] = True
+        finally:
+            os.unlink(planfile)
+        if command == "destroy" and result["applied"]:
+            result["outputs"] = {}
+        else:
+            # Outputs the plan already knew are what apply stored; only values
+            # known after apply need another process.
+            outputs = known if known is not None else self.outputs()
+            result["outputs"] = mask_outputs(outputs, show_sensitive)
+        return result
+
+
+def _error_text(text):
+    """The tool's error lines without the box drawing it decorates them with."""
+    lines = [line.lstrip("│╷╵ ").rstrip() for line in (text or "").splitlines()]
+    return "\n".join(line for line in lines if line).strip() or "(no error output)"
