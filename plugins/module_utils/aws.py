@@ -127,8 +127,7 @@ def paginate(api_client, action, result_key, **kwargs):
         if token:
             args[input_token] = token
         page = call(api_client, action, **args)
-        for item in page.get(result_key, []):
-            yield item
+        yield from page.get(result_key, [])
         token = page.get(output_token)
         if not token:
             return

@@ -46,7 +46,7 @@ def test_tarball_leaves_out_local_state(installed):
 
 
 def test_installed_roles_are_listed(installed):
-    _, path, env, cwd = installed
+    path, env, cwd = installed[1:]
     roles = sorted(p.name for p in (ROOT / "roles").iterdir() if (p / "meta" / "argument_specs.yml").exists())
     assert roles, "no role with meta/argument_specs.yml"
     listing = run([BIN / "ansible-doc", "-t", "role", "-l", "guardrail.ecs"], cwd, env)
@@ -66,7 +66,7 @@ def plugin_names():
 
 @pytest.mark.parametrize("kind,name", plugin_names())
 def test_installed_plugin_renders_docs(installed, kind, name):
-    _, _, env, cwd = installed
+    env, cwd = installed[2:]
     out = run([BIN / "ansible-doc", "-t", kind, f"guardrail.ecs.{name}"], cwd, env)
     assert f"guardrail.ecs.{name}" in out
     assert "EXAMPLES" in out or "EXAMPLE" in out.upper()
