@@ -1,0 +1,274 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: guardrail.ecs contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# The work happens in the action plugin of the same name; this file documents it.
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: workflow
+short_description: Render, check, lock, run tofu, push and unlock a stack in one task
+version_added: 0.1.0
+description:
+  - Runs, for one stack and profile, an ordered subset of the steps
+    V(render), V(git_check), V(lock), V(exec), V(git_push), V(unlock), V(unlock_any), on the controller.
+  - Each step runs only if every previous one succeeded. Unknown steps, steps out of that order and
+    names or paths escaping the repository are refused before anything runs.
+  - V(render) renders C(<stacks_dir>/<stack>/) for the profile into C(.dist/<profile>/<stack>/) as
+    M(guardrail.ecs.render) does; the rendered directory is git-ignored (through C(.git/info/exclude)
+    when needed), so rendering never dirties the tree.
+  - V(git_check) refuses modified, staged or untracked files, a branch behind or diverged from its
+    upstream, and more than O(max_ahead) unpushed commits. When it refuses, no lock is taken and nothing runs.
+  - V(lock) takes the run lock of (stack, profile) for O(owner); the same owner may re-enter, anyone
+    else is refused and told who holds it, since when and from which run.
+  - V(exec) runs O(command) in the rendered directory. When it fails the lock stays held by this run
+    and nothing is pushed; the message says so and how to release the lock.
+  - V(git_push) pushes the current branch to its upstream (never with force).
+    V(unlock) releases the lock held by O(owner); V(unlock_any) releases it whoever holds it.
+  - The result records every step's outcome and duration.
+author:
+  - guardrail.ecs maintainers
+options:
+  stack:
+    description: The stack, a directory under O(stacks_dir); also the first half of the lock key.
+    type: str
+    required: true
+  profile:
+    description: The profile, C(<profiles_dir>/<profile>.yml); also the second half of the lock key.
+    type: str
+    required: true
+  steps:
+    description:
+      - The steps to run, a subset of V(render), V(git_check), V(lock), V(exec), V(git_push), V(unlock),
+        V(unlock_any) in that order. A comma-separated string is accepted.
+    type: list
+    elements: str
+    default: [render, git_check, lock, exec, git_push, unlock]
+  repo_path:
+    description: The stack repository (a git clone). Default the controller's current directory.
+    type: path
+  command:
+    description:
+      - What the V(exec) step runs in the rendered directory.
+      - A tofu command name (V(init), V(validate), V(plan), V(apply), V(destroy), V(output)), run
+        as M(guardrail.ecs.tofu) runs it, or a list of arguments run as is (no shell).
+      - In check mode a tofu command plans only and an argument list does not run.
+    type: raw
+    default: apply
+  stacks_dir:
+    description: Directory of the stacks, relative to O(repo_path).
+    type: str
+    default: stacks
+  profiles_dir:
+    description: Directory of the profiles, relative to O(repo_path).
+    type: str
+    default: profiles
+  dest:
+    description: The rendered directory relative to O(repo_path) (default C(.dist/<profile>/<stack>)).
+    type: str
+  vars:
+    description: Template variables on top of the profile's configuration.
+    type: dict
+    default: {}
+  binary:
+    description: The tofu executable (default C(tofu) when on E(PATH), else C(terraform)).
+    type: str
+  workspace:
+    description: The tofu workspace, passed as E(TF_WORKSPACE).
+    type: str
+  variables:
+    description: Input variables for tofu, passed as C(TF_VAR_*) environment variables, never logged.
+    type: dict
+    default: {}
+  var_files:
+    description: Variable files for tofu, relative to the rendered directory or absolute.
+    type: list
+    elements: path
+    default: []
+  tofu_options:
+    description:
+      - Further options of M(guardrail.ecs.tofu) for the V(exec) step - V(backend_config),
+        V(backend_config_files), V(lock), V(lock_timeout), V(parallelism), V(targets), V(replace), V(timeout).
+    type: dict
+    default: {}
+  show_sensitive:
+    description: Return sensitive tofu outputs in clear instead of masked.
+    type: bool
+    default: false
+  exec_timeout:
+    description: Seconds an argument-list O(command) may run.
+    type: int
+    default: 3600
+  max_ahead:
+    description: Unpushed commits V(git_check) allows.
+    type: int
+    default: 1
+  allow_detached:
+    description: Let V(git_check) accept a detached HEAD.
+    type: bool
+    default: false
+  fetch:
+    description: Let V(git_check) fetch the upstream before comparing with it.
+    type: bool
+    default: true
+  push_remote:
+    description: The remote V(git_push) pushes to (default the branch's upstream remote).
+    type: str
+  owner:
+    description:
+      - Who holds the lock. Default the launching user inside an AWX/Tower job (C(awx_user_name)),
+        else C(user@host).
+    type: str
+  run_id:
+    description: The run recorded in the lock. Default the AWX/Tower job id, else a fresh id.
+    type: str
+  message:
+    description: A note stored in the lock record.
+    type: str
+    default: ""
+  lock_backend:
+    description: Where the run lock lives.
+    type: str
+    choices: [git, dynamodb, s3]
+    default: git
+  lock_remote:
+    description: For V(git), the remote holding the lock tags (default C(origin)).
+    type: str
+  lock_table:
+    description: For V(dynamodb), the table (OpenTofu's lock table format).
+    type: str
+  lock_bucket:
+    description: For V(s3), the bucket.
+    type: str
+  lock_key:
+    description: For V(dynamodb) and V(s3), the state key the lock belongs to.
+    type: str
+  aws_region:
+    description: AWS region for the V(dynamodb) and V(s3) backends.
+    type: str
+  aws_profile:
+    description: AWS profile for the V(dynamodb) and V(s3) backends.
+    type: str
+  aws_access_key:
+    description: AWS access key id for the V(dynamodb) and V(s3) backends.
+    type: str
+  aws_secret_key:
+    description: AWS secret access key for the V(dynamodb) and V(s3) backends.
+    type: str
+  aws_session_token:
+    description: AWS session token for the V(dynamodb) and V(s3) backends.
+    type: str
+  aws_endpoint_url:
+    description: AWS endpoint URL for the V(dynamodb) and V(s3) backends (a local stand-in in tests).
+    type: str
+attributes:
+  check_mode:
+    support: full
+    description:
+      - The rendered directory is still written (git-ignored build output that the plan needs);
+        lock, push and unlock only report, a tofu O(command) plans only.
+  diff_mode:
+    support: full
+    description: Rendered files and the before and after of every resource that changes.
+  platform:
+    platforms: all
+    description: Runs on the controller.
+  action:
+    support: full
+    description: Implemented as an action plugin.
+seealso:
+  - module: guardrail.ecs.render
+  - module: guardrail.ecs.tofu
+notes:
+  - "Shell alias making C(tofu) run the whole workflow for the stack and profile given:
+    C(tofu-change() { ansible localhost -m guardrail.ecs.workflow -a \"stack=$1 profile=$2 command=${3:-apply} repo_path=$PWD\"; })"
+"""
+
+EXAMPLES = r"""
+- name: Apply stack alpha for prod, the whole way
+  guardrail.ecs.workflow:
+    repo_path: /srv/infra
+    stack: alpha
+    profile: prod
+
+- name: Plan only, without locking
+  guardrail.ecs.workflow:
+    repo_path: /srv/infra
+    stack: alpha
+    profile: prod
+    steps: [render, git_check, exec]
+    command: plan
+
+- name: Release a lock a colleague left behind
+  guardrail.ecs.workflow:
+    repo_path: /srv/infra
+    stack: alpha
+    profile: prod
+    steps: [unlock_any]
+"""
+
+RETURN = r"""
+steps:
+  description: Every requested step in order with its status (V(ok), V(failed), V(skipped)), whether it changed something, its duration in seconds, its message and its result.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"step": "exec", "status": "ok", "changed": true, "duration": 0.19, "msg": "", "result": {}}]
+failed_step:
+  description: The step that failed.
+  returned: failure
+  type: str
+  sample: exec
+stack:
+  description: The stack.
+  returned: always
+  type: str
+  sample: alpha
+profile:
+  description: The profile.
+  returned: always
+  type: str
+  sample: prod
+owner:
+  description: The lock owner of this run.
+  returned: always
+  type: str
+  sample: alice@laptop
+run_id:
+  description: The run id of this run.
+  returned: always
+  type: str
+  sample: 20240601T101500Z-1a2b3c4d5e6f
+dest:
+  description: The rendered directory.
+  returned: always
+  type: str
+  sample: /srv/infra/.dist/prod/alpha
+duration:
+  description: Seconds all steps took.
+  returned: always
+  type: float
+  sample: 0.42
+hash:
+  description: sha256 of the rendered tree.
+  returned: when the render step ran
+  type: str
+  sample: ff1c8dd65f2c6f9f7cf947c0020fd305b778023241295a85abfa2ec5082a5c9b
+counts:
+  description: Resource changes of the tofu command, by kind.
+  returned: when exec ran a tofu command
+  type: dict
+  sample: {"create": 0, "update": 0, "delete": 0, "replace": 1}
+resources:
+  description: Resources the tofu command changed (or would change), with before and after values.
+  returned: when exec ran a tofu command
+  type: list
+  elements: dict
+  sample: [{"address": "terraform_data.deployment", "action": "replace", "before": {}, "after": {}}]
+outputs:
+  description: The stack's outputs after the tofu command (sensitive ones masked unless O(show_sensitive)).
+  returned: when exec ran a tofu command
+  type: dict
+  sample: {"service_name": "web-prod"}
+"""
