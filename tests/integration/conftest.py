@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -38,11 +39,15 @@ def run_playbook(playbook, extra_vars=None, check=False, diff=False, env=None, c
     output, stderr). Task results are under out["plays"][i]["tasks"][j]["hosts"].
     """
     cwd = Path(cwd or ROOT)
-    path = Path(playbook) if not str(playbook).lstrip().startswith(("-", "#")) else None
-    if path is None:
-        fd_path = cwd / f".playbook-{os.getpid()}.yml"
-        fd_path.write_text(textwrap.dedent(playbook))
-        path = fd_path
+    inline = str(playbook).lstrip().startswith(("-", "#"))
+    if inline:
+        # Inline playbooks live in a temporary directory, never in the checkout.
+        fd, name = tempfile.mkstemp(prefix="playbook-", suffix=".yml")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(textwrap.dedent(playbook))
+        path = Path(name)
+    else:
+        path = Path(playbook)
     cmd = [str(VENV_BIN / "ansible-playbook"), "-i", inventory, str(path)]
     if extra_vars:
         cmd += ["-e", json.dumps(extra_vars)]
@@ -56,7 +61,7 @@ def run_playbook(playbook, extra_vars=None, check=False, diff=False, env=None, c
         proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True,
                               timeout=timeout, check=False)
     finally:
-        if path.name.startswith(".playbook-"):
+        if inline:
             path.unlink(missing_ok=True)
     try:
         out = json.loads(proc.stdout)
