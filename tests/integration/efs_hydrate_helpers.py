@@ -1,0 +1,108 @@
+"""Helpers for the hydration tests: source trees, tree comparison, and the
+module run the way Ansible runs it on a host (a separate Python process
+reading its arguments file)."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from conftest import ROOT
+
+MARKER = ".guardrail-hydrated"
+LOCK_FILE = ".guardrail-hydrate.lock"
+STAGING_PREFIX = ".guardrail-staging-"
+OURS = (MARKER, LOCK_FILE)
+
+
+def make_tree(root, files=200, size=4096, seed=1):
+    """A source tree of `files` files in nested directories, a relative symlink
+    and an empty directory. Content is deterministic per seed."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(files):
+        path = root / f"d{i % 7}" / f"s{i % 3}" / f"f{i:05d}.dat"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        block = hashlib.sha256(f"{seed}-{i}".encode()).digest()
+        path.write_bytes(block * (size // len(block)) + block[: size % len(block)])
+    (root / "README.txt").write_text("seed content\n")
+    (root / "bin").mkdir(exist_ok=True)
+    script = root / "bin" / "start.sh"
+    script.write_text("#!/bin/sh\necho start\n")
+    script.chmod(0o755)
+    (root / "empty").mkdir(exist_ok=True)
+    link = root / "bin" / "readme"
+    if not link.is_symlink():
+        link.symlink_to("../README.txt")
+    return root
+
+
+def tree_listing(root, ignore=OURS):
+    """{relative path: (kind, content digest or link target, mode)} of a tree,
+    without the marker and lock file at its top."""
+    root = Path(root)
+    listing = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        for name in dirnames + filenames:
+            rel = os.path.normpath(os.path.join(rel_dir, name))
+            if rel in ignore:
+                continue
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            if os.path.islink(path):
+                listing[rel] = ("link", os.readlink(path), None)
+            elif os.path.isdir(path):
+                listing[rel] = ("dir", None, st.st_mode & 0o7777)
+            else:
+                with open(path, "rb") as f:
+                    listing[rel] = ("file", hashlib.sha256(f.read()).hexdigest(), st.st_mode & 0o7777)
+    return listing
+
+
+def leftovers(dest):
+    """Staging directories and temp files a run left in dest."""
+    return sorted(n for n in os.listdir(dest) if n.startswith((STAGING_PREFIX, MARKER + ".tmp")))
+
+
+def module_env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT / ".cache" / "collections")
+    return env
+
+
+def _args_file(args):
+    fd, path = tempfile.mkstemp(prefix="efs-hydrate-args-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump({"ANSIBLE_MODULE_ARGS": args}, f)
+    return path
+
+
+def start_module(args, env=None):
+    """Starts guardrail.ecs.efs_hydrate as its own process. Returns the Popen;
+    read its result with module_result()."""
+    path = _args_file(args)
+    full_env = module_env()
+    full_env.update(env or {})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ansible_collections.guardrail.ecs.plugins.modules.efs_hydrate", path],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env)
+    proc.args_file = path
+    return proc
+
+
+def module_result(proc, timeout=300):
+    out, err = proc.communicate(timeout=timeout)
+    os.unlink(proc.args_file)
+    try:
+        result = json.loads(out)
+    except json.JSONDecodeError as exc:
+        raise AssertionError(f"module printed no JSON (rc={proc.returncode}): {out!r} {err!r}") from exc
+    result["rc"] = proc.returncode
+    return result
+
+
+def run_module(args, env=None, timeout=300):
+    return module_result(start_module(args, env=env), timeout=timeout)
