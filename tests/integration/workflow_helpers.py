@@ -37,7 +37,8 @@ def workflow(clone, check=False, diff=False, env=None, **args):
     task.update(args)
     playbook = ("- hosts: localhost\n  connection: local\n  gather_facts: false\n  tasks:\n"
                 "    - name: workflow\n      guardrail.ecs.workflow: " + json.dumps(task) + "\n")
-    rc, out, err = run_playbook(playbook, check=check, diff=diff, env=env, cwd=clone)
+    # Outside the clone: run_playbook writes the playbook file into cwd.
+    rc, out, err = run_playbook(playbook, check=check, diff=diff, env=env, cwd=clone.parent)
     results = task_results(out)
     assert results, f"no task result: {out} {err}"
     return rc, results[-1][1], err
