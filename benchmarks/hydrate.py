@@ -1,0 +1,142 @@
+"""Hydration speed: guardrail.ecs.efs_hydrate against `cp -a` of the same data.
+
+Builds a source of 20,000 files (about 200 MB; --quick: 4,000 files, 40 MB),
+then, side by side in one run and alternating so neither gets a warmer cache:
+  - `cp -a src/. dest/`                       (the reference the target is set against)
+  - `cp -a src/. dest/ && sync -f dest`       (the same with the durability the module gives)
+  - the module's logic, called in-process     (module_utils.efs_hydrate.hydrate)
+  - the module as Ansible runs it on a host   (python -m ...modules.efs_hydrate args.json)
+and a re-run of the module on the hydrated volume.
+Targets: module <= 1.3 x cp -a; re-run <= 0.3 s.
+
+Usage: .venv/bin/python benchmarks/hydrate.py [--quick] [--rounds N] [--dir PATH]
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COLLECTIONS = ROOT / ".cache" / "collections"
+sys.path.insert(0, str(COLLECTIONS))
+
+from ansible_collections.guardrail.ecs.plugins.module_utils.efs_hydrate import hydrate  # noqa: E402
+
+MODULE = "ansible_collections.guardrail.ecs.plugins.modules.efs_hydrate"
+
+
+def make_source(root, files, total_bytes):
+    """Files of varied sizes (1 KiB to ~40 KiB) in a few hundred directories."""
+    rnd = os.urandom(1 << 20)
+    mean = total_bytes // files
+    written = 0
+    for i in range(files):
+        size = max(1024, (mean * ((i * 7919) % 200)) // 100)
+        if i == files - 1:
+            size = max(1024, total_bytes - written)
+        d = root / f"dir{i % 40:02d}" / f"sub{(i // 40) % 10}"
+        d.mkdir(parents=True, exist_ok=True)
+        start = (i * 4099) % (len(rnd) - 65536)
+        data = (rnd[start:start + min(size, 65536)] * (size // 65536 + 1))[:size]
+        (d / f"file{i:06d}.bin").write_bytes(data)
+        written += size
+    return written
+
+
+def timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def cp_a(src, dest, sync):
+    def run():
+        dest.mkdir()
+        subprocess.run(["cp", "-a", f"{src}/.", f"{dest}/"], check=True, timeout=600)
+        if sync:
+            subprocess.run(["sync", "-f", str(dest)], check=True, timeout=600)
+    return run
+
+
+def in_process(src, dest):
+    def run():
+        result = hydrate(str(src), str(dest))
+        assert result["seeded"], result
+    return run
+
+
+def entry_point(src, dest, workdir):
+    args = workdir / "args.json"
+    args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {"src": str(src), "dest": str(dest)}}))
+    env = dict(os.environ, PYTHONPATH=str(COLLECTIONS))
+
+    def run():
+        proc = subprocess.run([sys.executable, "-m", MODULE, str(args)], env=env, check=False,
+                              capture_output=True, text=True, timeout=600)
+        result = json.loads(proc.stdout)
+        assert proc.returncode == 0, result
+        run.result = result
+    return run
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="4,000 files, 40 MB")
+    parser.add_argument("--rounds", type=int, default=3, help="measurements of each (median)")
+    parser.add_argument("--dir", default=None, help="where to build the trees (default: $TMPDIR)")
+    opts = parser.parse_args()
+    files, total = (4000, 40 << 20) if opts.quick else (20000, 200 << 20)
+
+    work = Path(tempfile.mkdtemp(prefix="hydrate-bench-", dir=opts.dir))
+    try:
+        src = work / "src"
+        src.mkdir()
+        nbytes = make_source(src, files, total)
+        subprocess.run(["sync", "-f", str(work)], check=True, timeout=600)
+        print(f"source: {files} files, {nbytes / 1e6:.0f} MB in {work}")
+
+        times = {"cp -a": [], "cp -a + sync": [], "module_utils": [], "module entry point": []}
+        for r in range(opts.rounds):
+            runs = [
+                ("cp -a", cp_a(src, work / f"cp{r}", sync=False)),
+                ("cp -a + sync", cp_a(src, work / f"cps{r}", sync=True)),
+                ("module_utils", in_process(src, work / f"mu{r}")),
+                ("module entry point", entry_point(src, work / f"ep{r}", work)),
+            ]
+            for name, fn in runs:
+                times[name].append(timed(fn))
+            # Each round's copies go before the next, so the disk is not filling up.
+            subprocess.run(["sync", "-f", str(work)], check=True, timeout=600)
+            for name in ("cp", "cps", "mu"):
+                shutil.rmtree(work / f"{name}{r}")
+            if r != opts.rounds - 1:
+                shutil.rmtree(work / f"ep{r}")
+
+        hydrated = work / f"ep{opts.rounds - 1}"
+        rerun_in_process = [timed(lambda: hydrate(str(src), str(hydrated))) for _ in range(5)]
+        rerun_entry = entry_point(src, hydrated, work)
+        rerun_entry_times = [timed(rerun_entry) for _ in range(3)]
+        assert not rerun_entry.result["changed"], rerun_entry.result
+
+        med = {name: statistics.median(v) for name, v in times.items()}
+        print(f"rounds: {opts.rounds} (median of each)")
+        for name, value in med.items():
+            print(f"  {name:<20} {value:7.2f} s")
+        print(f"ratio module_utils / cp -a:               {med['module_utils'] / med['cp -a']:.2f}x (target <= 1.3x)")
+        print(f"ratio module entry point / cp -a:         {med['module entry point'] / med['cp -a']:.2f}x")
+        print(f"ratio module_utils / (cp -a + sync):      {med['module_utils'] / med['cp -a + sync']:.2f}x")
+        print(f"re-run on the hydrated volume, module_utils:       {min(rerun_in_process):.4f} s (target <= 0.3 s)")
+        print(f"re-run on the hydrated volume, module entry point: {min(rerun_entry_times):.4f} s"
+              " (includes starting Python and importing Ansible)")
+    finally:
+        shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()
