@@ -9,8 +9,8 @@ name: profile
 short_description: The merged configuration of a profile
 version_added: 0.1.0
 description:
-  - Returns the configuration M(guardrail.ecs.render) renders a stack with, for each profile named:
-    C(<profiles_dir>/<profile>.yml) with the profiles it C(extends:) merged in (dictionaries merged
+  - Returns the configuration M(guardrail.ecs.render) renders a stack with, for each profile named,
+    that is C(<profiles_dir>/<profile>.yml) with the profiles it C(extends:) merged in (dictionaries merged
     key by key, lists and other values replaced, cycles refused), without the C(extends) key.
 author:
   - guardrail.ecs maintainers

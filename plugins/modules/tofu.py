@@ -14,7 +14,7 @@ description:
   - V(plan), V(apply) and V(destroy) run C(init) first when the directory is not initialised.
     V(apply) and V(destroy) plan with C(-out) and apply that plan file, so exactly what was
     planned is applied; nothing is applied when the plan has no change.
-  - C(changed), the counts and the diff come from the plan's JSON (C(show -json)): creates, updates,
+  - C(changed), the counts and the diff come from the plan's JSON (C(show -json)); creates, updates,
     deletes and replacements are counted exactly, whatever their number.
   - Variables are passed as C(TF_VAR_*) environment variables, never on the command line;
     C(TF_VAR_*) variables already in the environment are not passed on. The workspace is passed as
