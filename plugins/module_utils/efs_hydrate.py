@@ -758,7 +758,11 @@ def make_plan(source, dest, policy, overwrite, prune):
         return result
     clashes = []
     absent_dirs = set()
+    clashed = set()
     for entry in source.entries:
+        if os.path.dirname(entry.path) in clashed:
+            clashed.add(entry.path)
+            continue
         if os.path.dirname(entry.path) in absent_dirs:
             if entry.kind == "dir":
                 absent_dirs.add(entry.path)
@@ -774,6 +778,7 @@ def make_plan(source, dest, policy, overwrite, prune):
         if entry.kind == "dir":
             if not stat.S_ISDIR(st.st_mode):
                 clashes.append(f"{entry.path} is a directory in the source but not in dest")
+                clashed.add(entry.path)
             elif overwrite and _meta_differs(st, policy.mode(entry), *policy.ids(entry)):
                 result.fix_meta.append(entry)
         elif stat.S_ISDIR(st.st_mode):
