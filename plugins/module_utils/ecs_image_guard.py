@@ -174,7 +174,7 @@ class Guard:
         """Described services of `cluster`: all, or those named in `requested`
         (a list of service names). describe_services takes 10 per call."""
         if requested is None:
-            arns = list(paginate(self.ecs, "list_services", "serviceArns", cluster=cluster))
+            arns = list(paginate(self.ecs, "list_services", "serviceArns", cluster=cluster, maxResults=100))
         else:
             arns = list(requested)
         described = []
@@ -186,7 +186,8 @@ class Guard:
     def stopped_tasks(self, cluster, since_seconds):
         """Stopped tasks of `cluster` that stopped within the window.
         describe_tasks takes 100 per call. A task without any timestamp is kept."""
-        arns = list(paginate(self.ecs, "list_tasks", "taskArns", cluster=cluster, desiredStatus="STOPPED"))
+        arns = list(paginate(self.ecs, "list_tasks", "taskArns", cluster=cluster,
+                             desiredStatus="STOPPED", maxResults=100))
         horizon = self.now - timedelta(seconds=since_seconds)
         tasks = []
         for batch in chunks(arns, DESCRIBE_TASKS_BATCH):
