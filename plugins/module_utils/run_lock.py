@@ -69,7 +69,7 @@ def _shown(value):
 def validate_identity(stack, profile):
     """Raises LockError unless both names are safe as a ref, key and path component."""
     for label, value in (("stack", stack), ("profile", profile)):
-        if not isinstance(value, str) or not NAME_PATTERN.match(value) or ".." in value \
+        if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value) or ".." in value \
                 or value.endswith((".", ".lock")):
             raise LockError(
                 f"invalid {label} name {_shown(value)}: use 1 to 64 letters, digits, '.', '_' or '-', "

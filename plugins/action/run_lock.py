@@ -1,0 +1,37 @@
+# -*- coding: utf-8 -*-
+# Copyright: guardrail.ecs contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Runs guardrail.ecs.run_lock with the identity of the AWX/Tower job.
+
+AWX passes the launching user and the job id as extra vars, which a module
+never sees; this plugin reads them on the controller and hands them to the
+module as owner and run_id. It also defaults repo_path to the controller's
+working directory, where ansible-playbook was started in the stack repository.
+"""
+from __future__ import annotations
+
+import os
+
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.guardrail.ecs.plugins.module_utils.run_lock import default_identity
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        del tmp
+        args = dict(self._task.args)
+        if not args.get("owner") or not args.get("run_id"):
+            owner, run_id = default_identity(task_vars or {})
+            args.setdefault("owner", None)
+            args.setdefault("run_id", None)
+            args["owner"] = args["owner"] or owner
+            args["run_id"] = args["run_id"] or run_id
+        if args.get("backend", "git") == "git" and not args.get("repo_path"):
+            args["repo_path"] = os.getcwd()
+        result.update(self._execute_module(module_name="guardrail.ecs.run_lock", module_args=args,
+                                           task_vars=task_vars))
+        return result

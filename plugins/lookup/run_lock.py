@@ -1,0 +1,107 @@
+# -*- coding: utf-8 -*-
+# Copyright: guardrail.ecs contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: run_lock
+short_description: The current run lock record of a stack and profile
+version_added: 0.1.0
+description:
+  - Reads the run lock that M(guardrail.ecs.run_lock) keeps for O(stack) and O(profile)
+    and returns its record, or an empty dict when nobody holds it.
+  - For messages and conditions in plays, for example to tell who is running a change.
+extends_documentation_fragment:
+  - guardrail.ecs.aws
+options:
+  stack:
+    description: The stack module the lock belongs to, for example C(alpha).
+    type: str
+    required: true
+  profile:
+    description:
+      - The profile of the stack the lock belongs to, for example C(prod).
+      - This is the lock's profile; the AWS named profile is O(aws_profile).
+    type: str
+    required: true
+    aliases: []
+  aws_profile:
+    description: A named profile from the AWS shared configuration and credentials files.
+    type: str
+  backend:
+    description: Where the lock is kept.
+    type: str
+    choices: [git, dynamodb, s3]
+    default: git
+  repo_path:
+    description:
+      - O(backend=git) only. A clone of the repository whose remote keeps the lock.
+      - Defaults to the controller's working directory.
+    type: path
+  remote:
+    description: O(backend=git) only. The git remote that keeps the lock tag.
+    type: str
+    default: origin
+  table:
+    description: O(backend=dynamodb) only. The DynamoDB table.
+    type: str
+  bucket:
+    description: O(backend=s3) only. The S3 bucket.
+    type: str
+  key:
+    description:
+      - The DynamoDB C(LockID), or the S3 object key to which C(.tflock) is appended.
+      - Defaults to C(guardrail/<stack>/<profile>).
+    type: str
+author:
+  - guardrail.ecs contributors
+"""
+
+EXAMPLES = r"""
+- name: Tell who holds the lock of alpha/prod
+  ansible.builtin.debug:
+    msg: >-
+      {{ lock.owner ~ ' has held alpha/prod since ' ~ lock.created ~ ' (run ' ~ lock.run_id ~ ')'
+         if lock else 'alpha/prod is free' }}
+  vars:
+    lock: "{{ lookup('guardrail.ecs.run_lock', stack='alpha', profile='prod', repo_path=playbook_dir) }}"
+
+- name: Stop unless the DynamoDB lock is free
+  ansible.builtin.assert:
+    that: lookup('guardrail.ecs.run_lock', stack='alpha', profile='prod', backend='dynamodb', table='tofu-locks') == {}
+    fail_msg: alpha/prod is locked
+"""
+
+RETURN = r"""
+_raw:
+  description:
+    - The lock record (owner, run_id, host, created, operation, message, stack, profile, version, id),
+      or an empty dict when the lock is free.
+  type: list
+  elements: dict
+"""
+
+import os
+
+from ansible.errors import AnsibleError
+from ansible.plugins.lookup import LookupBase
+
+from ansible_collections.guardrail.ecs.plugins.module_utils import aws
+from ansible_collections.guardrail.ecs.plugins.module_utils.run_lock import LockError, get_backend
+
+
+class LookupModule(LookupBase):
+    def run(self, terms, variables=None, **kwargs):
+        if terms:
+            raise AnsibleError("the run_lock lookup takes no terms: pass stack= and profile=")
+        self.set_options(var_options=variables, direct=kwargs)
+        options = {name: self.get_option(name) for name in aws.AWS_ARGUMENT_SPEC if name != "profile"}
+        options["profile"] = self.get_option("aws_profile")
+        try:
+            backend = get_backend(self.get_option("backend"), repo_path=self.get_option("repo_path") or os.getcwd(),
+                                  remote=self.get_option("remote"), table=self.get_option("table"),
+                                  key=self.get_option("key"), bucket=self.get_option("bucket"), **options)
+            record = backend.read(self.get_option("stack"), self.get_option("profile"))
+        except LockError as exc:
+            raise AnsibleError(f"run_lock lookup: {exc}") from exc
+        return [record or {}]

@@ -1,0 +1,146 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: guardrail.ecs contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: git_check
+short_description: Refuse to run a change from a clone that is not clean and in step with its upstream
+version_added: 0.1.0
+description:
+  - Fetches the upstream of the current branch, then fails when the clone has modified,
+    staged or untracked (not ignored) files; when the branch is behind or has diverged
+    from its upstream; when it is more than O(max_ahead) commits ahead; or when it has no upstream.
+  - A repository with a single commit is valid.
+  - Reads only; never changes the clone apart from updating remote-tracking refs by the fetch.
+options:
+  repo_path:
+    description: The clone to check.
+    type: path
+    required: true
+  max_ahead:
+    description: How many local commits not yet on the upstream are allowed (the change about to be pushed).
+    type: int
+    default: 1
+  allow_detached:
+    description: Accept a detached HEAD (for example a CI checkout of a tag); upstream checks are then skipped.
+    type: bool
+    default: false
+  fetch:
+    description: Fetch the upstream's remote before comparing. Without it the comparison uses the last fetch.
+    type: bool
+    default: true
+  timeout:
+    description: Seconds each git command may take, the fetch included.
+    type: int
+    default: 60
+attributes:
+  check_mode:
+    support: full
+    description: Runs the same checks; the check changes nothing anyway.
+  diff_mode:
+    support: none
+seealso:
+  - module: guardrail.ecs.git_push
+  - module: guardrail.ecs.run_lock
+author:
+  - guardrail.ecs contributors
+"""
+
+EXAMPLES = r"""
+- name: Refuse to plan from a dirty or outdated clone of the stack repository
+  guardrail.ecs.git_check:
+    repo_path: "{{ playbook_dir }}"
+
+- name: Allow two unpushed commits
+  guardrail.ecs.git_check:
+    repo_path: /srv/stacks/alpha
+    max_ahead: 2
+"""
+
+RETURN = r"""
+branch:
+  description: The current branch; null when HEAD is detached.
+  returned: always
+  type: str
+  sample: main
+head:
+  description: The commit id of HEAD; null in a repository without commits.
+  returned: always
+  type: str
+  sample: 5d41402abc4b2a76b9719d911017c592ae2b3c11
+upstream:
+  description: The upstream of the branch; null when it has none.
+  returned: always
+  type: str
+  sample: origin/main
+ahead:
+  description: Commits on the branch that are not on its upstream.
+  returned: always
+  type: int
+  sample: 1
+behind:
+  description: Commits on the upstream that are not on the branch.
+  returned: always
+  type: int
+  sample: 0
+modified:
+  description: Files changed in the work tree but not staged (and unmerged files).
+  returned: always
+  type: list
+  elements: str
+  sample: [main.tf]
+staged:
+  description: Files with staged changes.
+  returned: always
+  type: list
+  elements: str
+  sample: []
+untracked:
+  description: Untracked files that no ignore rule covers.
+  returned: always
+  type: list
+  elements: str
+  sample: [notes.txt]
+problems:
+  description: One sentence per refusing condition; empty when the clone passes.
+  returned: always
+  type: list
+  elements: str
+  sample: ["1 untracked file(s): notes.txt"]
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.guardrail.ecs.plugins.module_utils.git import GitError, check
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            repo_path=dict(type="path", required=True),
+            max_ahead=dict(type="int", default=1),
+            allow_detached=dict(type="bool", default=False),
+            fetch=dict(type="bool", default=True),
+            timeout=dict(type="int", default=60),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    if params["max_ahead"] < 0:
+        module.fail_json(msg=f"max_ahead must be 0 or more, not {params['max_ahead']}")
+    try:
+        result = check(params["repo_path"], max_ahead=params["max_ahead"], allow_detached=params["allow_detached"],
+                       fetch=params["fetch"], timeout=params["timeout"])
+    except GitError as exc:
+        module.fail_json(msg=str(exc))
+    ok = result.pop("ok")
+    if not ok:
+        module.fail_json(msg=f"{params['repo_path']} is not ready for a change: " + "; ".join(result["problems"]),
+                         **result)
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""git_check and git_push against real clones of a bare remote."""
+import pytest
+
+from ansible_collections.guardrail.ecs.plugins.module_utils import git as gitops
+from conftest import git
+from lock_helpers import clone
+
+
+def commit(repo, name, text="x\n", message=None):
+    (repo / name).write_text(text)
+    git("add", name, cwd=repo)
+    git("commit", "-q", "-m", message or f"change {name}", cwd=repo)
+    return git("rev-parse", "HEAD", cwd=repo)
+
+
+@pytest.fixture
+def other(git_repo, tmp_path):
+    """A second clone of the same remote: a colleague who pushes."""
+    _work, remote = git_repo
+    path = clone(remote, tmp_path / "other")
+    git("config", "user.name", "Other", cwd=path)
+    git("config", "user.email", "other@example.invalid", cwd=path)
+    return path
+
+
+def test_single_commit_clone_is_ready(git_repo):
+    work, _remote = git_repo
+    result = gitops.check(str(work))
+    assert result["ok"], result["problems"]
+    assert (result["branch"], result["upstream"], result["ahead"], result["behind"]) == ("main", "origin/main", 0, 0)
+    assert result["head"] == git("rev-parse", "HEAD", cwd=work)
+    assert git("rev-list", "--count", "HEAD", cwd=work) == "1"
+
+
+def test_one_unpushed_commit_is_allowed_two_are_not(git_repo):
+    work, _remote = git_repo
+    commit(work, "a.tf")
+    assert gitops.check(str(work))["ok"]
+    commit(work, "b.tf")
+    result = gitops.check(str(work))
+    assert not result["ok"] and result["ahead"] == 2
+    assert result["problems"] == ["branch main is 2 commits ahead of origin/main (at most 1 allowed): push or squash first"]
+    assert gitops.check(str(work), max_ahead=2)["ok"]
+
+
+@pytest.mark.parametrize("kind", ["modified", "staged", "untracked"])
+def test_dirty_tree_is_refused_with_paths(git_repo, kind):
+    work, _remote = git_repo
+    (work / ".gitignore").write_text("*.tfstate\n")
+    git("add", ".gitignore", cwd=work)
+    git("commit", "-q", "-m", "ignore state", cwd=work)
+    git("push", "-q", cwd=work)
+    (work / "terraform.tfstate").write_text("{}")
+    (work / "sub").mkdir()
+    if kind == "modified":
+        (work / "README").write_text("changed\n")
+    elif kind == "staged":
+        (work / "sub" / "new.tf").write_text("x")
+        git("add", "sub/new.tf", cwd=work)
+    else:
+        (work / "sub" / "new.tf").write_text("x")
+    result = gitops.check(str(work))
+    assert not result["ok"]
+    expected = {"modified": ["README"], "staged": ["sub/new.tf"], "untracked": ["sub/new.tf"]}[kind]
+    assert result[kind] == expected
+    assert result["problems"] == [f"1 {kind} file(s): {expected[0]}"]
+    others = {"modified", "staged", "untracked"} - {kind}
+    assert all(result[name] == [] for name in others)
+
+
+def test_behind_is_refused_after_fetch(git_repo, other):
+    work, _remote = git_repo
+    commit(other, "theirs.tf")
+    git("push", "-q", cwd=other)
+    assert gitops.check(str(work), fetch=False)["ok"], "without a fetch the clone cannot know"
+    result = gitops.check(str(work))
+    assert not result["ok"] and (result["ahead"], result["behind"]) == (0, 1)
+    assert result["problems"] == ["branch main is 1 commit(s) behind origin/main: pull first"]
+
+
+def test_diverged_is_refused(git_repo, other):
+    work, _remote = git_repo
+    commit(other, "theirs.tf")
+    git("push", "-q", cwd=other)
+    commit(work, "mine.tf")
+    result = gitops.check(str(work))
+    assert not result["ok"] and (result["ahead"], result["behind"]) == (1, 1)
+    assert result["problems"] == ["branch main has diverged from origin/main (1 ahead, 1 behind): rebase or merge first"]
+
+
+def test_no_upstream_and_detached_head(git_repo):
+    work, _remote = git_repo
+    git("checkout", "-q", "-b", "feature", cwd=work)
+    result = gitops.check(str(work))
+    assert result["problems"] == ["branch feature has no upstream (push it once with 'git push -u')"]
+    git("checkout", "-q", "--detach", cwd=work)
+    result = gitops.check(str(work))
+    assert result["branch"] is None
+    assert result["problems"] == ["HEAD is detached (check out a branch, or set allow_detached)"]
+    assert gitops.check(str(work), allow_detached=True)["ok"]
+
+
+def test_fetch_failure_carries_git_error(git_repo):
+    work, _remote = git_repo
+    git("remote", "set-url", "origin", str(work.parent / "gone.git"), cwd=work)
+    with pytest.raises(gitops.GitError, match="cannot fetch origin.*does not appear to be a git repository"):
+        gitops.check(str(work))
+    with pytest.raises(gitops.GitError, match="not a git repository"):
+        gitops.check(str(work.parent))
+
+
+def test_push_ahead_pushes_the_range(git_repo):
+    work, remote = git_repo
+    old = git("rev-parse", "HEAD", cwd=work)
+    new = commit(work, "a.tf")
+    planned = gitops.push(str(work), check_mode=True)
+    assert planned == {"changed": True, "branch": "main", "upstream": "origin/main", "range": f"{old}..{new}",
+                       "commits": 1}
+    assert git("rev-parse", "main", cwd=remote) == old
+    assert gitops.push(str(work)) == planned
+    assert git("rev-parse", "main", cwd=remote) == new
+
+
+def test_push_equal_is_unchanged(git_repo):
+    work, remote = git_repo
+    result = gitops.push(str(work))
+    assert result == {"changed": False, "branch": "main", "upstream": "origin/main", "range": "", "commits": 0}
+
+
+def test_push_behind_is_refused_without_a_fetch(git_repo, other):
+    work, remote = git_repo
+    theirs = commit(other, "theirs.tf")
+    git("push", "-q", cwd=other)
+    with pytest.raises(gitops.GitError, match="1 commit\\(s\\) behind origin/main: pull first; nothing was pushed"):
+        gitops.push(str(work))
+    assert git("rev-parse", "main", cwd=remote) == theirs
+
+
+def test_push_diverged_is_refused_and_never_forced(git_repo, other):
+    work, remote = git_repo
+    theirs = commit(other, "theirs.tf")
+    git("push", "-q", cwd=other)
+    commit(work, "mine.tf")
+    for check_mode in (True, False):
+        with pytest.raises(gitops.GitError, match="diverged from origin/main \\(1 ahead, 1 behind\\)"):
+            gitops.push(str(work), check_mode=check_mode)
+    assert git("rev-parse", "main", cwd=remote) == theirs
+
+
+def test_push_refuses_detached_and_no_upstream(git_repo):
+    work, _remote = git_repo
+    git("checkout", "-q", "-b", "feature", cwd=work)
+    with pytest.raises(gitops.GitError, match="branch feature has no upstream"):
+        gitops.push(str(work))
+    git("checkout", "-q", "--detach", cwd=work)
+    with pytest.raises(gitops.GitError, match="HEAD is detached"):
+        gitops.push(str(work))

@@ -1,0 +1,237 @@
+"""The run lock on its three backends, against real git remotes and a moto
+server over HTTP: contention across processes, a killed holder, bad names."""
+import json
+import signal
+
+import pytest
+
+from ansible_collections.guardrail.ecs.plugins.module_utils import run_lock
+from conftest import git
+from lock_helpers import (BUCKET, TABLE, SerialMotoServer, aws_contents, backend_options, clone,
+                          create_aws_resources, race, start_holder)
+
+BACKENDS = ("git", "dynamodb", "s3")
+BAD_NAMES = ["a/b", "..", "a..b", "has space", "semi;colon", "$(touch x)", "back`tick`", "pipe|x", "",
+             "x" * 300, "-leading-dash", "new\nline", "trailing\n", "star*", "tilde~1", "x.lock", "dot."]
+
+
+@pytest.fixture(scope="module")
+def serial_moto(moto_server):
+    """A second HTTP front end on the same moto backends that serves one request
+    at a time (see SerialMotoServer), for the race tests only."""
+    with SerialMotoServer() as server:
+        yield server.endpoint
+
+
+@pytest.fixture
+def lock_env(request, tmp_path, moto_server, monkeypatch):
+    """(backend name, options factory by process index, state reader) for each
+    backend. An indirect parameter "<backend>:serial" points the AWS backends
+    at the serial moto front end."""
+    name, _, mode = request.param.partition(":")
+    if mode == "serial":
+        moto_server = request.getfixturevalue("serial_moto")
+    if name == "git":
+        remote = tmp_path / "remote.git"
+        git("init", "-q", "--bare", "-b", "main", str(remote), cwd=tmp_path)
+        seed = clone(remote, tmp_path / "seed")
+        git("-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-q", "--allow-empty",
+            "-m", "initial", cwd=seed)
+        git("push", "-q", "origin", "HEAD:main", cwd=seed)
+        clones = {}
+
+        def options_for(index):
+            if index not in clones:
+                clones[index] = clone(remote, tmp_path / f"clone-{index}")
+            return {"backend": "git", **backend_options("git", repo_path=clones[index])}
+
+        def stored():
+            return git("for-each-ref", "--format=%(refname)", "refs/tags", cwd=remote).split()
+
+        return name, options_for, stored
+
+    from conftest import AWS_TEST_ENV, reset_moto
+
+    reset_moto(moto_server)
+    for key, value in AWS_TEST_ENV.items():
+        monkeypatch.setenv(key, value)
+    create_aws_resources(moto_server)
+
+    def aws_options_for(_index):
+        return {"backend": name, **backend_options(name, endpoint=moto_server)}
+
+    def aws_stored():
+        items, keys = aws_contents(moto_server)
+        return items if name == "dynamodb" else keys
+
+    return name, aws_options_for, aws_stored
+
+
+def prepare_clones(options_for, count):
+    # Clones are made before the race so every process only races.
+    return [options_for(index) for index in range(count)]
+
+
+@pytest.mark.parametrize("lock_env", ["git", "dynamodb:serial", "s3:serial"], indirect=True)
+def test_thirty_processes_race_one_winner_per_round(lock_env):
+    name, options_for, stored = lock_env
+    prepare_clones(options_for, 30)
+    rounds, elapsed = race(options_for, "alpha", "prod", workers=30, rounds=20)
+    print(f"{name}: 30 processes x 20 rounds in {elapsed:.1f}s")
+    for number, results in enumerate(rounds):
+        errors = [r for r in results if r[1] == "error"]
+        assert not errors, f"round {number}: {errors}"
+        winners = [r for r in results if r[1] == "won"]
+        assert len(winners) == 1, f"round {number}: {len(winners)} winners: {winners}"
+        _, _, winner_owner, winner_run, _ = winners[0]
+        for _index, outcome, owner, run_id, text in results:
+            if outcome == "lost":
+                assert (owner, run_id) == (winner_owner, winner_run), f"round {number}: {text}"
+                assert winner_owner in text and winner_run in text, text
+    assert stored() == []
+
+
+@pytest.mark.parametrize("lock_env", BACKENDS, indirect=True)
+def test_killed_holder_leaves_an_attributable_lock(lock_env):
+    name, options_for, stored = lock_env
+    options = options_for(0)
+    holder = start_holder(options, "alpha", "prod")
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=10)
+    assert holder.returncode == -signal.SIGKILL
+
+    backend = run_lock.get_backend(**options_for(1))
+    record = backend.read("alpha", "prod")
+    assert (record["owner"], record["run_id"], record["message"]) == ("holder@killed", "run-killed", "about to die")
+    with pytest.raises(run_lock.LockHeld) as refused:
+        backend.acquire("alpha", "prod", run_lock.new_record("alpha", "prod", "other@test", "run-2"))
+    assert "holder@killed" in str(refused.value) and "run-killed" in str(refused.value)
+    with pytest.raises(run_lock.LockHeld):
+        backend.release("alpha", "prod", "other@test")
+
+    changed, removed = backend.remove("alpha", "prod")
+    assert changed and removed["owner"] == "holder@killed"
+    assert backend.read("alpha", "prod") is None
+    assert stored() == []
+    changed, _ = backend.acquire("alpha", "prod", run_lock.new_record("alpha", "prod", "other@test", "run-2"))
+    assert changed
+
+
+@pytest.mark.parametrize("lock_env", BACKENDS, indirect=True)
+@pytest.mark.parametrize("field", ["stack", "profile"])
+def test_bad_names_are_refused_and_nothing_is_written(lock_env, field):
+    name, options_for, stored = lock_env
+    backend = run_lock.get_backend(**options_for(0))
+    for bad in BAD_NAMES:
+        names = {"stack": "alpha", "profile": "prod", field: bad}
+        with pytest.raises(run_lock.LockError, match=f"invalid {field} name"):
+            run_lock.new_record(names["stack"], names["profile"], "me@test", "run-1")
+        record = dict(run_lock.new_record("alpha", "prod", "me@test", "run-1"), **names)
+        for call in (lambda: backend.acquire(names["stack"], names["profile"], record),
+                     lambda: backend.release(names["stack"], names["profile"], "me@test"),
+                     lambda: backend.remove(names["stack"], names["profile"]),
+                     lambda: backend.read(names["stack"], names["profile"])):
+            with pytest.raises(run_lock.LockError, match=f"invalid {field} name") as refused:
+                call()
+            assert not isinstance(refused.value, run_lock.LockHeld)
+        assert stored() == [], f"{bad!r} wrote {stored()}"
+
+
+@pytest.mark.parametrize("lock_env", BACKENDS, indirect=True)
+def test_owner_rules_and_check_mode(lock_env):
+    name, options_for, stored = lock_env
+    mine = run_lock.get_backend(**options_for(0))
+    theirs = run_lock.get_backend(**options_for(1))
+    record = run_lock.new_record("alpha", "prod", "me@test", "run-1", message="rotate keys")
+
+    assert mine.acquire("alpha", "prod", record, check_mode=True) == (True, record)
+    assert stored() == []
+    assert mine.release("alpha", "prod", "me@test") == (False, None)
+    assert mine.acquire("alpha", "prod", record) == (True, record)
+    again = run_lock.new_record("alpha", "prod", "me@test", "run-2")
+    assert mine.acquire("alpha", "prod", again) == (False, record)
+    assert theirs.acquire("alpha", "prod", again) == (False, record)
+
+    other = run_lock.new_record("alpha", "prod", "you@test", "run-9")
+    with pytest.raises(run_lock.LockHeld) as refused:
+        theirs.acquire("alpha", "prod", other, check_mode=True)
+    for part in ("me@test", "run-1", record["host"], record["created"], "apply", "rotate keys"):
+        assert part in str(refused.value)
+    with pytest.raises(run_lock.LockHeld, match="cannot release"):
+        theirs.release("alpha", "prod", "you@test")
+
+    assert theirs.release("alpha", "prod", "me@test", check_mode=True) == (True, record)
+    assert theirs.remove("alpha", "prod", check_mode=True) == (True, record)
+    assert mine.read("alpha", "prod") == record
+    # released from another clone / another backend object: no shared memory
+    assert theirs.release("alpha", "prod", "me@test") == (True, record)
+    assert mine.read("alpha", "prod") is None
+    assert stored() == []
+
+
+@pytest.mark.parametrize("lock_env", ["dynamodb", "s3"], indirect=True)
+def test_aws_lock_is_tofu_lock_info(lock_env, moto_server):
+    import boto3
+
+    name, options_for, _stored = lock_env
+    backend = run_lock.get_backend(**options_for(0))
+    record = run_lock.new_record("alpha", "prod", "me@test", "run-1", operation="plan", message="why")
+    backend.acquire("alpha", "prod", record)
+    if name == "dynamodb":
+        item = boto3.client("dynamodb", endpoint_url=moto_server).get_item(
+            TableName=TABLE, Key={"LockID": {"S": "guardrail/alpha/prod"}})["Item"]
+        info = json.loads(item["Info"]["S"])
+        assert info["Path"] == "guardrail/alpha/prod"
+    else:
+        body = boto3.client("s3", endpoint_url=moto_server).get_object(
+            Bucket=BUCKET, Key="guardrail/alpha/prod.tflock")["Body"].read()
+        info = json.loads(body)
+        assert info["Path"] == f"{BUCKET}/guardrail/alpha/prod"
+    assert {k: info[k] for k in ("ID", "Operation", "Info", "Who", "Created")} == {
+        "ID": record["id"], "Operation": "plan", "Info": "why", "Who": "me@test", "Created": record["created"]}
+    assert info["Version"] == f"guardrail.ecs {run_lock.COLLECTION_VERSION}"
+
+
+@pytest.mark.parametrize("lock_env", ["dynamodb"], indirect=True)
+def test_a_lock_tofu_wrote_is_read_and_refused(lock_env, moto_server):
+    import boto3
+
+    _name, options_for, _stored = lock_env
+    tofu_info = {"ID": "5b6d0f3e-8f0e-4c4b-9d1a-2f4f0c7b1e11", "Operation": "OperationTypeApply", "Info": "",
+                 "Who": "bob@laptop", "Version": "1.8.0", "Created": "2026-01-02T03:04:05.123456789Z",
+                 "Path": "guardrail/alpha/prod"}
+    boto3.client("dynamodb", endpoint_url=moto_server).put_item(
+        TableName=TABLE, Item={"LockID": {"S": "guardrail/alpha/prod"}, "Info": {"S": json.dumps(tofu_info)}})
+    backend = run_lock.get_backend(**options_for(0))
+    record = backend.read("alpha", "prod")
+    assert (record["owner"], record["host"], record["operation"]) == ("bob@laptop", "laptop", "OperationTypeApply")
+    assert run_lock.is_stale(record, 3600)
+    with pytest.raises(run_lock.LockHeld, match="bob@laptop"):
+        backend.acquire("alpha", "prod", run_lock.new_record("alpha", "prod", "me@test", "run-1"))
+
+
+def test_git_lock_leaves_no_local_tag_and_survives_a_stale_one(tmp_path):
+    remote = tmp_path / "remote.git"
+    git("init", "-q", "--bare", "-b", "main", str(remote), cwd=tmp_path)
+    work = clone(remote, tmp_path / "work")
+    backend = run_lock.get_backend("git", repo_path=str(work))
+    record = run_lock.new_record("alpha", "prod", "me@test", "run-1")
+    backend.acquire("alpha", "prod", record)
+    assert git("tag", "-l", cwd=work) == ""
+    assert git("cat-file", "-p", "refs/tags/guardrail-lock/alpha/prod", cwd=remote).endswith(
+        json.dumps(record, sort_keys=True))
+    # A local tag of the same name left by someone's `git fetch --tags` must not
+    # make a free lock look held.
+    git("fetch", "-q", "origin", "refs/tags/*:refs/tags/*", cwd=work)
+    backend.remove("alpha", "prod")
+    assert git("tag", "-l", cwd=work) == "guardrail-lock/alpha/prod"
+    assert backend.read("alpha", "prod") is None
+    assert backend.acquire("alpha", "prod", run_lock.new_record("alpha", "prod", "you@test", "run-2"))[0]
+
+
+def test_git_remote_failure_names_git_error(tmp_path):
+    work = tmp_path / "work"
+    git("init", "-q", str(work), cwd=tmp_path)
+    backend = run_lock.get_backend("git", repo_path=str(work), remote=str(tmp_path / "missing.git"))
+    with pytest.raises(run_lock.LockError, match="does not appear to be a git repository"):
+        backend.acquire("alpha", "prod", run_lock.new_record("alpha", "prod", "me@test", "run-1"))
