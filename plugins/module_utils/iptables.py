@@ -1,0 +1,448 @@
+# -*- coding: utf-8 -*-
+# Copyright: guardrail.ecs contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Owning a few iptables chains on a host whose other rules belong to others.
+
+Plain Python, no AnsibleModule. A caller describes chains it owns (their
+rules) or only needs to exist (such as DOCKER-USER), and the chains that must
+jump to them. `plan()` compares that with the live ruleset read from
+`iptables-save`, and yields, per table, the commands for one
+`iptables-restore --noflush` run and the commands that undo them. `apply()`
+loads the tables one by one and, when a table is refused, undoes the tables
+already loaded, so a failed rule set leaves the previous rules in place.
+`merge_save_file()` merges the same chains and jumps into an iptables-save
+file (/etc/iptables/rules.v4, /etc/sysconfig/iptables) without adding
+anything else of the live ruleset to it.
+
+A jump is placed ahead of the first terminal rule (DROP, REJECT, RETURN) of the
+chain it sits in, so it works under a default-deny firewall; a jump already
+ahead of every terminal rule is left where it is.
+"""
+from __future__ import annotations
+
+import shlex
+import subprocess
+from dataclasses import dataclass, field
+
+TABLES = ("filter", "nat", "mangle", "raw")
+TERMINAL_TARGETS = ("DROP", "REJECT", "RETURN")
+COMMAND_TIMEOUT = 60
+
+_LONG_OPTIONS = {
+    "--source": "-s", "--src": "-s", "--destination": "-d", "--dst": "-d",
+    "--in-interface": "-i", "--out-interface": "-o", "--protocol": "-p",
+    "--jump": "-j", "--goto": "-g", "--match": "-m",
+    "--destination-port": "--dport", "--source-port": "--sport",
+}
+# iptables-save prints these first, in this order, whatever order they were given in.
+_GENERIC_ORDER = ("-s", "-d", "-i", "-o", "-p")
+# Options of the tcp/udp matches that iptables loads implicitly after -p tcp/udp.
+_PROTOCOL_OPTIONS = ("--dport", "--sport", "--tcp-flags", "--syn", "--tcp-option")
+
+
+class IptablesError(Exception):
+    """A rule set iptables refused, a command that failed, or bad input."""
+
+
+@dataclass
+class Chain:
+    name: str
+    policy: str | None = None
+    rules: list = field(default_factory=list)
+
+    @property
+    def builtin(self):
+        return self.policy is not None
+
+
+@dataclass
+class ChainSpec:
+    """A chain the caller owns (`rules` is a list) or only needs (`rules` None)."""
+    table: str
+    name: str
+    rules: list | None = None
+    jump_from: list = field(default_factory=list)
+    omit_rules_found_in: list = field(default_factory=list)
+
+
+@dataclass
+class TablePlan:
+    table: str
+    commands: list = field(default_factory=list)
+    undo: list = field(default_factory=list)
+    before: dict = field(default_factory=dict)
+    after: dict = field(default_factory=dict)
+
+    def payload(self, commands=None):
+        lines = ["*%s" % self.table] + list(self.commands if commands is None else commands) + ["COMMIT", ""]
+        return "\n".join(lines)
+
+
+@dataclass
+class Plan:
+    tables: list = field(default_factory=list)
+    omitted: list = field(default_factory=list)
+    effective_rules: dict = field(default_factory=dict)
+
+    @property
+    def changed(self):
+        return any(t.commands for t in self.tables)
+
+    def commands(self):
+        return {t.table: list(t.commands) for t in self.tables if t.commands}
+
+    def before_text(self):
+        return _render_state(self.tables, "before")
+
+    def after_text(self):
+        return _render_state(self.tables, "after")
+
+
+def _render_state(tables, which):
+    out = []
+    for plan in tables:
+        state = getattr(plan, which)
+        if not state:
+            continue
+        out.append("*%s" % plan.table)
+        for name, rules in state.items():
+            if rules is None:
+                continue
+            out.append(":%s" % name)
+            out.extend("-A %s %s" % (name, rule) for rule in rules)
+    return "\n".join(out) + ("\n" if out else "")
+
+
+def split_rule(rule):
+    try:
+        return shlex.split(rule)
+    except ValueError as exc:
+        raise IptablesError("cannot parse rule %r: %s" % (rule, exc))
+
+
+def canonical(rule):
+    """Tokens of a rule in the order and spelling iptables-save prints.
+
+    Covers what rule authors commonly write differently from iptables-save:
+    long option names, generic options in any order, addresses without a
+    mask, and the tcp/udp match loaded implicitly by -p tcp --dport.
+    """
+    tokens = [_LONG_OPTIONS.get(t, t) for t in split_rule(rule)]
+    generic = {}
+    rest = []
+    negate = False
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if token == "!":
+            negate = True
+            i += 1
+            continue
+        if token in _GENERIC_ORDER and i + 1 < len(tokens):
+            value = tokens[i + 1]
+            if token in ("-s", "-d") and "/" not in value:
+                value += "/32"
+            if token == "-p":
+                value = value.lower()
+            generic[token] = (negate, value)
+            i += 2
+        else:
+            if negate:
+                rest.append("!")
+            rest.append(token)
+            i += 1
+        negate = False
+    protocol = generic.get("-p", (False, ""))[1]
+    if protocol in ("tcp", "udp") and ["-m", protocol] != rest[:2]:
+        first_match = rest.index("-m") if "-m" in rest else len(rest)
+        if any(t in _PROTOCOL_OPTIONS for t in rest[:first_match]):
+            rest = ["-m", protocol] + rest
+    out = []
+    for option in _GENERIC_ORDER:
+        if option in generic:
+            negated, value = generic[option]
+            out.extend((["!"] if negated else []) + [option, value])
+    return tuple(out + rest)
+
+
+def target_of(rule):
+    tokens = split_rule(rule)
+    for flag in ("-j", "--jump", "-g", "--goto"):
+        if flag in tokens:
+            index = tokens.index(flag)
+            if index + 1 < len(tokens):
+                return tokens[index + 1]
+    return None
+
+
+def first_terminal(rules):
+    """1-based position of the first DROP/REJECT/RETURN rule, or None."""
+    for position, rule in enumerate(rules, 1):
+        if target_of(rule) in TERMINAL_TARGETS:
+            return position
+    return None
+
+
+def parse_save(text):
+    """{table: {chain name: Chain}} from iptables-save output or a rules file.
+
+    Rules are kept as written after `-A <chain> `.
+    """
+    tables = {}
+    current = None
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("*"):
+            current = tables.setdefault(line[1:], {})
+        elif line == "COMMIT":
+            current = None
+        elif current is None:
+            raise IptablesError("line %d is outside a table: %s" % (number, raw))
+        elif line.startswith(":"):
+            name, policy = (line[1:].split() + ["-"])[:2]
+            current[name] = Chain(name, None if policy == "-" else policy, current.get(name, Chain(name)).rules)
+        elif line.startswith("-A "):
+            parts = line.split(None, 2)
+            chain = current.setdefault(parts[1], Chain(parts[1]))
+            chain.rules.append(parts[2] if len(parts) > 2 else "")
+        else:
+            raise IptablesError("line %d is not a chain or an appended rule: %s" % (number, raw))
+    return tables
+
+
+def validate_specs(specs):
+    seen = set()
+    for spec in specs:
+        if spec.table not in TABLES:
+            raise IptablesError("table %r of chain %s is not one of %s" % (spec.table, spec.name, ", ".join(TABLES)))
+        if not spec.name or len(spec.name) > 28 or any(c.isspace() for c in spec.name) or spec.name.startswith("-"):
+            raise IptablesError("chain name %r must be 1 to 28 characters, no spaces, not starting with '-'" % spec.name)
+        if spec.name in ("INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING"):
+            raise IptablesError("chain %s is built in: own a chain of your own and jump to it" % spec.name)
+        if (spec.table, spec.name) in seen:
+            raise IptablesError("chain %s appears twice in table %s" % (spec.name, spec.table))
+        seen.add((spec.table, spec.name))
+        for rule in spec.rules or []:
+            if not canonical(rule):
+                raise IptablesError("chain %s has an empty rule" % spec.name)
+    owned = {(s.table, s.name) for s in specs if s.rules is not None}
+    for spec in specs:
+        for source in spec.jump_from:
+            if (spec.table, source) in owned:
+                raise IptablesError("chain %s jumps from %s, whose rules are owned and rewritten: "
+                                    "jump from a chain that is not owned" % (spec.name, source))
+
+
+def plan(live, specs):
+    """The commands that make `live` (from parse_save) hold `specs`."""
+    validate_specs(specs)
+    result = Plan()
+    by_table = {}
+    for spec in specs:
+        by_table.setdefault(spec.table, []).append(spec)
+    for table, table_specs in by_table.items():
+        result.tables.append(_plan_table(table, live.get(table, {}), table_specs, result))
+    return result
+
+
+def _plan_table(table, chains, specs, result):
+    tp = TablePlan(table)
+    working = {name: list(chain.rules) for name, chain in chains.items()}
+    creates = []
+    for spec in specs:
+        existing = chains.get(spec.name)
+        if spec.rules is None:
+            if existing is None:
+                tp.commands.append("-N %s" % spec.name)
+                creates.append(spec.name)
+                working[spec.name] = []
+            continue
+        effective = []
+        for rule in spec.rules:
+            found = _found_in(chains, spec.omit_rules_found_in, rule)
+            if found:
+                result.omitted.append({"table": table, "chain": spec.name, "rule": rule, "found_in": found})
+            else:
+                effective.append(rule)
+        result.effective_rules[(table, spec.name)] = effective
+        tp.before[spec.name] = list(existing.rules) if existing else None
+        tp.after[spec.name] = effective
+        if existing is None:
+            tp.commands.append("-N %s" % spec.name)
+            creates.append(spec.name)
+            tp.commands.extend("-A %s %s" % (spec.name, rule) for rule in effective)
+        elif [canonical(r) for r in existing.rules] != [canonical(r) for r in effective]:
+            tp.commands.append("-F %s" % spec.name)
+            tp.commands.extend("-A %s %s" % (spec.name, rule) for rule in effective)
+            tp.undo[:0] = ["-F %s" % spec.name] + ["-A %s %s" % (spec.name, r) for r in existing.rules]
+        working[spec.name] = list(effective)
+
+    jump_undo = []
+    for spec in specs:
+        jump = "-j %s" % spec.name
+        for source in spec.jump_from:
+            if source not in working:
+                raise IptablesError("chain %s (jump to %s) does not exist in table %s" % (source, spec.name, table))
+            rules = working[source]
+            tp.before.setdefault(source, list(chains[source].rules) if source in chains else [])
+            at = [n for n, rule in enumerate(rules, 1) if canonical(rule) == canonical(jump)]
+            terminal = first_terminal(rules)
+            if len(at) == 1 and (terminal is None or at[0] < terminal):
+                continue
+            for position in reversed(at):
+                tp.commands.append("-D %s %d" % (source, position))
+                jump_undo.insert(0, "-I %s %d %s" % (source, position, rules[position - 1]))
+                del rules[position - 1]
+            terminal = first_terminal(rules)
+            if terminal is None:
+                tp.commands.append("-A %s %s" % (source, jump))
+                rules.append(jump)
+                jump_undo.insert(0, "-D %s %d" % (source, len(rules)))
+            else:
+                tp.commands.append("-I %s %d %s" % (source, terminal, jump))
+                rules.insert(terminal - 1, jump)
+                jump_undo.insert(0, "-D %s %d" % (source, terminal))
+    for name in tp.before:
+        if name not in tp.after:
+            tp.after[name] = list(working[name])
+    tp.undo = jump_undo + tp.undo + ["-F %s" % name for name in creates] + ["-X %s" % name for name in reversed(creates)]
+    return tp
+
+
+def unsaved_forms(live, the_plan):
+    """(rule as given, rule as iptables-save prints it) for loaded rules whose
+    spelling `canonical()` does not map to iptables-save's: each makes every
+    later run report a change until it is written the saved way."""
+    pairs = []
+    for (table, name), rules in the_plan.effective_rules.items():
+        chain = live.get(table, {}).get(name)
+        if chain is None or len(chain.rules) != len(rules):
+            continue
+        for given, saved in zip(rules, chain.rules):
+            if canonical(given) != canonical(saved):
+                pairs.append((given, saved))
+    return pairs
+
+
+def _found_in(chains, sources, rule):
+    wanted = canonical(rule)
+    for source in sources:
+        chain = chains.get(source)
+        if chain and any(canonical(r) == wanted for r in chain.rules):
+            return source
+    return None
+
+
+def run(argv, data=None, timeout=COMMAND_TIMEOUT):
+    """(rc, stdout, stderr) of a command run without a shell."""
+    try:
+        proc = subprocess.run(argv, input=data, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return 124, "", "%s timed out after %ss" % (argv[0], timeout)
+    except OSError as exc:
+        return 127, "", "%s: %s" % (argv[0], exc)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def read_live(save_bin, runner=run):
+    rc, out, err = runner([save_bin])
+    if rc != 0:
+        raise IptablesError("%s failed (rc=%d): %s" % (save_bin, rc, err.strip()))
+    return parse_save(out)
+
+
+def apply(the_plan, restore_bin, runner=run):
+    """Loads the plan table by table; on a refusal undoes the loaded tables.
+
+    Raises IptablesError with iptables' own message when a table is refused.
+    """
+    loaded = []
+    for tp in the_plan.tables:
+        if not tp.commands:
+            continue
+        rc, _out, err = runner([restore_bin, "--wait", "--noflush"], tp.payload())
+        if rc == 0:
+            loaded.append(tp)
+            continue
+        problems = []
+        for done in reversed(loaded):
+            urc, _uout, uerr = runner([restore_bin, "--wait", "--noflush"], done.payload(done.undo))
+            if urc != 0:
+                problems.append("undoing table %s failed too: %s" % (done.table, uerr.strip()))
+        state = "; ".join(problems) if problems else "the previous rules are in place"
+        raise IptablesError("iptables-restore refused table %s: %s (%s)" % (tp.table, err.strip(), state))
+
+
+def merge_save_file(text, specs, effective_rules):
+    """`text` (an iptables-save file) with the chains of `specs` and their jumps.
+
+    Owned chains get exactly `effective_rules[(table, name)]`; a needed chain
+    is declared when missing; jumps move ahead of the chain's first terminal
+    rule. Every other line of the file stays as it is.
+    """
+    lines = text.splitlines()
+    for table in dict.fromkeys(spec.table for spec in specs):
+        table_specs = [s for s in specs if s.table == table]
+        start = _find_line(lines, "*%s" % table)
+        if start is None:
+            if lines and lines[-1].strip():
+                lines.append("")
+            lines.extend(["*%s" % table, "COMMIT"])
+            start = len(lines) - 2
+        end = start + 1
+        while end < len(lines) and lines[end].strip() != "COMMIT":
+            end += 1
+        if end == len(lines):
+            raise IptablesError("table %s has no COMMIT line" % table)
+        body = lines[start + 1:end]
+        body = _merge_table(body, table_specs, effective_rules, table)
+        lines[start + 1:end] = body
+    return "\n".join(lines) + "\n"
+
+
+def _find_line(lines, wanted):
+    for index, line in enumerate(lines):
+        if line.strip() == wanted:
+            return index
+    return None
+
+
+def _merge_table(body, specs, effective_rules, table):
+    owned = {s.name for s in specs if s.rules is not None}
+    targets = {s.name for s in specs}
+
+    def is_rule_of(line, chains):
+        parts = line.split(None, 2)
+        return len(parts) >= 2 and parts[0] == "-A" and parts[1] in chains
+
+    def is_jump_to_ours(line):
+        parts = line.split(None, 2)
+        return (len(parts) == 3 and parts[0] == "-A" and parts[2] is not None
+                and len(canonical(parts[2])) == 2 and canonical(parts[2])[0] == "-j"
+                and canonical(parts[2])[1] in targets)
+
+    body = [line for line in body if not is_rule_of(line.strip(), owned) and not is_jump_to_ours(line.strip())]
+    declared = {line.strip()[1:].split()[0] for line in body if line.strip().startswith(":")}
+    last_declaration = max([i for i, line in enumerate(body) if line.strip().startswith(":")], default=-1)
+    for spec in specs:
+        if spec.name not in declared:
+            last_declaration += 1
+            body.insert(last_declaration, ":%s - [0:0]" % spec.name)
+            declared.add(spec.name)
+    for spec in specs:
+        if spec.rules is not None:
+            body.extend("-A %s %s" % (spec.name, rule) for rule in effective_rules[(table, spec.name)])
+    for spec in specs:
+        for source in spec.jump_from:
+            positions = [i for i, line in enumerate(body) if is_rule_of(line.strip(), {source})]
+            terminal = next((i for i in positions if target_of(body[i].split(None, 2)[2]) in TERMINAL_TARGETS), None)
+            jump = "-A %s -j %s" % (source, spec.name)
+            if terminal is not None:
+                body.insert(terminal, jump)
+            elif positions:
+                body.insert(positions[-1] + 1, jump)
+            else:
+                body.append(jump)
+    return body

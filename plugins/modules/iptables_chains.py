@@ -1,0 +1,241 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: guardrail.ecs contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: iptables_chains
+short_description: Own a few iptables chains, and their jumps, on a host whose other rules belong to others
+version_added: 0.1.0
+description:
+  - Loads the rules of the chains it owns with C(iptables-restore --noflush), one table per load,
+    so Docker's, ecs-init's and the administrator's rules stay untouched.
+  - Places each jump into an owned chain ahead of the first terminal rule (target DROP, REJECT or RETURN)
+    of the chain it sits in, so the owned rules work under a default-deny firewall. A jump already
+    ahead of every terminal rule stays where it is; duplicates are removed.
+  - Compares with C(iptables-save) first and loads nothing when the host already holds the rules,
+    so a second run reports no change.
+  - When iptables refuses a table, the tables already loaded by this run are put back as they were,
+    and the module fails with iptables' own message; the previous rules stay in place.
+  - With O(path), merges the same chains and jumps into an iptables-save file that the host restores
+    at boot, leaving every other line of that file as it is; nothing else of the live ruleset
+    (such as Docker's or ecs-init's rules) is written to it.
+  - IPv4 only.
+options:
+  chains:
+    description: The chains to own or to need, in order; a table's chains are created in this order.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      table:
+        description: The table of the chain.
+        type: str
+        choices: [filter, nat, mangle, raw]
+        default: filter
+      name:
+        description:
+          - The chain's name, 1 to 28 characters. Built-in chains cannot be owned; own a chain and jump to it.
+        type: str
+        required: true
+      rules:
+        description:
+          - The chain's complete rule list, each rule as it follows C(-A <chain>), for example
+            C(-d 127.0.0.0/8 -i docker0 -p tcp -m tcp --dport 51679 -j ACCEPT).
+          - Rules are compared with C(iptables-save) output after normalising option order, long option
+            names, addresses without a mask and the implicit C(-m tcp)/C(-m udp); a rule written in another
+            form makes every run report a change, and the module warns with the form to use.
+          - Omit it to only need the chain (such as C(DOCKER-USER)), which is then created when missing
+            and never flushed.
+        type: list
+        elements: str
+      jump_from:
+        description:
+          - Chains of the same table that must jump to this chain, ahead of their first terminal rule.
+          - A chain listed here must exist or be one of O(chains) without O(chains[].rules).
+        type: list
+        elements: str
+        default: []
+      omit_rules_found_in:
+        description:
+          - Chains of the same table to look in before loading; a rule of O(chains[].rules) that one of
+            them already holds (for example the NAT rules ecs-init installs in C(PREROUTING)) is left out,
+            so it is not there twice.
+        type: list
+        elements: str
+        default: []
+  path:
+    description:
+      - An iptables-save file restored at boot (C(/etc/iptables/rules.v4), C(/etc/sysconfig/iptables))
+        to merge the chains and jumps into. Created with mode 0600 when missing.
+    type: path
+  iptables_save:
+    description: The iptables-save command to read the live rules with.
+    type: str
+    default: iptables-save
+  iptables_restore:
+    description: The iptables-restore command to load rules with.
+    type: str
+    default: iptables-restore
+attributes:
+  check_mode:
+    support: full
+    description: Reads the live rules and the file and reports what would change; loads and writes nothing.
+  diff_mode:
+    support: full
+    description: Shows the owned chains and the chains holding the jumps, and the file, before and after.
+notes:
+  - Requires root and C(iptables-save)/C(iptables-restore) (legacy or nf_tables).
+seealso:
+  - role: guardrail.ecs.agent_firewall
+author:
+  - guardrail.ecs contributors
+"""
+
+EXAMPLES = r"""
+- name: Let tasks on docker0 reach the ECS agent, ahead of the host's DROP rules, and keep it at boot
+  guardrail.ecs.iptables_chains:
+    chains:
+      - name: AGENT-FW-INPUT
+        rules:
+          - -d 127.0.0.0/8 -i docker0 -p tcp -m tcp --dport 51679 -j ACCEPT
+        jump_from: [INPUT]
+    path: /etc/iptables/rules.v4
+
+- name: Keep bridge-mode tasks away from the instance metadata service
+  guardrail.ecs.iptables_chains:
+    chains:
+      - name: DOCKER-USER
+        jump_from: [FORWARD]
+      - name: AGENT-FW-DOCKER
+        rules:
+          - -d 169.254.169.254/32 -i docker+ -j DROP
+        jump_from: [DOCKER-USER]
+
+- name: Send 169.254.170.2:80 to the agent unless ecs-init already does
+  guardrail.ecs.iptables_chains:
+    chains:
+      - table: nat
+        name: AGENT-FW-PREROUTING
+        rules:
+          - -d 169.254.170.2/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 127.0.0.1:51679
+        jump_from: [PREROUTING]
+        omit_rules_found_in: [PREROUTING]
+"""
+
+RETURN = r"""
+commands:
+  description: Per table, the commands loaded (or, in check mode, that would be loaded) with C(iptables-restore --noflush).
+  returned: always
+  type: dict
+  sample: {"filter": ["-N AGENT-FW-INPUT", "-A AGENT-FW-INPUT -i docker0 -j ACCEPT", "-I INPUT 2 -j AGENT-FW-INPUT"]}
+omitted_rules:
+  description: Rules left out because a chain in O(chains[].omit_rules_found_in) already holds them.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"table": "nat", "chain": "AGENT-FW-PREROUTING", "found_in": "PREROUTING",
+            "rule": "-d 169.254.170.2/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 127.0.0.1:51679"}]
+path_changed:
+  description: Whether the file in O(path) was (or, in check mode, would be) rewritten.
+  returned: always
+  type: bool
+  sample: false
+"""
+
+import os
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.common.text.converters import to_native
+
+from ansible_collections.guardrail.ecs.plugins.module_utils import iptables
+
+
+def _specs(params):
+    return [
+        iptables.ChainSpec(table=c["table"], name=c["name"], rules=c["rules"],
+                           jump_from=c["jump_from"], omit_rules_found_in=c["omit_rules_found_in"])
+        for c in params["chains"]
+    ]
+
+
+def _write(module, path, text):
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".iptables_chains.")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    if os.path.exists(path):
+        mode = os.stat(path).st_mode & 0o7777
+    else:
+        mode = 0o600
+    os.chmod(tmp, mode)
+    module.atomic_move(tmp, path)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            chains=dict(type="list", elements="dict", required=True, options=dict(
+                table=dict(type="str", default="filter", choices=list(iptables.TABLES)),
+                name=dict(type="str", required=True),
+                rules=dict(type="list", elements="str"),
+                jump_from=dict(type="list", elements="str", default=[]),
+                omit_rules_found_in=dict(type="list", elements="str", default=[]),
+            )),
+            path=dict(type="path"),
+            iptables_save=dict(type="str", default="iptables-save"),
+            iptables_restore=dict(type="str", default="iptables-restore"),
+        ),
+        supports_check_mode=True,
+    )
+    save_bin = module.get_bin_path(module.params["iptables_save"], required=True)
+    restore_bin = module.get_bin_path(module.params["iptables_restore"], required=True)
+    specs = _specs(module.params)
+    path = module.params["path"]
+    result = dict(changed=False, commands={}, omitted_rules=[], path_changed=False)
+    try:
+        live = iptables.read_live(save_bin)
+        the_plan = iptables.plan(live, specs)
+        old_text = None
+        new_text = None
+        if path:
+            if os.path.isdir(path):
+                module.fail_json(msg="path %s is a directory; give the rules file" % path, **result)
+            old_text = ""
+            if os.path.exists(path):
+                with open(path) as handle:
+                    old_text = handle.read()
+            new_text = iptables.merge_save_file(old_text, specs, the_plan.effective_rules)
+    except iptables.IptablesError as exc:
+        module.fail_json(msg=to_native(exc), **result)
+
+    result["commands"] = the_plan.commands()
+    result["omitted_rules"] = the_plan.omitted
+    result["path_changed"] = bool(path) and new_text != old_text
+    result["changed"] = the_plan.changed or result["path_changed"]
+    if module._diff:
+        diffs = [dict(before_header="iptables (live)", after_header="iptables (live)",
+                      before=the_plan.before_text(), after=the_plan.after_text())]
+        if path:
+            diffs.append(dict(before_header=path, after_header=path, before=old_text, after=new_text))
+        result["diff"] = diffs
+
+    if module.check_mode:
+        module.exit_json(**result)
+    try:
+        iptables.apply(the_plan, restore_bin)
+    except iptables.IptablesError as exc:
+        module.fail_json(msg=to_native(exc), **result)
+    if the_plan.changed:
+        for given, saved in iptables.unsaved_forms(iptables.read_live(save_bin), the_plan):
+            module.warn("iptables saves the rule %r as %r; write it that way, or every run reports a change"
+                        % (given, saved))
+    if result["path_changed"]:
+        _write(module, path, new_text)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
