@@ -1,0 +1,102 @@
+# -*- coding: utf-8 -*-
+# Copyright: guardrail.ecs contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Shared pieces of the CIS table modules: control results, commands, file writes.
+
+Every CIS module takes a table of controls of one shape and returns one result
+per control: ``{"id", "status", "evidence"}`` with status one of STATUSES.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+
+STATUSES = ("pass", "fixed", "failed", "waived", "not_applicable", "pending_reboot")
+
+# When one control has several items, the control takes the most severe status.
+_SEVERITY = {"not_applicable": 0, "pass": 1, "fixed": 2, "pending_reboot": 3, "failed": 4}
+
+EVIDENCE_ITEMS = 20
+
+
+class CisError(Exception):
+    """Bad input for a CIS table: the message says which control and what to fix."""
+
+
+def combine(statuses):
+    """The status of a control made of items with these statuses."""
+    statuses = [s for s in statuses if s]
+    if not statuses:
+        return "not_applicable"
+    return max(statuses, key=lambda s: _SEVERITY[s])
+
+
+def finish(control, statuses, evidence, reason=None):
+    """A control's result. Waived controls keep their evidence but report waived."""
+    result = {"id": control["id"], "status": combine(statuses), "evidence": "; ".join(e for e in evidence if e)}
+    if control.get("waived"):
+        result["status"] = "waived"
+        result["reason"] = control["waived"]
+    elif reason:
+        result["reason"] = reason
+    return result
+
+
+def enforce(control, audit_only, check_mode):
+    """Whether the module may change the host for this control."""
+    return not (audit_only or check_mode or control.get("waived") or control.get("audit_only"))
+
+
+def sample(items, limit=EVIDENCE_ITEMS):
+    """A short list for evidence: the first few items and how many there are in all."""
+    items = list(items)
+    if len(items) <= limit:
+        return ", ".join(items)
+    return "%s and %d more" % (", ".join(items[:limit]), len(items) - limit)
+
+
+def run(argv, timeout=120, data=None):
+    """Runs a command without a shell. Returns (rc, stdout, stderr); rc 127 if it is missing."""
+    env = dict(os.environ, LC_ALL="C", LANG="C")
+    try:
+        proc = subprocess.run(argv, input=data, capture_output=True, text=True, timeout=timeout,
+                              check=False, env=env)
+    except FileNotFoundError:
+        return 127, "", "%s: command not found" % argv[0]
+    except subprocess.TimeoutExpired:
+        return 124, "", "%s: timed out after %ss" % (argv[0], timeout)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def read_text(path):
+    """The text of a file, or None when it does not exist."""
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def write_text(path, text, mode=None):
+    """Replaces a file atomically, keeping the old file's mode and owner when there is one."""
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    fd, tmp = tempfile.mkstemp(prefix=".cis-", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as handle:
+            handle.write(text)
+        if st is not None:
+            os.chmod(tmp, st.st_mode & 0o7777)
+            os.chown(tmp, st.st_uid, st.st_gid)
+        else:
+            os.chmod(tmp, 0o644 if mode is None else mode)
+        os.rename(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,339 @@
+# -*- coding: utf-8 -*-
+# Copyright: guardrail.ecs contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Configuration lines for a table of CIS controls, across many files in one pass.
+
+A control holds ``lines``, each one of:
+
+- ``{path, key, value}``: the setting ``key<separator>value`` (other lines setting
+  the key are replaced); ``compare: le|ge`` accepts a stricter number;
+- ``{path, line}``: this exact line is present (``match``, a regex, names the
+  lines it replaces);
+- ``{path, absent}``: no active line matches this regex (``path`` may be a glob);
+- ``{kmod}``: the kernel module cannot be loaded (modprobe.d) and is not loaded;
+- ``{path, grub_arg}``: the kernel command line in /etc/default/grub has the argument;
+- ``{command, expect}``: the command's output matches (evaluated after all writes).
+
+Per-file settings (``files``) give the mode of a new file, its first lines, a
+``validate`` command (``%s`` is the path; a failed validation restores the
+file) and ``on_change`` commands (reloads) run once when the file changed.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import re
+
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis_common import (
+    CisError, enforce, finish, read_text, run, write_text)
+
+ITEM_KINDS = ("key", "line", "absent", "kmod", "grub_arg", "command")
+
+
+def item_kind(item):
+    for kind in ITEM_KINDS:
+        if kind in item:
+            return kind
+    raise CisError("line item %r names none of %s" % (item, ", ".join(ITEM_KINDS)))
+
+
+def _active(raw):
+    stripped = raw.strip()
+    return bool(stripped) and not stripped.startswith(("#", ";"))
+
+
+def _key_pattern(key, separator, ignore_case):
+    sep = r"\s*=\s*" if separator.strip() == "=" else r"\s+"
+    return re.compile(r"^\s*%s(?:%s)(.*?)\s*$" % (re.escape(key), sep), re.I if ignore_case else 0)
+
+
+def _compare(current, wanted, how, ignore_case):
+    if current is None:
+        return False
+    if how in ("le", "ge"):
+        try:
+            number = int(current.split()[0])
+        except (ValueError, IndexError):
+            return False
+        return number <= int(wanted) if how == "le" else number >= int(wanted)
+    if ignore_case:
+        return current.lower() == str(wanted).lower()
+    return current == str(wanted)
+
+
+class FileEdit:
+    """The lines of one file, edited in memory."""
+
+    def __init__(self, path, options):
+        self.path = path
+        self.options = options or {}
+        self.before = read_text(path)
+        self.lines = (self.before or "").splitlines()
+        if self.before is None and self.options.get("header"):
+            self.lines = list(self.options["header"])
+
+    def text(self):
+        return "\n".join(self.lines) + "\n" if self.lines else ""
+
+    @property
+    def changed(self):
+        return self.text() != (self.before or "")
+
+    # Each check returns (compliant, observed); each fix edits self.lines.
+    def check_key(self, item):
+        pattern = _key_pattern(item["key"], item.get("separator", " "), item.get("ignore_case", False))
+        values = [m.group(1) for m in (pattern.match(raw) for raw in self.lines if _active(raw)) if m]
+        first = values[0] if values else None
+        ok = _compare(first, item["value"], item.get("compare", "eq"), item.get("ignore_case", False))
+        ok = ok and all(v == first for v in values)
+        return ok, "%s %s" % (item["key"], first if first is not None else "unset")
+
+    def fix_key(self, item):
+        separator = item.get("separator", " ")
+        pattern = _key_pattern(item["key"], separator, item.get("ignore_case", False))
+        wanted = "%s%s%s" % (item["key"], separator, item["value"])
+        out, placed = [], False
+        for raw in self.lines:
+            if _active(raw) and pattern.match(raw):
+                if not placed:
+                    out.append(wanted)
+                    placed = True
+                continue
+            out.append(raw)
+        if not placed:
+            # sshd reads the first value of a key, and a Match block runs to the end of the file.
+            at = next((i for i, raw in enumerate(out) if re.match(r"^\s*Match\s", raw)), len(out))
+            out.insert(at, wanted)
+        self.lines = out
+
+    def check_line(self, item):
+        present = item["line"] in (raw.strip() for raw in self.lines)
+        conflicts = self._conflicts(item)
+        return present and not conflicts, "%s: %s" % (item["line"], "present" if present else "missing")
+
+    def _conflicts(self, item):
+        if not item.get("match"):
+            return []
+        pattern = re.compile(item["match"])
+        return [raw for raw in self.lines if _active(raw) and pattern.search(raw) and raw.strip() != item["line"]]
+
+    def fix_line(self, item):
+        conflicts = set(self._conflicts(item))
+        out, placed = [], item["line"] in (raw.strip() for raw in self.lines)
+        for raw in self.lines:
+            if raw in conflicts:
+                if not placed:
+                    out.append(item["line"])
+                    placed = True
+                continue
+            out.append(raw)
+        if not placed:
+            out.append(item["line"])
+        self.lines = out
+
+    def check_absent(self, item):
+        pattern = re.compile(item["absent"])
+        found = [raw.strip() for raw in self.lines if _active(raw) and pattern.search(raw)]
+        return not found, ("%s: %s" % (self.path, "; ".join(found)) if found else "")
+
+    def fix_absent(self, item):
+        pattern = re.compile(item["absent"])
+        self.lines = [raw for raw in self.lines if not (_active(raw) and pattern.search(raw))]
+
+    def _grub_line(self):
+        for index, raw in enumerate(self.lines):
+            match = re.match(r'^\s*GRUB_CMDLINE_LINUX=(["\']?)(.*)\1\s*$', raw)
+            if match:
+                return index, match.group(2).split()
+        return None, []
+
+    def check_grub_arg(self, item):
+        _index, args = self._grub_line()
+        name = item["grub_arg"].split("=")[0]
+        current = [a for a in args if a.split("=")[0] == name]
+        return current == [item["grub_arg"]], "GRUB_CMDLINE_LINUX has %s" % (" ".join(current) or "no %s" % name)
+
+    def fix_grub_arg(self, item):
+        index, args = self._grub_line()
+        name = item["grub_arg"].split("=")[0]
+        args = [a for a in args if a.split("=")[0] != name] + [item["grub_arg"]]
+        line = 'GRUB_CMDLINE_LINUX="%s"' % " ".join(args)
+        if index is None:
+            self.lines.append(line)
+        else:
+            self.lines[index] = line
+
+
+def _modules_loaded(path="/proc/modules"):
+    return {line.split()[0] for line in (read_text(path) or "").splitlines() if line.strip()}
+
+
+def expand(controls, paths):
+    """Controls with ``per_path: {path, line}`` get one line per path (``{path}`` in the line)."""
+    out = []
+    for control in controls:
+        template = control.get("per_path")
+        if template:
+            control = dict(control)
+            control["lines"] = list(control.get("lines") or []) + [
+                {"path": template["path"], "line": template["line"].replace("{path}", p)} for p in sorted(set(paths))]
+        out.append(control)
+    return out
+
+
+def apply(controls, files=None, modprobe_file="/etc/modprobe.d/cis-hardening.conf", modprobe_unload=True,
+          audit_only=False, check_mode=False, proc_modules="/proc/modules", per_path_values=None):
+    """Evaluates and enforces a table of line controls. Returns (results, changed, diffs)."""
+    files = files or {}
+    controls = expand(controls, per_path_values or [])
+    edits = {}
+    plan = []  # (control, [(item, kind, edit or None, compliant, observed)])
+
+    def edit_for(path):
+        if path not in edits:
+            edits[path] = FileEdit(path, files.get(path))
+        return edits[path]
+
+    for control in controls:
+        if not isinstance(control.get("lines"), list) or not (control["lines"] or control.get("per_path")):
+            raise CisError("control %s: 'lines' must be a non-empty list" % control.get("id"))
+        entries = []
+        for item in control["lines"]:
+            kind = item_kind(item)
+            if kind == "kmod":
+                entries.append((item, kind, None, None, None))
+                continue
+            if kind == "command":
+                entries.append((item, kind, None, None, None))
+                continue
+            if "path" not in item:
+                raise CisError("control %s: line item %r needs a path" % (control["id"], item))
+            if item.get("requires") and not os.path.exists(item["requires"]):
+                entries.append((item, "skip", None, True, "%s is not installed" % item["requires"]))
+                continue
+            paths = sorted(glob.glob(item["path"])) if kind == "absent" and glob.has_magic(item["path"]) else [item["path"]]
+            for path in paths:
+                if kind == "absent" and not os.path.exists(path):
+                    continue
+                edit = edit_for(path)
+                ok, observed = getattr(edit, "check_" + kind)(item)
+                entries.append((item, kind, edit, ok, observed))
+        plan.append((control, entries))
+
+    # Kernel modules: both lines in one modprobe.d file.
+    loaded = _modules_loaded(proc_modules)
+    for control, entries in plan:
+        for index, (item, kind, _edit, _ok, _observed) in enumerate(entries):
+            if kind != "kmod":
+                continue
+            edit = edit_for(modprobe_file)
+            name = item["kmod"]
+            install_ok, _ = edit.check_line({"line": "install %s /bin/false" % name,
+                                             "match": r"^\s*install\s+%s\s" % re.escape(name)})
+            blacklist_ok, _ = edit.check_line({"line": "blacklist %s" % name})
+            entries[index] = (item, kind, edit, install_ok and blacklist_ok and name not in loaded,
+                              "modprobe.d: %s; loaded: %s" % ("disabled" if install_ok and blacklist_ok else "not disabled",
+                                                              "yes" if name in loaded else "no"))
+
+    # Fix in memory, in table order.
+    for control, entries in plan:
+        if not enforce(control, audit_only, check_mode):
+            continue
+        for item, kind, edit, ok, _observed in entries:
+            if ok or edit is None:
+                continue
+            if kind == "kmod":
+                name = item["kmod"]
+                edit.fix_line({"line": "install %s /bin/false" % name, "match": r"^\s*install\s+%s\s" % re.escape(name)})
+                edit.fix_line({"line": "blacklist %s" % name})
+            else:
+                getattr(edit, "fix_" + kind)(item)
+
+    # Write, validate, roll back on failure.
+    failed_files = {}
+    written = []
+    diffs = []
+    for path, edit in sorted(edits.items()):
+        if not edit.changed:
+            continue
+        diffs.append({"before": edit.before or "", "after": edit.text(), "before_header": path, "after_header": path})
+        if audit_only or check_mode:
+            continue
+        mode = int(str(edit.options.get("mode", "0644")), 8)
+        write_text(path, edit.text(), mode)
+        validate = edit.options.get("validate")
+        if validate:
+            rc, out, err = run([a.replace("%s", path) for a in validate])
+            if rc != 0:
+                if edit.before is None:
+                    os.unlink(path)
+                else:
+                    write_text(path, edit.before)
+                failed_files[path] = "validation failed, file restored: %s" % (err or out).strip()[:300]
+                continue
+        written.append(path)
+
+    reload_notes = {}
+    for path in written:
+        for argv in edits[path].options.get("on_change", []):
+            rc, out, err = run(argv)
+            if rc != 0:
+                reload_notes[path] = "%s failed: %s" % (" ".join(argv), (err or out).strip()[:200])
+
+    unloaded_failed = set()
+    if written or not (audit_only or check_mode):
+        for control, entries in plan:
+            if not enforce(control, audit_only, check_mode):
+                continue
+            for item, kind, _edit, _ok, _observed in entries:
+                if kind == "kmod" and item["kmod"] in loaded:
+                    if not modprobe_unload:
+                        unloaded_failed.add(item["kmod"])
+                        continue
+                    rc, _out, _err = run(["modprobe", "-r", item["kmod"]])
+                    if rc != 0:
+                        unloaded_failed.add(item["kmod"])
+    loaded_now = _modules_loaded(proc_modules)
+
+    results = []
+    for control, entries in plan:
+        statuses, evidence = [], []
+        may_change = enforce(control, audit_only, check_mode)
+        for item, kind, edit, ok, observed in entries:
+            if kind == "skip":
+                statuses.append("not_applicable")
+                evidence.append(observed)
+                continue
+            if kind == "command":
+                rc, out, err = run(item["command"])
+                matched = re.search(item["expect"], out + err, re.M) is not None
+                statuses.append("pass" if matched else "failed")
+                evidence.append("%s: %s" % (" ".join(item["command"]), (out + err).strip()[:200] or "rc %d" % rc))
+                continue
+            note = ""
+            if ok:
+                status = "pass"
+            elif not may_change:
+                status = "failed"
+            elif edit.path in failed_files:
+                status = "failed"
+                note = failed_files[edit.path]
+            else:
+                status = "fixed"
+                if edit.path in reload_notes:
+                    note = reload_notes[edit.path]
+                if kind == "kmod" and item["kmod"] in loaded_now:
+                    status = "pending_reboot"
+                    note = "still loaded: %s" % ("the kernel belongs to the machine running this container"
+                                                 if not modprobe_unload else "modprobe -r refused")
+                if kind == "grub_arg":
+                    status = "pending_reboot"
+                    note = "takes effect at the next boot"
+            statuses.append(status)
+            text = observed or ""
+            if kind in ("key", "line", "grub_arg"):
+                text = "%s: %s" % (edit.path, observed)
+            evidence.append("%s%s" % (text, " (%s)" % note if note else ""))
+        results.append(finish(control, statuses, evidence))
+    changed = bool(written) or bool(set(k for k in loaded - loaded_now))
+    return results, changed, diffs

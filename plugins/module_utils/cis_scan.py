@@ -1,0 +1,368 @@
+# -*- coding: utf-8 -*-
+# Copyright: guardrail.ecs contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Checks of a table of CIS controls that read the system: one filesystem walk,
+the account databases, mounts, file contents, command output, listeners.
+
+A control holds ``check`` and its parameters:
+
+- ``world_writable`` (fixes: removes o+w from files, adds the sticky bit to
+  directories), ``unowned``, ``suid_sgid`` (listed for review): all three share
+  ONE walk of the local filesystems, pruning ``prune`` paths and every mount of
+  a pseudo or remote filesystem;
+- ``mount`` with ``path``, ``options`` and ``separate`` (fixes: remounts with the
+  options and adds them to the path's /etc/fstab entry);
+- ``accounts`` with ``test`` (see ACCOUNT_TESTS);
+- ``regex_absent`` / ``regex_present`` with ``paths`` (globs) and ``pattern``;
+- ``command`` with ``argv`` and ``expect`` (a regex the output must match) or
+  ``expect_absent``;
+- ``local_only`` with ``port``: nothing but loopback listens on the TCP port.
+"""
+from __future__ import annotations
+
+import glob
+import grp
+import os
+import pwd
+import re
+import stat
+import time
+
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis_common import (
+    CisError, enforce, finish, read_text, run, sample, write_text)
+
+PSEUDO_FS = frozenset((
+    "proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "securityfs", "debugfs", "tracefs",
+    "pstore", "bpf", "configfs", "fusectl", "mqueue", "hugetlbfs", "autofs", "binfmt_misc", "rpc_pipefs",
+    "nsfs", "efivarfs", "selinuxfs", "nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs",
+    "fuse.sshfs", "fuse.s3fs", "fuse.lxcfs", "nfsd", "sunrpc", "squashfs", "iso9660", "udf",
+))
+DEFAULT_PRUNE = ("/proc", "/sys", "/dev", "/run", "/var/lib/docker", "/var/lib/containerd", "/var/lib/ecs",
+                 "/var/lib/containers")
+WALK_CHECKS = ("world_writable", "unowned", "suid_sgid")
+ACCOUNT_TESTS = (
+    "shadowed", "empty_password", "groups_exist", "duplicate_uid", "duplicate_gid", "duplicate_user",
+    "duplicate_group", "uid0_only", "root_gid0", "root_path", "root_password_set", "system_accounts_nologin",
+    "last_change_past", "home_dirs", "dot_files", "shells_no_nologin",
+)
+
+
+def mounts(path="/proc/self/mountinfo"):
+    """[(mount point, fstype, options set)] from mountinfo."""
+    found = []
+    for line in (read_text(path) or "").splitlines():
+        left, _sep, right = line.partition(" - ")
+        fields, extra = left.split(), right.split()
+        if len(fields) < 6 or len(extra) < 3:
+            continue
+        point = fields[4].encode().decode("unicode_escape")
+        options = set(fields[5].split(",")) | set(extra[2].split(","))
+        found.append((point, extra[0], options))
+    return found
+
+
+def walk(prune, mount_table):
+    """One pass over the local filesystems. Returns (findings, stats)."""
+    pruned = set(p.rstrip("/") or "/" for p in prune)
+    pruned |= {point for point, fstype, _o in mount_table if point != "/" and
+               (fstype in PSEUDO_FS or fstype.startswith("fuse."))}
+    uids = {u.pw_uid for u in pwd.getpwall()}
+    gids = {g.gr_gid for g in grp.getgrall()}
+    ww_files, ww_dirs, unowned, suid = [], [], [], []
+    started = time.monotonic()
+    counted = 0
+    for directory, dirnames, filenames in os.walk("/", topdown=True):
+        dirnames[:] = sorted(d for d in dirnames if os.path.join(directory, d) not in pruned)
+        for name in dirnames + filenames:
+            path = os.path.join(directory, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            counted += 1
+            mode = st.st_mode
+            if st.st_uid not in uids or st.st_gid not in gids:
+                unowned.append(path)
+            if stat.S_ISLNK(mode):
+                continue
+            if mode & stat.S_IWOTH:
+                if stat.S_ISDIR(mode):
+                    if not mode & stat.S_ISVTX:
+                        ww_dirs.append(path)
+                elif stat.S_ISREG(mode):
+                    ww_files.append(path)
+            if stat.S_ISREG(mode) and mode & (stat.S_ISUID | stat.S_ISGID):
+                suid.append(path)
+    stats = {"entries": counted, "seconds": round(time.monotonic() - started, 2), "pruned": sorted(pruned)}
+    return {"world_writable_files": ww_files, "world_writable_dirs": ww_dirs, "unowned": unowned,
+            "suid_sgid": suid}, stats
+
+
+def _passwd():
+    rows = []
+    for line in (read_text("/etc/passwd") or "").splitlines():
+        parts = line.split(":")
+        if len(parts) >= 7:
+            rows.append(parts)
+    return rows
+
+
+def _colon_file(path):
+    return [line.split(":") for line in (read_text(path) or "").splitlines() if line.count(":") >= 3]
+
+
+def _login_defs(key, default):
+    for line in (read_text("/etc/login.defs") or "").splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == key:
+            try:
+                return int(parts[1])
+            except ValueError:
+                return default
+    return default
+
+
+def _nologin(shell):
+    return shell.endswith(("/nologin", "/false"))
+
+
+def account_test(test, exempt=("root", "sync", "shutdown", "halt", "nobody")):
+    """(compliant, evidence) for one account database test."""
+    passwd = _passwd()
+    shadow = _colon_file("/etc/shadow")
+    group = _colon_file("/etc/group")
+    uid_min = _login_defs("UID_MIN", 1000)
+    interactive = [p for p in passwd if p[0] != "nobody" and (int(p[2]) >= uid_min or p[0] == "root")
+                   and not _nologin(p[6])]
+
+    def dupes(values):
+        seen, dup = set(), set()
+        for value in values:
+            (dup if value in seen else seen).add(value)
+        return sorted(dup)
+
+    if test == "shadowed":
+        bad = [p[0] for p in passwd if p[1] != "x"]
+        return not bad, "accounts not using shadow: %s" % (sample(bad) or "none")
+    if test == "empty_password":
+        bad = [s[0] for s in shadow if s[1] == ""]
+        return not bad, "empty password fields: %s" % (sample(bad) or "none")
+    if test == "groups_exist":
+        known = {g[2] for g in group}
+        bad = ["%s (gid %s)" % (p[0], p[3]) for p in passwd if p[3] not in known]
+        return not bad, "primary groups missing from /etc/group: %s" % (sample(bad) or "none")
+    if test in ("duplicate_uid", "duplicate_user"):
+        bad = dupes(p[2] if test == "duplicate_uid" else p[0] for p in passwd)
+        return not bad, "duplicates: %s" % (sample(bad) or "none")
+    if test in ("duplicate_gid", "duplicate_group"):
+        bad = dupes(g[2] if test == "duplicate_gid" else g[0] for g in group)
+        return not bad, "duplicates: %s" % (sample(bad) or "none")
+    if test == "uid0_only":
+        bad = [p[0] for p in passwd if p[2] == "0" and p[0] != "root"]
+        return not bad, "UID 0 accounts besides root: %s" % (sample(bad) or "none")
+    if test == "root_gid0":
+        root = [p for p in passwd if p[0] == "root"]
+        return bool(root) and root[0][3] == "0", "root primary GID %s" % (root[0][3] if root else "missing")
+    if test == "root_password_set":
+        root = [s for s in shadow if s[0] == "root"]
+        field = root[0][1] if root else ""
+        ok = bool(field) and not field.startswith(("!", "*"))
+        return ok, "root password %s" % ("set" if ok else "not set or locked")
+    if test == "system_accounts_nologin":
+        bad = [p[0] for p in passwd if int(p[2]) < uid_min and p[0] not in exempt and not _nologin(p[6])]
+        return not bad, "system accounts with a login shell: %s" % (sample(bad) or "none")
+    if test == "last_change_past":
+        today = int(time.time() // 86400)
+        bad = [s[0] for s in shadow if s[2].isdigit() and int(s[2]) > today]
+        return not bad, "password changed in the future: %s" % (sample(bad) or "none")
+    if test == "shells_no_nologin":
+        bad = [line.strip() for line in (read_text("/etc/shells") or "").splitlines()
+               if line.strip().endswith("/nologin")]
+        return not bad, "nologin in /etc/shells: %s" % (sample(bad) or "none")
+    if test == "root_path":
+        # The PATH root gets from a login shell (/etc/profile and friends).
+        _rc, out, _err = run(["/bin/sh", "-lc", 'printf %s "$PATH"'])
+        out = out.strip() or os.environ.get("PATH", "")
+        bad = []
+        for part in out.split(":"):
+            if part in ("", "."):
+                bad.append("empty or '.' entry")
+                continue
+            try:
+                st = os.stat(part)
+            except OSError:
+                continue
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
+                bad.append(part)
+        return not bad, "root PATH %s: %s" % (out, "problems in " + sample(bad) if bad else "ok")
+    if test == "home_dirs":
+        bad = []
+        for p in interactive:
+            home = p[5]
+            try:
+                st = os.stat(home)
+            except OSError:
+                bad.append("%s: %s missing" % (p[0], home))
+                continue
+            if st.st_uid != int(p[2]) or st.st_mode & 0o027:
+                bad.append("%s: %s %04o" % (p[0], home, stat.S_IMODE(st.st_mode)))
+        return not bad, "interactive home directories: %s" % (sample(bad) or "owned and 0750 or stricter")
+    if test == "dot_files":
+        bad = []
+        for p in interactive:
+            for path in glob.glob(os.path.join(p[5], ".*")):
+                name = os.path.basename(path)
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    continue
+                if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
+                    continue
+                if name in (".forward", ".rhosts"):
+                    bad.append(path)
+                elif name == ".netrc" and st.st_mode & 0o177:
+                    bad.append(path)
+                elif st.st_mode & 0o022 or st.st_uid != int(p[2]):
+                    bad.append(path)
+        return not bad, "dot files: %s" % (sample(bad) or "none insecure")
+    raise CisError("unknown accounts test %r (known: %s)" % (test, ", ".join(ACCOUNT_TESTS)))
+
+
+def _fstab_add_options(point, options, fstab="/etc/fstab"):
+    text = read_text(fstab)
+    if text is None:
+        return False
+    out, changed = [], False
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and not line.lstrip().startswith("#") and fields[1] == point:
+            current = fields[3].split(",")
+            missing = [o for o in options if o not in current]
+            if missing:
+                fields[3] = ",".join([o for o in current if o != "defaults"] + missing)
+                line = "\t".join(fields)
+                changed = True
+        out.append(line)
+    if changed:
+        write_text(fstab, "\n".join(out) + "\n")
+    return changed
+
+
+def _listeners(port):
+    found = []
+    for path, v6 in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
+        for line in (read_text(path) or "").splitlines()[1:]:
+            fields = line.split()
+            if len(fields) < 4 or fields[3] != "0A":
+                continue
+            address, hexport = fields[1].split(":")
+            if int(hexport, 16) != port:
+                continue
+            if v6:
+                loopback = address == "0" * 31 + "1" or address.endswith("0100007F")
+            else:
+                loopback = address.endswith("7F")
+            found.append((address, loopback))
+    return found
+
+
+def apply(controls, prune=DEFAULT_PRUNE, audit_only=False, check_mode=False, mountinfo="/proc/self/mountinfo"):
+    """Evaluates a table of read-mostly checks. Returns (results, changed, scan)."""
+    for control in controls:
+        if control.get("check") not in WALK_CHECKS + ("mount", "accounts", "regex_absent", "regex_present",
+                                                     "command", "local_only"):
+            raise CisError("control %s: unknown check %r" % (control.get("id"), control.get("check")))
+    mount_table = mounts(mountinfo)
+    scan = None
+    findings = {}
+    if any(c["check"] in WALK_CHECKS for c in controls):
+        findings, scan = walk(prune, mount_table)
+        scan["suid_sgid"] = findings["suid_sgid"]
+    changed = False
+    results = []
+    for control in controls:
+        check = control["check"]
+        may_change = enforce(control, audit_only, check_mode)
+        statuses, evidence = [], []
+        if check == "world_writable":
+            bad = findings["world_writable_files"] + findings["world_writable_dirs"]
+            if not bad:
+                statuses.append("pass")
+                evidence.append("no world-writable files, no world-writable directories without the sticky bit "
+                                "(%d entries scanned)" % scan["entries"])
+            elif may_change:
+                for path in findings["world_writable_files"]:
+                    os.chmod(path, stat.S_IMODE(os.lstat(path).st_mode) & ~stat.S_IWOTH)
+                for path in findings["world_writable_dirs"]:
+                    os.chmod(path, stat.S_IMODE(os.lstat(path).st_mode) | stat.S_ISVTX)
+                changed = True
+                statuses.append("fixed")
+                evidence.append("removed o+w from %s; set the sticky bit on %s" % (
+                    sample(findings["world_writable_files"]) or "no file", sample(findings["world_writable_dirs"]) or "no directory"))
+            else:
+                statuses.append("failed")
+                evidence.append("world-writable: %s" % sample(bad))
+        elif check == "unowned":
+            bad = findings["unowned"]
+            statuses.append("failed" if bad else "pass")
+            evidence.append("unowned or ungrouped: %s" % (sample(bad) or "none (%d entries scanned)" % scan["entries"]))
+        elif check == "suid_sgid":
+            statuses.append("pass")
+            evidence.append("%d SUID/SGID files for review: %s" % (len(findings["suid_sgid"]), sample(findings["suid_sgid"])))
+        elif check == "mount":
+            point = control["path"]
+            entry = [m for m in mount_table if m[0] == point]
+            if control.get("separate"):
+                statuses.append("pass" if entry else "failed")
+                evidence.append("%s is %s" % (point, "a separate %s mount" % entry[-1][1] if entry else "not a separate mount"))
+            elif not entry:
+                statuses.append("not_applicable")
+                evidence.append("%s is not a separate mount" % point)
+            else:
+                missing = [o for o in control["options"] if o not in entry[-1][2]]
+                if not missing:
+                    statuses.append("pass")
+                elif may_change:
+                    in_fstab = _fstab_add_options(point, control["options"])
+                    rc, _out, err = run(["mount", "-o", "remount," + ",".join(control["options"]), point])
+                    changed = True
+                    now = [m for m in mounts(mountinfo) if m[0] == point]
+                    still = [o for o in control["options"] if not now or o not in now[-1][2]]
+                    statuses.append("failed" if still else "fixed")
+                    evidence.append("remount %s%s" % ("ok" if rc == 0 else "failed: " + err.strip()[:150],
+                                                      "; fstab updated" if in_fstab else ""))
+                else:
+                    statuses.append("failed")
+                evidence.append("%s mounted with %s; missing %s" % (point, ",".join(sorted(entry[-1][2] & set(control["options"]))) or "none",
+                                                                    ",".join(missing) or "nothing"))
+        elif check == "accounts":
+            ok, text = account_test(control["test"])
+            statuses.append("pass" if ok else "failed")
+            evidence.append(text)
+        elif check in ("regex_absent", "regex_present"):
+            pattern = re.compile(control["pattern"], re.M)
+            hits = []
+            for spec in control["paths"]:
+                for path in sorted(glob.glob(spec)):
+                    for line in (read_text(path) or "").splitlines():
+                        if line.strip() and not line.lstrip().startswith("#") and pattern.search(line):
+                            hits.append("%s: %s" % (path, line.strip()))
+            ok = not hits if check == "regex_absent" else bool(hits)
+            statuses.append("pass" if ok else "failed")
+            evidence.append(sample(hits, 5) if hits else "no line matches /%s/ in %s" % (control["pattern"], ", ".join(control["paths"])))
+        elif check == "command":
+            rc, out, err = run(control["argv"])
+            text = (out + err).strip()
+            if "expect" in control:
+                ok = re.search(control["expect"], text, re.M) is not None
+            else:
+                ok = rc != 127 and re.search(control["expect_absent"], text, re.M) is None
+            statuses.append("pass" if ok else "failed")
+            evidence.append("%s: %s" % (" ".join(control["argv"]), text[:300] or "rc %d, no output" % rc))
+        elif check == "local_only":
+            found = _listeners(int(control["port"]))
+            bad = [a for a, loopback in found if not loopback]
+            statuses.append("failed" if bad else "pass")
+            evidence.append("tcp/%s listeners: %s" % (control["port"], "%d, %d not on loopback" % (len(found), len(bad)) if found else "none"))
+        results.append(finish(control, statuses, evidence))
+    return results, changed, scan

@@ -1,0 +1,126 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: guardrail.ecs contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: cis_lines
+short_description: Configuration lines for a table of CIS controls, across many files at once
+version_added: 0.1.0
+description:
+  - Takes a whole table of controls, each with the configuration lines it requires (sshd drop-in, login.defs,
+    PAM, journald, auditd.conf, audit rules, modprobe.d, limits, sudoers and the like), edits every file once,
+    and returns one result per control.
+  - A file with a C(validate) command is checked after writing and restored when the check fails, so a
+    broken sshd or sudoers file never stays in place. C(on_change) commands (reloads) run once per changed file.
+author:
+  - guardrail.ecs maintainers
+options:
+  controls:
+    description:
+      - The table. Each control has C(id) and C(lines), a list of items, each one of
+        C({path, key, value}) (optional C(separator), default a space; C(ignore_case); C(compare) V(le) or V(ge)
+        to accept a stricter number), C({path, line}) (optional C(match), a regex naming the lines it replaces),
+        C({path, absent}) (a regex no active line may match; C(path) may be a glob),
+        C({kmod}) (the kernel module is disabled in O(modprobe_file) and not loaded),
+        C({path, grub_arg}) (an argument of C(GRUB_CMDLINE_LINUX)) or C({command, expect}) (the command's output
+        must match the regex after all writes).
+      - An item with C(requires) (a path) is not applicable when that path does not exist.
+      - C(waived) (a reason) evaluates the control without changing it and reports it C(waived).
+    type: list
+    elements: dict
+    required: true
+  files:
+    description:
+      - Per-file settings, keyed by path. C(mode) of a new file, C(header) (lines a new file starts with),
+        C(validate) (argv, C(%s) is the path) and C(on_change) (a list of argv run once when the file changed).
+    type: dict
+    default: {}
+  per_path_values:
+    description:
+      - Paths for controls with C(per_path) (C({path, line}), C({path}) in the line standing for each value),
+        for example the SUID/SGID files found by M(guardrail.ecs.cis_scan) for the privileged-command audit rules.
+    type: list
+    elements: str
+    default: []
+  modprobe_file:
+    description: The modprobe.d file for C(kmod) items.
+    type: path
+    default: /etc/modprobe.d/cis-hardening.conf
+  modprobe_unload:
+    description: Unload a disabled module that is loaded. False inside a container, whose kernel is the machine's.
+    type: bool
+    default: true
+  audit_only:
+    description: Evaluate only; change nothing.
+    type: bool
+    default: false
+notes:
+  - Check mode evaluates and reports like O(audit_only). Diff mode shows every file that would change.
+"""
+
+EXAMPLES = r"""
+- name: 4.2.7, 1.1.1.3 | Configuration lines
+  guardrail.ecs.cis_lines:
+    files:
+      /etc/ssh/sshd_config.d/00-cis-hardening.conf:
+        mode: "0600"
+        validate: [/usr/sbin/sshd, -t]
+        on_change:
+          - [systemctl, try-reload-or-restart, ssh.service]
+    controls:
+      - id: "4.2.7"
+        lines:
+          - {path: /etc/ssh/sshd_config.d/00-cis-hardening.conf, key: PermitRootLogin, value: "no"}
+      - id: "1.1.1.3"
+        lines:
+          - kmod: cramfs
+"""
+
+RETURN = r"""
+results:
+  description: One result per control.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - id: "4.2.7"
+      status: fixed
+      evidence: "/etc/ssh/sshd_config.d/00-cis-hardening.conf: PermitRootLogin unset"
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis_common import CisError
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis_lines import apply
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            controls=dict(type="list", elements="dict", required=True),
+            files=dict(type="dict", default={}),
+            modprobe_file=dict(type="path", default="/etc/modprobe.d/cis-hardening.conf"),
+            modprobe_unload=dict(type="bool", default=True),
+            per_path_values=dict(type="list", elements="str", default=[]),
+            audit_only=dict(type="bool", default=False),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        results, changed, diffs = apply(p["controls"], p["files"], p["modprobe_file"], p["modprobe_unload"],
+                                        p["audit_only"], module.check_mode,
+                                        per_path_values=p["per_path_values"])
+    except (CisError, OSError) as exc:
+        module.fail_json(msg=str(exc))
+    out = dict(changed=changed, results=results)
+    if module._diff and diffs:
+        out["diff"] = diffs
+    module.exit_json(**out)
+
+
+if __name__ == "__main__":
+    main()
