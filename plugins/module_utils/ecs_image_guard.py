@@ -286,7 +286,7 @@ class Guard:
                 if ref not in wanted:
                     wanted.append(ref)
         names = self.clusters(clusters)
-        arn_clusters = sorted({c for c, _ in wanted or [] if c and c not in names})
+        arn_clusters = sorted({ref[0] for ref in wanted or [] if ref[0] and ref[0] not in names})
         if arn_clusters:
             raise GuardError(f"service ARNs name clusters that are not selected or do not exist: "
                              f"{', '.join(arn_clusters)}")
@@ -473,7 +473,7 @@ class Guard:
         deadline = self.clock() + timeout
         state = {}
         while pending:
-            for cluster in sorted({c for c, _ in pending}):
+            for cluster in sorted({key[0] for key in pending}):
                 names = sorted(s for c, s in pending if c == cluster)
                 for service in self.services(cluster, names):
                     key = (cluster, service["serviceName"])

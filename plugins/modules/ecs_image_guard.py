@@ -26,7 +26,7 @@ description:
     ECR image ids 100 per call), every listing is paginated, and throttling is retried with jittered
     backoff. A missing permission fails naming the refused API action.
 author:
-  - guardrail.ecs contributors
+  - guardrail.ecs maintainers (@guardrail-ecs)
 options:
   clusters:
     description:
@@ -83,7 +83,14 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Check mode reports only; RV(redeployed) lists the services that would be redeployed.
+    description: Check mode reports only; RV(redeployed) lists the services that would be redeployed.
+  diff_mode:
+    support: none
+    description: Nothing is diffed; RV(redeployed) lists what changed.
+  platform:
+    platforms: posix
+    support: full
+    description: Talks to the AWS API from wherever the module runs (usually the controller).
 notes:
   - Required permissions - C(ecs:ListClusters), C(ecs:DescribeClusters), C(ecs:ListServices),
     C(ecs:DescribeServices), C(ecs:ListTasks), C(ecs:DescribeTasks), C(ecs:DescribeTaskDefinition),
