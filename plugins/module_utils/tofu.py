@@ -77,15 +77,52 @@ def _mask(value, sensitive):
     return value
 
 
-def summarize(plan):
+def _sensitive_leaves(value, sensitive, found):
+    """Collects the scalar values tofu flags as sensitive."""
+    if sensitive is True:
+        if isinstance(value, dict):
+            for item in value.values():
+                _sensitive_leaves(item, True, found)
+        elif isinstance(value, list):
+            for item in value:
+                _sensitive_leaves(item, True, found)
+        elif isinstance(value, str) and value:
+            found.add(value)
+    elif isinstance(value, dict) and isinstance(sensitive, dict):
+        for key, item in value.items():
+            _sensitive_leaves(item, sensitive.get(key, False), found)
+    elif isinstance(value, list) and isinstance(sensitive, list):
+        for index, item in enumerate(value):
+            _sensitive_leaves(item, sensitive[index] if index < len(sensitive) else False, found)
+
+
+def _mask_known(value, secrets):
+    """`value` with every string equal to a known secret masked."""
+    if isinstance(value, dict):
+        return {k: _mask_known(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask_known(v, secrets) for v in value]
+    return MASK if isinstance(value, str) and value in secrets else value
+
+
+def summarize(plan, secrets=None):
     """Counts, per-resource changes and `changed` from `show -json` of a plan.
 
     Returns {"changed", "counts": {"create", "update", "delete", "replace"},
     "resources": [{"address", "action", "before", "after"}], "outputs_changed"}.
-    Sensitive attribute values are masked in before/after.
+    Sensitive attribute values are masked in before/after; they are added to
+    `secrets` when a set is given.
     """
     counts = {"create": 0, "update": 0, "delete": 0, "replace": 0}
     resources = []
+    # Tofu does not flag every copy of a sensitive value (terraform_data's
+    # `output` repeats a sensitive `input` unflagged), so any value it flags
+    # anywhere is masked everywhere.
+    secrets = set() if secrets is None else secrets
+    for change in plan.get("resource_changes") or []:
+        detail = change.get("change") or {}
+        _sensitive_leaves(detail.get("before"), detail.get("before_sensitive"), secrets)
+        _sensitive_leaves(detail.get("after"), detail.get("after_sensitive"), secrets)
     for change in plan.get("resource_changes") or []:
         detail = change.get("change") or {}
         kind = action_kind(detail.get("actions"))
@@ -98,8 +135,8 @@ def summarize(plan):
         resources.append({
             "address": change.get("address"),
             "action": kind,
-            "before": _mask(detail.get("before"), detail.get("before_sensitive")),
-            "after": _mask(detail.get("after"), detail.get("after_sensitive")),
+            "before": _mask_known(_mask(detail.get("before"), detail.get("before_sensitive")), secrets),
+            "after": _mask_known(_mask(detail.get("after"), detail.get("after_sensitive")), secrets),
         })
     outputs_changed = sorted(
         name for name, change in (plan.get("output_changes") or {}).items()
@@ -161,9 +198,12 @@ class Tofu:
         self.timeout = timeout
         self.environment = dict(environment or {})
         self.log = []
+        # Sensitive values seen in plans and outputs; masked in stdout/stderr,
+        # where the tool itself may print them.
+        self.secrets = set()
 
     # -- process -----------------------------------------------------------
-    def env(self):
+    def env(self, workspace=True):
         env = dict(os.environ)
         # Only our own TF_VAR_* may reach the tool: a stray one in the
         # controller's environment must not silently change a plan.
@@ -171,7 +211,7 @@ class Tofu:
             del env[key]
         env.update(self.environment)
         env.update(TF_IN_AUTOMATION="1", TF_INPUT="0")
-        if self.workspace:
+        if self.workspace and workspace:
             env["TF_WORKSPACE"] = self.workspace
         else:
             env.pop("TF_WORKSPACE", None)
@@ -179,10 +219,10 @@ class Tofu:
             env[f"TF_VAR_{name}"] = env_value(value)
         return env
 
-    def run(self, *args, check=True):
+    def run(self, *args, check=True, workspace=True):
         cmd = [self.binary, *args]
         try:
-            proc = subprocess.run(cmd, cwd=self.project_path, env=self.env(), capture_output=True,
+            proc = subprocess.run(cmd, cwd=self.project_path, env=self.env(workspace), capture_output=True,
                                   text=True, timeout=self.timeout, check=False)
         except subprocess.TimeoutExpired as exc:
             raise TofuError(f"{' '.join(cmd[:2])} timed out after {self.timeout}s", cmd=cmd) from exc
@@ -195,13 +235,18 @@ class Tofu:
                             rc=proc.returncode, stdout=proc.stdout, stderr=proc.stderr, cmd=cmd)
         return proc
 
+    def _masked(self, text):
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            text = text.replace(secret, MASK)
+        return text
+
     @property
     def stdout(self):
-        return "".join(entry["stdout"] for entry in self.log)
+        return self._masked("".join(entry["stdout"] for entry in self.log))
 
     @property
     def stderr(self):
-        return "".join(entry["stderr"] for entry in self.log)
+        return self._masked("".join(entry["stderr"] for entry in self.log))
 
     # -- commands ----------------------------------------------------------
     def _common(self):
@@ -219,7 +264,9 @@ class Tofu:
         args = ["init", *self._common()]
         args += [f"-backend-config={k}={v}" for k, v in sorted(self.backend_config.items())]
         args += [f"-backend-config={path}" for path in self.backend_config_files]
-        self.run(*args)
+        # Without TF_WORKSPACE: init would record that workspace as the one
+        # selected on disk, and the selection is the user's, not ours.
+        self.run(*args, workspace=False)
         # A configuration using only built-in resources leaves no trace of
         # init; the directory marks it done so the next run does not repeat it.
         os.makedirs(os.path.join(self.project_path, ".terraform"), exist_ok=True)
@@ -260,9 +307,17 @@ class Tofu:
     def outputs(self):
         proc = self.run("output", "-json", "-no-color")
         try:
-            return json.loads(proc.stdout or "{}")
+            outputs = json.loads(proc.stdout or "{}")
         except ValueError as exc:
             raise TofuError(f"cannot parse output -json output: {exc}") from exc
+        self.remember_sensitive(outputs)
+        return outputs
+
+    def remember_sensitive(self, outputs):
+        for output in outputs.values():
+            found = set()
+            _sensitive_leaves(output.get("value"), bool(output.get("sensitive")), found)
+            self.secrets.update(found)
 
     def execute(self, command, check_mode=False, show_sensitive=False):
         """Runs `command` the way the tofu module does. Returns a result dict:
@@ -290,7 +345,7 @@ class Tofu:
         try:
             self.plan(planfile, destroy=command == "destroy")
             plan = self.show_plan(planfile)
-            result.update(summarize(plan))
+            result.update(summarize(plan, self.secrets))
             known = planned_outputs(plan)
             if command in ("apply", "destroy") and not check_mode and result["changed"]:
                 self.apply_plan(planfile)
@@ -303,6 +358,7 @@ class Tofu:
             # Outputs the plan already knew are what apply stored; only values
             # known after apply need another process.
             outputs = known if known is not None else self.outputs()
+            self.remember_sensitive(outputs)
             result["outputs"] = mask_outputs(outputs, show_sensitive)
         return result
 

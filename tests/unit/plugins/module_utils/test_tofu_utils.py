@@ -135,7 +135,8 @@ def test_variables_only_in_environment(fake_bin, tmp_path):
         assert not any(a.startswith("-var=") for a in call["argv"])
         assert call["env"]["TF_VAR_password"] == "hunter2"
         assert call["env"]["TF_VAR_sizes"] == "[1, 2]"
-        assert call["env"]["TF_WORKSPACE"] == "staging"
+        # init would record the workspace as selected on disk
+        assert call["env"].get("TF_WORKSPACE") == (None if call["argv"][0] == "init" else "staging")
         assert call["env"]["TF_IN_AUTOMATION"] == "1"
         assert "TF_VAR_stray" not in call["env"]
     init, plan = log[0]["argv"], log[1]["argv"]
@@ -162,3 +163,12 @@ def test_unknown_command_and_missing_paths(fake_bin, tmp_path):
 def test_error_text_unboxed():
     text = "╷\n│ Error: Unsupported block type\n│ \n│   on main.tf line 1\n╵\n"
     assert t._error_text(text) == "Error: Unsupported block type\non main.tf line 1"
+
+
+def test_unflagged_copies_of_sensitive_values_masked():
+    plan = {"resource_changes": [change(
+        "terraform_data.g", ["update"], {"input": "old-secret", "output": "old-secret", "id": "x"},
+        {"input": "new-secret", "id": "x"}, before_sensitive={"input": True},
+        after_sensitive={"input": True})]}
+    text = json.dumps(t.summarize(plan)["resources"])
+    assert "old-secret" not in text and "new-secret" not in text and '"x"' in text
