@@ -235,3 +235,175 @@ def test_git_remote_failure_names_git_error(tmp_path):
     backend = run_lock.get_backend("git", repo_path=str(work), remote=str(tmp_path / "missing.git"))
     with pytest.raises(run_lock.LockError, match="does not appear to be a git repository"):
         backend.acquire("alpha", "prod", run_lock.new_record("alpha", "prod", "me@test", "run-1"))
+
+
+PLAYBOOK = """
+- name: Run lock through ansible-playbook
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  vars:
+    ansible_python_interpreter: "{{ ansible_playbook_python }}"
+  tasks:
+    - name: Acquire
+      guardrail.ecs.run_lock:
+        stack: alpha
+        profile: prod
+        message: rotate keys
+      register: acquired
+    - name: Acquire again
+      guardrail.ecs.run_lock:
+        stack: alpha
+        profile: prod
+    - name: Query
+      guardrail.ecs.run_lock:
+        stack: alpha
+        profile: prod
+        state: query
+        ttl: 3600
+    - name: Lookup
+      ansible.builtin.debug:
+        msg: "{{ lookup('guardrail.ecs.run_lock', stack='alpha', profile='prod') }}"
+    - name: Another owner
+      guardrail.ecs.run_lock:
+        stack: alpha
+        profile: prod
+        owner: intruder@elsewhere
+      ignore_errors: true
+    - name: Release
+      guardrail.ecs.run_lock:
+        stack: alpha
+        profile: prod
+        state: released
+    - name: Release a free lock
+      guardrail.ecs.run_lock:
+        stack: alpha
+        profile: prod
+        state: released
+    - name: Lookup when free
+      ansible.builtin.debug:
+        msg: "{{ lookup('guardrail.ecs.run_lock', stack='alpha', profile='prod') }}"
+"""
+
+
+def test_module_through_ansible_playbook_with_awx_identity(git_repo):
+    from conftest import run_playbook, task_results
+
+    work, remote = git_repo
+    rc, out, err = run_playbook(PLAYBOOK, extra_vars={"awx_user_name": "alice", "awx_job_id": 4711}, cwd=work)
+    results = dict(task_results(out))
+    assert rc == 0, (err, [(name, r.get('msg')) for name, r in task_results(out)])
+    acquired = results["Acquire"]
+    assert acquired["changed"] and (acquired["lock"]["owner"], acquired["lock"]["run_id"]) == ("alice", "4711")
+    assert acquired["lock"]["message"] == "rotate keys" and acquired["lock"]["version"] == "0.1.0"
+    assert not results["Acquire again"]["changed"]
+    assert results["Acquire again"]["lock"] == acquired["lock"]
+    assert results["Query"]["lock"] == acquired["lock"] and results["Query"]["stale"] is False
+    assert results["Lookup"]["msg"] == acquired["lock"]
+    refused = results["Another owner"]
+    assert refused["failed"] and refused["lock"] == acquired["lock"]
+    for part in ("alice", "run 4711", acquired["lock"]["host"], acquired["lock"]["created"], "operation apply",
+                 "rotate keys"):
+        assert part in refused["msg"]
+    assert results["Release"]["changed"] and results["Release"]["lock"] == acquired["lock"]
+    assert not results["Release a free lock"]["changed"] and results["Release a free lock"]["lock"] == {}
+    assert results["Lookup when free"]["msg"] == {}
+    assert git("for-each-ref", "refs/tags", cwd=remote) == ""
+
+
+def test_check_mode_and_diff_write_nothing(git_repo):
+    from conftest import run_playbook, task_results
+
+    work, remote = git_repo
+    playbook = """
+    - name: Check mode
+      hosts: localhost
+      connection: local
+      gather_facts: false
+      vars:
+        ansible_python_interpreter: "{{ ansible_playbook_python }}"
+      tasks:
+        - name: Would acquire
+          guardrail.ecs.run_lock:
+            stack: alpha
+            profile: prod
+    """
+    rc, out, err = run_playbook(playbook, check=True, diff=True, cwd=work)
+    result = dict(task_results(out))["Would acquire"]
+    assert rc == 0, (err, [(name, r.get('msg')) for name, r in task_results(out)])
+    assert result["changed"] and result["lock"]["owner"].endswith("@" + result["lock"]["host"])
+    assert result["diff"] == {"before": {}, "after": result["lock"]}
+    assert git("for-each-ref", "refs/tags", cwd=remote) == ""
+
+    holder = run_lock.get_backend("git", repo_path=str(work))
+    held = run_lock.new_record("alpha", "prod", "bob@ops", "run-7", message="long apply")
+    holder.acquire("alpha", "prod", held)
+    rc, out, err = run_playbook(playbook, check=True, cwd=work)
+    result = dict(task_results(out))["Would acquire"]
+    assert rc != 0 and result["failed"] and "held by bob@ops (run run-7" in result["msg"]
+    assert result["lock"] == held
+    assert holder.read("alpha", "prod") == held
+
+
+@pytest.mark.parametrize("backend", ["dynamodb", "s3"])
+def test_module_on_aws_backends_refuses_bad_names(moto, backend):
+    from conftest import run_playbook, task_results
+
+    create_aws_resources(moto)
+    where = {"table": TABLE} if backend == "dynamodb" else {"bucket": BUCKET}
+    playbook = f"""
+    - name: AWS backend
+      hosts: localhost
+      connection: local
+      gather_facts: false
+      vars:
+        ansible_python_interpreter: "{{{{ ansible_playbook_python }}}}"
+      module_defaults:
+        group/guardrail.ecs.aws:
+          endpoint_url: {moto}
+          region: us-east-1
+      tasks:
+        - name: Acquire
+          guardrail.ecs.run_lock:
+            stack: alpha
+            profile: prod
+            backend: {backend}
+            {list(where)[0]}: {list(where.values())[0]}
+            ttl: 1
+        - name: Bad name
+          guardrail.ecs.run_lock:
+            stack: "alpha; rm -rf /"
+            profile: prod
+            backend: {backend}
+            {list(where)[0]}: {list(where.values())[0]}
+          ignore_errors: true
+        - name: Wait for the lock to go stale
+          ansible.builtin.wait_for:
+            timeout: 2
+        - name: Stale
+          guardrail.ecs.run_lock:
+            stack: alpha
+            profile: prod
+            backend: {backend}
+            {list(where)[0]}: {list(where.values())[0]}
+            owner: other@host
+            ttl: 1
+          ignore_errors: true
+        - name: Break it
+          guardrail.ecs.run_lock:
+            stack: alpha
+            profile: prod
+            state: absent
+            backend: {backend}
+            {list(where)[0]}: {list(where.values())[0]}
+    """
+    rc, out, err = run_playbook(playbook, env={"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
+    results = dict(task_results(out))
+    assert rc == 0, (err, [(name, r.get('msg')) for name, r in task_results(out)])
+    assert results["Acquire"]["changed"]
+    assert results["Bad name"]["failed"] and "invalid stack name 'alpha; rm -rf /'" in results["Bad name"]["msg"]
+    assert results["Stale"]["failed"] and results["Stale"]["stale"] is True
+    assert "(stale): break it with state=absent" in results["Stale"]["msg"]
+    assert results["Break it"]["changed"] and results["Break it"]["lock"] == results["Acquire"]["lock"]
+    items, keys = aws_contents(moto)
+    assert (items, keys) == ([], [])
