@@ -1,0 +1,65 @@
+"""Unit tests for module_utils/git.py: status parsing and error text."""
+import subprocess
+
+import pytest
+
+from ansible_collections.guardrail.ecs.plugins.module_utils import git
+
+OID = "5d41402abc4b2a76b9719d911017c592ae2b3c11"
+
+
+def porcelain(*entries):
+    return "\0".join(entries) + "\0"
+
+
+def test_parse_status_branch_and_entries():
+    text = porcelain(
+        f"# branch.oid {OID}", "# branch.head main", "# branch.upstream origin/main", "# branch.ab +2 -1",
+        f"1 .M N... 100644 100644 100644 {OID} {OID} main.tf",
+        f"1 A. N... 000000 100644 100644 {OID} {OID} dir/with space.tf",
+        f"2 R. N... 100644 100644 100644 {OID} {OID} R100 new name.tf", "old name.tf",
+        f"u UU N... 100644 100644 100644 100644 {OID} {OID} {OID} conflict.tf",
+        "? notes.txt",
+    )
+    info = git.parse_status(text)
+    assert (info["branch"], info["head"], info["upstream"], info["ahead"], info["behind"]) == (
+        "main", OID, "origin/main", 2, 1)
+    assert info["modified"] == ["main.tf"]
+    assert info["staged"] == ["dir/with space.tf", "new name.tf"]
+    assert info["unmerged"] == ["conflict.tf"]
+    assert info["untracked"] == ["notes.txt"]
+
+
+def test_parse_status_detached_initial_and_gone_upstream():
+    info = git.parse_status(porcelain("# branch.oid (initial)", "# branch.head (detached)"))
+    assert (info["branch"], info["head"], info["upstream"], info["ahead"]) == (None, None, None, None)
+    info = git.parse_status(porcelain(f"# branch.oid {OID}", "# branch.head main", "# branch.upstream origin/gone"))
+    assert (info["upstream"], info["ahead"]) == ("origin/gone", None)
+
+
+def test_check_reports_a_gone_upstream(monkeypatch):
+    monkeypatch.setattr(git, "status", lambda *a, **k: git.parse_status(
+        porcelain(f"# branch.oid {OID}", "# branch.head main", "# branch.upstream origin/gone")))
+    result = git.check("/nowhere", fetch=False)
+    assert result["problems"] == ["the upstream origin/gone of branch main no longer exists"]
+
+
+def test_errors_carry_git_stderr(tmp_path):
+    with pytest.raises(git.GitError, match="not a git repository"):
+        git.run_git(["status"], str(tmp_path))
+    with pytest.raises(git.GitError, match="does not exist"):
+        git.run_git(["status"], str(tmp_path / "missing"))
+
+
+def test_timeout_is_reported(monkeypatch, tmp_path):
+    def slow(*args, **kwargs):
+        raise subprocess.TimeoutExpired(args[0], kwargs["timeout"])
+
+    monkeypatch.setattr(git.subprocess, "run", slow)
+    with pytest.raises(git.GitError, match="'git fetch' timed out after 3s"):
+        git.run_git(["fetch"], str(tmp_path), timeout=3)
+
+
+def test_git_never_prompts():
+    env = git.git_env({"EXTRA": "1"})
+    assert env["GIT_TERMINAL_PROMPT"] == "0" and env["EXTRA"] == "1" and "GIT_DIR" not in env
