@@ -14,6 +14,7 @@ import subprocess
 import time
 
 from ansible.errors import AnsibleActionFail
+from ansible.module_utils.common.parameters import remove_values
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.guardrail.ecs.plugins.action.render import templater
@@ -292,7 +293,7 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         del tmp
-        _validation, params = self.validate_argument_spec(argument_spec=WORKFLOW_ARGUMENT_SPEC)
+        validation, params = self.validate_argument_spec(argument_spec=WORKFLOW_ARGUMENT_SPEC)
         steps = validate_steps(params["steps"])
         workflow = Workflow(params, self._templar, task_vars or {}, self._task.check_mode, self._task.diff)
         started = time.monotonic()
@@ -316,4 +317,6 @@ class ActionModule(ActionBase):
             result["msg"] = workflow.failure_message(failure[0], failure[1], steps)
         else:
             result["msg"] = "; ".join(f"{r['step']} {'changed' if r['changed'] else 'ok'}" for r in records)
-        return result
+        # As a module's result would be: values of no_log options (tofu
+        # variables, AWS secrets) masked wherever they appear.
+        return remove_values(result, validation._no_log_values)
