@@ -137,6 +137,15 @@ omitted_rules:
   elements: dict
   sample: [{"table": "nat", "chain": "AGENT-FW-PREROUTING", "found_in": "PREROUTING",
             "rule": "-d 169.254.170.2/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 127.0.0.1:51679"}]
+chains:
+  description:
+    - The chains as loaded, in the order of O(chains); C(rules) is what the chain holds once the rules found
+      elsewhere (RV(omitted_rules)) are left out, or null for a chain that is only needed.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"table": "filter", "name": "AGENT-FW-INPUT", "jump_from": ["INPUT"],
+            "rules": ["-d 127.0.0.0/8 -i docker0 -p tcp -m tcp --dport 51679 -j ACCEPT"]}]
 path_changed:
   description: Whether the file in O(path) was (or, in check mode, would be) rewritten.
   returned: always
@@ -194,7 +203,7 @@ def main():
     restore_bin = module.get_bin_path(module.params["iptables_restore"], required=True)
     specs = _specs(module.params)
     path = module.params["path"]
-    result = dict(changed=False, commands={}, omitted_rules=[], path_changed=False)
+    result = dict(changed=False, commands={}, omitted_rules=[], chains=[], path_changed=False)
     try:
         live = iptables.read_live(save_bin)
         the_plan = iptables.plan(live, specs)
@@ -213,6 +222,11 @@ def main():
 
     result["commands"] = the_plan.commands()
     result["omitted_rules"] = the_plan.omitted
+    result["chains"] = [
+        dict(table=spec.table, name=spec.name, jump_from=spec.jump_from,
+             rules=None if spec.rules is None else the_plan.effective_rules[(spec.table, spec.name)])
+        for spec in specs
+    ]
     result["path_changed"] = bool(path) and new_text != old_text
     result["changed"] = the_plan.changed or result["path_changed"]
     if module._diff:
@@ -229,7 +243,11 @@ def main():
     except iptables.IptablesError as exc:
         module.fail_json(msg=to_native(exc), **result)
     if the_plan.changed:
-        for given, saved in iptables.unsaved_forms(iptables.read_live(save_bin), the_plan):
+        try:
+            loaded = iptables.read_live(save_bin)
+        except iptables.IptablesError as exc:
+            module.fail_json(msg="the rules were loaded, but reading them back failed: %s" % to_native(exc), **result)
+        for given, saved in iptables.unsaved_forms(loaded, the_plan):
             module.warn("iptables saves the rule %r as %r; write it that way, or every run reports a change"
                         % (given, saved))
     if result["path_changed"]:
