@@ -1,0 +1,191 @@
+"""roles/efs_volume/files/hydrate-entrypoint.sh under dash (with util-linux
+flock) and under busybox sh with nothing but busybox applets on PATH (no
+flock: the mkdir lock). Races, kills, refusals, then exec of the command."""
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import ROOT
+from efs_hydrate_helpers import LOCK_FILE, MARKER, leftovers, make_tree, run_module, tree_listing
+
+SCRIPT = ROOT / "roles" / "efs_volume" / "files" / "hydrate-entrypoint.sh"
+# Prints the pid it runs as: equal to the script's pid only if the script exec'd it.
+COMMAND = ["sh", "-c", 'echo "command pid=$$ args=$*"', "cmd", "one", "two"]
+
+
+@pytest.fixture(scope="module")
+def busybox_path(tmp_path_factory):
+    """A PATH with only busybox applets, like a minimal (Alpine-style) image."""
+    bindir = tmp_path_factory.mktemp("busybox-bin")
+    applets = subprocess.run(["busybox", "--list"], capture_output=True, text=True, check=True,
+                             timeout=30).stdout.split()
+    assert "sh" in applets and "flock" not in applets
+    for applet in applets:
+        (bindir / applet).symlink_to("/usr/bin/busybox")
+    return str(bindir)
+
+
+@pytest.fixture(params=["dash", "busybox"])
+def shell(request, busybox_path):
+    """(argv prefix, PATH) of the shell under test."""
+    if request.param == "dash":
+        assert os.path.realpath("/bin/sh").endswith("dash"), "sh here is expected to be dash"
+        return ["/bin/sh"], "/usr/sbin:/usr/bin:/sbin:/bin"
+    return ["/usr/bin/busybox", "sh"], busybox_path
+
+
+def start(shell, src, dest, command=COMMAND, **settings):
+    argv, path = shell
+    env = {"PATH": path, "HOME": "/root", "GUARDRAIL_HYDRATE_SRC": str(src),
+           "GUARDRAIL_HYDRATE_DEST": str(dest)}
+    env.update({f"GUARDRAIL_HYDRATE_{k.upper()}": str(v) for k, v in settings.items()})
+    # Its own session: a kill takes the whole container-like process group.
+    return subprocess.Popen([*argv, str(SCRIPT), *command], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def finish(proc, timeout=300):
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def run(shell, src, dest, **settings):
+    proc = start(shell, src, dest, **settings)
+    rc, out, err = finish(proc)
+    return rc, out, err, proc.pid
+
+
+def test_ten_concurrent_starts_seed_once_then_exec(shell, tmp_path):
+    src = make_tree(tmp_path / "src", files=400, size=8192)
+    dest = tmp_path / "volume"
+    dest.mkdir()
+    (dest / "lost+found").mkdir()
+    procs = [start(shell, src, dest) for _ in range(10)]
+    results = [(p.pid, *finish(p)) for p in procs]
+
+    for pid, rc, out, err in results:
+        assert rc == 0, err
+        assert out == f"command pid={pid} args=one two\n", "the command must replace the script (exec)"
+    seeded = [err for _, _, _, err in results if "seeded from" in err]
+    waited = [err for _, _, _, err in results if "already hydrated" in err]
+    assert len(seeded) == 1 and len(waited) == 9, [err for *_, err in results]
+    assert tree_listing(dest, ignore=(MARKER, LOCK_FILE, "lost+found")) == tree_listing(src)
+    assert [n for n in os.listdir(dest) if n.startswith(MARKER)] == [MARKER]
+    assert leftovers(dest) == [] and not (dest / (LOCK_FILE + ".d")).exists()
+    marker = json.loads((dest / MARKER).read_text())
+    assert marker["digest"].startswith("sha256-content:") and marker["files"] == 402
+    # The module reads the script's marker: the volume counts as hydrated.
+    assert not run_module({"src": str(src), "dest": str(dest)})["changed"]
+
+
+def test_kill_at_random_points_then_the_next_start_completes(shell, tmp_path):
+    src = make_tree(tmp_path / "src", files=1500, size=16384)
+    expected = tree_listing(src)
+    started = time.monotonic()
+    rc, _, err, _ = run(shell, src, tmp_path / "probe")
+    assert rc == 0, err
+    full = time.monotonic() - started
+    rng = random.Random(7)
+    interrupted = 0
+    for trial in range(6):
+        dest = tmp_path / f"volume{trial}"
+        proc = start(shell, src, dest)
+        time.sleep(rng.uniform(0.02, full))
+        os.killpg(proc.pid, signal.SIGKILL)
+        finish(proc, timeout=60)
+        if (dest / MARKER).exists():
+            assert tree_listing(dest) == expected, "a marker must mean complete content"
+        else:
+            interrupted += 1
+        rc, out, err, pid = run(shell, src, dest)
+        assert rc == 0, err
+        assert out.startswith(f"command pid={pid} ")
+        assert tree_listing(dest) == expected
+        assert [n for n in os.listdir(dest) if n.startswith(MARKER)] == [MARKER]
+        assert leftovers(dest) == []
+    assert interrupted, "no kill landed before the marker: the test did not interrupt a copy"
+
+
+def test_owner_and_modes(shell, tmp_path):
+    src = make_tree(tmp_path / "src", files=20)
+    dest = tmp_path / "volume"
+    rc, _, err, _ = run(shell, src, dest, owner="nobody", group="nogroup", dir_mode="0750",
+                        file_mode="0640")
+    assert rc == 0, err
+    nobody = os.stat(dest).st_uid
+    assert nobody != 0 and os.stat(dest).st_mode & 0o7777 == 0o750
+    for path in dest.rglob("*"):
+        if path.name in (MARKER, LOCK_FILE) or path.is_symlink():
+            continue
+        st = os.stat(path)
+        assert st.st_uid == nobody
+        assert st.st_mode & 0o7777 == (0o750 if path.is_dir() else 0o640), path
+    assert os.readlink(dest / "bin" / "readme") == "../README.txt"
+
+
+def test_on_existing_fail_does_not_start_the_command(shell, tmp_path):
+    src = make_tree(tmp_path / "src", files=5)
+    dest = tmp_path / "volume"
+    dest.mkdir()
+    (dest / "stray.txt").write_text("x\n")
+    rc, out, err, _ = run(shell, src, dest)
+    assert rc == 70 and out == ""
+    assert "stray.txt" in err and "GUARDRAIL_HYDRATE_ON_EXISTING" in err
+    assert sorted(n for n in os.listdir(dest) if n != LOCK_FILE) == ["stray.txt"]
+
+
+def test_on_existing_skip_and_merge(shell, tmp_path):
+    src = make_tree(tmp_path / "src", files=5)
+    dest = tmp_path / "volume"
+    dest.mkdir()
+    (dest / "README.txt").write_text("the user's\n")
+    rc, out, err, _ = run(shell, src, dest, on_existing="skip")
+    assert rc == 0 and out.startswith("command pid=") and "left as it is" in err
+    assert not (dest / MARKER).exists()
+    rc, out, err, _ = run(shell, src, dest, on_existing="merge")
+    assert rc == 0 and "seeded from" in err
+    assert (dest / "README.txt").read_text() == "the user's\n"
+    assert tree_listing(dest, ignore=(MARKER, LOCK_FILE, "README.txt")) == {
+        k: v for k, v in tree_listing(src).items() if k != "README.txt"}
+    assert (dest / MARKER).is_file()
+
+
+@pytest.mark.parametrize("problem", ["escaping-symlink", "absolute-symlink", "fifo"])
+def test_hostile_source_is_refused_with_nothing_written(shell, tmp_path, problem):
+    src = make_tree(tmp_path / "src", files=5)
+    if problem == "escaping-symlink":
+        (src / "d0" / "s0" / "out").symlink_to("../../../elsewhere")
+    elif problem == "absolute-symlink":
+        (src / "passwd").symlink_to("/etc/passwd")
+    else:
+        os.mkfifo(src / "pipe")
+    dest = tmp_path / "volume"
+    rc, out, err, _ = run(shell, src, dest)
+    assert rc == 70 and out == "" and "refusing the source" in err
+    assert not dest.exists()
+
+
+@pytest.mark.parametrize("dest", ["/", "/etc", "/usr/share/app", "relative", "/mnt/../etc"])
+def test_dangerous_dest_is_refused(shell, tmp_path, dest):
+    src = make_tree(tmp_path / "src", files=1)
+    rc, out, err, _ = run(shell, src, dest)
+    assert rc == 70 and out == ""
+    assert "system directory" in err or "absolute" in err or ".." in err
+
+
+def test_a_stale_mkdir_lock_of_a_dead_process_is_broken(busybox_path, tmp_path):
+    src = make_tree(tmp_path / "src", files=5)
+    dest = tmp_path / "volume"
+    lockdir = dest / (LOCK_FILE + ".d")
+    lockdir.mkdir(parents=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (lockdir / "owner").write_text(f"{os.uname().nodename} {dead.pid}\n")
+    rc, out, err, _ = run((["/usr/bin/busybox", "sh"], busybox_path), src, dest)
+    assert rc == 0 and "seeded from" in err, err
+    assert not lockdir.exists()
