@@ -19,6 +19,7 @@ import re
 import socket
 import tempfile
 import uuid
+import zlib
 
 from ansible_collections.guardrail.ecs.plugins.module_utils import aws
 from ansible_collections.guardrail.ecs.plugins.module_utils.git import GitError, failure, run_git_proc
@@ -207,6 +208,11 @@ class LockBackend:
     def _delete(self, stack, profile, token):
         raise NotImplementedError
 
+    def _delete_owned(self, stack, profile, owner):
+        """Deletes the lock in one step if `owner` holds it: ("deleted", record),
+        ("free", None), ("other", holder) -- or None when the backend cannot."""
+        return None
+
     def _hint(self, stack, profile):
         return self._written.get((stack, profile))
 
@@ -241,11 +247,19 @@ class LockBackend:
         """(changed, released record). Only the holder may release; a free lock is changed=false."""
         validate_identity(stack, profile)
         _validate_owner(owner)
-        hint = self._hint(stack, profile)
-        if hint and not check_mode and hint[1].get("owner") == owner:
-            if self._delete(stack, profile, hint[0]):
+        if not check_mode:
+            hint = self._hint(stack, profile)
+            if hint and hint[1].get("owner") == owner and self._delete(stack, profile, hint[0]):
                 self._forget(stack, profile)
                 return True, hint[1]
+            outcome = self._delete_owned(stack, profile, owner)
+            if outcome and outcome[0] == "deleted":
+                self._forget(stack, profile)
+                return True, outcome[1]
+            if outcome and outcome[0] == "free":
+                return False, None
+            if outcome and outcome[1].get("owner") != owner:
+                raise LockHeld(outcome[1], stack, profile, action="release")
         for _attempt in range(ATTEMPTS):
             current, token = self._read(stack, profile)
             if current is None:
@@ -376,12 +390,55 @@ class GitLockBackend(LockBackend):
         except (OSError, LockError):
             pass
 
-    def _create(self, stack, profile, record):
-        content = self._tag_object(stack, profile, record)
+    def _objects_dir(self):
+        """The object directory of a plain SHA-1 repository, or None."""
+        if os.environ.get("GIT_OBJECT_DIRECTORY"):
+            return None
+        common = self.git_dir()
+        try:
+            with open(os.path.join(common, "commondir"), encoding="utf-8") as handle:
+                common = os.path.join(common, handle.read().strip())
+        except OSError:
+            pass
+        try:
+            with open(os.path.join(common, "config"), encoding="utf-8") as handle:
+                config = handle.read()
+        except OSError:
+            return None
+        objects = os.path.join(common, "objects")
+        if re.search(r"objectformat\s*=", config, re.IGNORECASE) or not os.path.isdir(objects):
+            return None
+        return objects
+
+    def _write_tag(self, content):
+        """Stores the tag object and returns its id. A loose object is a
+        zlib-compressed "tag <size>\\0<content>" named by its SHA-1, so writing it
+        here saves a git process per acquire; other layouts go through git."""
+        raw = content.encode("utf-8")
+        data = b"tag %d\0" % len(raw) + raw
+        oid = hashlib.sha1(data).hexdigest()
+        objects = self._objects_dir()
+        if objects:
+            folder = os.path.join(objects, oid[:2])
+            try:
+                if not os.path.exists(os.path.join(folder, oid[2:])):
+                    os.makedirs(folder, exist_ok=True)
+                    handle, temp = tempfile.mkstemp(dir=folder, prefix="tmp_obj_")
+                    with os.fdopen(handle, "wb") as out:
+                        out.write(zlib.compress(data))
+                    os.chmod(temp, 0o444)
+                    os.replace(temp, os.path.join(folder, oid[2:]))
+                return oid
+            except OSError:
+                pass
         proc = self._git(["hash-object", "-t", "tag", "-w", "--stdin"], input=content)
         if proc.returncode != 0:
             raise LockError(str(failure(proc, f"cannot write the lock tag in {self.repo_path}")))
-        oid = proc.stdout.strip()
+        return proc.stdout.strip()
+
+    def _create(self, stack, profile, record):
+        content = self._tag_object(stack, profile, record)
+        oid = self._write_tag(content)
         ref = self.ref(stack, profile)
         proc = self._git(["push", "--porcelain", "--no-verify", self.remote, f"{oid}:{ref}"])
         flags = self._porcelain_flags(proc)
@@ -472,8 +529,11 @@ class DynamoDBLockBackend(_AWSLockBackend):
     def _create(self, stack, profile, record):
         lock_id = self.lock_id(stack, profile)
         info = lock_info(record, lock_id)
+        # Owner beside tofu's two attributes lets a release check the holder
+        # and delete in one conditional call; tofu ignores it.
+        item = {"LockID": {"S": lock_id}, "Info": {"S": info}, "Owner": {"S": record["owner"]}}
         _response, code = self._call("dynamodb", "put_item", expected=("ConditionalCheckFailedException",),
-                                     TableName=self.table, Item={"LockID": {"S": lock_id}, "Info": {"S": info}},
+                                     TableName=self.table, Item=item,
                                      ConditionExpression="attribute_not_exists(LockID)")
         if code:
             return False
@@ -488,6 +548,19 @@ class DynamoDBLockBackend(_AWSLockBackend):
             return None, None
         info = item.get("Info", {}).get("S", "")
         return record_from_lock_info(info, stack, profile), info
+
+    def _delete_owned(self, stack, profile, owner):
+        response, code = self._call("dynamodb", "delete_item", expected=("ConditionalCheckFailedException",),
+                                    TableName=self.table, Key={"LockID": {"S": self.lock_id(stack, profile)}},
+                                    ConditionExpression="#owner = :owner",
+                                    ExpressionAttributeNames={"#owner": "Owner"},
+                                    ExpressionAttributeValues={":owner": {"S": owner}},
+                                    ReturnValues="ALL_OLD", ReturnValuesOnConditionCheckFailure="ALL_OLD")
+        item = response.get("Item" if code else "Attributes")
+        if not item:
+            return None  # no holder returned: let a read tell free from unknown
+        record = record_from_lock_info(item.get("Info", {}).get("S", ""), stack, profile)
+        return ("other" if code else "deleted"), record
 
     def _delete(self, stack, profile, token):
         _response, code = self._call("dynamodb", "delete_item", expected=("ConditionalCheckFailedException",),

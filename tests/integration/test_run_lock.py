@@ -208,6 +208,10 @@ def test_a_lock_tofu_wrote_is_read_and_refused(lock_env, moto_server):
     assert run_lock.is_stale(record, 3600)
     with pytest.raises(run_lock.LockHeld, match="bob@laptop"):
         backend.acquire("alpha", "prod", run_lock.new_record("alpha", "prod", "me@test", "run-1"))
+    with pytest.raises(run_lock.LockHeld, match="cannot release run lock alpha/prod: it is held by bob@laptop"):
+        backend.release("alpha", "prod", "me@test")
+    assert backend.release("alpha", "prod", "bob@laptop") == (True, record)
+    assert backend.read("alpha", "prod") is None
 
 
 def test_git_lock_leaves_no_local_tag_and_survives_a_stale_one(tmp_path):
@@ -218,6 +222,10 @@ def test_git_lock_leaves_no_local_tag_and_survives_a_stale_one(tmp_path):
     record = run_lock.new_record("alpha", "prod", "me@test", "run-1")
     backend.acquire("alpha", "prod", record)
     assert git("tag", "-l", cwd=work) == ""
+    oid = git("rev-parse", "refs/tags/guardrail-lock/alpha/prod", cwd=remote)
+    assert git("cat-file", "-t", oid, cwd=work) == "tag"
+    for repo in (work, remote):  # fsck rehashes every object: the tag written without git is sound
+        git("fsck", "--strict", "--no-dangling", cwd=repo)
     assert git("cat-file", "-p", "refs/tags/guardrail-lock/alpha/prod", cwd=remote).endswith(
         json.dumps(record, sort_keys=True))
     # A local tag of the same name left by someone's `git fetch --tags` must not

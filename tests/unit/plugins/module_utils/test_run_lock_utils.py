@@ -240,3 +240,36 @@ def test_git_tag_object_and_hint_check(tmp_path):
     hint = Path(backend._hint_path("alpha", "prod"))
     hint.write_text(json.dumps({"oid": oid, "tag": content.replace("me@test", "you@test")}))
     assert backend._hint("alpha", "prod") is None, "a hint whose content does not hash to its id is ignored"
+
+
+class OwnedDeleteBackend(MemoryBackend):
+    """A backend that can check the owner and delete in one step."""
+
+    def _delete_owned(self, stack, profile, owner):
+        held = self.store.get((stack, profile))
+        if held is None:
+            return None
+        if held["owner"] != owner:
+            return "other", dict(held)
+        del self.store[(stack, profile)]
+        return "deleted", held
+
+
+def test_release_in_one_step_without_a_hint():
+    backend = OwnedDeleteBackend()
+    held = record()
+    backend.acquire("alpha", "prod", held)
+    backend._written.clear()
+    backend._read = None  # a read would fail the test
+    assert backend.release("alpha", "prod", "me@test") == (True, held)
+    assert backend.deletes == []
+
+
+def test_release_in_one_step_refuses_another_owner_and_reads_when_unsure():
+    backend = OwnedDeleteBackend()
+    backend.acquire("alpha", "prod", record(owner="you@test"))
+    backend._written.clear()
+    with pytest.raises(run_lock.LockHeld, match="held by you@test"):
+        backend.release("alpha", "prod", "me@test")
+    backend.store.clear()
+    assert backend.release("alpha", "prod", "me@test") == (False, None)
