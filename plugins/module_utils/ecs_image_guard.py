@@ -183,14 +183,28 @@ class Guard:
             described.extend(s for s in reply.get("services", []) if s.get("status") != "INACTIVE")
         return described
 
-    def stopped_tasks(self, cluster, since_seconds):
-        """Stopped tasks of `cluster` that stopped within the window.
-        describe_tasks takes 100 per call. A task without any timestamp is kept."""
-        arns = list(paginate(self.ecs, "list_tasks", "taskArns", cluster=cluster,
-                             desiredStatus="STOPPED", maxResults=100))
+    def stopped_tasks(self, cluster, services, since_seconds):
+        """Stopped tasks, within the window, of the services that may be starving.
+
+        A service running its desired count on a single deployment with no
+        failed tasks is not starving, and its tasks are not read. When few
+        services are suspect, their tasks are listed per service; when many
+        are, listing the whole cluster once is cheaper. describe_tasks takes
+        100 per call. A task without any timestamp is kept."""
+        suspects = [s["serviceName"] for s in services if suspect(s)]
+        if not suspects:
+            return []
+        if len(suspects) <= -(-len(services) // DESCRIBE_SERVICES_BATCH):
+            arns = []
+            for name in suspects:
+                arns.extend(paginate(self.ecs, "list_tasks", "taskArns", cluster=cluster, serviceName=name,
+                                     desiredStatus="STOPPED", maxResults=100))
+        else:
+            arns = list(paginate(self.ecs, "list_tasks", "taskArns", cluster=cluster,
+                                 desiredStatus="STOPPED", maxResults=100))
         horizon = self.now - timedelta(seconds=since_seconds)
         tasks = []
-        for batch in chunks(arns, DESCRIBE_TASKS_BATCH):
+        for batch in chunks(dict.fromkeys(arns), DESCRIBE_TASKS_BATCH):
             reply = call(self.ecs, "describe_tasks", cluster=cluster, tasks=batch)
             for task in reply.get("tasks", []):
                 when = as_datetime(task.get("stoppedAt") or task.get("stoppingAt") or task.get("createdAt"))
@@ -300,7 +314,7 @@ class Guard:
                 continue
             by_name = {s["serviceName"]: s for s in cluster_services}
             described[cluster] = by_name
-            tasks = self.stopped_tasks(cluster, since_seconds)
+            tasks = self.stopped_tasks(cluster, cluster_services, since_seconds)
             candidates.extend(self.failures(cluster, set(by_name), tasks))
         if wanted is not None:
             unknown = [f"{c}/{n}" if c else n for c, n in wanted
@@ -491,6 +505,15 @@ class Guard:
                     for c, s in sorted(pending))
                 raise GuardError(f"redeployed services did not become stable within {timeout}s: {detail}")
             self.sleep(min(interval, max(0.0, deadline - self.clock())))
+
+
+def suspect(service):
+    """Whether a service may be starving: below its desired count, between
+    deployments, or with failed tasks in a deployment."""
+    deployments = [d for d in service.get("deployments") or [] if d.get("status") in ACTIVE_DEPLOYMENT_STATUSES]
+    return (service.get("runningCount", 0) < service.get("desiredCount", 0)
+            or len(deployments) > 1
+            or any(d.get("failedTasks") or d.get("rolloutState") == "FAILED" for d in deployments))
 
 
 def _container_for(containers, ref):

@@ -22,6 +22,9 @@ description:
   - In the same pass it audits, for each ECR repository the services use, the lifecycle rules that
     could expire an image still referenced by an active deployment, and each container's
     C(versionConsistency) setting.
+  - Only services that may be starving have their stopped tasks read - those below their desired
+    count, between deployments, or with failed tasks in a deployment. A service running its desired
+    count on a single deployment is not starving.
   - Requests are batched (C(ecs:DescribeServices) 10 per call, C(ecs:DescribeTasks) 100 per call,
     ECR image ids 100 per call), every listing is paginated, and throttling is retried with jittered
     backoff. A missing permission fails naming the refused API action.

@@ -123,7 +123,8 @@ class FakeECS:
     def list_tasks(self, **kwargs):
         self.calls.append("list_tasks")
         assert kwargs["desiredStatus"] == "STOPPED"
-        return self._page([t["taskArn"] for t in self.tasks], "taskArns", kwargs)
+        group = f"service:{kwargs['serviceName']}" if "serviceName" in kwargs else None
+        return self._page([t["taskArn"] for t in self.tasks if group in (None, t["group"])], "taskArns", kwargs)
 
     def describe_tasks(self, cluster, tasks):
         self.calls.append("describe_tasks")
@@ -177,6 +178,32 @@ def test_batches_and_pagination_stay_within_api_limits():
     assert ecs.calls.count("list_tasks") == 3  # 250 task ARNs, 100 per page
     assert ecs.calls.count("describe_tasks") == 3
     assert ecr.calls == ["batch_get_image"] * 3  # one per repository
+
+
+def test_services_at_full_strength_are_not_read():
+    ecs, ecr = FakeECS(services=30, tasks_per_service=10), FakeECR()
+    for name, service in ecs.services_.items():
+        service["runningCount"] = 0 if name in ("svc000", "svc007") else 1
+    result = g.run({}, guard=g.Guard(ecs, lambda region: ecr, now=NOW), audit=False)
+    assert [a["service"] for a in result["affected"]] == ["svc000"]
+    assert ecs.calls.count("list_tasks") == 2  # per suspect service, not the cluster's 300 tasks
+    assert ecs.calls.count("describe_tasks") == 1
+
+    ecs.calls.clear()
+    ecs.services_["svc000"]["runningCount"] = ecs.services_["svc007"]["runningCount"] = 1
+    assert g.run({}, guard=g.Guard(ecs, lambda region: ecr, now=NOW), audit=False)["affected"] == []
+    assert "list_tasks" not in ecs.calls and "describe_tasks" not in ecs.calls
+
+
+@pytest.mark.parametrize("service, expected", [
+    ({"runningCount": 2, "desiredCount": 2, "deployments": [{"status": "PRIMARY"}]}, False),
+    ({"runningCount": 1, "desiredCount": 2, "deployments": [{"status": "PRIMARY"}]}, True),
+    ({"runningCount": 2, "desiredCount": 2, "deployments": [{"status": "PRIMARY"}, {"status": "ACTIVE"}]}, True),
+    ({"runningCount": 2, "desiredCount": 2, "deployments": [{"status": "PRIMARY", "failedTasks": 3}]}, True),
+    ({"runningCount": 2, "desiredCount": 2, "deployments": [{"status": "PRIMARY", "rolloutState": "FAILED"}]}, True),
+])
+def test_suspect_services(service, expected):
+    assert g.suspect(service) is expected
 
 
 def test_recover_once_per_service_and_skip_when_newer_deployment_exists():

@@ -1,0 +1,139 @@
+"""Every playbook in playbooks/ launched through ansible-runner the way AWX
+launches a job: a private data directory holding the project, env/extravars
+(with awx_job_id and awx_user_name, as AWX adds them), env/envvars, env/settings
+and an inventory; then the job's status and its job events are asserted.
+
+CASES is a table, playbook -> (setup, assertions). A playbook without an entry
+fails test_every_playbook_has_a_case, so none is forgotten.
+"""
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import ansible_runner
+import pytest
+import yaml
+
+from ansible_collections.guardrail.ecs.plugins.module_utils import run_lock
+
+from conftest import AWS_TEST_ENV, ROOT, ansible_env
+from ecs_image_guard_helpers import deployment_ids, incident
+
+PLAYBOOKS = ROOT / "playbooks"
+AWX_JOB = {"awx_job_id": 4242, "awx_user_name": "alice", "awx_job_template_name": "guardrail",
+           "tower_job_id": 4242, "tower_user_name": "alice"}
+LOCALHOST = "all:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
+
+
+@dataclass
+class Job:
+    """What a case hands to the launcher, and what it checks afterwards."""
+    extravars: dict
+    inventory: str = LOCALHOST
+    envvars: dict = None
+    check: Callable = None
+
+
+def awx_launch(private, playbook, job):
+    """Lays out the private data directory as AWX does and runs the job."""
+    (private / "env").mkdir(parents=True)
+    (private / "inventory").mkdir()
+    (private / "project").symlink_to(ROOT)  # AWX checks the project out; this checkout is it
+    (private / "env" / "extravars").write_text(json.dumps(dict(AWX_JOB, **job.extravars)))
+    env = {k: v for k, v in ansible_env(**(job.envvars or {})).items()
+           if k.startswith(("ANSIBLE_", "AWS_", "PATH", "CONTAINERS_CONF", "HOME"))}
+    (private / "env" / "envvars").write_text(json.dumps(env))
+    (private / "env" / "settings").write_text(json.dumps({"job_timeout": 900, "suppress_ansible_output": True}))
+    (private / "inventory" / "hosts.yml").write_text(job.inventory)
+    return ansible_runner.run(private_data_dir=str(private), playbook=f"playbooks/{playbook}",
+                              ident=str(AWX_JOB["awx_job_id"]), quiet=True)
+
+
+def events_of(runner):
+    return list(runner.events)
+
+
+def task_events(events, task, kind="runner_on_ok"):
+    return [e for e in events if e["event"] == kind and e.get("event_data", {}).get("task") == task]
+
+
+def result_of(events, task):
+    found = task_events(events, task)
+    assert found, f"no runner_on_ok event for task {task!r}: " + ", ".join(
+        sorted({e["event"] + ":" + e.get("event_data", {}).get("task", "") for e in events}))
+    return found[-1]["event_data"]["res"]
+
+
+# ---- cases: one per playbook
+
+
+def ecs_image_guard_case(request):
+    endpoint = request.getfixturevalue("moto")
+    world = incident(endpoint)
+    before = deployment_ids(world["clients"], "prod", ["web"])
+
+    def check(runner, events):
+        assert runner.status == "successful", runner.stdout.read()
+        res = result_of(events, "Find services pulling a deleted image digest")
+        assert res["changed"] is True
+        assert {r["service"] for r in res["redeployed"]} == {"web", "worker"}
+        assert deployment_ids(world["clients"], "prod", ["web"]) != before
+        report = result_of(events, "Report affected and redeployed services")
+        assert any("prod/web container web" in line for line in report["msg"])
+
+    return Job(extravars={"aws_region": "us-east-1", "aws_endpoint_url": endpoint, "ecs_image_guard_mode": "recover"},
+               envvars=AWS_TEST_ENV, check=check)
+
+
+def tofu_change_case(request):
+    from workflow_helpers import make_stack_repo, remote_lock
+
+    clone, remote = request.getfixturevalue("git_repo")
+    make_stack_repo(clone)
+
+    def check(runner, events):
+        assert runner.status == "successful", runner.stdout.read()
+        res = result_of(events, "Run the workflow")
+        assert [s["step"] for s in res["steps"]] == ["render", "git_check", "lock", "exec"]
+        assert (res["owner"], res["run_id"]) == ("alice", "4242")
+        assert remote_lock(remote) == "refs/tags/guardrail-lock/alpha/prod"
+        holder = run_lock.get_backend("git", repo_path=str(clone)).read("alpha", "prod")
+        assert (holder["owner"], holder["run_id"]) == ("alice", "4242"), holder
+
+    return Job(extravars={"stack": "alpha", "profile": "prod", "steps": "render,git_check,lock,exec",
+                          "command": "plan", "repo_path": str(clone)}, check=check)
+
+
+CASES = {
+    "ecs_image_guard.yml": ecs_image_guard_case,
+    "tofu_change.yml": tofu_change_case,
+}
+
+
+def test_every_playbook_has_a_case():
+    playbooks = {p.name for p in PLAYBOOKS.glob("*.yml")} | {p.name for p in PLAYBOOKS.glob("*.yaml")}
+    assert playbooks, "no playbooks found"
+    missing = sorted(playbooks - set(CASES))
+    assert not missing, f"playbooks without an AWX runner case in {Path(__file__).name}: {missing}"
+    stale = sorted(set(CASES) - playbooks)
+    assert not stale, f"cases for playbooks that do not exist: {stale}"
+
+
+@pytest.mark.parametrize("playbook", sorted(CASES))
+def test_playbook_runs_as_an_awx_job(playbook, request, tmp_path):
+    text = (PLAYBOOKS / playbook).read_text()
+    for play in yaml.safe_load(text):
+        assert "vars_prompt" not in play, f"{playbook} prompts; AWX jobs cannot answer prompts"
+    job = CASES[playbook](request)
+    runner = awx_launch(tmp_path / "private", playbook, job)
+    events = events_of(runner)
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "playbook_on_start" and "playbook_on_stats" in kinds, kinds
+    start = next(e for e in events if e["event"] == "playbook_on_start")
+    assert start["event_data"]["playbook"] == f"playbooks/{playbook}"
+    assert not [e for e in events if e["event"] in ("runner_on_unreachable",)], "a host was unreachable"
+    job.check(runner, events)
+    stats = next(e for e in events if e["event"] == "playbook_on_stats")["event_data"]
+    assert not stats.get("failures") and not stats.get("dark"), stats
+    assert (tmp_path / "private" / "artifacts" / str(AWX_JOB["awx_job_id"]) / "status").read_text() == "successful"
