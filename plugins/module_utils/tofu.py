@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 
 COMMANDS = ("init", "validate", "plan", "apply", "destroy", "output")
 MASK = "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
@@ -219,7 +220,7 @@ class Tofu:
             env[f"TF_VAR_{name}"] = env_value(value)
         return env
 
-    def run(self, *args, check=True, workspace=True):
+    def run(self, *args, check=True, workspace=True, ok_codes=()):
         cmd = [self.binary, *args]
         try:
             proc = subprocess.run(cmd, cwd=self.project_path, env=self.env(workspace), capture_output=True,
@@ -228,8 +229,9 @@ class Tofu:
             raise TofuError(f"{' '.join(cmd[:2])} timed out after {self.timeout}s", cmd=cmd) from exc
         except OSError as exc:
             raise TofuError(f"cannot run {cmd[0]}: {exc}", cmd=cmd) from exc
-        self.log.append({"cmd": cmd, "rc": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr})
-        if check and proc.returncode != 0:
+        proc.log_entry = {"cmd": cmd, "rc": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr}
+        self.log.append(proc.log_entry)
+        if check and proc.returncode not in (0, *ok_codes):
             raise TofuError(f"{os.path.basename(cmd[0])} {args[0]} failed (rc={proc.returncode}): "
                             f"{_error_text(proc.stderr or proc.stdout)}",
                             rc=proc.returncode, stdout=proc.stdout, stderr=proc.stderr, cmd=cmd)
@@ -281,7 +283,8 @@ class Tofu:
         self.run("validate", "-no-color")
 
     def plan(self, out, destroy=False):
-        args = ["plan", *self._common(), f"-out={out}"]
+        """Saves a plan to `out`; True when it holds changes."""
+        args = ["plan", *self._common(), "-detailed-exitcode", f"-out={out}"]
         if destroy:
             args.append("-destroy")
         if self.parallelism:
@@ -289,7 +292,7 @@ class Tofu:
         args += [f"-var-file={path}" for path in self.var_files]
         args += [f"-target={target}" for target in self.targets]
         args += [f"-replace={address}" for address in self.replace]
-        self.run(*args)
+        return self.run(*args, ok_codes=(2,)).returncode == 2
 
     def show_plan(self, planfile):
         proc = self.run("show", "-json", "-no-color", planfile)
@@ -299,10 +302,34 @@ class Tofu:
             raise TofuError(f"cannot parse show -json output: {exc}") from exc
 
     def apply_plan(self, planfile):
-        args = ["apply", *self._common()]
+        """Applies a saved plan. Returns the outputs apply reported, shaped as
+        `output -json` shapes them (sensitive ones without a value), or None.
+        `-json` makes apply report them, saving a run of `output`; its
+        messages are logged as the usual text."""
+        args = ["apply", "-json", *self._common()]
         if self.parallelism:
             args.append(f"-parallelism={self.parallelism}")
-        self.run(*args, planfile)
+        proc = self.run(*args, planfile, check=False)
+        messages, errors, outputs = [], [], None
+        for line in proc.stdout.splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                messages.append(line)
+                continue
+            messages.append(event.get("@message", ""))
+            if event.get("type") == "diagnostic" and event.get("@level") == "error":
+                diagnostic = event.get("diagnostic") or {}
+                errors.append(" ".join(filter(None, (diagnostic.get("summary"), diagnostic.get("detail")))))
+            elif event.get("type") == "outputs":
+                outputs = event.get("outputs") or {}
+        proc.log_entry["stdout"] = "\n".join(messages) + ("\n" if messages else "")
+        if proc.returncode != 0:
+            detail = "\n".join(errors) or _error_text(proc.stderr)
+            raise TofuError(f"{os.path.basename(self.binary)} apply failed (rc={proc.returncode}): {detail}",
+                            rc=proc.returncode, stdout=proc.log_entry["stdout"], stderr=proc.stderr,
+                            cmd=[self.binary, *args, planfile])
+        return outputs
 
     def outputs(self):
         proc = self.run("output", "-json", "-no-color")
@@ -343,13 +370,24 @@ class Tofu:
         handle, planfile = tempfile.mkstemp(prefix="guardrail-", suffix=".tfplan")
         os.close(handle)
         try:
-            self.plan(planfile, destroy=command == "destroy")
-            plan = self.show_plan(planfile)
+            pending = self.plan(planfile, destroy=command == "destroy")
+            reported = None
+            if command in ("apply", "destroy") and not check_mode and pending:
+                # Both only read the saved plan, and apply applies exactly it
+                # whatever show reports, so they run side by side.
+                with ThreadPoolExecutor(max_workers=2) as pool:
+                    shown = pool.submit(self.show_plan, planfile)
+                    applied = pool.submit(self.apply_plan, planfile)
+                    reported = applied.result()
+                    plan = shown.result()
+                result["applied"] = True
+            else:
+                plan = self.show_plan(planfile)
             result.update(summarize(plan, self.secrets))
             known = planned_outputs(plan)
-            if command in ("apply", "destroy") and not check_mode and result["changed"]:
-                self.apply_plan(planfile)
-                result["applied"] = True
+            if reported is not None and all("value" in o for o in reported.values()
+                                            if show_sensitive or not o.get("sensitive")):
+                known = reported
         finally:
             os.unlink(planfile)
         if command == "destroy" and result["applied"]:
