@@ -24,7 +24,7 @@ def run(cmd, cwd, env=None):
 
 
 @pytest.fixture(scope="module")
-def context(tmp_path_factory):
+def ctx(tmp_path_factory):
     """The EE definition next to a freshly built collection tarball, and the
     build context ansible-builder creates from it."""
     work = tmp_path_factory.mktemp("ee")
@@ -34,7 +34,7 @@ def context(tmp_path_factory):
         cwd=ROOT)
     run([VENV_BIN / "ansible-builder", "create", "--file", work / "execution-environment.yml",
          "--context", work / "context"], cwd=work)
-    return work, work / "context"
+    return work / "context"
 
 
 def test_definition_uses_the_v3_schema_and_the_repository_files():
@@ -46,8 +46,7 @@ def test_definition_uses_the_v3_schema_and_the_repository_files():
     assert "ansible-runner" in deps["ansible_runner"]["package_pip"]
 
 
-def test_context_holds_every_requirement(context):
-    _, ctx = context
+def test_context_holds_every_requirement(ctx):
     build = ctx / "_build"
     for name in ("requirements.txt", "bindep.txt", "requirements.yml"):
         assert (build / name).read_text() == (ROOT / name).read_text(), f"{name} not copied as is"
@@ -61,8 +60,7 @@ def test_context_holds_every_requirement(context):
         assert (build / "scripts" / script).is_file(), f"builder script {script} missing"
 
 
-def test_containerfile_installs_runner_core_collection_and_tofu(context):
-    _, ctx = context
+def test_containerfile_installs_runner_core_collection_and_tofu(ctx):
     containerfile = (ctx / "Containerfile").read_text()
     assert 'ARG EE_BASE_IMAGE="quay.io/centos/centos:stream9"' in containerfile
     assert "ansible-core>=2.17,<2.20 ansible-runner>=2.4,<3" in containerfile
@@ -74,8 +72,7 @@ def test_containerfile_installs_runner_core_collection_and_tofu(context):
     assert final.index("tofu version") < final.rindex("USER 1000"), "tofu must install before the user drops root"
 
 
-def test_collection_tarball_is_in_the_context_with_playbooks_and_requirements(context):
-    _, ctx = context
+def test_collection_tarball_is_in_the_context_with_playbooks_and_requirements(ctx):
     tarballs = list((ctx / "_build" / "collections").glob("guardrail-ecs-*.tar.gz"))
     assert len(tarballs) == 1, "the built collection must be copied into the context"
     with tarfile.open(tarballs[0]) as tar:
@@ -85,10 +82,9 @@ def test_collection_tarball_is_in_the_context_with_playbooks_and_requirements(co
         assert member in names, f"{member} missing from the collection tarball"
 
 
-def test_introspection_merges_the_collection_requirements(context, tmp_path):
+def test_introspection_merges_the_collection_requirements(ctx, tmp_path):
     """What ansible-builder's assemble step will install: the collection's own
     requirements.txt and bindep.txt, found by introspecting the installed tarball."""
-    _, ctx = context
     tarball = next((ctx / "_build" / "collections").glob("guardrail-ecs-*.tar.gz"))
     env = ansible_env()
     env.pop("ANSIBLE_COLLECTIONS_PATH")
