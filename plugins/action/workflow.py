@@ -191,7 +191,7 @@ class Workflow:
         if isinstance(self.command, list):
             return self._exec_argv()
         p = self.params
-        options = {k: v for k, v in (p["tofu_options"] or {}).items()}
+        options = dict(p["tofu_options"] or {})
         unknown = sorted(set(options) - set(TOFU_OPTIONS))
         if unknown:
             raise StepFailed(f"exec: unknown tofu_options {', '.join(unknown)}: use {', '.join(TOFU_OPTIONS)}")

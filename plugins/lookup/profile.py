@@ -13,7 +13,7 @@ description:
     that is C(<profiles_dir>/<profile>.yml) with the profiles it C(extends:) merged in (dictionaries merged
     key by key, lists and other values replaced, cycles refused), without the C(extends) key.
 author:
-  - guardrail.ecs maintainers
+  - guardrail.ecs maintainers (@guardrail-ecs)
 options:
   _terms:
     description: Profile names.

@@ -13,7 +13,7 @@ description:
     or one output's value with O(name).
   - Sensitive outputs are masked unless O(show_sensitive=true).
 author:
-  - guardrail.ecs maintainers
+  - guardrail.ecs maintainers (@guardrail-ecs)
 options:
   _terms:
     description: Project directories, for a rendered stack C(<repo>/.dist/<profile>/<stack>).

@@ -21,7 +21,10 @@ import shutil
 import stat
 import subprocess
 
-import yaml
+try:
+    import yaml
+except ImportError:  # pragma: no cover - rendering runs on the controller, which has PyYAML
+    yaml = None
 
 TEMPLATE_SUFFIX = ".j2"
 # A template whose output name ends like this is parsed as YAML (JSON is YAML)
@@ -82,7 +85,13 @@ def profile_path(profiles_dir, name):
     raise RenderError(f"profile {name!r} not found: no {name}.yml in {profiles_dir}")
 
 
+def _require_yaml():
+    if yaml is None:
+        raise RenderError("PyYAML is required to read profiles and *.tf.json templates")
+
+
 def _read_profile(path):
+    _require_yaml()
     try:
         with open(path, encoding="utf-8") as handle:
             data = yaml.safe_load(handle)
@@ -178,6 +187,7 @@ def build(stack_root, variables, template):
             except Exception as exc:
                 raise RenderError(f"template {rel}: {exc}") from exc
             if name.endswith(TF_JSON_SUFFIX):
+                _require_yaml()
                 try:
                     content = canonical_json(yaml.safe_load(rendered))
                 except yaml.YAMLError as exc:

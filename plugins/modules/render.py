@@ -29,7 +29,7 @@ description:
     repository's C(.git/info/exclude), so rendering never dirties the tree; tracked files are not touched.
   - Template names, stack or profile names and paths that escape their roots are refused.
 author:
-  - guardrail.ecs maintainers
+  - guardrail.ecs maintainers (@guardrail-ecs)
 options:
   stack:
     description: The stack, a directory under O(stacks_dir). A single path component.
@@ -68,6 +68,7 @@ attributes:
     support: full
     description: Before and after of every written or removed file.
   platform:
+    support: full
     platforms: all
     description: Runs on the controller.
   action:

@@ -21,7 +21,7 @@ description:
     C(TF_WORKSPACE), so the workspace selected on disk is left unchanged.
   - Failure messages carry the tool's own error text.
 author:
-  - guardrail.ecs maintainers
+  - guardrail.ecs maintainers (@guardrail-ecs)
 options:
   project_path:
     description: The directory holding the configuration (for a rendered stack, C(.dist/<profile>/<stack>)).
@@ -30,7 +30,7 @@ options:
   command:
     description:
       - The command to run.
-      - V(plan) reports RV(changed) when applying would change something; V(init), V(validate)
+      - V(plan) reports C(changed) when applying would change something; V(init), V(validate)
         and V(output) never change infrastructure.
     type: str
     choices: [init, validate, plan, apply, destroy, output]
@@ -93,12 +93,14 @@ options:
 attributes:
   check_mode:
     support: full
-    description: V(apply) and V(destroy) plan only and report the same RV(changed); V(init) does not run.
+    description: V(apply) and V(destroy) plan only and report the same C(changed); V(init) does not run.
   diff_mode:
     support: full
     description: Before and after of every resource that changes.
   platform:
+    support: full
     platforms: posix
+    description: Needs the tofu or terraform executable on the target.
 seealso:
   - module: guardrail.ecs.workflow
   - plugin: guardrail.ecs.tofu_output

@@ -28,7 +28,7 @@ description:
     V(unlock) releases the lock held by O(owner); V(unlock_any) releases it whoever holds it.
   - The result records every step's outcome and duration.
 author:
-  - guardrail.ecs maintainers
+  - guardrail.ecs maintainers (@guardrail-ecs)
 options:
   stack:
     description: The stack, a directory under O(stacks_dir); also the first half of the lock key.
@@ -172,6 +172,7 @@ attributes:
     support: full
     description: Rendered files and the before and after of every resource that changes.
   platform:
+    support: full
     platforms: all
     description: Runs on the controller.
   action:
@@ -181,8 +182,11 @@ seealso:
   - module: guardrail.ecs.render
   - module: guardrail.ecs.tofu
 notes:
-  - "Shell alias making C(tofu) run the whole workflow for the stack and profile given:
-    C(tofu-change() { ansible localhost -m guardrail.ecs.workflow -a \"stack=$1 profile=$2 command=${3:-apply} repo_path=$PWD\"; })"
+  - >-
+    A shell function makes C(tofu) itself run the whole workflow from the stack
+    repository, for example C(tofu apply alpha prod) -
+    tofu() { ansible localhost -m guardrail.ecs.workflow
+    -a "command=$1 stack=$2 profile=$3 repo_path=$PWD"; }
 """
 
 EXAMPLES = r"""
@@ -210,7 +214,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 steps:
-  description: Every requested step in order with its status (V(ok), V(failed), V(skipped)), whether it changed something, its duration in seconds, its message and its result.
+  description:
+    - Every requested step in order with its status (V(ok), V(failed), V(skipped)), whether it
+      changed something, its duration in seconds, its message and its result.
   returned: always
   type: list
   elements: dict

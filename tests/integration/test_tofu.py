@@ -153,7 +153,7 @@ def test_lifecycle_counts_outputs_and_secrets(project):
     assert not outputs["changed"]
     assert outputs["outputs"]["secret"] == "other-secret"
     assert "other-secret" not in outputs["stdout"]
-    assert outputs["outputs"] == {k: v for k, v in state_outputs(project).items()}
+    assert outputs["outputs"] == state_outputs(project)
     facts = results["lookup"]["ansible_facts"]
     assert facts["release"] == "two"
     assert facts["looked_up"]["secret"] == "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
