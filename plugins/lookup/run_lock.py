@@ -54,7 +54,7 @@ options:
       - Defaults to C(guardrail/<stack>/<profile>).
     type: str
 author:
-  - guardrail.ecs contributors
+  - guardrail.ecs maintainers (@guardrail-ecs)
 """
 
 EXAMPLES = r"""

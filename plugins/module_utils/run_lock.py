@@ -93,10 +93,11 @@ def _current_user(env):
         return str(os.getuid())
 
 
-def default_identity(variables=None, env=os.environ):
+def default_identity(variables=None, env=None):
     """(owner, run_id): the launching user and job id inside an AWX/Tower job,
-    otherwise user@host and a fresh run id."""
+    otherwise user@host and a fresh run id. `env` defaults to os.environ."""
     variables = variables or {}
+    env = os.environ if env is None else env
     owner = variables.get("awx_user_name") or variables.get("tower_user_name")
     run_id = variables.get("awx_job_id") or variables.get("tower_job_id")
     if not owner:

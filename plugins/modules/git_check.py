@@ -41,11 +41,12 @@ attributes:
     description: Runs the same checks; the check changes nothing anyway.
   diff_mode:
     support: none
+    description: Nothing is changed, so there is no diff.
 seealso:
   - module: guardrail.ecs.git_push
   - module: guardrail.ecs.run_lock
 author:
-  - guardrail.ecs contributors
+  - guardrail.ecs maintainers (@guardrail-ecs)
 """
 
 EXAMPLES = r"""

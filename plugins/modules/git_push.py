@@ -33,10 +33,11 @@ attributes:
     description: Reports whether there is something to push, and refuses as it would; pushes nothing.
   diff_mode:
     support: none
+    description: The pushed range is returned instead of a diff.
 seealso:
   - module: guardrail.ecs.git_check
 author:
-  - guardrail.ecs contributors
+  - guardrail.ecs maintainers (@guardrail-ecs)
 """
 
 EXAMPLES = r"""

@@ -17,7 +17,7 @@ description:
     in a DynamoDB table in OpenTofu's lock item layout, or as an S3 object C(<key>.tflock)
     written with C(If-None-Match) like OpenTofu's S3-native lock.
   - A lock older than O(ttl) is reported as stale, never broken silently; use O(state=absent) to break it.
-  - An action plugin runs in front of this module: it fills O(owner) and O(run_id)
+  - An action plugin runs in front of this module. It fills O(owner) and O(run_id)
     from the AWX or Tower job (C(awx_user_name)/C(tower_user_name) and
     C(awx_job_id)/C(tower_job_id)) and O(repo_path) with the controller's working directory.
 extends_documentation_fragment:
@@ -69,9 +69,9 @@ options:
       - The operation recorded in the lock, shown to whoever is refused.
     type: str
     default: apply
-  message:
+  lock_message:
     description:
-      - A free text recorded in the lock, shown to whoever is refused.
+      - A free text recorded in the lock as its C(message), shown to whoever is refused.
     type: str
     default: ''
   ttl:
@@ -102,7 +102,6 @@ options:
       - O(backend=dynamodb) the C(LockID) of the item; O(backend=s3) the object key, to which C(.tflock) is appended.
       - Defaults to C(guardrail/<stack>/<profile>), which cannot clash with OpenTofu's own state lock ids.
     type: str
-    no_log: false
 notes:
   - In this module O(profile) is the lock's profile. In C(module_defaults) for
     C(group/guardrail.ecs.aws), name the AWS profile C(aws_profile).
@@ -122,7 +121,7 @@ seealso:
   - plugin: guardrail.ecs.run_lock
     plugin_type: lookup
 author:
-  - guardrail.ecs contributors
+  - guardrail.ecs maintainers (@guardrail-ecs)
 """
 
 EXAMPLES = r"""
@@ -131,7 +130,7 @@ EXAMPLES = r"""
     stack: alpha
     profile: prod
     repo_path: "{{ playbook_dir }}"
-    message: rotate the database password
+    lock_message: rotate the database password
 
 - name: Take it in the DynamoDB table OpenTofu already uses for state locks
   guardrail.ecs.run_lock:
@@ -214,7 +213,7 @@ def argument_spec():
         owner=dict(type="str"),
         run_id=dict(type="str"),
         operation=dict(type="str", default="apply"),
-        message=dict(type="str", default=""),
+        lock_message=dict(type="str", default=""),
         ttl=dict(type="int"),
         repo_path=dict(type="path"),
         remote=dict(type="str", default="origin"),
@@ -247,7 +246,7 @@ def run(params, check_mode):
             before = record
         elif state == "acquired":
             wanted = new_record(stack, profile, owner, run_id, operation=params["operation"],
-                                message=params["message"])
+                                message=params["lock_message"])
             changed, record = backend.acquire(stack, profile, wanted, check_mode=check_mode)
             before = None if changed else record
         elif state == "released":

@@ -106,7 +106,7 @@ def race(options_for, stack, profile, workers=30, rounds=20, timeout=120):
     try:
         for _round in range(rounds):
             barrier.wait()
-            round_results = [results.get(timeout=timeout) for _ in range(workers)]
+            round_results = [results.get(timeout=timeout) for _worker in range(workers)]
             outcome.append([result[1:] for result in sorted(round_results)])
             cleaner.remove(stack, profile)
             barrier.wait()

@@ -28,7 +28,7 @@ def lock_env(request, tmp_path, moto_server, monkeypatch):
     """(backend name, options factory by process index, state reader) for each
     backend. An indirect parameter "<backend>:serial" points the AWS backends
     at the serial moto front end."""
-    name, _, mode = request.param.partition(":")
+    name, _sep, mode = request.param.partition(":")
     if mode == "serial":
         moto_server = request.getfixturevalue("serial_moto")
     if name == "git":
@@ -83,7 +83,7 @@ def test_thirty_processes_race_one_winner_per_round(lock_env):
         assert not errors, f"round {number}: {errors}"
         winners = [r for r in results if r[1] == "won"]
         assert len(winners) == 1, f"round {number}: {len(winners)} winners: {winners}"
-        _, _, winner_owner, winner_run, _ = winners[0]
+        winner_owner, winner_run = winners[0][2:4]
         for _index, outcome, owner, run_id, text in results:
             if outcome == "lost":
                 assert (owner, run_id) == (winner_owner, winner_run), f"round {number}: {text}"
@@ -113,8 +113,7 @@ def test_killed_holder_leaves_an_attributable_lock(lock_env):
     assert changed and removed["owner"] == "holder@killed"
     assert backend.read("alpha", "prod") is None
     assert stored() == []
-    changed, _ = backend.acquire("alpha", "prod", run_lock.new_record("alpha", "prod", "other@test", "run-2"))
-    assert changed
+    assert backend.acquire("alpha", "prod", run_lock.new_record("alpha", "prod", "other@test", "run-2"))[0]
 
 
 @pytest.mark.parametrize("lock_env", BACKENDS, indirect=True)
@@ -257,7 +256,7 @@ PLAYBOOK = """
       guardrail.ecs.run_lock:
         stack: alpha
         profile: prod
-        message: rotate keys
+        lock_message: rotate keys
       register: acquired
     - name: Acquire again
       guardrail.ecs.run_lock:
