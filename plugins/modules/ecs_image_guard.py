@@ -103,12 +103,7 @@ notes:
 """
 
 EXAMPLES = r"""
-- name: Report services starved by a deleted image digest, in every cluster
-  guardrail.ecs.ecs_image_guard:
-    region: us-east-1
-  register: guard
-
-- name: Recover the web services of one cluster and wait for them
+- name: Recover two services of one cluster and wait until they are stable
   guardrail.ecs.ecs_image_guard:
     clusters: [prod]
     services: [web, api]
@@ -117,10 +112,15 @@ EXAMPLES = r"""
     wait: true
     wait_timeout: 900
 
-- name: Fail a scheduled job while any service is affected
+- name: Report services starved by a deleted image digest, in every cluster
+  guardrail.ecs.ecs_image_guard:
+    region: us-east-1
+  register: guard
+
+- name: Fail a scheduled job while any service still pulls a deleted digest
   ansible.builtin.assert:
     that: guard.affected | length == 0
-    fail_msg: "{{ guard.affected | map(attribute='service') | join(', ') }} pull a deleted digest"
+    fail_msg: "{{ guard.affected | map(attribute='service') | unique | join(', ') }} pull a deleted digest"
 """
 
 RETURN = r"""

@@ -4,9 +4,11 @@ The incident (see ecs_image_guard_helpers.incident): prod/web and batch/worker
 pull a digest deleted from ECR while their tag still resolves; prod/pinned pins
 a deleted digest in its task definition; prod/api and prod/old are not affected.
 """
+import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.ecs_image_guard import GuardError, run
 
@@ -185,6 +187,30 @@ def test_playbook_check_mode_and_clear_error(moto, world):
     assert rc == 2
     guard = dict(task_results(out))["Find services pulling a deleted image digest"]
     assert guard["failed"] and guard["msg"] == "cluster not found or not active: ghost"
+
+
+def test_module_examples_run_as_documented(moto, monkeypatch):
+    """The EXAMPLES, as written, on services that run their desired count but
+    have failed tasks (moto takes both from its environment), so a redeployed
+    service is stable at once and the wait ends."""
+    monkeypatch.setenv("MOTO_ECS_SERVICE_RUNNING", "2")
+    monkeypatch.setenv("MOTO_ECS_SERVICE_FAILED_TASKS", "1")
+    world = incident(moto)
+    from ansible_collections.guardrail.ecs.plugins.modules import ecs_image_guard
+
+    play = [{"name": "examples", "hosts": "localhost", "connection": "local", "gather_facts": False,
+             "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
+             "module_defaults": {"group/guardrail.ecs.aws": {"endpoint_url": moto}},
+             "tasks": yaml.safe_load(ecs_image_guard.EXAMPLES)}]
+    before = snapshot(world)
+    rc, out, err = run_playbook("---\n" + json.dumps(play))
+    results = task_results(out)
+    assert [name for name, _ in results] == [task["name"] for task in play[0]["tasks"]], err
+    recovered, reported, verdict = (result for _, result in results)
+    assert [r["service"] for r in recovered["redeployed"]] == ["web"], recovered
+    assert snapshot(world)["prod"]["web"] != before["prod"]["web"]
+    assert {a["service"] for a in reported["affected"]} == {"pinned", "worker"}
+    assert rc == 2 and verdict["failed"] and verdict["msg"] == "worker, pinned pull a deleted digest"
 
 
 def test_playbook_has_no_prompts():
