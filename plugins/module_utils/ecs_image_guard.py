@@ -234,10 +234,15 @@ class Guard:
             containers = task.get("containers") or []
             reasons = [(c, c.get("reason")) for c in containers if c.get("reason")]
             reasons.append((None, task.get("stoppedReason")))
+            # ECS repeats a container's reason as the task's stoppedReason: count each task once.
+            counted = set()
             for container, reason in reasons:
                 for ref in missing_refs(reason):
                     owner = container or _container_for(containers, ref)
                     key = (service, owner.get("name") if owner else None, ref["digest"], task.get("startedBy"))
+                    if key in counted:
+                        continue
+                    counted.add(key)
                     entry = found.setdefault(key, {
                         "cluster": cluster,
                         "service": service,

@@ -180,6 +180,16 @@ def test_batches_and_pagination_stay_within_api_limits():
     assert ecr.calls == ["batch_get_image"] * 3  # one per repository
 
 
+def test_a_reason_repeated_by_container_and_task_counts_once():
+    reason = f"CannotPullContainerError: failed to resolve ref {URI}/web:latest@{GONE}: not found"
+    task = {"group": "service:web", "startedBy": "ecs-svc/1", "stoppedAt": NOW, "stoppedReason": reason,
+            "containers": [{"name": "web", "image": f"{URI}/web:latest", "reason": reason},
+                           {"name": "sidecar", "image": f"{URI}/proxy:1"}]}
+    found = g.Guard.failures("c1", {"web"}, [task, dict(task, stoppedAt=NOW - timedelta(minutes=3))])
+    assert [(f["container"], f["failed_tasks"], f["first"], f["last"]) for f in found] == [
+        ("web", 2, NOW - timedelta(minutes=3), NOW)]
+
+
 def test_services_at_full_strength_are_not_read():
     ecs, ecr = FakeECS(services=30, tasks_per_service=10), FakeECR()
     for name, service in ecs.services_.items():
