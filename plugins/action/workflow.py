@@ -284,6 +284,17 @@ class Workflow:
         return msg
 
 
+def net_changed(records):
+    """Whether the run left anything changed. A lock this run took and
+    released again is no change, so a run with nothing to do reports none."""
+    by_step = {r["step"]: r for r in records}
+    transient = set()
+    lock, unlock = by_step.get("lock"), by_step.get("unlock")
+    if lock and unlock and lock["status"] == unlock["status"] == "ok":
+        transient = {"lock", "unlock"}
+    return any(r["changed"] for r in records if r["step"] not in transient)
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _requires_connection = False
@@ -299,7 +310,7 @@ class ActionModule(ActionBase):
         started = time.monotonic()
         records, failure = workflow.run(steps)
         result.update(
-            changed=any(r["changed"] for r in records),
+            changed=net_changed(records),
             stack=workflow.stack, profile=workflow.profile, owner=workflow.owner,
             run_id=workflow.run_id, dest=workflow.dest, steps=records,
             duration=round(time.monotonic() - started, 3),

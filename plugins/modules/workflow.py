@@ -26,7 +26,8 @@ description:
     and nothing is pushed; the message says so and how to release the lock.
   - V(git_push) pushes the current branch to its upstream (never with force).
     V(unlock) releases the lock held by O(owner); V(unlock_any) releases it whoever holds it.
-  - The result records every step's outcome and duration.
+  - The result records every step's outcome and duration. A lock taken and released in the same
+    run is no change, so a run that finds nothing to do reports C(changed=false).
 author:
   - guardrail.ecs maintainers (@guardrail-ecs)
 options:

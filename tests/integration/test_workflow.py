@@ -39,6 +39,7 @@ def test_full_workflow_applies_pushes_and_unlocks(stack_repo):
 
     rc, again, err = workflow(clone)
     assert rc == 0, (again, err)
+    assert again["changed"] is False
     changed = {s["step"]: s["changed"] for s in again["steps"]}
     assert changed["render"] is False and changed["exec"] is False and changed["git_push"] is False
     assert again["counts"] == {"create": 0, "update": 0, "delete": 0, "replace": 0}
