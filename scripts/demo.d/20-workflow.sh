@@ -33,7 +33,7 @@ if "counts" in result:
     print(f"  counts: {result['counts']}")
 if "outputs" in result:
     print(f"  outputs: {json.dumps(result['outputs'], sort_keys=True)}")
-print(f"  -> {'FAILED: ' if result.get('failed') else ''}{result.get('msg')}")
+print(f"  -> {'FAILED: ' if result.get('failed') else ''}{result.get('msg')} (changed: {str(result.get('changed')).lower()})")
 PY
     return $rc
 }
