@@ -308,7 +308,10 @@ class GitLockBackend(LockBackend):
 
     def _git(self, args, input=None):
         self.calls += 1
-        return run_git_proc(args, self.repo_path, timeout=self.timeout, input=input)
+        try:
+            return run_git_proc(args, self.repo_path, timeout=self.timeout, input=input)
+        except GitError as exc:
+            raise LockError(str(exc)) from exc
 
     @staticmethod
     def ref(stack, profile):
@@ -623,5 +626,5 @@ def get_backend(backend, repo_path=None, remote=None, table=None, key=None, buck
     raise LockError(f"unknown run lock backend {backend!r}: use one of {', '.join(BACKENDS)}")
 
 
-__all__ = ["LockError", "LockHeld", "GitError", "validate_identity", "default_identity", "new_record",
+__all__ = ["LockError", "LockHeld", "validate_identity", "default_identity", "new_record",
            "get_backend", "LockBackend", "is_stale", "COLLECTION_VERSION"]

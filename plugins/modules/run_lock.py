@@ -107,7 +107,9 @@ notes:
     C(group/guardrail.ecs.aws), name the AWS profile C(aws_profile).
   - The git backend creates no local tag; it pushes a tag object to the remote and
     the remote refuses a second one. Releasing deletes the remote tag only if it is
-    still the exact tag read, so a race never deletes someone else's lock.
+    still the exact tag read, so a race never deletes someone else's lock. The clone
+    keeps the id of the tag it pushed under C(.git/guardrail-lock/), so that the
+    release needs no extra round trip; the remote stays the only truth.
 attributes:
   check_mode:
     support: full

@@ -414,3 +414,12 @@ def test_module_on_aws_backends_refuses_bad_names(moto, backend):
     assert results["Break it"]["changed"] and results["Break it"]["lock"] == results["Acquire"]["lock"]
     items, keys = aws_contents(moto)
     assert (items, keys) == ([], [])
+
+
+def test_git_backend_errors_are_lock_errors(tmp_path):
+    backend = run_lock.get_backend("git", repo_path=str(tmp_path / "missing"))
+    with pytest.raises(run_lock.LockError, match="does not exist"):
+        backend.read("alpha", "prod")
+    with pytest.raises(run_lock.LockError, match="not a git repository"):
+        run_lock.get_backend("git", repo_path=str(tmp_path)).acquire(
+            "alpha", "prod", run_lock.new_record("alpha", "prod", "me@test", "run-1"))
