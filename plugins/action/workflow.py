@@ -18,6 +18,7 @@ from ansible.module_utils.common.parameters import remove_values
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.guardrail.ecs.plugins.action.render import templater
+from ansible_collections.guardrail.ecs.plugins.module_utils.aws import AWS_ARGUMENT_SPEC
 from ansible_collections.guardrail.ecs.plugins.module_utils import git as git_utils
 from ansible_collections.guardrail.ecs.plugins.module_utils import render as render_utils
 from ansible_collections.guardrail.ecs.plugins.module_utils import run_lock
@@ -51,19 +52,17 @@ WORKFLOW_ARGUMENT_SPEC = dict(
     push_remote=dict(type="str"),
     owner=dict(type="str"),
     run_id=dict(type="str"),
-    message=dict(type="str", default=""),
+    lock_message=dict(type="str", default=""),
     lock_backend=dict(type="str", default="git", choices=list(run_lock.BACKENDS)),
     lock_remote=dict(type="str"),
     lock_table=dict(type="str"),
     lock_bucket=dict(type="str"),
     lock_key=dict(type="str"),
-    aws_region=dict(type="str"),
     aws_profile=dict(type="str"),
-    aws_access_key=dict(type="str", no_log=False),
-    aws_secret_key=dict(type="str", no_log=True),
-    aws_session_token=dict(type="str", no_log=True),
-    aws_endpoint_url=dict(type="str"),
 )
+# The AWS options under the names the rest of the collection uses; `profile`
+# here is the stack's profile, so the AWS one is only `aws_profile`.
+WORKFLOW_ARGUMENT_SPEC.update({k: v for k, v in AWS_ARGUMENT_SPEC.items() if k != "profile"})
 
 
 class StepFailed(Exception):
@@ -141,9 +140,9 @@ class Workflow:
             self._backend = run_lock.get_backend(
                 p["lock_backend"], repo_path=self.repo_path, remote=p["lock_remote"],
                 table=p["lock_table"], key=p["lock_key"], bucket=p["lock_bucket"],
-                region=p["aws_region"], profile=p["aws_profile"], access_key=p["aws_access_key"],
-                secret_key=p["aws_secret_key"], session_token=p["aws_session_token"],
-                endpoint_url=p["aws_endpoint_url"])
+                region=p["region"], profile=p["aws_profile"], access_key=p["access_key"],
+                secret_key=p["secret_key"], session_token=p["session_token"],
+                endpoint_url=p["endpoint_url"])
         return self._backend
 
     # -- steps ---------------------------------------------------------------
@@ -178,7 +177,7 @@ class Workflow:
     def step_lock(self):
         try:
             record = run_lock.new_record(self.stack, self.profile, self.owner, self.run_id,
-                                         operation=self.operation, message=self.params["message"])
+                                         operation=self.operation, message=self.params["lock_message"])
             changed, held = self.backend().acquire(self.stack, self.profile, record,
                                                    check_mode=self.check_mode)
         except (run_lock.LockError, git_utils.GitError) as exc:

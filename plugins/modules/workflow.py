@@ -124,7 +124,7 @@ options:
   run_id:
     description: The run recorded in the lock. Default the AWX/Tower job id, else a fresh id.
     type: str
-  message:
+  lock_message:
     description: A note stored in the lock record.
     type: str
     default: ""
@@ -145,24 +145,31 @@ options:
   lock_key:
     description: For V(dynamodb) and V(s3), the state key the lock belongs to.
     type: str
-  aws_region:
-    description: AWS region for the V(dynamodb) and V(s3) backends.
-    type: str
   aws_profile:
-    description: AWS profile for the V(dynamodb) and V(s3) backends.
+    description:
+      - A named profile from the AWS shared configuration and credentials files, for the V(dynamodb)
+        and V(s3) backends (O(profile) is the stack's profile).
     type: str
-  aws_access_key:
-    description: AWS access key id for the V(dynamodb) and V(s3) backends.
+  region:
+    description: The AWS region for the V(dynamodb) and V(s3) backends.
     type: str
-  aws_secret_key:
-    description: AWS secret access key for the V(dynamodb) and V(s3) backends.
+    aliases: [aws_region]
+  access_key:
+    description: AWS access key ID for the V(dynamodb) and V(s3) backends (default the boto3 credential chain).
     type: str
-  aws_session_token:
-    description: AWS session token for the V(dynamodb) and V(s3) backends.
+    aliases: [aws_access_key_id]
+  secret_key:
+    description: AWS secret access key. Never logged.
     type: str
-  aws_endpoint_url:
-    description: AWS endpoint URL for the V(dynamodb) and V(s3) backends (a local stand-in in tests).
+    aliases: [aws_secret_access_key]
+  session_token:
+    description: AWS session token for temporary credentials. Never logged.
     type: str
+    aliases: [aws_session_token]
+  endpoint_url:
+    description: Send AWS requests to this URL instead (a VPC endpoint, a proxy or a local stand-in such as moto).
+    type: str
+    aliases: [aws_endpoint_url]
 attributes:
   check_mode:
     support: full

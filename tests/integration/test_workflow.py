@@ -209,3 +209,25 @@ def test_tofu_change_playbook_requires_stack_and_profile(stack_repo):
                                  cwd=clone.parent)
     assert rc != 0
     assert "Set the extra vars stack and profile" in json.dumps(out)
+
+
+def test_dynamodb_lock_backend_through_moto(stack_repo, moto):
+    import boto3
+
+    clone, remote = stack_repo
+    dynamodb = boto3.client("dynamodb", endpoint_url=moto, region_name="us-east-1")
+    dynamodb.create_table(TableName="locks", KeySchema=[{"AttributeName": "LockID", "KeyType": "HASH"}],
+                          AttributeDefinitions=[{"AttributeName": "LockID", "AttributeType": "S"}],
+                          BillingMode="PAY_PER_REQUEST")
+    options = {"lock_backend": "dynamodb", "lock_table": "locks", "endpoint_url": moto, "region": "us-east-1"}
+    rc, result, err = workflow(clone, owner="alice", steps=["render", "git_check", "lock"], **options)
+    assert rc == 0, (result.get("msg"), err)
+    items = dynamodb.scan(TableName="locks")["Items"]
+    assert [i["LockID"]["S"] for i in items] == ["guardrail/alpha/prod"]
+    assert json.loads(items[0]["Info"]["S"])["Who"] == "alice"
+    rc, result, _err = workflow(clone, owner="bob", **options)
+    assert rc != 0 and result["failed_step"] == "lock" and "held by alice" in result["msg"]
+    assert remote_lock(remote) is None
+    rc, result, err = workflow(clone, owner="alice", steps=["unlock"], **options)
+    assert rc == 0, (result.get("msg"), err)
+    assert dynamodb.scan(TableName="locks")["Items"] == []
