@@ -54,10 +54,11 @@ EXAMPLES = r"""
   guardrail.ecs.git_check:
     repo_path: "{{ playbook_dir }}"
 
-- name: Allow two unpushed commits
+- name: Allow two unpushed commits, and read what the check found
   guardrail.ecs.git_check:
-    repo_path: /srv/stacks/alpha
+    repo_path: "{{ playbook_dir }}"
     max_ahead: 2
+  register: clone_state
 """
 
 RETURN = r"""

@@ -2,11 +2,12 @@
 server over HTTP: contention across processes, a killed holder, bad names."""
 import json
 import signal
+from pathlib import Path
 
 import pytest
 
 from ansible_collections.guardrail.ecs.plugins.module_utils import run_lock
-from conftest import git
+from conftest import ROOT, git
 from lock_helpers import (BUCKET, TABLE, SerialMotoServer, aws_contents, backend_options, clone,
                           create_aws_resources, race, start_holder)
 
@@ -423,3 +424,50 @@ def test_git_backend_errors_are_lock_errors(tmp_path):
     with pytest.raises(run_lock.LockError, match="not a git repository"):
         run_lock.get_backend("git", repo_path=str(tmp_path)).acquire(
             "alpha", "prod", run_lock.new_record("alpha", "prod", "me@test", "run-1"))
+
+
+def examples(path):
+    """The EXAMPLES tasks of a plugin file."""
+    import ast
+
+    import yaml
+
+    tree = ast.parse(Path(path).read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "EXAMPLES":
+            return yaml.safe_load(node.value.value)
+    raise AssertionError(f"{path} has no EXAMPLES")
+
+
+def test_examples_run(git_repo, moto):
+    """Every EXAMPLES task of run_lock (module and lookup), git_check and
+    git_push runs as written, from a playbook in a clean stack repository, with
+    AWS pointed at moto through AWS_ENDPOINT_URL."""
+    import boto3
+    import yaml
+    from conftest import run_playbook, task_results
+
+    for region in ("us-east-1", "eu-west-1"):
+        boto3.client("dynamodb", endpoint_url=moto, region_name=region).create_table(
+            TableName="tofu-locks", KeySchema=[{"AttributeName": "LockID", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "LockID", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST")
+    boto3.client("s3", endpoint_url=moto).create_bucket(Bucket="acme-tofu-state")
+    work, remote = git_repo
+    plugins = ROOT / "plugins"
+    tasks = (examples(plugins / "lookup" / "run_lock.py") + examples(plugins / "modules" / "run_lock.py")
+             + examples(plugins / "modules" / "git_check.py") + examples(plugins / "modules" / "git_push.py"))
+    play = [{"name": "Examples", "hosts": "localhost", "connection": "local", "gather_facts": False,
+             "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"}, "tasks": tasks}]
+    (work / "examples.yml").write_text(yaml.safe_dump(play, sort_keys=False))
+    git("add", "examples.yml", cwd=work)
+    git("commit", "-q", "-m", "examples", cwd=work)
+    git("push", "-q", cwd=work)
+
+    rc, out, err = run_playbook(work / "examples.yml", cwd=work, env={"AWS_ENDPOINT_URL": moto})
+    results = task_results(out)
+    assert rc == 0, (err, [(name, r.get("msg")) for name, r in results])
+    assert len(results) == len(tasks)
+    assert dict(results)["Tell who holds the lock of alpha/prod"]["msg"] == "alpha/prod is free"
+    assert git("for-each-ref", "refs/tags", cwd=remote) == ""
+    items = boto3.client("dynamodb", endpoint_url=moto, region_name="eu-west-1").scan(TableName="tofu-locks")["Items"]
+    assert [item["LockID"]["S"] for item in items] == ["guardrail/alpha/prod"], "the DynamoDB example keeps its lock"
