@@ -204,9 +204,10 @@ def test_module_examples_run_as_documented(moto, monkeypatch):
              "tasks": yaml.safe_load(ecs_image_guard.EXAMPLES)}]
     before = snapshot(world)
     rc, out, err = run_playbook("---\n" + json.dumps(play))
-    results = task_results(out)
-    assert [name for name, _ in results] == [task["name"] for task in play[0]["tasks"]], err
-    recovered, reported, verdict = (result for _, result in results)
+    results = dict(task_results(out))
+    names = [task["name"] for task in play[0]["tasks"]]
+    assert list(results) == names, err
+    recovered, reported, verdict = (results[name] for name in names)
     assert [r["service"] for r in recovered["redeployed"]] == ["web"], recovered
     assert snapshot(world)["prod"]["web"] != before["prod"]["web"]
     assert {a["service"] for a in reported["affected"]} == {"pinned", "worker"}
