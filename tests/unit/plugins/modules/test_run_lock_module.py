@@ -47,9 +47,9 @@ def test_acquire_then_query_then_release(backend):
     assert refusal is None and result["changed"] and result["lock"]["message"] == "why"
     assert result["diff"] == {"before": {}, "after": result["lock"]}
     held = result["lock"]
-    result, _ = run_lock.run(params(state="query", ttl=3600), check_mode=False)
+    result = run_lock.run(params(state="query", ttl=3600), check_mode=False)[0]
     assert result == {"changed": False, "lock": held, "stale": False, "diff": {"before": held, "after": held}}
-    result, _ = run_lock.run(params(state="released"), check_mode=False)
+    result = run_lock.run(params(state="released"), check_mode=False)[0]
     assert result["changed"] and result["lock"] == held and result["diff"] == {"before": held, "after": {}}
     assert backend.store == {}
 
@@ -65,12 +65,12 @@ def test_refusal_reports_a_stale_holder_without_breaking_it(backend):
 
 
 def test_check_mode_and_absent(backend):
-    result, _ = run_lock.run(params(), check_mode=True)
+    result = run_lock.run(params(), check_mode=True)[0]
     assert result["changed"] and backend.store == {}
     run_lock.run(params(owner="you@test"), check_mode=False)
-    result, _ = run_lock.run(params(state="absent"), check_mode=True)
+    result = run_lock.run(params(state="absent"), check_mode=True)[0]
     assert result["changed"] and result["lock"]["owner"] == "you@test" and backend.store
-    result, _ = run_lock.run(params(state="absent"), check_mode=False)
+    result = run_lock.run(params(state="absent"), check_mode=False)[0]
     assert result["changed"] and backend.store == {}
 
 
