@@ -7,6 +7,8 @@ CASES is a table, playbook -> (setup, assertions). A playbook without an entry
 fails test_every_playbook_has_a_case, so none is forgotten.
 """
 import json
+import subprocess
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -17,13 +19,15 @@ import yaml
 
 from ansible_collections.guardrail.ecs.plugins.module_utils import run_lock
 
-from conftest import AWS_TEST_ENV, ROOT, ansible_env
+from conftest import AWS_TEST_ENV, ROOT, ansible_env, run_playbook
 from ecs_image_guard_helpers import deployment_ids, incident
 
 PLAYBOOKS = ROOT / "playbooks"
 AWX_JOB = {"awx_job_id": 4242, "awx_user_name": "alice", "awx_job_template_name": "guardrail",
            "tower_job_id": 4242, "tower_user_name": "alice"}
 LOCALHOST = "all:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
+LAB_ENV = {"CONTAINERS_CONF": str(ROOT / "tests" / "lab" / "containers.conf")}
+PROBE = "/usr/local/bin/lab-task-probe"
 
 
 @dataclass
@@ -63,6 +67,41 @@ def result_of(events, task):
     assert found, f"no runner_on_ok event for task {task!r}: " + ", ".join(
         sorted({e["event"] + ":" + e.get("event_data", {}).get("task", "") for e in events}))
     return found[-1]["event_data"]["res"]
+
+
+def podman(*args, check=True):
+    proc = subprocess.run(["podman", *args], env=ansible_env(**LAB_ENV), capture_output=True, text=True,
+                          timeout=120, check=False)
+    if check:
+        assert proc.returncode == 0, f"podman {' '.join(args)}: {proc.stderr}"
+    return proc
+
+
+def lab_host(request, tmp_path):
+    """A lab host (privileged podman container booting systemd, as in the
+    molecule scenarios) made an ECS container instance stand-in; removed after
+    the test. Returns (name, inventory text) with the podman connection AWX
+    would get from an inventory source."""
+    name = f"awx-lab-{uuid.uuid4().hex[:8]}"
+    request.addfinalizer(lambda: subprocess.run([str(ROOT / "scripts" / "lab-host"), "down", name],
+                                                env=ansible_env(**LAB_ENV), capture_output=True, timeout=120,
+                                                check=False))
+    up = subprocess.run([str(ROOT / "scripts" / "lab-host"), "up", name], env=ansible_env(**LAB_ENV),
+                        capture_output=True, text=True, timeout=180, check=False)
+    assert up.returncode == 0, f"lab host did not start: {up.stdout}{up.stderr}"
+    inventory = yaml.safe_dump({"all": {
+        "children": {"ecs_hosts": {"hosts": {name: None}}},
+        "vars": {"ansible_connection": "containers.podman.podman", "ansible_python_interpreter": "/usr/bin/python3"},
+    }})
+    (tmp_path / "lab.yml").write_text(inventory)
+    rc, out, err = run_playbook(ROOT / "tests" / "lab" / "ecs_agent_standins.yml", inventory=str(tmp_path / "lab.yml"),
+                                env=LAB_ENV, cwd=tmp_path)
+    assert rc == 0, f"stand-ins failed: {err} {json.dumps(out)[-2000:]}"
+    return name, inventory
+
+
+def role_events(events, role):
+    return [e for e in events if e["event"] == "runner_on_ok" and e.get("event_data", {}).get("role") == role]
 
 
 # ---- cases: one per playbook
@@ -105,7 +144,29 @@ def tofu_change_case(request):
                           "command": "plan", "repo_path": str(clone)}, check=check)
 
 
+def ecs_host_case(request):
+    tmp_path = request.getfixturevalue("tmp_path_factory").mktemp("ecs-host")
+    name, inventory = lab_host(request, tmp_path)
+    reports = tmp_path / "reports"
+    blocked = podman("exec", name, PROBE, "http://169.254.170.2/v2/credentials", check=False)
+    assert blocked.returncode != 0, "the stand-in should reproduce the hardened host's failure first"
+
+    def check(runner, events):
+        assert runner.status == "successful", runner.stdout.read()
+        assert role_events(events, "cis_hardening"), "no cis_hardening task ran"
+        assert role_events(events, "agent_firewall"), "no agent_firewall task ran"
+        hosts = {e["event_data"].get("host") for e in events if e["event"] == "runner_on_ok"}
+        assert hosts == {name}
+        probe = podman("exec", name, PROBE, "http://169.254.170.2/v2/credentials")
+        assert "AccessKeyId" in probe.stdout, "the task cannot reach its credentials after the job"
+
+    return Job(extravars={"target": name, "cis_hardening_level": 2, "cis_hardening_install_packages": False,
+                          "cis_hardening_report_dir": str(reports)},
+               inventory=inventory, envvars=LAB_ENV, check=check)
+
+
 CASES = {
+    "ecs_host.yml": ecs_host_case,
     "ecs_image_guard.yml": ecs_image_guard_case,
     "tofu_change.yml": tofu_change_case,
 }
