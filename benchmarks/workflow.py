@@ -155,11 +155,14 @@ def bench_workflow(work, rounds):
     first = run(workflow_cmd(clone), clone)  # creates everything; not counted
     if "CHANGED" not in first.stdout:
         sys.exit(f"benchmark (b): the first workflow run changed nothing:\n{first.stdout[-2000:]}")
-    ours, raw = [], []
+    ours, raw, bare = [], [], []
     for i in range(rounds):
-        for kind in (("workflow", "raw") if i % 2 == 0 else ("raw", "workflow")):
+        for kind in (("workflow", "raw", "bare") if i % 2 == 0 else ("bare", "raw", "workflow")):
             start = time.monotonic()
-            if kind == "workflow":
+            if kind == "bare":
+                run([str(VENV_BIN / "ansible"), "localhost", "-m", "ansible.builtin.debug", "-a", "msg=start"], clone)
+                bare.append(time.monotonic() - start)
+            elif kind == "workflow":
                 proc = run(workflow_cmd(clone), clone)
                 result = json.loads(proc.stdout[proc.stdout.index("{"):])
                 if result["counts"] != {"create": 0, "update": 0, "delete": 0, "replace": 0}:
@@ -168,7 +171,7 @@ def bench_workflow(work, rounds):
             else:
                 raw_sequence(clone)
                 raw.append(time.monotonic() - start)
-    return statistics.median(ours), statistics.median(raw)
+    return statistics.median(ours), statistics.median(raw), statistics.median(bare)
 
 
 def main():
@@ -179,7 +182,8 @@ def main():
     rounds = options.rounds or (3 if options.quick else 10)
     if not BINARY:
         sys.exit("neither tofu nor terraform is on PATH")
-    print(f"binary: {BINARY}; rounds: {rounds}")
+    print(f"binary: {BINARY}; rounds: {rounds}; load average: "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory(prefix="bench-workflow-") as tmp:
         work = Path(tmp)
         medians, times = bench_modules(work, rounds)
@@ -188,12 +192,14 @@ def main():
         print(f"    guardrail.ecs.tofu           {medians['ours']:.3f} s  (all: {', '.join(f'{t:.2f}' for t in times['ours'])})")
         print(f"    community.general.terraform  {medians['theirs']:.3f} s  (all: {', '.join(f'{t:.2f}' for t in times['theirs'])})")
         print(f"    ratio {ratio:.2f}x (target <= 0.80x): {'met' if ratio <= 0.8 else 'NOT met'}")
-        ours, raw = bench_workflow(work, rounds)
+        ours, raw, bare = bench_workflow(work, rounds)
         added = ours - raw
         print(f"(b) no-change run, median wall time over {rounds} alternating rounds:")
         print(f"    ansible localhost -m guardrail.ecs.workflow  {ours:.3f} s (Ansible start included)")
         print(f"    raw: lock tag push, apply, git push, tag delete  {raw:.3f} s")
         print(f"    added {added:.3f} s (target <= 1.5 s): {'met' if added <= 1.5 else 'NOT met'}")
+        print(f"    for scale: Ansible's own start and one debug task take {bare:.3f} s here")
+        print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":

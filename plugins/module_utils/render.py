@@ -330,6 +330,15 @@ def ensure_ignored(repo_path, path, check_mode=False):
         return subprocess.run(["git", *args], cwd=repo_path, capture_output=True, text=True,
                               timeout=30, check=False)
 
+    # The common case, a plain clone whose exclude file already has the
+    # pattern, needs no git process at all.
+    plain_exclude = os.path.join(repo_path, ".git", "info", "exclude")
+    if os.path.isfile(plain_exclude) and inside(repo_path, path):
+        rel = os.path.relpath(os.path.realpath(path), os.path.realpath(repo_path)).replace(os.sep, "/")
+        with open(plain_exclude, encoding="utf-8") as handle:
+            if f"/{rel}/" in handle.read().splitlines():
+                return None
+
     top = git("rev-parse", "--show-toplevel")
     if top.returncode != 0:
         return None
