@@ -12,7 +12,8 @@ A control holds ``lines``, each one of:
 - ``{path, absent}``: no active line matches this regex (``path`` may be a glob);
 - ``{kmod}``: the kernel module cannot be loaded (modprobe.d) and is not loaded;
 - ``{path, grub_arg}``: the kernel command line in /etc/default/grub has the argument;
-- ``{command, expect}``: the command's output matches (evaluated after all writes).
+- ``{command, expect}``: the command's output matches (evaluated after all writes);
+  ``fix`` is a command that makes it match.
 
 Per-file settings (``files``) give the mode of a new file, its first lines, a
 ``validate`` command (``%s`` is the path; a failed validation restores the
@@ -184,6 +185,8 @@ def expand(controls, paths):
 def apply(controls, files=None, modprobe_file="/etc/modprobe.d/cis-hardening.conf", modprobe_unload=True,
           audit_only=False, check_mode=False, proc_modules="/proc/modules", per_path_values=None):
     """Evaluates and enforces a table of line controls. Returns (results, changed, diffs)."""
+    if isinstance(files, list):
+        files = {f["path"]: f for f in files}
     files = files or {}
     controls = expand(controls, per_path_values or [])
     edits = {}
@@ -235,9 +238,9 @@ def apply(controls, files=None, modprobe_file="/etc/modprobe.d/cis-hardening.con
                               "modprobe.d: %s; loaded: %s" % ("disabled" if install_ok and blacklist_ok else "not disabled",
                                                               "yes" if name in loaded else "no"))
 
-    # Fix in memory, in table order.
+    # Fix in memory, in table order (in check mode too, for the diff).
     for control, entries in plan:
-        if not enforce(control, audit_only, check_mode):
+        if not enforce(control, audit_only, False):
             continue
         for item, kind, edit, ok, _observed in entries:
             if ok or edit is None:
@@ -273,6 +276,18 @@ def apply(controls, files=None, modprobe_file="/etc/modprobe.d/cis-hardening.con
                 continue
         written.append(path)
 
+    # Files the table owns keep their mode, whoever changed it.
+    if not (audit_only or check_mode):
+        for path, edit in sorted(edits.items()):
+            wanted = edit.options.get("mode")
+            if wanted is None or path in failed_files or not os.path.exists(path):
+                continue
+            wanted = int(str(wanted), 8)
+            if os.stat(path).st_mode & 0o7777 != wanted:
+                os.chmod(path, wanted)
+                if path not in written:
+                    written.append(path)
+
     reload_notes = {}
     for path in written:
         for argv in edits[path].options.get("on_change", []):
@@ -307,7 +322,13 @@ def apply(controls, files=None, modprobe_file="/etc/modprobe.d/cis-hardening.con
             if kind == "command":
                 rc, out, err = run(item["command"])
                 matched = re.search(item["expect"], out + err, re.M) is not None
-                statuses.append("pass" if matched else "failed")
+                status = "pass" if matched else "failed"
+                if not matched and item.get("fix") and may_change:
+                    run(item["fix"])
+                    rc, out, err = run(item["command"])
+                    if re.search(item["expect"], out + err, re.M):
+                        status = "fixed"
+                statuses.append(status)
                 evidence.append("%s: %s" % (" ".join(item["command"]), (out + err).strip()[:200] or "rc %d" % rc))
                 continue
             note = ""
@@ -335,5 +356,5 @@ def apply(controls, files=None, modprobe_file="/etc/modprobe.d/cis-hardening.con
                 text = "%s: %s" % (edit.path, observed)
             evidence.append("%s%s" % (text, " (%s)" % note if note else ""))
         results.append(finish(control, statuses, evidence))
-    changed = bool(written) or bool(set(k for k in loaded - loaded_now))
+    changed = bool(written) or bool(loaded - loaded_now) or (check_mode and bool(diffs))
     return results, changed, diffs

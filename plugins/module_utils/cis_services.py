@@ -119,15 +119,20 @@ def apply(controls, manager="apt", remove_packages=True, install_packages=True, 
         do(["systemctl", "mask", "--now"] + sorted(mask), mask, 120)
     if disable:
         do(["systemctl", "disable", "--now"] + sorted(disable), disable, 120)
+    started = False
     for unit in sorted(enable):
         # One by one: a unit that cannot start (auditd inside a container) must not stop the others.
-        do(["systemctl", "enable", unit], [unit], 120)
-        rc, _out, err = run(["systemctl", "start", unit], timeout=120)
-        commands.append({"cmd": ["systemctl", "start", unit], "rc": rc})
-        if rc != 0:
-            notes.setdefault(unit, "start failed: %s" % err.strip()[:200])
+        if not _enabled(before_units[unit]):
+            do(["systemctl", "enable", unit], [unit], 120)
+        if before_units[unit].get("ActiveState") != "active":
+            rc, _out, err = run(["systemctl", "start", unit], timeout=120)
+            if rc == 0:
+                commands.append({"cmd": ["systemctl", "start", unit], "rc": rc})
+                started = True
+            else:
+                notes.setdefault(unit, "start failed: %s" % err.strip()[:200])
 
-    changed = bool(commands)
+    changed = any(c["rc"] == 0 for c in commands) or started
     after_pkgs = installed_packages(packages, manager) if (remove or install) else before_pkgs
     after_units = unit_states(units) if (mask or enable or disable) else before_units
 

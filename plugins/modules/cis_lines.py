@@ -26,7 +26,7 @@ options:
         C({path, absent}) (a regex no active line may match; C(path) may be a glob),
         C({kmod}) (the kernel module is disabled in O(modprobe_file) and not loaded),
         C({path, grub_arg}) (an argument of C(GRUB_CMDLINE_LINUX)) or C({command, expect}) (the command's output
-        must match the regex after all writes).
+        must match the regex after all writes; C(fix), a command run when it does not).
       - An item with C(requires) (a path) is not applicable when that path does not exist.
       - C(waived) (a reason) evaluates the control without changing it and reports it C(waived).
     type: list
@@ -34,10 +34,11 @@ options:
     required: true
   files:
     description:
-      - Per-file settings, keyed by path. C(mode) of a new file, C(header) (lines a new file starts with),
+      - Per-file settings, a list of C(path) with C(mode) of the file (kept on every run), C(header) (lines a new file starts with),
         C(validate) (argv, C(%s) is the path) and C(on_change) (a list of argv run once when the file changed).
-    type: dict
-    default: {}
+    type: list
+    elements: dict
+    default: []
   per_path_values:
     description:
       - Paths for controls with C(per_path) (C({path, line}), C({path}) in the line standing for each value),
@@ -65,7 +66,7 @@ EXAMPLES = r"""
 - name: 4.2.7, 1.1.1.3 | Configuration lines
   guardrail.ecs.cis_lines:
     files:
-      /etc/ssh/sshd_config.d/00-cis-hardening.conf:
+      - path: /etc/ssh/sshd_config.d/00-cis-hardening.conf
         mode: "0600"
         validate: [/usr/sbin/sshd, -t]
         on_change:
@@ -101,7 +102,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             controls=dict(type="list", elements="dict", required=True),
-            files=dict(type="dict", default={}),
+            files=dict(type="list", elements="dict", default=[]),
             modprobe_file=dict(type="path", default="/etc/modprobe.d/cis-hardening.conf"),
             modprobe_unload=dict(type="bool", default=True),
             per_path_values=dict(type="list", elements="str", default=[]),

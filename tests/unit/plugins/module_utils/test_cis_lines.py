@@ -1,0 +1,98 @@
+"""Configuration lines on real files in a temporary directory."""
+import pytest
+
+from ansible_collections.guardrail.ecs.plugins.module_utils import cis_lines
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis_common import CisError
+
+
+def status(results):
+    return {r["id"]: r["status"] for r in results}
+
+
+def test_keys_lines_absent_and_idempotence(tmp_path):
+    conf = tmp_path / "sshd.conf"
+    conf.write_text("# comment\nMaxAuthTries 6\nPermitRootLogin yes\npermitrootlogin prohibit-password\nMatch User x\n  X11Forwarding yes\n")
+    pam = tmp_path / "su"
+    pam.write_text("auth sufficient pam_rootok.so\n# auth required pam_wheel.so\n")
+    controls = [
+        {"id": "4.2.7", "lines": [{"path": str(conf), "key": "PermitRootLogin", "value": "no", "ignore_case": True}]},
+        {"id": "4.2.16", "lines": [{"path": str(conf), "key": "MaxAuthTries", "value": 4, "compare": "le"}]},
+        {"id": "4.2.12", "lines": [{"path": str(conf), "key": "Banner", "value": "/etc/issue.net"}]},
+        {"id": "4.3.6", "lines": [{"path": str(pam), "line": "auth required pam_wheel.so use_uid group=sugroup",
+                                   "match": r"^\s*auth\s+required\s+pam_wheel\.so"}]},
+        {"id": "x.1", "lines": [{"path": str(pam), "absent": "pam_rootok"}]},
+    ]
+    results, changed, diffs = cis_lines.apply(controls)
+    assert changed and set(status(results).values()) == {"fixed"}
+    text = conf.read_text()
+    assert "PermitRootLogin no\n" in text and "prohibit-password" not in text
+    assert "MaxAuthTries 4" in text
+    assert text.index("Banner /etc/issue.net") < text.index("Match User x")
+    assert pam.read_text() == "# auth required pam_wheel.so\nauth required pam_wheel.so use_uid group=sugroup\n"
+    assert {d["before_header"] for d in diffs} == {str(conf), str(pam)}
+    results, changed, _diffs = cis_lines.apply(controls)
+    assert not changed and set(status(results).values()) == {"pass"}
+
+
+def test_stricter_number_passes(tmp_path):
+    conf = tmp_path / "login.defs"
+    conf.write_text("PASS_MAX_DAYS 90\n")
+    results, changed, _ = cis_lines.apply([{"id": "a", "lines": [{"path": str(conf), "key": "PASS_MAX_DAYS",
+                                                                   "value": 365, "compare": "le"}]}])
+    assert not changed and results[0]["status"] == "pass"
+
+
+def test_failed_validation_restores_the_file(tmp_path):
+    conf = tmp_path / "sudoers"
+    conf.write_text("Defaults env_reset\n")
+    files = [{"path": str(conf), "validate": ["false", "%s"], "on_change": [["touch", str(tmp_path / "reloaded")]]}]
+    results, changed, _ = cis_lines.apply([{"id": "4.3.2", "lines": [{"path": str(conf), "line": "Defaults use_pty"}]}],
+                                          files=files)
+    assert results[0]["status"] == "failed" and "validation failed" in results[0]["evidence"]
+    assert conf.read_text() == "Defaults env_reset\n"
+    assert not (tmp_path / "reloaded").exists() and not changed
+
+
+def test_new_file_gets_header_mode_and_reload(tmp_path):
+    conf = tmp_path / "journald.conf.d" / "60-cis.conf"
+    files = [{"path": str(conf), "mode": "0640", "header": ["[Journal]"],
+              "on_change": [["touch", str(tmp_path / "reloaded")]]}]
+    results, _changed, _ = cis_lines.apply([{"id": "5.1.2.3", "lines": [{"path": str(conf), "key": "Compress",
+                                                                         "value": "yes", "separator": "="}]}], files=files)
+    assert results[0]["status"] == "fixed"
+    assert conf.read_text() == "[Journal]\nCompress=yes\n"
+    assert conf.stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "reloaded").exists()
+
+
+def test_kmod_in_a_container_is_pending_reboot_when_loaded(tmp_path):
+    modules = tmp_path / "modules"
+    modules.write_text("sctp 1 0 - Live 0x0\n")
+    modprobe = tmp_path / "cis.conf"
+    controls = [{"id": "3.1.3", "lines": [{"kmod": "sctp"}]}, {"id": "3.1.2", "lines": [{"kmod": "dccp"}]}]
+    results, _changed, _ = cis_lines.apply(controls, modprobe_file=str(modprobe), modprobe_unload=False,
+                                           proc_modules=str(modules))
+    assert status(results) == {"3.1.3": "pending_reboot", "3.1.2": "fixed"}
+    assert modprobe.read_text() == "install sctp /bin/false\nblacklist sctp\ninstall dccp /bin/false\nblacklist dccp\n"
+
+
+def test_per_path_rules_and_commands(tmp_path):
+    rules = tmp_path / "50.rules"
+    controls = [{"id": "5.2.3.6", "lines": [], "per_path": {"path": str(rules), "line": "-a always,exit -F path={path} -k privileged"}},
+                {"id": "5.2.3.21", "lines": [{"command": ["cat", str(rules)], "expect": "/usr/bin/su"}]}]
+    results, _changed, _ = cis_lines.apply(controls, per_path_values=["/usr/bin/su", "/usr/bin/passwd"])
+    assert status(results) == {"5.2.3.6": "fixed", "5.2.3.21": "pass"}
+    assert rules.read_text().splitlines() == ["-a always,exit -F path=/usr/bin/passwd -k privileged",
+                                              "-a always,exit -F path=/usr/bin/su -k privileged"]
+
+
+def test_check_mode_and_bad_items(tmp_path):
+    conf = tmp_path / "c"
+    conf.write_text("a 1\n")
+    results, changed, diffs = cis_lines.apply([{"id": "x", "lines": [{"path": str(conf), "key": "a", "value": "2"}]}],
+                                              check_mode=True)
+    assert changed and results[0]["status"] == "failed" and diffs and conf.read_text() == "a 1\n"
+    with pytest.raises(CisError):
+        cis_lines.apply([{"id": "x", "lines": [{"path": str(conf)}]}])
+    with pytest.raises(CisError):
+        cis_lines.apply([{"id": "x", "lines": []}])

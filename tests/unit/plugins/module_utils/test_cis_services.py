@@ -1,0 +1,59 @@
+"""Packages and units: the command sequence, with dpkg and systemctl replaced."""
+from ansible_collections.guardrail.ecs.plugins.module_utils import cis_services
+
+
+class FakeHost:
+    def __init__(self, installed, units):
+        self.installed = set(installed)
+        self.units = units
+        self.calls = []
+
+    def run(self, argv, timeout=120, data=None):
+        self.calls.append(argv)
+        if argv[0] == "dpkg-query":
+            names = argv[4:]
+            return 0, "".join("%s\tinstalled\n" % n for n in names if n in self.installed), ""
+        if argv[:2] == ["systemctl", "show"]:
+            blocks = []
+            for unit in argv[argv.index("--") + 1:]:
+                state = self.units.get(unit, {"LoadState": "not-found", "UnitFileState": "", "ActiveState": "inactive"})
+                blocks.append("\n".join("%s=%s" % kv for kv in dict(state, Id=unit).items()))
+            return 0, "\n\n".join(blocks) + "\n", ""
+        if argv[:3] == ["systemctl", "mask", "--now"]:
+            for unit in argv[3:]:
+                self.units[unit] = {"LoadState": "masked", "UnitFileState": "masked", "ActiveState": "inactive"}
+            return 0, "", ""
+        if argv[0] == "apt-get":
+            self.installed -= set(argv[4:])
+            return 0, "", ""
+        if argv[:2] == ["systemctl", "start"] and argv[2] == "auditd.service":
+            return 1, "", "Job for auditd.service failed"
+        return 0, "", ""
+
+
+def test_one_query_one_change_per_kind(monkeypatch):
+    host = FakeHost({"avahi-daemon", "chrony"}, {
+        "rpcbind.service": {"LoadState": "loaded", "UnitFileState": "enabled", "ActiveState": "active"},
+        "auditd.service": {"LoadState": "loaded", "UnitFileState": "enabled", "ActiveState": "failed"},
+    })
+    monkeypatch.setattr(cis_services, "run", host.run)
+    controls = [
+        {"id": "2.2.2", "packages_absent": ["avahi-daemon"]},
+        {"id": "2.2.17", "services_masked": ["rpcbind.service", "rpcbind.socket"]},
+        {"id": "2.2.16", "services_masked": ["nfs-server"], "waived": "NFS client kept for EFS"},
+        {"id": "5.2.1.4", "services_enabled": ["auditd.service"]},
+    ]
+    results, changed, commands = cis_services.apply(controls)
+    by_id = {r["id"]: r for r in results}
+    assert changed
+    assert by_id["2.2.2"]["status"] == "fixed"
+    assert by_id["2.2.17"]["status"] == "fixed"
+    assert by_id["2.2.16"]["status"] == "waived"
+    assert by_id["5.2.1.4"]["status"] == "pass" and "start failed" in by_id["5.2.1.4"]["evidence"]
+    assert [c["cmd"][:3] for c in commands] == [["apt-get", "-y", "-q"], ["systemctl", "mask", "--now"]]
+    assert commands[1]["cmd"][3:] == ["rpcbind.service"]
+    assert sum(1 for c in host.calls if c[0] == "dpkg-query") == 2
+    host.calls.clear()
+    results, changed, commands = cis_services.apply(controls)
+    assert not commands and not changed
+    assert {r["status"] for r in results} <= {"pass", "waived"}
