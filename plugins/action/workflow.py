@@ -80,14 +80,13 @@ def validate_steps(steps):
     unknown = [s for s in steps if s not in STEPS]
     if unknown:
         raise AnsibleActionFail(f"unknown step(s) {', '.join(map(repr, unknown))}: "
-                                f"steps are {', '.join(STEPS)}, in that order")
-    positions = [STEPS.index(s) for s in steps]
+                                f"steps are {', '.join(STEPS)}, in that order; nothing was run")
     for before, after in zip(steps, steps[1:]):
         if STEPS.index(after) <= STEPS.index(before):
             raise AnsibleActionFail(
                 f"step {after!r} cannot come after {before!r}: steps run in the order "
                 f"{', '.join(STEPS)}; nothing was run")
-    return [STEPS[i] for i in positions]
+    return list(steps)
 
 
 def validate_command(command):

@@ -177,8 +177,7 @@ class Tofu:
 
     def __init__(self, project_path, binary=None, workspace=None, variables=None, var_files=None,
                  backend_config=None, backend_config_files=None, lock=None, lock_timeout=None,
-                 parallelism=None, targets=None, replace=None, timeout=DEFAULT_TIMEOUT,
-                 environment=None):
+                 parallelism=None, targets=None, replace=None, timeout=DEFAULT_TIMEOUT):
         if not os.path.isdir(project_path):
             raise TofuError(f"project_path {project_path} is not a directory")
         self.project_path = os.path.abspath(project_path)
@@ -197,7 +196,6 @@ class Tofu:
         self.targets = list(targets or [])
         self.replace = list(replace or [])
         self.timeout = timeout
-        self.environment = dict(environment or {})
         self.log = []
         # Sensitive values seen in plans and outputs; masked in stdout/stderr,
         # where the tool itself may print them.
@@ -210,7 +208,6 @@ class Tofu:
         # controller's environment must not silently change a plan.
         for key in [k for k in env if k.startswith("TF_VAR_")]:
             del env[key]
-        env.update(self.environment)
         env.update(TF_IN_AUTOMATION="1", TF_INPUT="0")
         if self.workspace and workspace:
             env["TF_WORKSPACE"] = self.workspace
@@ -233,7 +230,7 @@ class Tofu:
         self.log.append(proc.log_entry)
         if check and proc.returncode not in (0, *ok_codes):
             raise TofuError(f"{os.path.basename(cmd[0])} {args[0]} failed (rc={proc.returncode}): "
-                            f"{_error_text(proc.stderr or proc.stdout)}",
+                            f"{self._masked(_error_text(proc.stderr or proc.stdout))}",
                             rc=proc.returncode, stdout=proc.stdout, stderr=proc.stderr, cmd=cmd)
         return proc
 
@@ -325,7 +322,7 @@ class Tofu:
                 outputs = event.get("outputs") or {}
         proc.log_entry["stdout"] = "\n".join(messages) + ("\n" if messages else "")
         if proc.returncode != 0:
-            detail = "\n".join(errors) or _error_text(proc.stderr)
+            detail = self._masked("\n".join(errors) or _error_text(proc.stderr))
             raise TofuError(f"{os.path.basename(self.binary)} apply failed (rc={proc.returncode}): {detail}",
                             rc=proc.returncode, stdout=proc.log_entry["stdout"], stderr=proc.stderr,
                             cmd=[self.binary, *args, planfile])
