@@ -288,7 +288,7 @@ def net_changed(records):
     by_step = {r["step"]: r for r in records}
     transient = set()
     lock, unlock = by_step.get("lock"), by_step.get("unlock")
-    if lock and unlock and lock["status"] == unlock["status"] == "ok":
+    if lock and unlock and lock["status"] == unlock["status"] == "ok" and lock["changed"]:
         transient = {"lock", "unlock"}
     return any(r["changed"] for r in records if r["step"] not in transient)
 

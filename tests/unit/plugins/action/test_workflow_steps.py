@@ -45,3 +45,7 @@ def test_lock_left_held_is_a_change():
     assert w.net_changed([record("lock", True), record("exec", False, "failed"),
                           record("unlock", False, "skipped")]) is True
     assert w.net_changed([record("unlock", True)]) is True
+
+
+def test_releasing_a_lock_held_before_the_run_is_a_change():
+    assert w.net_changed([record("lock", False), record("exec", False), record("unlock", True)]) is True
