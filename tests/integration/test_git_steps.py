@@ -155,3 +155,15 @@ def test_push_refuses_detached_and_no_upstream(git_repo):
     git("checkout", "-q", "--detach", cwd=work)
     with pytest.raises(gitops.GitError, match="HEAD is detached"):
         gitops.push(str(work))
+
+
+def test_push_to_another_remote_creates_the_branch(git_repo, tmp_path):
+    work, _remote = git_repo
+    mirror = tmp_path / "mirror.git"
+    git("init", "-q", "--bare", "-b", "main", str(mirror), cwd=tmp_path)
+    git("remote", "add", "mirror", str(mirror), cwd=work)
+    head = git("rev-parse", "HEAD", cwd=work)
+    result = gitops.push(str(work), remote="mirror")
+    assert result == {"changed": True, "branch": "main", "upstream": "mirror/main", "range": head, "commits": 1}
+    assert git("rev-parse", "main", cwd=mirror) == head
+    assert gitops.push(str(work), remote="mirror")["changed"] is False
