@@ -119,9 +119,9 @@ def main():
                 shutil.rmtree(work / f"ep{r}")
 
         hydrated = work / f"ep{opts.rounds - 1}"
-        rerun_in_process = [timed(lambda: hydrate(str(src), str(hydrated))) for _ in range(5)]
+        rerun_in_process = [timed(lambda: hydrate(str(src), str(hydrated))) for attempt in range(5)]
         rerun_entry = entry_point(src, hydrated, work)
-        rerun_entry_times = [timed(rerun_entry) for _ in range(3)]
+        rerun_entry_times = [timed(rerun_entry) for attempt in range(3)]
         assert not rerun_entry.result["changed"], rerun_entry.result
 
         med = {name: statistics.median(v) for name, v in times.items()}

@@ -119,7 +119,7 @@ def check_dest(dest):
     if _has_dotdot(dest):
         raise HydrateError(f"dest must not contain '..': {dest!r}")
     normal = os.path.normpath(dest)
-    for candidate in {normal, os.path.realpath(normal)}:
+    for candidate in (normal, os.path.realpath(normal)):
         if candidate in SYSTEM_DIRS or any(
                 candidate == tree or candidate.startswith(tree + "/") for tree in SYSTEM_TREES):
             raise HydrateError(
@@ -132,7 +132,7 @@ def check_dest(dest):
 
 def parse_s3_url(src):
     rest = src[len("s3://"):]
-    bucket, _, key = rest.partition("/")
+    bucket, key = rest.split("/", 1) if "/" in rest else (rest, "")
     if not bucket or not key or key.endswith("/"):
         raise HydrateError(f"src {src!r} must be s3://bucket/key of a .tar or .tar.gz archive")
     return bucket, key

@@ -33,7 +33,7 @@ description:
   - The role M(guardrail.ecs.efs_volume) mounts EFS and calls this module; the entrypoint script
     C(roles/efs_volume/files/hydrate-entrypoint.sh) does the same inside a container image.
 author:
-  - guardrail.ecs contributors
+  - guardrail.ecs maintainers (@guardrail-ecs)
 options:
   src:
     description:

@@ -39,7 +39,7 @@ def test_ten_concurrent_hydrations_seed_exactly_once(tmp_path, src):
     dest = tmp_path / "volume"
     dest.mkdir()
     (dest / "lost+found").mkdir()
-    procs = [start_module({"src": str(src), "dest": str(dest)}) for _ in range(10)]
+    procs = [start_module({"src": str(src), "dest": str(dest)}) for attempt in range(10)]
     results = [module_result(p) for p in procs]
 
     assert all(r["rc"] == 0 for r in results), results
@@ -262,6 +262,12 @@ def test_s3_archive_source_through_moto(tmp_path, src, moto):
     assert not (tmp_path / "other").exists()
 
 
+def only_result(out):
+    results = task_results(out)
+    assert len(results) == 1, results
+    return results[0][1]
+
+
 PLAYBOOK = """
 - hosts: localhost
   connection: local
@@ -284,7 +290,7 @@ def test_through_ansible_playbook_with_check_mode(tmp_path, src):
 
     rc, out, err = run_playbook(PLAYBOOK, extra_vars=extra, check=True, diff=True)
     assert rc == 0, err
-    (_, check), = task_results(out)
+    check = only_result(out)
     assert check["changed"] and check["seeded"] and check["files"] == 302
     assert "README.txt" in check["would_copy"]
     diff = check["diff"][0] if isinstance(check["diff"], list) else check["diff"]
@@ -293,12 +299,12 @@ def test_through_ansible_playbook_with_check_mode(tmp_path, src):
 
     rc, out, err = run_playbook(PLAYBOOK, extra_vars=extra)
     assert rc == 0, err
-    (_, first), = task_results(out)
+    first = only_result(out)
     assert first["changed"] and first["seeded"] and first["files"] == 302
     assert (dest / "README.txt").stat().st_mode & 0o777 == 0o640
 
     rc, out, err = run_playbook(PLAYBOOK, extra_vars=extra)
     assert rc == 0, err
-    (_, second), = task_results(out)
+    second = only_result(out)
     assert not second["changed"] and not second["seeded"]
     assert second["marker"]["digest"] == first["digest"]

@@ -1,6 +1,7 @@
 """roles/efs_volume/files/hydrate-entrypoint.sh under dash (with util-linux
 flock) and under busybox sh with nothing but busybox applets on PATH (no
 flock: the mkdir lock). Races, kills, refusals, then exec of the command."""
+import collections
 import json
 import os
 import random
@@ -39,13 +40,16 @@ def shell(request, busybox_path):
     return ["/usr/bin/busybox", "sh"], busybox_path
 
 
-def start(shell, src, dest, command=COMMAND, **settings):
+Run = collections.namedtuple("Run", "rc out err pid")
+
+
+def start(shell, src, dest, command=None, **settings):
     argv, path = shell
     env = {"PATH": path, "HOME": "/root", "GUARDRAIL_HYDRATE_SRC": str(src),
            "GUARDRAIL_HYDRATE_DEST": str(dest)}
     env.update({f"GUARDRAIL_HYDRATE_{k.upper()}": str(v) for k, v in settings.items()})
     # Its own session: a kill takes the whole container-like process group.
-    return subprocess.Popen([*argv, str(SCRIPT), *command], env=env, stdout=subprocess.PIPE,
+    return subprocess.Popen([*argv, str(SCRIPT), *(command or COMMAND)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
@@ -54,10 +58,14 @@ def finish(proc, timeout=300):
     return proc.returncode, out, err
 
 
+def run3(shell, src, dest, **settings):
+    """(rc, stdout, stderr) of one run."""
+    return run(shell, src, dest, **settings)[:3]
+
+
 def run(shell, src, dest, **settings):
     proc = start(shell, src, dest, **settings)
-    rc, out, err = finish(proc)
-    return rc, out, err, proc.pid
+    return Run(*finish(proc), proc.pid)
 
 
 def test_ten_concurrent_starts_seed_once_then_exec(shell, tmp_path):
@@ -65,15 +73,15 @@ def test_ten_concurrent_starts_seed_once_then_exec(shell, tmp_path):
     dest = tmp_path / "volume"
     dest.mkdir()
     (dest / "lost+found").mkdir()
-    procs = [start(shell, src, dest) for _ in range(10)]
-    results = [(p.pid, *finish(p)) for p in procs]
+    procs = [start(shell, src, dest) for attempt in range(10)]
+    results = [Run(*finish(p), p.pid) for p in procs]
 
-    for pid, rc, out, err in results:
-        assert rc == 0, err
-        assert out == f"command pid={pid} args=one two\n", "the command must replace the script (exec)"
-    seeded = [err for _, _, _, err in results if "seeded from" in err]
-    waited = [err for _, _, _, err in results if "already hydrated" in err]
-    assert len(seeded) == 1 and len(waited) == 9, [err for *_, err in results]
+    for r in results:
+        assert r.rc == 0, r.err
+        assert r.out == f"command pid={r.pid} args=one two\n", "the command must replace the script (exec)"
+    seeded = [r.err for r in results if "seeded from" in r.err]
+    waited = [r.err for r in results if "already hydrated" in r.err]
+    assert len(seeded) == 1 and len(waited) == 9, [r.err for r in results]
     assert tree_listing(dest, ignore=(MARKER, LOCK_FILE, "lost+found")) == tree_listing(src)
     assert [n for n in os.listdir(dest) if n.startswith(MARKER)] == [MARKER]
     assert leftovers(dest) == [] and not (dest / (LOCK_FILE + ".d")).exists()
@@ -87,8 +95,8 @@ def test_kill_at_random_points_then_the_next_start_completes(shell, tmp_path):
     src = make_tree(tmp_path / "src", files=1500, size=16384)
     expected = tree_listing(src)
     started = time.monotonic()
-    rc, _, err, _ = run(shell, src, tmp_path / "probe")
-    assert rc == 0, err
+    probe = run(shell, src, tmp_path / "probe")
+    assert probe.rc == 0, probe.err
     full = time.monotonic() - started
     rng = random.Random(7)
     interrupted = 0
@@ -102,9 +110,9 @@ def test_kill_at_random_points_then_the_next_start_completes(shell, tmp_path):
             assert tree_listing(dest) == expected, "a marker must mean complete content"
         else:
             interrupted += 1
-        rc, out, err, pid = run(shell, src, dest)
-        assert rc == 0, err
-        assert out.startswith(f"command pid={pid} ")
+        again = run(shell, src, dest)
+        assert again.rc == 0, again.err
+        assert again.out.startswith(f"command pid={again.pid} ")
         assert tree_listing(dest) == expected
         assert [n for n in os.listdir(dest) if n.startswith(MARKER)] == [MARKER]
         assert leftovers(dest) == []
@@ -114,9 +122,8 @@ def test_kill_at_random_points_then_the_next_start_completes(shell, tmp_path):
 def test_owner_and_modes(shell, tmp_path):
     src = make_tree(tmp_path / "src", files=20)
     dest = tmp_path / "volume"
-    rc, _, err, _ = run(shell, src, dest, owner="nobody", group="nogroup", dir_mode="0750",
-                        file_mode="0640")
-    assert rc == 0, err
+    result = run(shell, src, dest, owner="nobody", group="nogroup", dir_mode="0750", file_mode="0640")
+    assert result.rc == 0, result.err
     nobody = os.stat(dest).st_uid
     assert nobody != 0 and os.stat(dest).st_mode & 0o7777 == 0o750
     for path in dest.rglob("*"):
@@ -133,7 +140,7 @@ def test_on_existing_fail_does_not_start_the_command(shell, tmp_path):
     dest = tmp_path / "volume"
     dest.mkdir()
     (dest / "stray.txt").write_text("x\n")
-    rc, out, err, _ = run(shell, src, dest)
+    rc, out, err = run3(shell, src, dest)
     assert rc == 70 and out == ""
     assert "stray.txt" in err and "GUARDRAIL_HYDRATE_ON_EXISTING" in err
     assert sorted(n for n in os.listdir(dest) if n != LOCK_FILE) == ["stray.txt"]
@@ -144,10 +151,10 @@ def test_on_existing_skip_and_merge(shell, tmp_path):
     dest = tmp_path / "volume"
     dest.mkdir()
     (dest / "README.txt").write_text("the user's\n")
-    rc, out, err, _ = run(shell, src, dest, on_existing="skip")
+    rc, out, err = run3(shell, src, dest, on_existing="skip")
     assert rc == 0 and out.startswith("command pid=") and "left as it is" in err
     assert not (dest / MARKER).exists()
-    rc, out, err, _ = run(shell, src, dest, on_existing="merge")
+    rc, out, err = run3(shell, src, dest, on_existing="merge")
     assert rc == 0 and "seeded from" in err
     assert (dest / "README.txt").read_text() == "the user's\n"
     assert tree_listing(dest, ignore=(MARKER, LOCK_FILE, "README.txt")) == {
@@ -165,7 +172,7 @@ def test_hostile_source_is_refused_with_nothing_written(shell, tmp_path, problem
     else:
         os.mkfifo(src / "pipe")
     dest = tmp_path / "volume"
-    rc, out, err, _ = run(shell, src, dest)
+    rc, out, err = run3(shell, src, dest)
     assert rc == 70 and out == "" and "refusing the source" in err
     assert not dest.exists()
 
@@ -173,7 +180,7 @@ def test_hostile_source_is_refused_with_nothing_written(shell, tmp_path, problem
 @pytest.mark.parametrize("dest", ["/", "/etc", "/usr/share/app", "relative", "/mnt/../etc"])
 def test_dangerous_dest_is_refused(shell, tmp_path, dest):
     src = make_tree(tmp_path / "src", files=1)
-    rc, out, err, _ = run(shell, src, dest)
+    rc, out, err = run3(shell, src, dest)
     assert rc == 70 and out == ""
     assert "system directory" in err or "absolute" in err or ".." in err
 
@@ -186,6 +193,6 @@ def test_a_stale_mkdir_lock_of_a_dead_process_is_broken(busybox_path, tmp_path):
     dead = subprocess.Popen(["true"])
     dead.wait()
     (lockdir / "owner").write_text(f"{os.uname().nodename} {dead.pid}\n")
-    rc, out, err, _ = run((["/usr/bin/busybox", "sh"], busybox_path), src, dest)
+    rc, out, err = run3((["/usr/bin/busybox", "sh"], busybox_path), src, dest)
     assert rc == 0 and "seeded from" in err, err
     assert not lockdir.exists()
