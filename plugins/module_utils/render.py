@@ -40,6 +40,8 @@ KEEP = (
     "terraform.tfstate.backup",
     "terraform.tfstate.d",
 )
+# A stack may carry its own dependency lock file; tofu's other files are never templates.
+RESERVED = tuple(name for name in KEEP if name != ".terraform.lock.hcl")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -173,7 +175,7 @@ def build(stack_root, variables, template):
         name = output_name(rel)
         if name in files:
             raise RenderError(f"both {name} and {name}{TEMPLATE_SUFFIX} exist in {stack_root}")
-        if os.path.normpath(name).split(os.sep)[0] in KEEP:
+        if os.path.normpath(name).split(os.sep)[0] in RESERVED:
             raise RenderError(f"{rel}: names reserved for tofu's working files cannot be templates")
         with open(path, "rb") as handle:
             raw = handle.read()
@@ -240,7 +242,7 @@ def plan_sync(dest, files):
         content, mode = files[name]
         path = os.path.join(dest, name)
         before = None
-        if name in current and not os.path.islink(path):
+        if os.path.isfile(path) and not os.path.islink(path):
             with open(path, "rb") as handle:
                 before = handle.read()
             if before == content and stat.S_IMODE(os.stat(path).st_mode) == mode:

@@ -23,7 +23,8 @@ description:
     Every other file is copied byte for byte with its mode.
   - The output mirrors the templates exactly, stale files are removed. The working files of
     tofu/terraform (C(.terraform/), C(.terraform.lock.hcl), C(terraform.tfstate*), C(terraform.tfstate.d/))
-    are kept, since the rendered directory is also where the stack runs.
+    are kept, since the rendered directory is also where the stack runs. A stack may carry its own
+    C(.terraform.lock.hcl), which is copied like any file; the other names are refused as templates.
   - Deterministic, the same inputs give the same bytes; a sha256 over the rendered tree is returned.
   - When the destination lies in a git work tree and is not ignored yet, it is added to the
     repository's C(.git/info/exclude), so rendering never dirties the tree; tracked files are not touched.

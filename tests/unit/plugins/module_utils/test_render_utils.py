@@ -164,3 +164,15 @@ def test_reserved_template_name_refused(tmp_path):
     write(repo / "stacks" / "alpha" / "terraform.tfstate", "{}")
     with pytest.raises(r.RenderError, match="reserved"):
         r.render(str(repo), "alpha", "base", jinja)
+
+
+def test_stack_dependency_lock_file_is_copied_and_stable(tmp_path):
+    repo = make_repo(tmp_path)
+    write(repo / "stacks" / "alpha" / ".terraform.lock.hcl", "# locks\n")
+    first = r.render(str(repo), "alpha", "base", jinja)
+    assert ".terraform.lock.hcl" in first["written"]
+    again = r.render(str(repo), "alpha", "base", jinja)
+    assert not again["changed"]
+    (repo / "stacks" / "alpha" / ".terraform.lock.hcl").unlink()
+    # Without a template, the file is tofu's own (written by init) and stays.
+    assert not r.render(str(repo), "alpha", "base", jinja)["removed"]
