@@ -20,6 +20,7 @@ ahead of every terminal rule is left where it is.
 """
 from __future__ import annotations
 
+import ipaddress
 import shlex
 import subprocess
 from dataclasses import dataclass, field
@@ -125,7 +126,8 @@ def canonical(rule):
 
     Covers what rule authors commonly write differently from iptables-save:
     long option names, generic options in any order, addresses without a
-    mask, and the tcp/udp match loaded implicitly by -p tcp --dport.
+    mask or with host bits, 0.0.0.0/0 (which iptables-save leaves out), and
+    the tcp/udp match loaded implicitly by -p tcp --dport.
     """
     tokens = [_LONG_OPTIONS.get(t, t) for t in split_rule(rule)]
     generic = {}
@@ -140,11 +142,12 @@ def canonical(rule):
             continue
         if token in _GENERIC_ORDER and i + 1 < len(tokens):
             value = tokens[i + 1]
-            if token in ("-s", "-d") and "/" not in value:
-                value += "/32"
+            if token in ("-s", "-d"):
+                value = _network(value)
             if token == "-p":
                 value = value.lower()
-            generic[token] = (negate, value)
+            if not (token in ("-s", "-d") and value == "0.0.0.0/0" and not negate):
+                generic[token] = (negate, value)
             i += 2
         else:
             if negate:
@@ -163,6 +166,13 @@ def canonical(rule):
             negated, value = generic[option]
             out.extend((["!"] if negated else []) + [option, value])
     return tuple(out + rest)
+
+
+def _network(value):
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        return value
 
 
 def target_of(rule):
