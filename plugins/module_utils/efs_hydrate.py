@@ -635,9 +635,7 @@ def copy_into(source, staging, dest, entries, policy):
     for rel in sorted(placeholders, key=lambda p: p.count("/")):
         os.mkdir(os.path.join(staging, rel), 0o700)
     for e in dirs:
-        path = os.path.join(staging, e.path)
-        os.mkdir(path, 0o700)
-        _apply_meta(path, e, policy)
+        os.mkdir(os.path.join(staging, e.path), 0o700)
     tar = tarfile.open(source.archive_path, "r:*") if source.kind == "archive" else None
     try:
         for e in files:
@@ -654,9 +652,12 @@ def copy_into(source, staging, dest, entries, policy):
         else:
             linked = os.path.join(staging, e.target)
             os.link(linked if os.path.lexists(linked) else os.path.join(dest, e.target), path)
-    # Directory times last: creating children changes them.
+    # Directory owner, mode and times last: a read-only mode would stop a
+    # non-root copy, and creating children changes the times.
     for e in reversed(dirs):
-        os.utime(os.path.join(staging, e.path), ns=(e.mtime_ns, e.mtime_ns))
+        path = os.path.join(staging, e.path)
+        _apply_meta(path, e, policy)
+        os.utime(path, ns=(e.mtime_ns, e.mtime_ns))
 
 
 def _remove(path):
@@ -927,6 +928,7 @@ def hydrate(src, dest, owner=None, group=None, dir_mode=None, file_mode=None,
         # The whole source is validated before anything is written to dest.
         source = load_source(src, dest, aws_options, workdir if kind == "s3" else None)
         result["digest"] = source.digest
+        _check_writable_dirs(source, policy)
         if check_mode:
             return _check(source, dest, policy, on_existing, force, prune, marker, done)
         if not os.path.isdir(dest):
@@ -958,6 +960,19 @@ def hydrate(src, dest, owner=None, group=None, dir_mode=None, file_mode=None,
                         files=work.files, bytes=work.bytes, pruned=work.prune, kept=work.kept,
                         marker=marker_written,
                         msg=f"{dest}: copied {work.files} files ({work.bytes} bytes) from {src}")
+
+
+def _check_writable_dirs(source, policy):
+    """Without root, a directory that its owner cannot write can be neither
+    filled nor renamed into place."""
+    if policy.is_root:
+        return
+    if policy.dir_mode is not None and not policy.dir_mode & 0o200:
+        raise HydrateError(f"dir_mode {policy.dir_mode:04o} must let the owner write when not running as root")
+    read_only = [e.path for e in source.entries if e.kind == "dir" and not policy.mode(e) & 0o200]
+    if read_only:
+        raise HydrateError("source directories that their owner cannot write need root or a dir_mode "
+                           "with owner write: " + ", ".join(read_only[:5]))
 
 
 def _check(source, dest, policy, on_existing, force, prune, marker, done):

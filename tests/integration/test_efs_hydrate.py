@@ -5,13 +5,18 @@ import io
 import json
 import os
 import random
+import shutil
 import signal
+import subprocess
 import tarfile
+import tempfile
 import time
+
+from pathlib import Path
 
 import pytest
 
-from conftest import run_playbook, task_results
+from conftest import ROOT, run_playbook, task_results
 from efs_hydrate_helpers import (
     LOCK_FILE,
     MARKER,
@@ -308,3 +313,31 @@ def test_through_ansible_playbook_with_check_mode(tmp_path, src):
     second = only_result(out)
     assert not second["changed"] and not second["seeded"]
     assert second["marker"]["digest"] == first["digest"]
+
+
+def test_without_root_owner_and_modes_apply_and_the_copy_completes():
+    """As an unprivileged user (the system python3: the venv's lives under /root)."""
+    work = Path(tempfile.mkdtemp(prefix="efs-hydrate-nonroot-"))
+    try:
+        work.chmod(0o777)
+        src = make_tree(work / "src", files=30)
+        subprocess.run(["chmod", "-R", "a+rX", str(work / "src")], check=True, timeout=30)
+        code = ("import json, sys\n"
+                "from ansible_collections.guardrail.ecs.plugins.module_utils.efs_hydrate import hydrate\n"
+                "print(json.dumps(hydrate(sys.argv[1], sys.argv[2], dir_mode='0750', file_mode='0440')))\n")
+        proc = subprocess.run(
+            ["runuser", "-u", "nobody", "--", "env", f"PYTHONPATH={ROOT / '.cache' / 'collections'}",
+             "/usr/bin/python3", "-c", code, str(src), str(work / "dest")],
+            capture_output=True, text=True, timeout=120, check=False)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["seeded"]
+        dest = work / "dest"
+        assert dest.stat().st_mode & 0o7777 == 0o750
+        assert (dest / "d0").stat().st_mode & 0o7777 == 0o750
+        assert (dest / "README.txt").stat().st_mode & 0o7777 == 0o440
+        assert (dest / "README.txt").stat().st_uid == int(
+            subprocess.run(["id", "-u", "nobody"], capture_output=True, text=True, check=True,
+                           timeout=10).stdout)
+        assert tree_listing(dest, ignore=(MARKER, LOCK_FILE)).keys() == tree_listing(src).keys()
+    finally:
+        shutil.rmtree(work)

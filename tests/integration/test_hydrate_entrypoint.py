@@ -5,9 +5,12 @@ import collections
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -196,3 +199,28 @@ def test_a_stale_mkdir_lock_of_a_dead_process_is_broken(busybox_path, tmp_path):
     rc, out, err = run3((["/usr/bin/busybox", "sh"], busybox_path), src, dest)
     assert rc == 0 and "seeded from" in err, err
     assert not lockdir.exists()
+
+
+def test_without_root():
+    """As an unprivileged user: read-only directory modes are refused up front,
+    writable ones apply."""
+    work = Path(tempfile.mkdtemp(prefix="hydrate-entrypoint-nonroot-"))
+    try:
+        work.chmod(0o777)
+        src = make_tree(work / "src", files=10)
+        subprocess.run(["chmod", "-R", "a+rX", str(src)], check=True, timeout=30)
+        base = ["runuser", "-u", "nobody", "--", "env", "PATH=/usr/bin:/bin",
+                f"GUARDRAIL_HYDRATE_SRC={src}", f"GUARDRAIL_HYDRATE_DEST={work / 'dest'}"]
+        refused = subprocess.run([*base, "GUARDRAIL_HYDRATE_DIR_MODE=0555", "sh", str(SCRIPT), "true"],
+                                 capture_output=True, text=True, timeout=120, check=False)
+        assert refused.returncode == 70 and "must let the owner write" in refused.stderr
+        assert not (work / "dest").exists()
+        done = subprocess.run([*base, "GUARDRAIL_HYDRATE_DIR_MODE=0750", "GUARDRAIL_HYDRATE_FILE_MODE=0440",
+                               "sh", str(SCRIPT), "echo", "ran"],
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0 and done.stdout == "ran\n", done.stderr
+        assert (work / "dest" / "d0").stat().st_mode & 0o7777 == 0o750
+        assert (work / "dest" / "README.txt").stat().st_mode & 0o7777 == 0o440
+        assert (work / "dest" / MARKER).is_file()
+    finally:
+        shutil.rmtree(work)

@@ -84,6 +84,15 @@ for mode in "$dir_mode" "$file_mode"; do
     esac
 done
 
+if [ -n "$dir_mode" ] && [ "$(id -u)" != 0 ]; then
+    # Without root a directory its owner cannot write can be neither filled nor moved.
+    owner_digit=${dir_mode%??}
+    owner_digit=${owner_digit#"${owner_digit%?}"}
+    case $owner_digit in
+        '' | 0 | 1 | 4 | 5) die "GUARDRAIL_HYDRATE_DIR_MODE $dir_mode must let the owner write when not running as root" ;;
+    esac
+fi
+
 marker=$dest/$marker_name
 if [ -f "$marker" ]; then
     say "$dest is already hydrated"

@@ -228,3 +228,18 @@ def test_lock_timeout_names_the_holder(tmp_path):
         with pytest.raises(h.HydrateError, match=r"timed out after 0\.2s .* held by .*pid"):
             with h.DestLock(str(dest), timeout=0.2):
                 pass
+
+
+
+def test_read_only_directory_modes_without_root_are_refused(tmp_path, src, monkeypatch):
+    monkeypatch.setattr(h.os, "geteuid", lambda: 1000)
+    dest = tmp_path / "dest"
+    with pytest.raises(h.HydrateError, match="dir_mode 0555 must let the owner write"):
+        h.hydrate(str(src), str(dest), dir_mode="0555")
+    (src / "a").chmod(0o555)
+    try:
+        with pytest.raises(h.HydrateError, match="need root or a dir_mode with owner write: a"):
+            h.hydrate(str(src), str(dest))
+    finally:
+        (src / "a").chmod(0o755)
+    assert not dest.exists()
