@@ -31,6 +31,8 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # Tag objects need a target; the empty tree exists in every repository, so
 # the push sends nothing but the tag object itself.
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+# How git push --porcelain reports a ref that another push created or holds.
+CONTENTION = ("(already exists)", "(failed to update ref)", "(failed to lock)", "(fetch first)")
 # Enough to outlast a burst of concurrent releases and re-acquires; a lock
 # still changing after this many rounds is reported instead of looping on.
 ATTEMPTS = 20
@@ -450,7 +452,11 @@ class GitLockBackend(LockBackend):
             self._remember(stack, profile, oid, content)
             return True
         if "!" in flags:
-            return False
+            # Losing a race reads as "already exists" (the tag was there) or
+            # "failed to update ref" (the winner held the ref's lock). Any other
+            # refusal (a hook, a protected ref) is an error unless the lock is held.
+            if any(reason in proc.stdout for reason in CONTENTION) or self._read(stack, profile)[0] is not None:
+                return False
         raise LockError(str(failure(proc, f"cannot push the lock tag to {self.remote}")))
 
     def _read(self, stack, profile):

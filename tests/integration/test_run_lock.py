@@ -471,3 +471,17 @@ def test_examples_run(git_repo, moto):
     assert git("for-each-ref", "refs/tags", cwd=remote) == ""
     items = boto3.client("dynamodb", endpoint_url=moto, region_name="eu-west-1").scan(TableName="tofu-locks")["Items"]
     assert [item["LockID"]["S"] for item in items] == ["guardrail/alpha/prod"], "the DynamoDB example keeps its lock"
+
+
+def test_git_push_refused_by_a_hook_is_an_error_not_contention(tmp_path):
+    remote = tmp_path / "remote.git"
+    git("init", "-q", "--bare", "-b", "main", str(remote), cwd=tmp_path)
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'tags are frozen today' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    work = clone(remote, tmp_path / "work")
+    backend = run_lock.get_backend("git", repo_path=str(work))
+    with pytest.raises(run_lock.LockError, match="tags are frozen today") as refused:
+        backend.acquire("alpha", "prod", run_lock.new_record("alpha", "prod", "me@test", "run-1"))
+    assert not isinstance(refused.value, run_lock.LockHeld)
+    assert backend.calls < 6, "a refusal is reported at once, not retried"
