@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The field failure and its fix on the lab host: a CIS-hardened ECS container
+# instance stand-in (tests/lab/ecs_agent_standins.yml) whose tasks cannot fetch
+# their IAM role credentials, then playbooks/agent_firewall.yml, then the same
+# probes from the task's network namespace, and a second run that changes
+# nothing.
+set -euo pipefail
+: "${DEMO_HOST:?}" "${DEMO_INVENTORY:?}"
+say() { printf '\n== %s\n' "$*"; }
+
+# Prints what a task sees fetching URL: the body, or curl's error.
+probe() {
+    local out rc=0
+    out=$(ANSIBLE_LOAD_CALLBACK_PLUGINS=1 ANSIBLE_STDOUT_CALLBACK=ansible.builtin.json \
+        ansible "$DEMO_HOST" -i "$DEMO_INVENTORY" -m ansible.builtin.command \
+        -a "/usr/local/bin/lab-task-probe $1") || rc=$?
+    python3 - "$1" "$DEMO_HOST" "$out" <<'PY'
+import json, sys
+url, host, text = sys.argv[1:4]
+result = json.loads(text)["plays"][0]["tasks"][0]["hosts"][host]
+if result.get("rc") == 0:
+    body = result["stdout"][:160].replace("\n", "\n         ")
+    print(f"  task -> {url}\n     OK: {body}")
+else:
+    error = (result.get("stderr") or result.get("msg", "")).strip()
+    print(f"  task -> {url}\n     FAILED (curl exit {result.get('rc')}): {error}")
+PY
+    [ "$rc" -eq 0 ] || [ "$rc" -eq 2 ]
+}
+
+# Runs a playbook quietly; prints its recap line and wall time.
+play() {
+    local log start rc=0
+    log=$(mktemp)
+    start=$(date +%s)
+    ansible-playbook -i "$DEMO_INVENTORY" --limit "$DEMO_HOST" "$@" >"$log" 2>&1 || rc=$?
+    printf '  %s  (%ss)\n' "$(grep -E "^$DEMO_HOST +:" "$log" | tr -s ' ')" "$(( $(date +%s) - start ))"
+    if [ "$rc" -ne 0 ]; then
+        cat "$log" >&2
+        rm -f "$log"
+        return "$rc"
+    fi
+    rm -f "$log"
+}
+
+say "ECS container instance stand-in: CIS firewall (policies DROP), docker0 + task namespace, agent on 127.0.0.1:51679, ecs-init NAT rules, IMDS"
+play tests/lab/ecs_agent_standins.yml
+
+say "BEFORE: a task asks for its IAM role credentials (the field failure: it times out)"
+probe http://169.254.170.2/v2/credentials
+say "BEFORE: a bridge-mode task asks the instance metadata service"
+probe http://169.254.169.254/latest/meta-data/
+
+say "Apply playbooks/agent_firewall.yml"
+play playbooks/agent_firewall.yml -e "target=$DEMO_HOST"
+
+say "AFTER: the task gets its credentials from the agent"
+probe http://169.254.170.2/v2/credentials
+say "AFTER: the task is kept away from the instance metadata service"
+probe http://169.254.169.254/latest/meta-data/
+
+say "Second run changes nothing"
+play playbooks/agent_firewall.yml -e "target=$DEMO_HOST"
+
+say "The role's chain, jumped to ahead of the host's DROP rules"
+ansible "$DEMO_HOST" -i "$DEMO_INVENTORY" -m ansible.builtin.command -a "iptables -S INPUT" |
+    sed -n 's/^-/  -/p'
