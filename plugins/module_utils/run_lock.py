@@ -488,7 +488,8 @@ class GitLockBackend(LockBackend):
         flags = self._porcelain_flags(proc)
         if proc.returncode == 0 and flags and flags[0] == "-":
             return True
-        if "!" in flags:
+        # "stale info": the tag is no longer the one read (or is gone).
+        if "!" in flags and any(reason in proc.stdout for reason in CONTENTION + ("(stale info)",)):
             return False
         raise LockError(str(failure(proc, f"cannot delete the lock tag on {self.remote}")))
 

@@ -485,3 +485,18 @@ def test_git_push_refused_by_a_hook_is_an_error_not_contention(tmp_path):
         backend.acquire("alpha", "prod", run_lock.new_record("alpha", "prod", "me@test", "run-1"))
     assert not isinstance(refused.value, run_lock.LockHeld)
     assert backend.calls < 6, "a refusal is reported at once, not retried"
+
+
+def test_git_delete_refused_by_a_hook_is_an_error(tmp_path):
+    remote = tmp_path / "remote.git"
+    git("init", "-q", "--bare", "-b", "main", str(remote), cwd=tmp_path)
+    work = clone(remote, tmp_path / "work")
+    backend = run_lock.get_backend("git", repo_path=str(work))
+    backend.acquire("alpha", "prod", run_lock.new_record("alpha", "prod", "me@test", "run-1"))
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'no deletes' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    for call in (lambda: backend.release("alpha", "prod", "me@test"), lambda: backend.remove("alpha", "prod")):
+        with pytest.raises(run_lock.LockError, match="no deletes"):
+            call()
+    assert backend.read("alpha", "prod")["owner"] == "me@test"
