@@ -49,7 +49,8 @@ def start_host(name):
     podman("rm", "-f", name, check=False)
     podman("run", "-d", "--name", name, "--hostname", name, "--privileged", "--systemd=always",
            "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096", IMAGE, "/usr/local/sbin/lab-init")
-    for _ in range(90):
+    state = "unknown"
+    for _attempt in range(90):
         state = podman("exec", name, "systemctl", "is-system-running", check=False).stdout.strip()
         if state in ("running", "degraded"):
             return
@@ -96,7 +97,7 @@ def measure(label, tree, work):
                          "    ansible_python_interpreter: /usr/bin/python3\n" % name)
     start_host(name)
     try:
-        first, first_remote, _ = run_playbook(collections, inventory, playbook)
+        first, first_remote, _first_changed = run_playbook(collections, inventory, playbook)
         rerun, rerun_remote, rerun_changed = run_playbook(collections, inventory, playbook)
     finally:
         podman("rm", "-f", name, check=False)

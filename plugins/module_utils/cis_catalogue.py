@@ -37,7 +37,7 @@ def rule_variable(control_id):
 
 
 def tags_for(control_id, level, kind):
-    section = control_id.split(".")[0]
+    section = control_id.split(".", maxsplit=1)[0]
     levels = ["level1-server", "level2-server"] if int(level) == 1 else ["level2-server"]
     return ["rule_" + control_id, "rule_" + control_id.replace(".", "_"), "section" + section,
             "cis_hardening", "cis_" + kind] + levels
@@ -83,7 +83,7 @@ def select(catalogue, benchmark, level, toggles=None, run_tags=None, skip_tags=N
             "id": control_id,
             "title": _for(entry.get("title"), benchmark) or "",
             "level": control_level,
-            "section": control_id.split(".")[0],
+            "section": control_id.split(".", maxsplit=1)[0],
             "kind": kind,
             "tags": tags,
         }

@@ -231,9 +231,9 @@ def apply(controls, files=None, modprobe_file="/etc/modprobe.d/cis-hardening.con
                 continue
             edit = edit_for(modprobe_file)
             name = item["kmod"]
-            install_ok, _ = edit.check_line({"line": "install %s /bin/false" % name,
-                                             "match": r"^\s*install\s+%s\s" % re.escape(name)})
-            blacklist_ok, _ = edit.check_line({"line": "blacklist %s" % name})
+            install_ok, _observed = edit.check_line({"line": "install %s /bin/false" % name,
+                                                     "match": r"^\s*install\s+%s\s" % re.escape(name)})
+            blacklist_ok, _observed = edit.check_line({"line": "blacklist %s" % name})
             entries[index] = (item, kind, edit, install_ok and blacklist_ok and name not in loaded,
                               "modprobe.d: %s; loaded: %s" % ("disabled" if install_ok and blacklist_ok else "not disabled",
                                                               "yes" if name in loaded else "no"))

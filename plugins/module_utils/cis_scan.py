@@ -268,9 +268,9 @@ def _listeners(port):
 
 def apply(controls, prune=DEFAULT_PRUNE, audit_only=False, check_mode=False, mountinfo="/proc/self/mountinfo"):
     """Evaluates a table of read-mostly checks. Returns (results, changed, scan)."""
+    checks = WALK_CHECKS + ("mount", "accounts", "regex_absent", "regex_present", "command", "local_only")
     for control in controls:
-        if control.get("check") not in WALK_CHECKS + ("mount", "accounts", "regex_absent", "regex_present",
-                                                     "command", "local_only"):
+        if control.get("check") not in checks:
             raise CisError("control %s: unknown check %r" % (control.get("id"), control.get("check")))
     mount_table = mounts(mountinfo)
     scan = None

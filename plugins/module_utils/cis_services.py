@@ -161,4 +161,3 @@ def apply(controls, manager="apt", remove_packages=True, install_packages=True, 
                 evidence.append(_describe(unit, after_units[unit]) + (" (%s)" % notes[unit] if unit in notes else ""))
         results.append(finish(control, statuses, evidence))
     return results, changed, commands
-

@@ -14,7 +14,7 @@ description:
   - C(mode) is the most permissive mode allowed; extra permission bits are removed and stricter modes pass,
     as the benchmark asks ("or more restrictive").
 author:
-  - guardrail.ecs maintainers
+  - guardrail.ecs maintainers (@guardrail-ecs)
 options:
   controls:
     description:

@@ -16,7 +16,7 @@ description:
   - A file with a C(validate) command is checked after writing and restored when the check fails, so a
     broken sshd or sudoers file never stays in place. C(on_change) commands (reloads) run once per changed file.
 author:
-  - guardrail.ecs maintainers
+  - guardrail.ecs maintainers (@guardrail-ecs)
 options:
   controls:
     description:

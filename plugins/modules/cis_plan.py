@@ -20,7 +20,7 @@ description:
     C(level1-server) and/or C(level2-server), C(cis_hardening) and C(cis_<kind>).
   - Controls with a C(not_applicable) reason are decided here and not sent to the host.
 author:
-  - guardrail.ecs maintainers
+  - guardrail.ecs maintainers (@guardrail-ecs)
 options:
   catalogue:
     description: The control catalogue, see the role's C(cis_hardening_catalogue).

@@ -17,7 +17,7 @@ description:
   - Every control carries id, title, section, level, status, evidence and, for waivers, the reason.
     A selected control without a result is reported C(failed).
 author:
-  - guardrail.ecs maintainers
+  - guardrail.ecs maintainers (@guardrail-ecs)
 options:
   controls:
     description: The C(controls) returned by M(guardrail.ecs.cis_plan).

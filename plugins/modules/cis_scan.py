@@ -19,7 +19,7 @@ description:
     fstab entry), C(accounts) (C(test), one of the account database tests), C(regex_absent) and C(regex_present)
     (C(paths), C(pattern)), C(command) (C(argv), C(expect) or C(expect_absent)) and C(local_only) (C(port))."
 author:
-  - guardrail.ecs maintainers
+  - guardrail.ecs maintainers (@guardrail-ecs)
 options:
   controls:
     description:

@@ -17,7 +17,7 @@ description:
     enabled and started one by one; one that cannot start (auditd inside a container) is reported in the
     evidence without stopping the others.
 author:
-  - guardrail.ecs maintainers
+  - guardrail.ecs maintainers (@guardrail-ecs)
 options:
   controls:
     description:

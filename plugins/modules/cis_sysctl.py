@@ -17,7 +17,7 @@ description:
     and C(fs.*) belong to the machine running the container, so they are persisted and reported C(pending_reboot).
   - A later drop-in file that overrides a value is reported as C(failed), naming the file.
 author:
-  - guardrail.ecs maintainers
+  - guardrail.ecs maintainers (@guardrail-ecs)
 options:
   controls:
     description:

@@ -59,8 +59,9 @@ MODULES = ["cramfs", "squashfs", "udf", "freevxfs", "jffs2", "hfs", "hfsplus", "
 MASKED = ["rpcbind.service", "rpcbind.socket"]
 AUDIT_KEYS = ["scope", "user_emulation", "time-change", "system-locale", "privileged", "access", "identity",
               "perm_mod", "mounts", "session", "logins", "delete", "MAC-policy", "kernel_modules", "usermod"]
+OWN_FILES = {"/etc/sysctl.d/90-cis-hardening.conf", "/etc/modprobe.d/cis-hardening.conf",
+             "/etc/audit/rules.d/50-cis-hardening.rules", "/etc/audit/rules.d/99-cis-finalize.rules"}
 AUDIT_RULE = re.compile(r"^(-w /\S+ -p [rwxa]+ -k \S+|-a always,exit( -F \S+| -S \S+| -C \S+)+ -k \S+|-e [012])$")
-
 
 
 # Everything the table tests need, read on the host in ONE command: each testinfra call
@@ -102,9 +103,7 @@ def state(host):
     query = {
         "sysctl": [k for k, _v in SYSCTLS] + ["net.ipv4.ip_forward"],
         "stat": [f[0] for f in FILES] + ABSENT,
-        "text": sorted({p for p, _r in LINES} | {"/etc/sysctl.d/90-cis-hardening.conf", "/etc/modprobe.d/cis-hardening.conf",
-                                                  "/etc/audit/rules.d/50-cis-hardening.rules",
-                                                  "/etc/audit/rules.d/99-cis-finalize.rules"}),
+        "text": sorted({p for p, _r in LINES} | OWN_FILES),
         "modules": MODULES,
         "units": MASKED,
     }

@@ -52,7 +52,8 @@ def test_toggle_turns_a_control_off_and_reports_it():
     assert plan["tables"]["lines"] == []
     decided = {d["id"]: d for d in plan["decided"]}
     assert decided["3.1.2"]["status"] == "waived"
-    assert rule_variable("3.1.2") == "cis_hardening_rule_3_1_2" in decided["3.1.2"]["reason"]
+    assert rule_variable("3.1.2") == "cis_hardening_rule_3_1_2"
+    assert "cis_hardening_rule_3_1_2" in decided["3.1.2"]["reason"]
 
 
 @pytest.mark.parametrize("run_tags,skip_tags,expected", [
@@ -85,8 +86,8 @@ def test_bad_input_is_refused():
 
 def test_merge_and_summary():
     plan = select(CATALOGUE, "al2023", 2)
-    rows = merge(plan["controls"], plan["decided"] + [{"id": "3.2.1", "status": "waived", "evidence": "live 1",
-                                                        "reason": "Docker"}])
+    result = {"id": "3.2.1", "status": "waived", "evidence": "live 1", "reason": "Docker"}
+    rows = merge(plan["controls"], plan["decided"] + [result])
     by_id = {r["id"]: r for r in rows}
     assert by_id["3.1.2"]["status"] == "failed" and "did not run" in by_id["3.1.2"]["evidence"]
     assert by_id["3.2.1"]["reason"] == "Docker"

@@ -37,8 +37,8 @@ def test_keys_lines_absent_and_idempotence(tmp_path):
 def test_stricter_number_passes(tmp_path):
     conf = tmp_path / "login.defs"
     conf.write_text("PASS_MAX_DAYS 90\n")
-    results, changed, _ = cis_lines.apply([{"id": "a", "lines": [{"path": str(conf), "key": "PASS_MAX_DAYS",
-                                                                   "value": 365, "compare": "le"}]}])
+    item = {"path": str(conf), "key": "PASS_MAX_DAYS", "value": 365, "compare": "le"}
+    results, changed, _diffs = cis_lines.apply([{"id": "a", "lines": [item]}])
     assert not changed and results[0]["status"] == "pass"
 
 
@@ -46,8 +46,8 @@ def test_failed_validation_restores_the_file(tmp_path):
     conf = tmp_path / "sudoers"
     conf.write_text("Defaults env_reset\n")
     files = [{"path": str(conf), "validate": ["false", "%s"], "on_change": [["touch", str(tmp_path / "reloaded")]]}]
-    results, changed, _ = cis_lines.apply([{"id": "4.3.2", "lines": [{"path": str(conf), "line": "Defaults use_pty"}]}],
-                                          files=files)
+    controls = [{"id": "4.3.2", "lines": [{"path": str(conf), "line": "Defaults use_pty"}]}]
+    results, changed, _diffs = cis_lines.apply(controls, files=files)
     assert results[0]["status"] == "failed" and "validation failed" in results[0]["evidence"]
     assert conf.read_text() == "Defaults env_reset\n"
     assert not (tmp_path / "reloaded").exists() and not changed
@@ -57,8 +57,8 @@ def test_new_file_gets_header_mode_and_reload(tmp_path):
     conf = tmp_path / "journald.conf.d" / "60-cis.conf"
     files = [{"path": str(conf), "mode": "0640", "header": ["[Journal]"],
               "on_change": [["touch", str(tmp_path / "reloaded")]]}]
-    results, _changed, _ = cis_lines.apply([{"id": "5.1.2.3", "lines": [{"path": str(conf), "key": "Compress",
-                                                                         "value": "yes", "separator": "="}]}], files=files)
+    item = {"path": str(conf), "key": "Compress", "value": "yes", "separator": "="}
+    results, _changed, _diffs = cis_lines.apply([{"id": "5.1.2.3", "lines": [item]}], files=files)
     assert results[0]["status"] == "fixed"
     assert conf.read_text() == "[Journal]\nCompress=yes\n"
     assert conf.stat().st_mode & 0o777 == 0o640
@@ -70,8 +70,8 @@ def test_kmod_in_a_container_is_pending_reboot_when_loaded(tmp_path):
     modules.write_text("sctp 1 0 - Live 0x0\n")
     modprobe = tmp_path / "cis.conf"
     controls = [{"id": "3.1.3", "lines": [{"kmod": "sctp"}]}, {"id": "3.1.2", "lines": [{"kmod": "dccp"}]}]
-    results, _changed, _ = cis_lines.apply(controls, modprobe_file=str(modprobe), modprobe_unload=False,
-                                           proc_modules=str(modules))
+    results, _changed, _diffs = cis_lines.apply(controls, modprobe_file=str(modprobe), modprobe_unload=False,
+                                                proc_modules=str(modules))
     assert status(results) == {"3.1.3": "pending_reboot", "3.1.2": "fixed"}
     assert modprobe.read_text() == "install sctp /bin/false\nblacklist sctp\ninstall dccp /bin/false\nblacklist dccp\n"
 
@@ -80,7 +80,7 @@ def test_per_path_rules_and_commands(tmp_path):
     rules = tmp_path / "50.rules"
     controls = [{"id": "5.2.3.6", "lines": [], "per_path": {"path": str(rules), "line": "-a always,exit -F path={path} -k privileged"}},
                 {"id": "5.2.3.21", "lines": [{"command": ["cat", str(rules)], "expect": "/usr/bin/su"}]}]
-    results, _changed, _ = cis_lines.apply(controls, per_path_values=["/usr/bin/su", "/usr/bin/passwd"])
+    results, _changed, _diffs = cis_lines.apply(controls, per_path_values=["/usr/bin/su", "/usr/bin/passwd"])
     assert status(results) == {"5.2.3.6": "fixed", "5.2.3.21": "pass"}
     assert rules.read_text().splitlines() == ["-a always,exit -F path=/usr/bin/passwd -k privileged",
                                               "-a always,exit -F path=/usr/bin/su -k privileged"]
