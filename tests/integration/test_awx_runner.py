@@ -144,6 +144,23 @@ def tofu_change_case(request):
                           "command": "plan", "repo_path": str(clone)}, check=check)
 
 
+def agent_firewall_case(request):
+    tmp_path = request.getfixturevalue("tmp_path_factory").mktemp("agent-firewall")
+    name, inventory = lab_host(request, tmp_path)
+    blocked = podman("exec", name, PROBE, "http://169.254.170.2/v2/credentials", check=False)
+    assert blocked.returncode != 0, "the stand-in should reproduce the hardened host's failure first"
+
+    def check(runner, events):
+        assert runner.status == "successful", runner.stdout.read()
+        assert role_events(events, "agent_firewall"), "no agent_firewall task ran"
+        probe = podman("exec", name, PROBE, "http://169.254.170.2/v2/credentials")
+        assert "AccessKeyId" in probe.stdout, "the task cannot reach its credentials after the job"
+        imds = podman("exec", name, PROBE, "http://169.254.169.254/latest/meta-data/", check=False)
+        assert imds.returncode != 0, "bridge-mode tasks must not reach the instance metadata service"
+
+    return Job(extravars={"target": name}, inventory=inventory, envvars=LAB_ENV, check=check)
+
+
 def ecs_host_case(request):
     tmp_path = request.getfixturevalue("tmp_path_factory").mktemp("ecs-host")
     name, inventory = lab_host(request, tmp_path)
@@ -166,6 +183,7 @@ def ecs_host_case(request):
 
 
 CASES = {
+    "agent_firewall.yml": agent_firewall_case,
     "ecs_host.yml": ecs_host_case,
     "ecs_image_guard.yml": ecs_image_guard_case,
     "tofu_change.yml": tofu_change_case,
