@@ -88,9 +88,11 @@ attributes:
 notes:
   - Requires root and C(iptables-save)/C(iptables-restore) (legacy or nf_tables).
 seealso:
-  - role: guardrail.ecs.agent_firewall
+  - name: The role guardrail.ecs.agent_firewall
+    description: Uses this module to let ECS tasks reach the agent through a CIS-hardened firewall.
+    link: https://github.com/guardrail-ecs/guardrail.ecs/blob/main/roles/agent_firewall/README.md
 author:
-  - guardrail.ecs contributors
+  - guardrail.ecs maintainers (@guardrail-ecs)
 """
 
 EXAMPLES = r"""

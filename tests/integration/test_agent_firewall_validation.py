@@ -45,5 +45,5 @@ def test_bad_settings_are_refused_before_anything_runs(extra_vars, expected):
                                           if item.get("failed")])
     for text in expected:
         assert text in message, f"{text!r} not in {message!r}"
-    ran = [name for name, _ in results]
+    ran = [name for name, _result in results]
     assert not [name for name in ran if any(later in name for later in LATER_TASKS)], ran

@@ -137,6 +137,24 @@ def test_introspection_port_is_closed_off_host_and_open_on_loopback(host):
     assert host.run("curl -sS --max-time 3 http://127.0.0.1:51678/v1/metadata").rc == 0
 
 
+def test_credentials_and_ssh_work_without_the_hosts_established_rules(host):
+    # Default-deny at its strictest: the role's own chains carry the replies.
+    host_rules = [("INPUT", "-p tcp -m state --state ESTABLISHED -j ACCEPT"),
+                  ("OUTPUT", "-p tcp -m state --state NEW,ESTABLISHED -j ACCEPT")]
+    positions = [(chain, chain_rules(host, "filter", chain).index(f"-A {chain} {rule}") + 1, rule)
+                 for chain, rule in host_rules]
+    for chain, _position, rule in positions:
+        host.check_output(f"iptables -w -D {chain} {rule}")
+    try:
+        result = probe(host, CREDENTIALS)
+        assert result.rc == 0, result.stderr
+        banner = tcp_banner(container_ip(), 22)
+        assert isinstance(banner, bytes) and banner.startswith(b"SSH-2.0"), banner
+    finally:
+        for chain, position, rule in positions:
+            host.check_output(f"iptables -w -I {chain} {position} {rule}")
+
+
 def test_route_localnet_is_on_and_persisted(host):
     assert host.sysctl("net.ipv4.conf.all.route_localnet") == 1
     assert "net.ipv4.conf.all.route_localnet=1" in host.file("/etc/sysctl.d/90-agent-firewall.conf").content_string
@@ -275,10 +293,13 @@ def test_after_a_reboot_the_rules_are_back_and_tasks_still_get_credentials(host)
     failed = host.check_output("systemctl list-units --failed --no-legend --plain")
     assert "agent-firewall" not in failed and "docker.service" not in failed, failed
     assert host.run("systemctl is-active agent-firewall").stdout.strip() == "active"
-    for _ in range(30):
-        if host.run("ss -ltn 'sport = :51679'").stdout.count("LISTEN"):
+    listening = False
+    for _attempt in range(30):
+        listening = "LISTEN" in host.run("ss -ltn 'sport = :51679'").stdout
+        if listening:
             break
         time.sleep(1)
+    assert listening, "the agent stand-in did not come back"
     result = probe(host, CREDENTIALS)
     assert result.rc == 0 and "AccessKeyId" in result.stdout, result.stderr
     assert probe(host, IMDS).rc != 0
