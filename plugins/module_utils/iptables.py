@@ -356,18 +356,19 @@ def run(argv, data=None, timeout=COMMAND_TIMEOUT):
     return proc.returncode, proc.stdout, proc.stderr
 
 
-def read_live(save_bin, runner=run):
-    rc, out, err = runner([save_bin])
+def read_live(save_bin, runner=None):
+    rc, out, err = (runner or run)([save_bin])
     if rc != 0:
         raise IptablesError("%s failed (rc=%d): %s" % (save_bin, rc, err.strip()))
     return parse_save(out)
 
 
-def apply(the_plan, restore_bin, runner=run):
+def apply(the_plan, restore_bin, runner=None):
     """Loads the plan table by table; on a refusal undoes the loaded tables.
 
     Raises IptablesError with iptables' own message when a table is refused.
     """
+    runner = runner or run
     loaded = []
     for tp in the_plan.tables:
         if not tp.commands:

@@ -177,12 +177,11 @@ def _write(module, path, text):
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".iptables_chains.")
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
-    if os.path.exists(path):
-        mode = os.stat(path).st_mode & 0o7777
-    else:
-        mode = 0o600
-    os.chmod(tmp, mode)
+    existed = os.path.exists(path)
     module.atomic_move(tmp, path)
+    if not existed:
+        # atomic_move gives a new file the umask's mode; the rules file is root's alone.
+        os.chmod(path, 0o600)
 
 
 def main():
