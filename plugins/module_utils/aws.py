@@ -8,18 +8,15 @@ retry policy (jittered exponential backoff on throttling) for every call.
 """
 from __future__ import annotations
 
+import importlib.util
 import random
 import time
 
-try:
-    import boto3
-    import botocore.config
-    import botocore.exceptions
-    HAS_BOTO3 = True
-    BOTO3_IMPORT_ERROR = None
-except ImportError as exc:  # pragma: no cover - depends on the host
-    HAS_BOTO3 = False
-    BOTO3_IMPORT_ERROR = exc
+# boto3 takes a noticeable fraction of a second to import; plugins that may
+# never call AWS (the git lock backend, the workflow) must not pay for it.
+# HAS_BOTO3 is known without importing it, and the import happens on first use.
+HAS_BOTO3 = importlib.util.find_spec("boto3") is not None and importlib.util.find_spec("botocore") is not None
+BOTO3_IMPORT_ERROR = None if HAS_BOTO3 else ImportError("No module named 'boto3' (or 'botocore')")
 
 # The argument spec matching doc fragment guardrail.ecs.aws.
 AWS_ARGUMENT_SPEC = dict(
@@ -60,6 +57,7 @@ def aws_options(params):
 def session(options):
     if not HAS_BOTO3:
         raise AWSError(f"boto3 is required: {BOTO3_IMPORT_ERROR}")
+    import boto3  # pylint: disable=import-outside-toplevel
     return boto3.session.Session(
         aws_access_key_id=options.get("access_key"),
         aws_secret_access_key=options.get("secret_key"),
@@ -72,6 +70,8 @@ def session(options):
 def client(service, options, max_attempts=1):
     """A boto3 client for `service`. botocore's own retries are off by default:
     `call()` retries, so one policy applies everywhere and is counted once."""
+    import botocore.config  # pylint: disable=import-outside-toplevel
+    import botocore.exceptions  # pylint: disable=import-outside-toplevel
     config = botocore.config.Config(retries={"max_attempts": max_attempts, "mode": "standard"},
                                     user_agent_extra="guardrail.ecs")
     try:
@@ -82,9 +82,18 @@ def client(service, options, max_attempts=1):
 
 
 def error_code(exc):
-    if HAS_BOTO3 and isinstance(exc, botocore.exceptions.ClientError):
-        return exc.response.get("Error", {}).get("Code")
+    """The AWS error code of a botocore ClientError, else None."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return response.get("Error", {}).get("Code")
     return None
+
+
+def _is_botocore_error(exc):
+    if not HAS_BOTO3:
+        return False
+    import botocore.exceptions  # pylint: disable=import-outside-toplevel
+    return isinstance(exc, botocore.exceptions.BotoCoreError)
 
 
 def call(api_client, action, retries=8, base_delay=0.2, max_delay=10.0, sleep=time.sleep, **kwargs):
@@ -108,7 +117,7 @@ def call(api_client, action, retries=8, base_delay=0.2, max_delay=10.0, sleep=ti
                 raise AWSError(f"permission denied for {api_name}: {exc}", action=api_name, code=code) from exc
             if code is not None:
                 raise AWSError(f"{api_name} failed ({code}): {exc}", action=api_name, code=code) from exc
-            if HAS_BOTO3 and isinstance(exc, botocore.exceptions.BotoCoreError):
+            if _is_botocore_error(exc):
                 raise AWSError(f"{api_name} failed: {exc}", action=api_name) from exc
             raise
 
