@@ -224,3 +224,37 @@ def test_without_root():
         assert (work / "dest" / MARKER).is_file()
     finally:
         shutil.rmtree(work)
+
+
+def test_a_ready_staging_tree_is_finished_by_the_next_start(shell, tmp_path):
+    """Killed after the staging tree was synced and marked ready, with part of it
+    already renamed into place: the next start moves the rest and writes the
+    marker the interrupted run prepared."""
+    src = make_tree(tmp_path / "src", files=20)
+    dest = tmp_path / "volume"
+    staging = dest / ".guardrail-staging-interrupted"
+    shutil.copytree(src, staging, symlinks=True)
+    prepared = {"source": str(src), "digest": "sha256-content:prepared", "files": 22}
+    (staging / ".guardrail-ready").write_text(
+        '{"overwrite": false, "prune": [], "marker": ' + json.dumps(prepared) + "}\n")
+    os.rename(staging / "d0", dest / "d0")
+    rc, out, err = run3(shell, src, dest)
+    assert rc == 0 and out.startswith("command pid="), err
+    assert "finished a hydration that was interrupted" in err
+    assert tree_listing(dest) == tree_listing(src)
+    assert json.loads((dest / MARKER).read_text()) == prepared
+    assert leftovers(dest) == []
+
+
+def test_the_module_finishes_a_ready_staging_tree_of_the_script(tmp_path):
+    src = make_tree(tmp_path / "src", files=20)
+    dest = tmp_path / "volume"
+    staging = dest / ".guardrail-staging-interrupted"
+    shutil.copytree(src, staging, symlinks=True)
+    prepared = {"source": str(src), "digest": "sha256-content:prepared", "files": 22}
+    (staging / ".guardrail-ready").write_text(
+        '{"overwrite": false, "prune": [], "marker": ' + json.dumps(prepared) + "}\n")
+    result = run_module({"src": str(src), "dest": str(dest)})
+    assert result["rc"] == 0 and result["recovered"] and result["seeded"], result
+    assert tree_listing(dest) == tree_listing(src)
+    assert json.loads((dest / MARKER).read_text())["digest"] == "sha256-content:prepared"

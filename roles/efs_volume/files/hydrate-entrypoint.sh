@@ -173,7 +173,9 @@ take_lock() {
     done
     echo "$(hostname) $$" >"$lockdir/owner"
     # Waiters on other hosts cannot see our pid: keep the owner file fresh.
-    (while sleep 20; do [ -d "$lockdir" ] && touch "$lockdir/owner" || exit 0; done) &
+    # Detached from our output, which belongs to the command exec'd later.
+    (while sleep 20; do [ -d "$lockdir" ] && touch "$lockdir/owner" || exit 0; done) \
+        </dev/null >/dev/null 2>&1 &
     heartbeat=$!
 }
 
