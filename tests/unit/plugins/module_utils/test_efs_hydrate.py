@@ -230,7 +230,6 @@ def test_lock_timeout_names_the_holder(tmp_path):
                 pass
 
 
-
 def test_read_only_directory_modes_without_root_are_refused(tmp_path, src, monkeypatch):
     monkeypatch.setattr(h.os, "geteuid", lambda: 1000)
     dest = tmp_path / "dest"
