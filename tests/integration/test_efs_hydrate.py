@@ -341,3 +341,51 @@ def test_without_root_owner_and_modes_apply_and_the_copy_completes():
         assert tree_listing(dest, ignore=(MARKER, LOCK_FILE)).keys() == tree_listing(src).keys()
     finally:
         shutil.rmtree(work)
+
+
+ROLE_PLAYBOOK = """
+- hosts: localhost
+  connection: local
+  gather_facts: true
+  vars:
+    ansible_python_interpreter: "{{ ansible_playbook_python }}"
+  roles:
+    - role: guardrail.ecs.efs_volume
+      vars:
+        efs_volume_install_packages: false
+        efs_volume_mount_state: present
+        efs_volume_mount_type: efs
+        efs_volume_fstab: "{{ fstab }}"
+        efs_volume_mounts:
+          - file_system_id: fs-0123456789abcdef0
+            access_point: fsap-0123456789abcdef0
+            mount_point: "{{ dest }}"
+            options: [noatime]
+            src: "{{ src }}"
+            file_mode: "0640"
+"""
+
+
+def test_role_writes_the_efs_fstab_entry_and_hydrates(tmp_path, src):
+    """The role on this machine, with its fstab redirected to a file: the efs
+    type with TLS and the access point, then hydration; idempotent."""
+    fstab = tmp_path / "fstab"
+    fstab.write_text("# test fstab\n")
+    dest = tmp_path / "volume"
+    extra = {"fstab": str(fstab), "dest": str(dest), "src": str(src)}
+
+    rc, out, err = run_playbook(ROLE_PLAYBOOK, extra_vars=extra, check=True)
+    assert rc == 0, (err, out)
+    assert fstab.read_text() == "# test fstab\n" and not dest.exists()
+
+    rc, out, err = run_playbook(ROLE_PLAYBOOK, extra_vars=extra)
+    assert rc == 0, (err, out)
+    assert fstab.read_text().splitlines()[1].split() == [
+        "fs-0123456789abcdef0:/", str(dest), "efs",
+        "_netdev,tls,accesspoint=fsap-0123456789abcdef0,noatime", "0", "0"]
+    assert (dest / MARKER).is_file()
+    assert (dest / "README.txt").stat().st_mode & 0o777 == 0o640
+
+    rc, out, err = run_playbook(ROLE_PLAYBOOK, extra_vars=extra)
+    assert rc == 0, (err, out)
+    assert out["stats"]["localhost"]["changed"] == 0
