@@ -963,10 +963,12 @@ def hydrate(src, dest, owner=None, group=None, dir_mode=None, file_mode=None,
 
 
 def _check_writable_dirs(source, policy):
-    """Without root, a directory that its owner cannot write can be neither
-    filled nor renamed into place."""
+    """Without root, files cannot be given to another owner, and a directory
+    that its owner cannot write can be neither filled nor renamed into place."""
     if policy.is_root:
         return
+    if policy.uid is not None and policy.uid != os.geteuid():
+        raise HydrateError(f"owner {policy.uid} needs root: this run is uid {os.geteuid()} (use become)")
     if policy.dir_mode is not None and not policy.dir_mode & 0o200:
         raise HydrateError(f"dir_mode {policy.dir_mode:04o} must let the owner write when not running as root")
     read_only = [e.path for e in source.entries if e.kind == "dir" and not policy.mode(e) & 0o200]

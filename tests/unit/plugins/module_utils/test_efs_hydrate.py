@@ -235,6 +235,8 @@ def test_read_only_directory_modes_without_root_are_refused(tmp_path, src, monke
     dest = tmp_path / "dest"
     with pytest.raises(h.HydrateError, match="dir_mode 0555 must let the owner write"):
         h.hydrate(str(src), str(dest), dir_mode="0555")
+    with pytest.raises(h.HydrateError, match="owner 0 needs root: this run is uid 1000"):
+        h.hydrate(str(src), str(dest), owner="0")
     (src / "a").chmod(0o555)
     try:
         with pytest.raises(h.HydrateError, match="need root or a dir_mode with owner write: a"):
