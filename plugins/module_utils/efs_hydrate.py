@@ -832,8 +832,8 @@ def _prune(dest, paths):
 def _finish(staging, dest, ready, marker):
     """From a synced staging tree with its ready file to the marker: the part
     that a rerun repeats after a crash."""
-    move_into(staging, dest, ready["overwrite"])
-    _prune(dest, ready["prune"])
+    move_into(staging, dest, bool(ready.get("overwrite")))
+    _prune(dest, ready.get("prune") or [])
     sync_filesystem(dest)
     write_json_atomic(os.path.join(dest, MARKER), marker, MARKER_TMP_PREFIX)
     shutil.rmtree(staging)
