@@ -430,9 +430,10 @@ def _merge_table(body, specs, effective_rules, table):
 
     def is_jump_to_ours(line):
         parts = line.split(None, 2)
-        return (len(parts) == 3 and parts[0] == "-A" and parts[2] is not None
-                and len(canonical(parts[2])) == 2 and canonical(parts[2])[0] == "-j"
-                and canonical(parts[2])[1] in targets)
+        if len(parts) != 3 or parts[0] != "-A":
+            return False
+        rule = canonical(parts[2])
+        return len(rule) == 2 and rule[0] == "-j" and rule[1] in targets
 
     body = [line for line in body if not is_rule_of(line.strip(), owned) and not is_jump_to_ours(line.strip())]
     declared = {line.strip()[1:].split()[0] for line in body if line.strip().startswith(":")}
