@@ -287,6 +287,9 @@ def _plan_table(table, chains, specs, result):
             tp.commands.append("-F %s" % spec.name)
             tp.commands.extend("-A %s %s" % (spec.name, rule) for rule in effective)
             tp.undo[:0] = ["-F %s" % spec.name] + ["-A %s %s" % (spec.name, r) for r in existing.rules]
+        else:
+            # Unchanged: show the rules as iptables spells them, so the diff is empty.
+            tp.after[spec.name] = list(existing.rules)
         working[spec.name] = list(effective)
 
     jump_undo = []

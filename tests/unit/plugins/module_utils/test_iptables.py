@@ -150,6 +150,15 @@ def test_second_plan_is_empty():
     assert again.before_text() == again.after_text()
 
 
+def test_an_unchanged_chain_written_differently_shows_no_diff():
+    state = iptables.parse_save(CIS_SAVE)
+    apply_plan(state, iptables.plan(state, specs()))
+    wanted = specs()
+    wanted[0].rules = ["-i docker0 -d 127.0.0.0/8 -p tcp --dport 51679 -j ACCEPT"]
+    again = iptables.plan(state, wanted)
+    assert not again.changed and again.before_text() == again.after_text()
+
+
 def test_misplaced_and_duplicate_jumps_are_moved_ahead_once():
     state = iptables.parse_save(CIS_SAVE)
     apply_plan(state, iptables.plan(state, specs()))
