@@ -89,7 +89,7 @@ def entry_point(src, dest, workdir):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4,000 files, 40 MB")
-    parser.add_argument("--rounds", type=int, default=4, help="measurements of each (median)")
+    parser.add_argument("--rounds", type=int, default=3, help="measurements of each (median)")
     parser.add_argument("--dir", default=None, help="where to build the trees (default: $TMPDIR)")
     opts = parser.parse_args()
     files, total = (4000, 40 << 20) if opts.quick else (20000, 200 << 20)
