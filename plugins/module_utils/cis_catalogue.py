@@ -101,7 +101,7 @@ def select(catalogue, benchmark, level, toggles=None, run_tags=None, skip_tags=N
         row = dict(entry.get("settings") or {})
         row["id"] = control_id
         if entry.get("waived"):
-            row["waived"] = "%s (turn off with %s: false)" % (entry["waived"], entry["waived_by"]) \
+            row["waived"] = "%s (variable: %s)" % (entry["waived"], entry["waived_by"]) \
                 if entry.get("waived_by") else str(entry["waived"])
         tables[kind].append(row)
     for kind in KINDS:

@@ -48,6 +48,11 @@ def enforce(control, audit_only, check_mode):
     return not (audit_only or check_mode or control.get("waived") or control.get("audit_only"))
 
 
+def would_change(results, check_mode, audit_only):
+    """In check mode, whether enforcing would have changed the host: a failed control the run may fix."""
+    return bool(check_mode and not audit_only and any(r["status"] == "failed" for r in results))
+
+
 def sample(items, limit=EVIDENCE_ITEMS):
     """A short list for evidence: the first few items and how many there are in all."""
     items = list(items)

@@ -32,7 +32,7 @@ options:
     type: bool
     default: false
 notes:
-  - Check mode evaluates and reports like O(audit_only).
+  - Check mode evaluates and reports like O(audit_only), and returns C(changed) when enforcing would change the host.
 """
 
 EXAMPLES = r"""
@@ -62,7 +62,7 @@ results:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.guardrail.ecs.plugins.module_utils.cis_common import CisError
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis_common import CisError, would_change
 from ansible_collections.guardrail.ecs.plugins.module_utils.cis_files import apply
 
 
@@ -79,6 +79,7 @@ def main():
                                  check_mode=module.check_mode)
     except (CisError, OSError) as exc:
         module.fail_json(msg=str(exc))
+    changed = changed or would_change(results, module.check_mode, module.params["audit_only"])
     module.exit_json(changed=changed, results=results)
 
 

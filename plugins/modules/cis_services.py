@@ -45,7 +45,7 @@ options:
     type: bool
     default: false
 notes:
-  - Check mode evaluates and reports like O(audit_only).
+  - Check mode evaluates and reports like O(audit_only), and returns C(changed) when enforcing would change the host.
 """
 
 EXAMPLES = r"""
@@ -84,7 +84,7 @@ commands:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.guardrail.ecs.plugins.module_utils.cis_common import CisError
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis_common import CisError, would_change
 from ansible_collections.guardrail.ecs.plugins.module_utils.cis_services import apply
 
 
@@ -105,6 +105,7 @@ def main():
                                            p["install_packages"], p["audit_only"], module.check_mode)
     except CisError as exc:
         module.fail_json(msg=str(exc))
+    changed = changed or would_change(results, module.check_mode, p["audit_only"])
     module.exit_json(changed=changed, results=results, commands=commands)
 
 

@@ -40,7 +40,7 @@ options:
     type: bool
     default: false
 notes:
-  - Check mode evaluates and reports like O(audit_only). Diff mode shows the drop-in file.
+  - Check mode evaluates and reports like O(audit_only), and returns C(changed) when enforcing would change the host. Diff mode shows the drop-in file.
 """
 
 EXAMPLES = r"""
@@ -70,7 +70,7 @@ results:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.guardrail.ecs.plugins.module_utils.cis_common import CisError
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis_common import CisError, would_change
 from ansible_collections.guardrail.ecs.plugins.module_utils.cis_sysctl import apply
 
 
@@ -90,6 +90,7 @@ def main():
                                        audit_only=p["audit_only"], check_mode=module.check_mode)
     except CisError as exc:
         module.fail_json(msg=str(exc))
+    changed = changed or would_change(results, module.check_mode, p["audit_only"])
     out = dict(changed=changed, results=results)
     if module._diff and diff:
         out["diff"] = diff

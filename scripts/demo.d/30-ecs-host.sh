@@ -6,7 +6,7 @@ set -euo pipefail
 : "${DEMO_HOST:?}" "${DEMO_INVENTORY:?}"
 report_dir=$(pwd)/reports
 say() { printf '\n== %s\n' "$*"; }
-on_host() { ansible "$DEMO_HOST" -i "$DEMO_INVENTORY" -o -m ansible.builtin.command -a "$*"; }
+on_host() { ansible "$DEMO_HOST" -i "$DEMO_INVENTORY" -m ansible.builtin.command -a "$*"; }
 
 if ! on_host test -x /usr/local/bin/lab-task-probe >/dev/null 2>&1; then
     say "ECS container instance stand-in (docker0, task namespace, agent, IMDS)"

@@ -1,0 +1,101 @@
+"""The controller side of cis_hardening through ansible-playbook: cis_plan honours
+--tags and rule toggles per control, cis_report writes the host and fleet pages."""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from conftest import ROOT, VENV_BIN, ansible_env
+
+TEMPLATES = ROOT / "roles" / "cis_hardening" / "templates"
+PLAYBOOK = """
+- hosts: all
+  connection: local
+  gather_facts: false
+  vars:
+    catalogue:
+      - {id: {al2023: "3.2.1", al2: "3.3.1"}, title: Ensure IP forwarding is disabled, level: 1, kind: sysctl,
+         waived: Docker needs it, waived_by: cis_hardening_keep_ip_forward, settings: {settings: {net.ipv4.ip_forward: 0}}}
+      - {id: {al2023: "4.2.7"}, title: Ensure SSH root login is disabled, level: 1, kind: lines,
+         settings: {lines: [{path: /x, key: PermitRootLogin, value: "no"}]}}
+      - {id: {al2023: "3.1.2"}, title: Ensure DCCP is disabled, level: 2, kind: lines, settings: {lines: [{kmod: dccp}]}}
+      - {id: {al2023: "1.9"}, title: Ensure crypto policy is not legacy, level: 1, kind: scan, not_applicable: no policy here,
+         settings: {check: command, argv: ["true"], expect: ""}}
+  tasks:
+    - name: Plan
+      guardrail.ecs.cis_plan:
+        catalogue: "{{ catalogue }}"
+        benchmark: al2023
+        level: 2
+      register: plan
+      tags: [always]
+    - name: Report
+      guardrail.ecs.cis_report:
+        controls: "{{ plan.controls }}"
+        results:
+          - "{{ plan.decided }}"
+          - "{{ plan.tables.sysctl | map(attribute='id') | map('community.general.dict_kv', 'id')
+               | map('combine', {'status': 'waived', 'evidence': 'live 1', 'reason': plan.tables.sysctl[0].waived}) | list }}"
+          - "{{ [{'id': '4.2.7', 'status': 'fixed', 'evidence': 'PermitRootLogin <no> & more'}]
+               if plan.tables.lines | selectattr('id', 'equalto', '4.2.7') | list else [] }}"
+        report_dir: "{{ report_dir }}"
+        host: "{{ inventory_hostname }}"
+        benchmark: al2023
+        level: 2
+        templates: "%s"
+      tags: [always]
+"""
+
+
+def play(tmp_path, *args, hosts="web-1,web-2,", extra=None):
+    book = tmp_path / "play.yml"
+    book.write_text(PLAYBOOK % TEMPLATES)
+    extra = dict({"report_dir": str(tmp_path / "reports")}, **(extra or {}))
+    proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", hosts, str(book), "-e", json.dumps(extra), *args],
+                          cwd=tmp_path, env=ansible_env(ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json"),
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return json.loads((tmp_path / "reports" / "web-1.json").read_text())
+
+
+def test_report_files_and_fleet_page(tmp_path):
+    report = play(tmp_path)
+    by_id = {c["id"]: c for c in report["controls"]}
+    assert sorted(by_id) == ["1.9", "3.1.2", "3.2.1", "4.2.7"]
+    assert by_id["3.2.1"]["status"] == "waived" and "cis_hardening_keep_ip_forward" in by_id["3.2.1"]["reason"]
+    assert by_id["1.9"]["status"] == "not_applicable" and by_id["1.9"]["reason"] == "no policy here"
+    assert by_id["3.1.2"]["status"] == "failed"  # no result: reported, never dropped
+    assert report["summary"]["statuses"] == {"waived": 1, "not_applicable": 1, "failed": 1, "fixed": 1}
+    html = (tmp_path / "reports" / "web-1.html").read_text()
+    assert "PermitRootLogin &lt;no&gt; &amp;" in html  # evidence is escaped
+    assert "<svg" in html and "Section 3" in html
+    index = (tmp_path / "reports" / "index.html").read_text()
+    assert 'href="web-1.html"' in index and 'href="web-2.html"' in index
+    assert (tmp_path / "reports" / "web-2.json").exists()
+
+
+def test_tags_select_single_rows(tmp_path):
+    report = play(tmp_path, "--tags", "rule_4.2.7", hosts="web-1,")
+    assert [c["id"] for c in report["controls"]] == ["4.2.7"]
+    report = play(tmp_path, "--skip-tags", "section3", hosts="web-1,")
+    assert [c["id"] for c in report["controls"]] == ["1.9", "4.2.7"]
+    report = play(tmp_path, "--tags", "level1-server", hosts="web-1,")
+    assert "3.1.2" not in [c["id"] for c in report["controls"]]
+
+
+def test_rule_variable_turns_a_control_off(tmp_path):
+    report = play(tmp_path, hosts="web-1,", extra={"cis_hardening_rule_4_2_7": False})
+    row = next(c for c in report["controls"] if c["id"] == "4.2.7")
+    assert row["status"] == "waived" and "cis_hardening_rule_4_2_7: false" in row["reason"]
+
+
+def test_bad_toggle_is_refused(tmp_path):
+    book = tmp_path / "play.yml"
+    book.write_text(PLAYBOOK % TEMPLATES)
+    proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", "web-1,", str(book), "-e",
+                           json.dumps({"report_dir": str(tmp_path / "r"), "cis_hardening_rule_4_2_7": "maybe"})],
+                          cwd=tmp_path, env=ansible_env(), capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode != 0 and "cis_hardening_rule_4_2_7 must be true or false" in proc.stdout
+    assert not (tmp_path / "r").exists()
+    assert os.path.isdir(tmp_path)
+    assert Path(book).exists()
