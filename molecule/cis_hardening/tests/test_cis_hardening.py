@@ -232,6 +232,12 @@ def test_check_mode_on_fresh_host_reported_without_fixing():
     assert report["summary"]["total"] == _report()["summary"]["total"]
 
 
+def test_audit_only_on_fresh_host_gives_the_check_mode_report():
+    audit, check = _report("audit-only-reports"), _report("check-mode-reports")
+    assert audit["audit_only"] is True and audit["summary"]["statuses"].get("fixed", 0) == 0
+    assert {c["id"]: c["status"] for c in audit["controls"]} == {c["id"]: c["status"] for c in check["controls"]}
+
+
 def test_scan_pruned_container_storage():
     pruned = _report()["run"]["scan"]["pruned"]
     assert {"/var/lib/docker", "/var/lib/containerd", "/var/lib/ecs", "/proc", "/sys"} <= set(pruned)
