@@ -59,7 +59,8 @@ options:
     type: bool
     default: false
 notes:
-  - Check mode evaluates and reports like O(audit_only), and returns C(changed) when enforcing would change the host. Diff mode shows every file that would change.
+  - Check mode evaluates and reports like O(audit_only), and returns C(changed) when enforcing would change the host.
+  - Diff mode shows every file that would change.
 """
 
 EXAMPLES = r"""
