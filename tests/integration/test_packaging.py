@@ -29,8 +29,11 @@ def installed(tmp_path_factory):
     version = yaml.safe_load((ROOT / "galaxy.yml").read_text())["version"]
     tarball = tmp / "dist" / f"guardrail-ecs-{version}.tar.gz"
     assert tarball.is_file()
-    run([BIN / "ansible-galaxy", "collection", "install", "--offline", "-p", tmp / "collections",
+    # --force: a copy installed elsewhere (~/.ansible/collections) must not
+    # make galaxy skip the fresh path.
+    run([BIN / "ansible-galaxy", "collection", "install", "--offline", "--force", "-p", tmp / "collections",
          str(tarball)], tmp, env)
+    assert (tmp / "collections" / "ansible_collections" / "guardrail" / "ecs" / "MANIFEST.json").is_file()
     env["ANSIBLE_COLLECTIONS_PATH"] = str(tmp / "collections")
     return tarball, tmp / "collections" / "ansible_collections" / "guardrail" / "ecs", env, tmp
 
