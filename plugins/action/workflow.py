@@ -58,11 +58,8 @@ WORKFLOW_ARGUMENT_SPEC = dict(
     lock_table=dict(type="str"),
     lock_bucket=dict(type="str"),
     lock_key=dict(type="str"),
-    aws_profile=dict(type="str"),
 )
-# The AWS options under the names the rest of the collection uses; `profile`
-# here is the stack's profile, so the AWS one is only `aws_profile`.
-WORKFLOW_ARGUMENT_SPEC.update({k: v for k, v in AWS_ARGUMENT_SPEC.items() if k != "profile"})
+WORKFLOW_ARGUMENT_SPEC.update(AWS_ARGUMENT_SPEC)
 
 
 class StepFailed(Exception):

@@ -14,12 +14,14 @@ options:
       - When not set, the C(AWS_REGION) or C(AWS_DEFAULT_REGION) environment variable or the profile's region is used.
     type: str
     aliases: [aws_region]
-  profile:
+  aws_profile:
     description:
       - A named profile from the AWS shared configuration and credentials files.
       - Cannot be used together with O(access_key) and O(secret_key).
+      - Named C(aws_profile), not C(profile), because C(profile) is a stack's profile
+        throughout the collection; C(module_defaults) for C(group/guardrail.ecs.aws)
+        set it under this name.
     type: str
-    aliases: [aws_profile]
   access_key:
     description:
       - AWS access key ID. When not set, the usual boto3 credential chain is used

@@ -24,10 +24,6 @@ options:
       - This is the lock's profile; the AWS named profile is O(aws_profile).
     type: str
     required: true
-    aliases: []
-  aws_profile:
-    description: A named profile from the AWS shared configuration and credentials files.
-    type: str
   backend:
     description: Where the lock is kept.
     type: str
@@ -95,8 +91,7 @@ class LookupModule(LookupBase):
         if terms:
             raise AnsibleError("the run_lock lookup takes no terms: pass stack= and profile=")
         self.set_options(var_options=variables, direct=kwargs)
-        options = {name: self.get_option(name) for name in aws.AWS_ARGUMENT_SPEC if name != "profile"}
-        options["profile"] = self.get_option("aws_profile")
+        options = aws.aws_options({name: self.get_option(name) for name in aws.AWS_ARGUMENT_SPEC})
         try:
             backend = get_backend(self.get_option("backend"), repo_path=self.get_option("repo_path") or os.getcwd(),
                                   remote=self.get_option("remote"), table=self.get_option("table"),

@@ -21,13 +21,13 @@ BOTO3_IMPORT_ERROR = None if HAS_BOTO3 else ImportError("No module named 'boto3'
 # The argument spec matching doc fragment guardrail.ecs.aws.
 AWS_ARGUMENT_SPEC = dict(
     region=dict(type="str", aliases=["aws_region"]),
-    profile=dict(type="str", aliases=["aws_profile"]),
+    aws_profile=dict(type="str"),
     access_key=dict(type="str", aliases=["aws_access_key_id"], no_log=False),
     secret_key=dict(type="str", aliases=["aws_secret_access_key"], no_log=True),
     session_token=dict(type="str", aliases=["aws_session_token"], no_log=True),
     endpoint_url=dict(type="str", aliases=["aws_endpoint_url"]),
 )
-AWS_MUTUALLY_EXCLUSIVE = [["profile", "access_key"], ["profile", "secret_key"]]
+AWS_MUTUALLY_EXCLUSIVE = [["aws_profile", "access_key"], ["aws_profile", "secret_key"]]
 AWS_REQUIRED_TOGETHER = [["access_key", "secret_key"]]
 
 THROTTLING_CODES = frozenset((
@@ -50,8 +50,13 @@ class AWSError(Exception):
 
 
 def aws_options(params):
-    """The AWS connection options out of a module's or plugin's parameters."""
-    return {key: params.get(key) for key in AWS_ARGUMENT_SPEC}
+    """The AWS connection options out of a module's or plugin's parameters.
+
+    The option is `aws_profile` because `profile` names a stack's profile across
+    the collection; here it becomes the session's `profile`."""
+    options = {key: params.get(key) for key in AWS_ARGUMENT_SPEC if key != "aws_profile"}
+    options["profile"] = params.get("aws_profile")
+    return options
 
 
 def session(options):

@@ -35,12 +35,6 @@ options:
       - This is the lock's profile, not an AWS profile; the AWS named profile is O(aws_profile).
     type: str
     required: true
-    aliases: []
-  aws_profile:
-    description:
-      - A named profile from the AWS shared configuration and credentials files.
-      - Cannot be used together with O(access_key) and O(secret_key).
-    type: str
   state:
     description:
       - V(acquired) takes the lock, V(released) gives it back (only its owner may),
@@ -205,11 +199,9 @@ from ansible_collections.guardrail.ecs.plugins.module_utils.run_lock import (
 
 def argument_spec():
     spec = copy.deepcopy(aws.AWS_ARGUMENT_SPEC)
-    spec.pop("profile")
     spec.update(
         stack=dict(type="str", required=True),
         profile=dict(type="str", required=True),
-        aws_profile=dict(type="str"),
         state=dict(type="str", default="acquired", choices=["acquired", "released", "absent", "query"]),
         backend=dict(type="str", default="git", choices=["git", "dynamodb", "s3"]),
         owner=dict(type="str"),
@@ -227,8 +219,7 @@ def argument_spec():
 
 
 def backend_from(params):
-    options = {name: params.get(name) for name in aws.AWS_ARGUMENT_SPEC if name != "profile"}
-    options["profile"] = params.get("aws_profile")
+    options = aws.aws_options(params)
     return get_backend(params["backend"], repo_path=params["repo_path"], remote=params["remote"],
                        table=params["table"], key=params["key"], bucket=params["bucket"], **options)
 

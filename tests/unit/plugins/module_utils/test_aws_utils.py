@@ -61,5 +61,8 @@ def test_other_errors_carry_the_code_and_are_not_retried():
 
 def test_options_are_read_from_the_shared_spec():
     params = {key: f"v-{key}" for key in aws.AWS_ARGUMENT_SPEC}
-    params["stack"] = "alpha"
-    assert aws.aws_options(params) == {key: f"v-{key}" for key in aws.AWS_ARGUMENT_SPEC}
+    params["profile"] = "prod"  # a stack's profile, never the AWS one
+    options = aws.aws_options(params)
+    assert options["profile"] == "v-aws_profile"
+    assert options["endpoint_url"] == "v-endpoint_url"
+    assert "aws_profile" not in options
