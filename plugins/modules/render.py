@@ -44,23 +44,11 @@ options:
     description: The stack repository.
     type: path
     required: true
-  stacks_dir:
-    description: Directory of the stacks, relative to O(repo_path).
-    type: str
-    default: stacks
-  profiles_dir:
-    description: Directory of the profiles, relative to O(repo_path).
-    type: str
-    default: profiles
   dest:
     description:
       - Output directory relative to O(repo_path) (default C(.dist/<profile>/<stack>)).
       - Must lie inside O(repo_path) and outside the templates; its stale files are removed.
     type: str
-  vars:
-    description: Template variables on top of the profile's configuration.
-    type: dict
-    default: {}
 attributes:
   check_mode:
     support: full
@@ -75,7 +63,8 @@ attributes:
   action:
     support: full
     description: Implemented as an action plugin.
-extends_documentation_fragment: []
+extends_documentation_fragment:
+  - guardrail.ecs.stack_layout
 seealso:
   - module: guardrail.ecs.workflow
   - plugin: guardrail.ecs.profile

@@ -30,6 +30,8 @@ description:
     run is no change, so a run that finds nothing to do reports C(changed=false).
 author:
   - guardrail.ecs maintainers (@guardrail-ecs)
+extends_documentation_fragment:
+  - guardrail.ecs.stack_layout
 options:
   stack:
     description: The stack, a directory under O(stacks_dir); also the first half of the lock key.
@@ -57,21 +59,9 @@ options:
       - In check mode a tofu command plans only and an argument list does not run.
     type: raw
     default: apply
-  stacks_dir:
-    description: Directory of the stacks, relative to O(repo_path).
-    type: str
-    default: stacks
-  profiles_dir:
-    description: Directory of the profiles, relative to O(repo_path).
-    type: str
-    default: profiles
   dest:
     description: The rendered directory relative to O(repo_path) (default C(.dist/<profile>/<stack>)).
     type: str
-  vars:
-    description: Template variables on top of the profile's configuration.
-    type: dict
-    default: {}
   binary:
     description: The tofu executable (default C(tofu) when on E(PATH), else C(terraform)).
     type: str
