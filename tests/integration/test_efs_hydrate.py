@@ -321,12 +321,17 @@ def test_without_root_owner_and_modes_apply_and_the_copy_completes():
     try:
         work.chmod(0o777)
         src = make_tree(work / "src", files=30)
-        subprocess.run(["chmod", "-R", "a+rX", str(work / "src")], check=True, timeout=30)
+        # The checkout may sit in a directory only root can enter (a clone in a
+        # mktemp directory): give the unprivileged user its own copy of the plugins.
+        plugins = work / "collections" / "ansible_collections" / "guardrail" / "ecs" / "plugins"
+        shutil.copytree(ROOT / "plugins", plugins, ignore=shutil.ignore_patterns("__pycache__"))
+        subprocess.run(["chmod", "-R", "a+rX", str(work / "src"), str(work / "collections")],
+                       check=True, timeout=30)
         code = ("import json, sys\n"
                 "from ansible_collections.guardrail.ecs.plugins.module_utils.efs_hydrate import hydrate\n"
                 "print(json.dumps(hydrate(sys.argv[1], sys.argv[2], dir_mode='0750', file_mode='0440')))\n")
         proc = subprocess.run(
-            ["runuser", "-u", "nobody", "--", "env", f"PYTHONPATH={ROOT / '.cache' / 'collections'}",
+            ["runuser", "-u", "nobody", "--", "env", f"PYTHONPATH={work / 'collections'}",
              "/usr/bin/python3", "-c", code, str(src), str(work / "dest")],
             capture_output=True, text=True, timeout=120, check=False)
         assert proc.returncode == 0, proc.stderr

@@ -208,15 +208,18 @@ def test_without_root():
     try:
         work.chmod(0o777)
         src = make_tree(work / "src", files=10)
-        subprocess.run(["chmod", "-R", "a+rX", str(src)], check=True, timeout=30)
+        # The checkout may sit in a directory only root can enter: run a copy.
+        script = work / "hydrate-entrypoint.sh"
+        shutil.copyfile(SCRIPT, script)
+        subprocess.run(["chmod", "-R", "a+rX", str(src), str(script)], check=True, timeout=30)
         base = ["runuser", "-u", "nobody", "--", "env", "PATH=/usr/bin:/bin",
                 f"GUARDRAIL_HYDRATE_SRC={src}", f"GUARDRAIL_HYDRATE_DEST={work / 'dest'}"]
-        refused = subprocess.run([*base, "GUARDRAIL_HYDRATE_DIR_MODE=0555", "sh", str(SCRIPT), "true"],
+        refused = subprocess.run([*base, "GUARDRAIL_HYDRATE_DIR_MODE=0555", "sh", str(script), "true"],
                                  capture_output=True, text=True, timeout=120, check=False)
         assert refused.returncode == 70 and "must let the owner write" in refused.stderr
         assert not (work / "dest").exists()
         done = subprocess.run([*base, "GUARDRAIL_HYDRATE_DIR_MODE=0750", "GUARDRAIL_HYDRATE_FILE_MODE=0440",
-                               "sh", str(SCRIPT), "echo", "ran"],
+                               "sh", str(script), "echo", "ran"],
                               capture_output=True, text=True, timeout=120, check=False)
         assert done.returncode == 0 and done.stdout == "ran\n", done.stderr
         assert (work / "dest" / "d0").stat().st_mode & 0o7777 == 0o750
