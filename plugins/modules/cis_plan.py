@@ -30,8 +30,22 @@ options:
   benchmark:
     description: Which benchmark's ids to use.
     type: str
-    choices: [al2023, al2]
+    choices: [al2023, al2, debian12]
     required: true
+  extra:
+    description:
+      - Site controls appended to the catalogue, rows of the same shape. An id the catalogue already has for
+        the benchmark is refused (change that control with O(overrides)).
+    type: list
+    elements: dict
+  overrides:
+    description:
+      - Per control id of the benchmark, the fields to change - C(title), C(level), C(kind), C(settings),
+        C(not_applicable), C(waived), C(waived_by). C(settings) is merged key by key (mappings recursively,
+        lists replaced); the other fields are replaced.
+      - The catalogue with O(extra) and O(overrides) merged in is validated before anything is picked; an error
+        names the row (where it comes from, its index and id) and the field.
+    type: dict
   level:
     description: The profile, Level 1 or Level 2 server (Level 2 includes Level 1).
     type: int
@@ -54,6 +68,11 @@ tables:
   returned: always
   type: dict
   sample: {sysctl: [{id: "3.3.8", settings: {net.ipv4.tcp_syncookies: 1}}], lines: [], files: [], services: [], scan: []}
+benchmark:
+  description: The benchmark of the run, with the name and version its ids come from.
+  returned: always
+  type: dict
+  sample: {id: debian12, name: CIS Debian Linux 12 Benchmark, version: v1.1.0}
 decided:
   description: Results decided on the controller (turned off, not applicable).
   returned: always
