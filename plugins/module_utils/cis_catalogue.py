@@ -13,6 +13,7 @@ A catalogue entry::
     not_applicable: ""                                       # a reason makes the control not_applicable
     waived: ""                                               # a reason makes the control waived
     waived_by: cis_hardening_keep_ip_forward
+    check_only: ""                                           # a reason: evaluated, never changed
 
 A control missing from a benchmark's ids is not part of that benchmark. Site
 controls (``extra``) are appended and per-id ``overrides`` are merged in before
@@ -45,10 +46,11 @@ _FIELDS = {
     "not_applicable": "reason",
     "waived": "reason",
     "waived_by": "reason",
+    "check_only": "reason",
 }
 _PER_BENCHMARK = ("id", "title", "level")
 # What an override may change (never the id: that is how it finds its row).
-OVERRIDE_FIELDS = ("title", "level", "kind", "settings", "not_applicable", "waived", "waived_by")
+OVERRIDE_FIELDS = ("title", "level", "kind", "settings", "not_applicable", "waived", "waived_by", "check_only")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # The one key each kind's settings cannot do without (any of them).
 _REQUIRED_SETTINGS = {
@@ -265,6 +267,8 @@ def select(catalogue, benchmark, level, toggles=None, run_tags=None, skip_tags=N
             "kind": kind,
             "tags": tags,
         }
+        if entry.get("check_only"):
+            meta["check_only"] = str(entry["check_only"])
         controls.append(meta)
         if toggles.get(control_id) is False:
             decided.append({"id": control_id, "status": "waived", "evidence": "not evaluated",
@@ -281,6 +285,8 @@ def select(catalogue, benchmark, level, toggles=None, run_tags=None, skip_tags=N
         if entry.get("waived"):
             row["waived"] = "%s (variable: %s)" % (entry["waived"], entry["waived_by"]) \
                 if entry.get("waived_by") else str(entry["waived"])
+        if entry.get("check_only"):
+            row["audit_only"] = True
         tables[kind].append(row)
     for kind in KINDS:
         tables[kind].sort(key=lambda r: _sort_key(r["id"]))
@@ -307,6 +313,8 @@ def merge(controls, results):
         row["status"] = result["status"]
         row["evidence"] = result.get("evidence", "")
         row["reason"] = result.get("reason", "")
+        if not row["reason"] and meta.get("check_only") and row["status"] != "not_applicable":
+            row["reason"] = "check only: " + meta["check_only"]
         for key in ("before", "after"):
             if result.get(key):
                 row[key] = str(result[key])
