@@ -85,7 +85,7 @@ def tags_for(control_id, level, kind):
 
 
 def _sort_key(control_id):
-    return [int(part) if part.isdigit() else part for part in control_id.split(".")]
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in control_id.split(".")]
 
 
 def _label(source, index, row, benchmark=None):
@@ -335,4 +335,4 @@ def summary(rows):
         per = sections.setdefault(row["section"], {})
         per[row["status"]] = per.get(row["status"], 0) + 1
     return {"total": len(rows), "statuses": statuses,
-            "sections": {k: sections[k] for k in sorted(sections, key=lambda s: int(s) if s.isdigit() else 0)}}
+            "sections": {k: sections[k] for k in sorted(sections, key=lambda s: (0, int(s), "") if s.isdigit() else (1, 0, s))}}

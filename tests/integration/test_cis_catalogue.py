@@ -27,11 +27,11 @@ PLAYBOOK = """
 """
 
 
-def plan(tmp_path, platform, **extra):
+def plan(tmp_path, platform, expect_rc=0, **extra):
     book = tmp_path / "plan.yml"
     book.write_text(PLAYBOOK % {"role": ROLE, "platform": platform})
     rc, result, err = run_playbook(book, extra_vars=dict({"cis_hardening_level": 2}, **extra), cwd=tmp_path)
-    assert rc == 0, json.dumps(result)[-3000:] + err[-2000:]
+    assert rc == expect_rc, json.dumps(result)[-3000:] + err[-2000:]
     return result["plays"][0]["tasks"][0]["hosts"]["localhost"]
 
 
@@ -137,3 +137,35 @@ def test_a_value_set_once_reaches_every_row(tmp_path):
     minlen = [i for table in (al2["4.4.2.2.3"], al2023["4.5.1"], debian["5.3.3.2.2"]) for i in table["lines"]
               if i.get("key") == "minlen"]
     assert len(minlen) == 3 and {int(i["value"]) for i in minlen} == {16}
+
+
+SITE_CONTROL = {"id": "site.1", "title": "Ensure the team banner is in place", "level": 1, "kind": "files",
+                "settings": {"files": [{"path": "/etc/motd", "content": "{{ cis_hardening_banner }}"}]}}
+
+
+def test_site_controls_and_overrides_through_role_variables(tmp_path):
+    planned = plan(tmp_path, "Debian-12", cis_hardening_catalogue_extra=[SITE_CONTROL], cis_hardening_overrides={
+        "5.1.6": {"settings": {"lines": [{"path": "/etc/ssh/sshd_config.d/00-cis-hardening.conf", "key": "Ciphers",
+                                          "value": "aes256-gcm@openssh.com"}]}},
+        "3.2.1": {"waived": "no DCCP in this kernel build", "waived_by": "cis_hardening_overrides"},
+        "1.1.1.7": {"level": 1}})
+    by_id = rows(planned)
+    assert by_id["site.1"]["files"][0]["content"].startswith("Authorized uses only")
+    assert by_id["5.1.6"]["lines"][0]["value"] == "aes256-gcm@openssh.com"
+    assert "no DCCP" in by_id["3.2.1"]["waived"]
+    levels = {c["id"]: c["level"] for c in planned["controls"]}
+    assert levels["1.1.1.7"] == 1 and levels["site.1"] == 1
+
+
+@pytest.mark.parametrize("extra,message", [
+    ({"cis_hardening_catalogue_extra": [dict(SITE_CONTROL, level=3)]},
+     "cis_hardening_catalogue_extra row 0 (id site.1): field level must be 1 or 2, not 3"),
+    ({"cis_hardening_overrides": {"5.1.6": {"setting": {}}}},
+     "cis_hardening_overrides 5.1.6: field setting cannot be overridden"),
+    ({"cis_hardening_overrides": {"4.2.7": {"level": 1}}},
+     "cis_hardening_overrides: 4.2.7 is not a control of the debian12 catalogue"),
+])
+def test_a_bad_extension_names_the_row_and_field(tmp_path, extra, message):
+    result = plan(tmp_path, "Debian-12", expect_rc=2, **extra)
+    assert result["failed"] and message in result["msg"]
+    assert "tables" not in result
