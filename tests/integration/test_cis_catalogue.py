@@ -128,6 +128,8 @@ def test_check_only_controls_are_remediated_or_say_why(al2023):
     assert sorted(set(listed) - set(remediated) - set(explained) - set(not_applicable)) == []
     assert {"1.2.2", "1.3.2", "1.9", "2.2.15", "4.2.14", "4.4.2", "4.5.3", "4.6.4"} <= set(remediated) | set(not_applicable)
     assert by_id["4.4.2"]["kind"] == "pam" and by_id["4.4.2"]["modules"] == ["faillock"]
+    # A cron line mentioning aide is not a check unless AIDE runs.
+    assert by_id["1.3.2"]["lines"][0]["command"] == ["/usr/sbin/aide", "--version"]
 
 
 def test_a_value_set_once_reaches_every_row(tmp_path):
