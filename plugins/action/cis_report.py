@@ -98,8 +98,8 @@ class ActionModule(ActionBase):
         json_path = os.path.join(report_dir, host + ".json")
         html_path = os.path.join(report_dir, host + ".html")
         _write(json_path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
-        _write(html_path, env.get_template("report.html.j2").render(report=doc, statuses=STATUSES,
-                                                                      rows=sorted(rows, key=_order)))
+        page = env.get_template("report.html.j2").render(report=doc, statuses=STATUSES, rows=sorted(rows, key=_order))
+        _write(html_path, page)
         fleet = []
         for path in sorted(glob.glob(os.path.join(report_dir, "*.json"))):
             try:
