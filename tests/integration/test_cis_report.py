@@ -119,6 +119,8 @@ EVIDENCE_PLAYBOOK = """
          settings: {files: [{path: /etc/passwd, mode: "0644"}]}}
       - {id: {debian12: "7.2.2"}, title: Ensure /etc/shadow password fields are not empty, level: 1, kind: scan,
          check_only: the owner locks accounts, settings: {check: accounts, test: empty_password}}
+      - {id: {debian12: "6.1.3.4"}, title: Ensure rsyslog log file creation mode is configured, level: 1, kind: lines,
+         settings: {lines: [{path: /y, line: $FileCreateMode 0640}]}}
   tasks:
     - name: Plan
       guardrail.ecs.cis_plan:
@@ -134,6 +136,7 @@ EVIDENCE_PLAYBOOK = """
             - {id: "5.1.20", status: fixed, evidence: "/x: PermitRootLogin", before: "PermitRootLogin yes", after: "PermitRootLogin no"}
             - {id: "7.1.1", status: fixed, evidence: "was /etc/passwd 0666 root:root; now /etc/passwd 0644 root:root"}
             - {id: "7.2.2", status: failed, evidence: "empty password: <svc>"}
+            - {id: "6.1.3.4", status: fixed, evidence: "/y: $FileCreateMode 0640: missing"}
         report_dir: "{{ report_dir }}"
         host: "{{ inventory_hostname }}"
         benchmark: debian12
@@ -188,16 +191,19 @@ def test_html_report_is_audit_evidence(tmp_path):
     parsed.feed(html)
     # Failures first, then fixed, then pass.
     assert [(r["id"], r["status"]) for r in parsed.rows] == [
-        ("rule-7.2.2", "failed"), ("rule-5.1.20", "fixed"), ("rule-7.1.1", "fixed"), ("rule-1.1.1.1", "pass")]
+        ("rule-7.2.2", "failed"), ("rule-5.1.20", "fixed"), ("rule-6.1.3.4", "fixed"), ("rule-7.1.1", "fixed"),
+        ("rule-1.1.1.1", "pass")]
     rows = {r["id"]: r for r in parsed.rows}
     assert "check only: the owner locks accounts" in rows["rule-7.2.2"]["cells"][6]
     assert "empty password: <svc>" in rows["rule-7.2.2"]["cells"][5]  # escaped text, read back as text
     # A fixed control shows what the host had and what it has.
     assert rows["rule-5.1.20"]["cells"][5][-4:] == ["before", "PermitRootLogin yes", "after", "PermitRootLogin no"]
     assert rows["rule-7.1.1"]["cells"][5][-4:] == ["before", "/etc/passwd 0666 root:root", "after", "/etc/passwd 0644 root:root"]
+    # Without them the page says so rather than passing the observation off as the result.
+    assert "before" not in rows["rule-6.1.3.4"]["cells"][5] and "recorded no before and after" in " ".join(rows["rule-6.1.3.4"]["cells"][5])
     # Filters: a box per status, the sections, a search field.
     assert sorted(i["value"] for i in parsed.inputs if i.get("name") == "status") == sorted(STATUSES)
-    assert parsed.options == ["", "1", "5", "7"] and [r["section"] for r in parsed.rows] == ["7", "5", "7", "1"]
+    assert parsed.options == ["", "1", "5", "6", "7"] and [r["section"] for r in parsed.rows] == ["7", "5", "6", "7", "1"]
     assert any(i.get("type") == "search" for i in parsed.inputs)
     # One self-contained file: no stylesheet, script or image fetched from anywhere.
     assert not [a for t, a in parsed.tags if t in ("link", "img", "iframe") or (t == "script" and "src" in a)]
