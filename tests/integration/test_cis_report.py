@@ -208,3 +208,54 @@ def test_html_report_is_audit_evidence(tmp_path):
     # One self-contained file: no stylesheet, script or image fetched from anywhere.
     assert not [a for t, a in parsed.tags if t in ("link", "img", "iframe") or (t == "script" and "src" in a)]
     assert not re.search(r"""(src|href)=["']?(https?:)?//|@import|url\(""", html)
+
+
+# The page's own script, run by node against the rows of the rendered page: the filters hide
+# exactly the rows they should. The stand-in document has only what the script touches.
+FILTER_HARNESS = r"""
+const page = JSON.parse(require("fs").readFileSync(0, "utf8"));
+const handlers = [];
+const boxes = page.statuses.map((value) => ({ value, checked: true }));
+const section = { value: "" }, search = { value: "" }, shown = { textContent: "" };
+const rows = page.rows.map((r) => ({ dataset: { status: r.status, section: r.section }, textContent: r.text, hidden: false,
+  classList: { toggle(name, on) { if (name === "hidden") { this.owner.hidden = on; } } } }));
+rows.forEach((row) => { row.classList.owner = row; });
+const form = { querySelectorAll: () => boxes, addEventListener: (kind, fn) => handlers.push(fn) };
+global.document = {
+  getElementById: (id) => ({ filters: form, section, search, shown }[id]),
+  querySelectorAll: (selector) => (selector === "#controls tbody tr" ? rows : []),
+};
+eval(page.script);
+const visible = () => rows.map((row, i) => [page.rows[i].id, !row.hidden]).filter((x) => x[1]).map((x) => x[0]);
+const out = { initial: visible() };
+boxes.find((b) => b.value === "fixed").checked = false; handlers.forEach((fn) => fn());
+out.no_fixed = visible(); out.shown = shown.textContent;
+boxes.forEach((b) => { b.checked = true; }); section.value = "7"; handlers.forEach((fn) => fn());
+out.section7 = visible();
+section.value = ""; search.value = "PermitRootLogin   yes"; handlers.forEach((fn) => fn());
+out.search = visible();
+process.stdout.write(JSON.stringify(out));
+"""
+
+
+def test_html_filters_hide_the_rows_they_should(tmp_path):
+    book = tmp_path / "play.yml"
+    book.write_text(EVIDENCE_PLAYBOOK % TEMPLATES)
+    proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", "deb-1,", str(book), "-e",
+                           json.dumps({"report_dir": str(tmp_path / "reports")})],
+                          cwd=tmp_path, env=ansible_env(), capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    html = (tmp_path / "reports" / "deb-1.html").read_text()
+    parsed = _Rows()
+    parsed.feed(html)
+    page = {"statuses": list(STATUSES), "script": re.search(r"<script>(.*?)</script>", html, re.S).group(1),
+            "rows": [{"id": r["id"][len("rule-"):], "status": r["status"], "section": r["section"],
+                      "text": " ".join(" ".join(cell) for cell in r["cells"])} for r in parsed.rows]}
+    node = subprocess.run(["node", "-e", FILTER_HARNESS], input=json.dumps(page), capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert node.returncode == 0, node.stderr
+    seen = json.loads(node.stdout)
+    assert seen["initial"] == ["7.2.2", "5.1.20", "6.1.3.4", "7.1.1", "1.1.1.1"]
+    assert seen["no_fixed"] == ["7.2.2", "1.1.1.1"] and seen["shown"] == "2 of 5 shown"
+    assert seen["section7"] == ["7.2.2", "7.1.1"]
+    assert seen["search"] == ["5.1.20"]
