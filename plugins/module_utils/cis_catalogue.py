@@ -136,21 +136,16 @@ def validate_row(row, source, index, benchmark=None):
         if field not in row:
             continue
         value = row[field]
-        if field in _PER_BENCHMARK and isinstance(value, dict):
-            for name, one in value.items():
-                if field == "id" and one in (None, ""):
-                    continue
-                problem = _check_value(check, one)
-                if problem:
-                    raise CatalogueError("%s: field %s.%s %s" % (label, field, name, problem))
-                if field == "id" and not _ID.match(one):
-                    raise CatalogueError("%s: field id.%s %r is not a control id (letters, digits, '.', '_', '-')" % (label, name, one))
-            continue
-        problem = _check_value(check, value)
-        if problem:
-            raise CatalogueError("%s: field %s %s" % (label, field, problem))
-        if field == "id" and not _ID.match(value):
-            raise CatalogueError("%s: field id %r is not a control id (letters, digits, '.', '_', '-')" % (label, value))
+        per_benchmark = field in _PER_BENCHMARK and isinstance(value, dict)
+        for name, one in (value.items() if per_benchmark else [(None, value)]):
+            if per_benchmark and field == "id" and one in (None, ""):
+                continue
+            where = "%s.%s" % (field, name) if per_benchmark else field
+            problem = _check_value(check, one)
+            if not problem and field == "id" and not _ID.match(one):
+                problem = "%r is not a control id (letters, digits, '.', '_', '-')" % one
+            if problem:
+                raise CatalogueError("%s: field %s %s" % (label, where, problem))
     settings = row.get("settings")
     if settings is None and not row.get("not_applicable"):
         raise CatalogueError("%s: field settings is required" % label)
