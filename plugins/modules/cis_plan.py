@@ -12,7 +12,7 @@ short_description: Pick the CIS controls of a run from a catalogue
 version_added: 0.1.0
 description:
   - Runs on the controller only (no remote execution). Splits a control catalogue into one table per module
-    kind (C(sysctl), C(lines), C(files), C(services), C(scan)) for the benchmark and level.
+    kind (C(sysctl), C(lines), C(files), C(services), C(scan), C(pam)) for the benchmark and level.
   - A variable C(cis_hardening_rule_<id with underscores>) set to false turns a control off; it is then
     reported C(waived) with that variable as the reason.
   - Honours C(--tags) and C(--skip-tags) per control, although the tasks that carry the tables are tagged
@@ -67,7 +67,7 @@ tables:
   description: The rows for each module kind.
   returned: always
   type: dict
-  sample: {sysctl: [{id: "3.3.8", settings: {net.ipv4.tcp_syncookies: 1}}], lines: [], files: [], services: [], scan: []}
+  sample: {sysctl: [{id: "3.3.8", settings: {net.ipv4.tcp_syncookies: 1}}], lines: [], files: [], services: [], scan: [], pam: []}
 benchmark:
   description: The benchmark of the run, with the name and version its ids come from.
   returned: always
