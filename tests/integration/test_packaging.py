@@ -136,3 +136,43 @@ def test_release_writes_the_changelog_for_the_galaxy_version(tmp_path):
     again = subprocess.run([str(copy / "scripts" / "release")], cwd=copy, env=env, capture_output=True, text=True,
                            check=False)
     assert again.returncode != 0 and "already in changelogs/changelog.yaml" in again.stderr
+
+
+@pytest.fixture
+def nobody_dir():
+    """A directory the user nobody owns and can reach (pytest's tmp_path is private to root)."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="guardrail-bootstrap-"))
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+def test_bootstrap_as_another_user_prints_the_apt_command(nobody_dir):
+    """scripts/bootstrap run by an unprivileged user on a machine without the
+    system packages: it stops before touching anything and prints the exact
+    command to run as root."""
+    import shutil
+
+    tmp_path = nobody_dir
+    checkout = tmp_path / "checkout"
+    (checkout / "scripts").mkdir(parents=True)
+    shutil.copy(ROOT / "scripts" / "bootstrap", checkout / "scripts" / "bootstrap")
+    shutil.copy(ROOT / "requirements-dev.txt", checkout / "requirements-dev.txt")
+    bin_dir = tmp_path / "bin"  # a machine with the basics only: no podman, git, debootstrap...
+    bin_dir.mkdir()
+    for tool in ("bash", "dirname", "mkdir", "flock", "id", "cat", "sha256sum", "cut", "python3", "rm", "touch", "ln"):
+        os.symlink("/usr/bin/python3" if tool == "python3" else shutil.which(tool), bin_dir / tool)
+    shutil.chown(tmp_path, "nobody")
+    shutil.chown(checkout, "nobody")
+    shutil.chown(checkout / "scripts", "nobody")
+    proc = subprocess.run([shutil.which("runuser"), "-u", "nobody", "--", str(bin_dir / "bash"), "scripts/bootstrap"],
+                          cwd=checkout, env={"PATH": str(bin_dir), "HOME": str(tmp_path)}, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "missing system commands: podman runc debootstrap iptables git busybox shellcheck" in proc.stderr
+    assert ("sudo sh -c 'apt-get update && apt-get install -y podman runc debootstrap iptables git busybox "
+            "uidmap shellcheck python3-venv'") in proc.stderr, proc.stderr
+    assert not (checkout / ".venv").exists(), "nothing is installed before the system packages are there"
