@@ -207,5 +207,3 @@ def test_examples_run_as_written(plugin, world):
     failed = {k: v.get("msg") for k, v in results.items() if v.get("failed")}
     assert not failed, f"{plugin}: {failed}"
     check(world, results)
-
-
