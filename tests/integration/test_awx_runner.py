@@ -296,7 +296,7 @@ def test_tofu_change_options_reach_the_workflow(git_repo, tmp_path):
     import shutil
     from conftest import git
 
-    clone, _ = git_repo
+    clone = git_repo[0]
     remotes = tofu_repo(tmp_path, clone)
     extravars = {
         "stack": "alpha", "profile": "prod", "repo_path": str(clone),
@@ -336,7 +336,7 @@ def test_tofu_change_limits_reach_the_workflow(git_repo, tmp_path):
     (or passes) only when the option arrived."""
     from conftest import git
 
-    clone, _ = git_repo
+    clone = git_repo[0]
     tofu_repo(tmp_path, clone)
     base = {"stack": "alpha", "profile": "prod", "repo_path": str(clone), "fetch": False,
             "stacks_dir": "tf/stacks", "profiles_dir": "tf/profiles"}
@@ -360,7 +360,7 @@ def test_tofu_change_aws_lock_options_reach_the_workflow(git_repo, tmp_path, mot
     import boto3
     from lock_helpers import TABLE, create_aws_resources
 
-    clone, _ = git_repo
+    clone = git_repo[0]
     tofu_repo(tmp_path, clone)
     create_aws_resources(moto)
     extravars = {"stack": "alpha", "profile": "prod", "repo_path": str(clone), "steps": "lock",
