@@ -123,11 +123,12 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     msg: "{{ alpha.counts }} -> {{ alpha.outputs }}"
 
-- name: Plan a destroy in another workspace
+- name: Plan a destroy in another workspace (in check mode destroy only plans)
   guardrail.ecs.tofu:
     project_path: "{{ repo }}/.dist/prod/alpha"
-    command: plan
+    command: destroy
     workspace: staging
+  check_mode: true
 """
 
 RETURN = r"""
