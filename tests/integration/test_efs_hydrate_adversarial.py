@@ -277,6 +277,7 @@ def test_file_swapped_for_a_symlink_during_a_forced_copy(lab):
                    timeout=30)
     subprocess.run(["chmod", "0600", *names], check=True, timeout=30)
     stop = lab.root / "stop"
+    lab.before = lab.snapshot()
     attacker = subprocess.Popen(
         ["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c",
          "import os, sys\n"
@@ -299,6 +300,8 @@ def test_file_swapped_for_a_symlink_during_a_forced_copy(lab):
         stop.touch()
         attacker.wait(timeout=60)
         stop.unlink()
+    assert any('"changed": true' in out for out in outputs) or any("changed while hydrating" in out
+                                                                    for out in outputs), outputs
     lab.assert_host_intact("".join(outputs))
 
 
@@ -324,7 +327,11 @@ def test_sparse_files_stay_sparse(lab, tool):
     assert rc == 0, out
     copied = os.stat(lab.dest / "sparse.img")
     assert copied.st_size == os.stat(big).st_size
-    assert copied.st_blocks * 512 < 1 << 20, f"{copied.st_blocks * 512} bytes allocated"
+    if tool.name == "busybox":
+        # busybox cp has no sparse copy: the script says so, naming the file.
+        assert "sparse files become full size" in out and "sparse.img" in out, out
+    else:
+        assert copied.st_blocks * 512 < 1 << 20, f"{copied.st_blocks * 512} bytes allocated"
     with open(lab.dest / "sparse.img", "rb") as f:
         assert f.read(4) == b"head"
         f.seek(256 << 20)
