@@ -337,8 +337,9 @@ ready_ok() { # staging: it holds a ready record that follows the protocol
     ! grep -v -x -E "format=$ready_format|overwrite=(true|false)|marker=\\{.*\\}|prune=.+" "$r" >/dev/null ||
         return 1
     [ "$(grep -c '^marker=' "$r")" = 1 ] && [ "$(grep -c '^overwrite=' "$r")" = 1 ] || return 1
-    ! grep -q '^prune=' "$r" ||
-        die "$dest/${1#./} holds a ready record with prune entries: only guardrail.ecs.efs_hydrate finishes it; run the module on this volume"
+    grep -q '^prune=' "$r" || return 0
+    release_lock
+    die "$dest/${1#./} holds a ready record with prune entries: only guardrail.ecs.efs_hydrate finishes it; run the module on this volume"
 }
 
 finish() { # staging: move a ready staging tree into place and mark dest hydrated
