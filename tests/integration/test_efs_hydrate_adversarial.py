@@ -336,3 +336,45 @@ def test_sparse_files_stay_sparse(lab, tool):
         assert f.read(4) == b"head"
         f.seek(256 << 20)
         assert f.read() == b"tail"
+
+
+@pytest.mark.parametrize("problem", ["unwritable dest", "unreadable file", "owner"])
+@pytest.mark.parametrize("which", ["module", "script"])
+def test_without_root_refusals_come_before_the_lock(lab, which, problem):
+    """As nobody, from copies of the plugins and the script (the checkout may be
+    closed to nobody): refused with a clear message, no lock and no staging."""
+    copies = lab.root / "copies"
+    plugins = copies / "ansible_collections" / "guardrail" / "ecs" / "plugins"
+    shutil.copytree(ROOT / "plugins", plugins, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copyfile(SCRIPT, copies / "hydrate-entrypoint.sh")
+    subprocess.run(["chmod", "-R", "a+rX", str(copies), str(lab.src)], check=True, timeout=30)
+    lab.before = lab.snapshot()
+    owner = None
+    if problem == "unwritable dest":
+        lab.dest.mkdir(mode=0o755)
+        expected = "not writable by uid"
+    elif problem == "unreadable file":
+        dest_for_nobody(lab)
+        (lab.src / "README.txt").chmod(0o600)
+        expected = "not readable by uid"
+    else:
+        dest_for_nobody(lab)
+        owner = "0"
+        expected = "needs root"
+    if which == "module":
+        code = ("import json, sys\n"
+                "from ansible_collections.guardrail.ecs.plugins.module_utils.efs_hydrate import "
+                "hydrate, HydrateError\n"
+                "try:\n    hydrate(sys.argv[1], sys.argv[2], owner=sys.argv[3] or None)\n"
+                "except HydrateError as exc:\n    sys.exit(str(exc))\n")
+        argv = ["env", f"PYTHONPATH={copies}", "/usr/bin/python3", "-c", code, str(lab.src), str(lab.dest),
+                owner or ""]
+    else:
+        argv = ["env", "PATH=/usr/bin:/bin", f"GUARDRAIL_HYDRATE_SRC={lab.src}",
+                f"GUARDRAIL_HYDRATE_DEST={lab.dest}", f"GUARDRAIL_HYDRATE_OWNER={owner or ''}",
+                "sh", str(copies / "hydrate-entrypoint.sh"), "true"]
+    proc = subprocess.run(["runuser", "-u", "nobody", "--", *argv], capture_output=True, text=True,
+                          timeout=120, check=False, cwd="/")
+    assert proc.returncode != 0 and expected in proc.stderr, proc.stderr
+    assert sorted(os.listdir(lab.dest)) == []
+    lab.assert_host_intact(proc.stdout + proc.stderr)

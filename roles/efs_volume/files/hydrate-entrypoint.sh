@@ -114,6 +114,12 @@ for mode in "$dir_mode" "$file_mode"; do
     esac
 done
 
+if [ "$(id -u)" != 0 ]; then
+    case $owner in
+        '' | "$(id -u)" | "$(id -un 2>/dev/null)") ;;
+        *) die "GUARDRAIL_HYDRATE_OWNER $owner needs root: this runs as uid $(id -u)" ;;
+    esac
+fi
 if [ -n "$dir_mode" ] && [ "$(id -u)" != 0 ]; then
     # Without root a directory its owner cannot write can be neither filled nor moved.
     owner_digit=${dir_mode%??}
@@ -159,7 +165,9 @@ bad=$(find "$src" \( -type b -o -type c -o -type p -o -type s \) -print | head -
 bad=$(find "$src" -name "*$nl*" -print | head -n 5)
 [ -z "$bad" ] || die "refusing the source: names with a newline"
 if [ "$uid" != 0 ]; then
-    bad=$(find "$src" \( \( -type f ! -perm -u=r \) -o \( -type d ! -perm -u=rx \) \) -print | head -n 5)
+    bad=$(find "$src" \( -type f -o -type d \) -exec sh -c 'for f; do
+        if [ -d "$f" ]; then [ -r "$f" ] && [ -x "$f" ]; else [ -r "$f" ]; fi || printf "%s\n" "$f"
+        done' readable {} + 2>&1 | head -n 5)
     [ -z "$bad" ] || die "refusing the source: not readable by uid $uid: $(echo "$bad" | tr '\n' ' ')"
 fi
 for name in "$marker_name" "$lock_name" "$lock_name.d" "$staging_prefix"* "$marker_name.tmp-"*; do
