@@ -494,6 +494,8 @@ class Policy:
         self.dir_mode = dir_mode
         self.file_mode = file_mode
         self.is_root = os.geteuid() == 0
+        # Owners, besides this uid and root, of a marker or lock file it accepts.
+        self.trusted = (uid,) if uid is not None else ()
 
     def mode(self, entry):
         if entry.kind == "dir":
@@ -553,17 +555,22 @@ def _refused(label, problem):
         "Another writer of the volume put it there; remove it after checking who did")
 
 
-def _owned_problem(st, kind_ok, kind_name):
+def _owned_problem(st, kind_ok, kind_name, trusted=()):
+    """Why `st` is not one of the hydrator's files: trusted owners are this
+    uid, root and `trusted` (the uid files are given to: an unprivileged run
+    as the application's user writes the marker as that user)."""
     if not kind_ok(st.st_mode):
         return f"is not a {kind_name}"
-    if st.st_uid not in (os.geteuid(), 0):
+    if st.st_uid not in (os.geteuid(), 0, *trusted):
         return f"is owned by uid {st.st_uid}"
+    if stat.S_ISREG(st.st_mode) and st.st_nlink != 1:
+        return f"has {st.st_nlink} hard links"
     if st.st_mode & 0o022:
         return f"is writable by others (mode {stat.S_IMODE(st.st_mode):04o})"
     return None
 
 
-def _open_own_file(dir_fd, name, flags, label, create_mode=0o644):
+def _open_own_file(dir_fd, name, flags, label, create_mode=0o644, trusted=()):
     """Opens one of the hydrator's own files below `dir_fd` without following
     a symlink or blocking on a FIFO; refuses it unless it is a regular file
     owned by this uid (or root) and writable by nobody else."""
@@ -576,7 +583,7 @@ def _open_own_file(dir_fd, name, flags, label, create_mode=0o644):
             raise _refused(label, "is not a regular file") from None
         raise
     st = os.fstat(fd)
-    problem = _owned_problem(st, stat.S_ISREG, "regular file")
+    problem = _owned_problem(st, stat.S_ISREG, "regular file", trusted)
     if problem:
         os.close(fd)
         raise _refused(label, problem)
@@ -611,8 +618,9 @@ class DestLock:
     The lock file stays: unlinking it would let a waiter lock an orphaned inode.
     It is opened relative to dest's descriptor, never through a symlink."""
 
-    def __init__(self, dest_fd, dest, timeout, poll=0.05):
+    def __init__(self, dest_fd, dest, timeout, poll=0.05, trusted=()):
         self.dest_fd = dest_fd
+        self.trusted = trusted
         self.path = os.path.join(dest, LOCK_FILE)
         self.timeout = timeout
         self.poll = poll
@@ -621,11 +629,12 @@ class DestLock:
     def __enter__(self):
         label = f"the lock file {self.path}"
         try:
-            fd, _ = _open_own_file(self.dest_fd, LOCK_FILE, os.O_RDWR | os.O_CREAT, label)
+            fd, _ = _open_own_file(self.dest_fd, LOCK_FILE, os.O_RDWR | os.O_CREAT, label,
+                                   trusted=self.trusted)
             writable = True
         except PermissionError:
             # Created by root: a read-only descriptor can still be flocked.
-            fd, _ = _open_own_file(self.dest_fd, LOCK_FILE, os.O_RDONLY, label)
+            fd, _ = _open_own_file(self.dest_fd, LOCK_FILE, os.O_RDONLY, label, trusted=self.trusted)
             writable = False
         deadline = time.monotonic() + self.timeout
         while True:
@@ -719,14 +728,15 @@ def _valid_marker(data):
     return True
 
 
-def read_marker(dest_fd, dest):
+def read_marker(dest_fd, dest, trusted=()):
     """The marker's record, or None when dest is not hydrated. Refuses a
     marker that is not the hydrator's (a symlink, a FIFO, another owner);
     never returns bytes that do not parse as a marker record."""
     if dest_fd is None:
         return None
     try:
-        fd, st = _open_own_file(dest_fd, MARKER, os.O_RDONLY, f"the marker {dest}/{MARKER}")
+        fd, st = _open_own_file(dest_fd, MARKER, os.O_RDONLY, f"the marker {dest}/{MARKER}",
+                                trusted=trusted)
     except FileNotFoundError:
         return None
     try:
@@ -1354,7 +1364,7 @@ def hydrate(src, dest, owner=None, group=None, dir_mode=None, file_mode=None,
 
     dest_fd = _open_dest(dest)
     try:
-        marker = read_marker(dest_fd, dest)
+        marker = read_marker(dest_fd, dest, policy.trusted)
         if marker is not None and not force:
             return done(marker=marker, digest=marker.get("digest"),
                         msg=f"{dest} is already hydrated (marker {MARKER})")
@@ -1377,9 +1387,9 @@ def hydrate(src, dest, owner=None, group=None, dir_mode=None, file_mode=None,
 
 def _locked_run(source, src, dest, dest_fd, policy, on_existing, force, prune, lock_timeout,
                 result, done):
-    with DestLock(dest_fd, dest, lock_timeout):
+    with DestLock(dest_fd, dest, lock_timeout, trusted=policy.trusted):
         recovered = recover(dest_fd, dest)
-        marker = read_marker(dest_fd, dest)
+        marker = read_marker(dest_fd, dest, policy.trusted)
         if recovered is not None:
             result.update(changed=True, seeded=True, recovered=True)
         if marker is not None and not force:

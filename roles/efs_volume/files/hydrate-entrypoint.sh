@@ -130,9 +130,10 @@ if [ -n "$dir_mode" ] && [ "$(id -u)" != 0 ]; then
 fi
 
 # The script's own names: regular files and directories it created, never links.
-own_file() { # path: a regular file owned by this uid or root that nobody else can write
+own_file() { # path: a regular file with one link, owned by this uid, root or OWNER, that nobody else can write
     [ ! -L "$1" ] && [ -f "$1" ] &&
-        [ -n "$(find "$1" -maxdepth 0 -type f \( -user 0 -o -user "$uid" \) ! -perm -020 ! -perm -002 -print 2>/dev/null)" ]
+        [ -n "$(find "$1" -maxdepth 0 -type f -links 1 \( -user 0 -o -user "$uid" -o -user "${owner:-0}" \) \
+            ! -perm -020 ! -perm -002 -print 2>/dev/null)" ]
 }
 own_staging() { # path: a staging directory this uid created (mode 0700)
     [ ! -L "$1" ] && [ -d "$1" ] &&
