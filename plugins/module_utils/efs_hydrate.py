@@ -168,7 +168,6 @@ def parse_s3_url(src):
     return bucket, key
 
 
-
 def check_src(src, dest):
     """Classifies src as ("s3", url) | ("dir", path) | ("archive", path)."""
     if not src:
@@ -211,7 +210,7 @@ def resolve_in_tree(link_path, links):
     (an absolute target, `..` above the root, or too many hops)."""
     hops = 0
     parts = [p for p in os.path.dirname(link_path).split("/") if p]
-    pending = [p for p in links[link_path].split("/")]
+    pending = links[link_path].split("/")
     if links[link_path].startswith("/"):
         return None
     while pending:
@@ -232,7 +231,7 @@ def resolve_in_tree(link_path, links):
         if hops > MAX_LINK_HOPS or target.startswith("/"):
             return None
         parts.pop()
-        pending = [p for p in target.split("/")] + pending
+        pending = target.split("/") + pending
     return "/".join(parts)
 
 
@@ -254,7 +253,6 @@ def _digest_listing(entries):
         h.update(f"{e.kind}\0{e.path}\0{e.size}\0{e.mtime_ns}\0{e.mode:o}\0{e.target or ''}\n"
                  .encode("utf-8", "surrogateescape"))
     return "sha256-listing:" + h.hexdigest()
-
 
 
 def scan_dir(root):
@@ -317,7 +315,6 @@ def _hash_file(path):
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return "sha256:" + h.hexdigest()
-
 
 
 def scan_archive(path):
@@ -509,8 +506,6 @@ class Policy:
         return uid, gid
 
 
-
-
 # ------------------------------------------------------- descriptors in dest
 
 def _open_dirs(root_fd, rel):
@@ -629,12 +624,12 @@ class DestLock:
     def __enter__(self):
         label = f"the lock file {self.path}"
         try:
-            fd, _ = _open_own_file(self.dest_fd, LOCK_FILE, os.O_RDWR | os.O_CREAT, label,
-                                   trusted=self.trusted)
+            fd = _open_own_file(self.dest_fd, LOCK_FILE, os.O_RDWR | os.O_CREAT, label,
+                                trusted=self.trusted)[0]
             writable = True
         except PermissionError:
             # Created by root: a read-only descriptor can still be flocked.
-            fd, _ = _open_own_file(self.dest_fd, LOCK_FILE, os.O_RDONLY, label, trusted=self.trusted)
+            fd = _open_own_file(self.dest_fd, LOCK_FILE, os.O_RDONLY, label, trusted=self.trusted)[0]
             writable = False
         deadline = time.monotonic() + self.timeout
         while True:
@@ -1161,7 +1156,6 @@ def make_plan(source, dest, policy, overwrite, prune):
                     elif d.is_dir(follow_symlinks=False):
                         stack.append(path)
     return result
-
 
 
 # ------------------------------------------------------------------ the run
