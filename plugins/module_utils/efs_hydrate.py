@@ -1318,7 +1318,7 @@ def _open_dest(dest):
         raise
 
 
-def _check_not_root(dest, policy):
+def _check_not_root(policy):
     """Early refusals without root: before the lock and staging exist."""
     if policy.is_root:
         return
@@ -1327,6 +1327,12 @@ def _check_not_root(dest, policy):
     if policy.gid is not None and policy.gid not in os.getgroups() and policy.gid != os.getegid():
         raise HydrateError(f"group {policy.gid} needs root or membership: this run is uid "
                            f"{os.geteuid()} (use become)")
+
+
+def _check_dest_writable(dest, policy):
+    """Without root, a dest this user cannot write is refused before the lock."""
+    if policy.is_root:
+        return
     existing = dest
     while not os.path.lexists(existing):
         existing = os.path.dirname(existing)
@@ -1347,7 +1353,7 @@ def hydrate(src, dest, owner=None, group=None, dir_mode=None, file_mode=None,
     kind = check_src(src, dest)[0]
     uid, gid = resolve_owner(owner, group)
     policy = Policy(uid, gid, parse_mode(dir_mode, "dir_mode"), parse_mode(file_mode, "file_mode"))
-    _check_not_root(dest, policy)
+    _check_not_root(policy)
     result = dict(changed=False, seeded=False, recovered=False, files=0, bytes=0, digest=None,
                   dest=dest, pruned=[], kept=[], marker=None)
 
@@ -1362,6 +1368,7 @@ def hydrate(src, dest, owner=None, group=None, dir_mode=None, file_mode=None,
         if marker is not None and not force:
             return done(marker=marker, digest=marker.get("digest"),
                         msg=f"{dest} is already hydrated (marker {MARKER})")
+        _check_dest_writable(dest, policy)
         with tempfile.TemporaryDirectory(prefix="guardrail-hydrate-") as workdir:
             # The whole source is validated before anything is written to dest.
             source = load_source(src, dest, aws_options, workdir if kind == "s3" else None)
