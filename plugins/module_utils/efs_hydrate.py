@@ -4,23 +4,30 @@
 """Seed a shared volume with an application's content exactly once.
 
 Plain Python, no AnsibleModule. The sequence that makes it safe under
-concurrency and crashes:
+concurrency and crashes (the on-disk protocol is written down once, in
+roles/efs_volume/PROTOCOL.md):
 
-1. Validate everything (paths, the whole source listing or archive) before
-   anything is written.
+1. Validate everything (paths, the whole source listing or archive, symlinks
+   by where they resolve) before anything is written.
 2. If the marker file is present, the volume is hydrated: done.
 3. Take an exclusive flock on a lock file inside dest (flock works across NFSv4
    clients), then look for the marker again: another host may have finished
    while this one waited.
-4. Deal with what a crashed run left: a staging directory that was fully
-   written and synced (it holds the ready file) is moved into place; any other
-   staging directory is removed.
+4. Deal with what a crashed run left: a staging directory this uid created
+   (mode 0700) that holds a valid ready record is moved into place; anything
+   else bearing a staging name is removed.
 5. Copy into a hidden staging directory on the same filesystem, set owner and
-   modes, sync the filesystem once, write the ready file, then rename the
+   modes, sync the filesystem once, write the ready record, then rename the
    entries into dest.
 6. Write the marker last (temp file, fsync, rename, fsync of dest).
 
 A crash before step 6 never leaves a marker, so the next run finishes the job.
+
+The volume is writable by others (every task that mounts it). Everything in
+dest is reached through directory descriptors opened with O_NOFOLLOW, owner
+and mode are set on opened descriptors, the lock, marker, staging and ready
+names are refused unless they are what this uid created, and nothing read
+from the volume is trusted for a path outside it.
 """
 from __future__ import annotations
 
@@ -40,16 +47,25 @@ import tarfile
 import tempfile
 import time
 import uuid
+from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 MARKER = ".guardrail-hydrated"
 LOCK_FILE = ".guardrail-hydrate.lock"
+LOCK_DIR = LOCK_FILE + ".d"
 STAGING_PREFIX = ".guardrail-staging-"
 READY_FILE = ".guardrail-ready"
+READY_TMP = ".guardrail-ready.tmp"
 MARKER_TMP_PREFIX = ".guardrail-hydrated.tmp-"
+READY_FORMAT = "guardrail-hydrate-ready 1"
+# Records read from the volume are never read past these sizes.
+MARKER_MAX = 64 << 10
+READY_MAX = 16 << 20
 # Names in dest that never make it "non-empty" and are never pruned.
-IGNORED_NAMES = frozenset(("lost+found", MARKER, LOCK_FILE))
+IGNORED_NAMES = frozenset(("lost+found", MARKER, LOCK_FILE, LOCK_DIR, LOCK_DIR + ".break"))
 ON_EXISTING_CHOICES = ("fail", "merge", "skip")
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+# Symlink hops followed while judging where a source symlink resolves.
+MAX_LINK_HOPS = 40
 
 # A dest equal to one of these is refused; so is anything below SYSTEM_TREES.
 SYSTEM_DIRS = frozenset((
@@ -63,6 +79,9 @@ SYSTEM_TREES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/l
 COPY_CHUNK = 1 << 30
 # Check mode lists at most this many paths that it would copy.
 WOULD_COPY_LIMIT = 1000
+
+_NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW
 
 
 class HydrateError(Exception):
@@ -112,22 +131,33 @@ def _has_dotdot(path):
     return ".." in path.split("/")
 
 
+def _system_dir(path):
+    return path in SYSTEM_DIRS or any(path == tree or path.startswith(tree + "/")
+                                      for tree in SYSTEM_TREES)
+
+
 def check_dest(dest):
-    """Refuses a relative dest, `..`, and system directories (also through symlinks)."""
+    """The absolute path dest stands for, resolved once: refuses a relative
+    dest, `..`, a dest that is itself a symlink, and system directories
+    (also when a symlinked parent leads into one)."""
     if not dest or not os.path.isabs(dest):
         raise HydrateError(f"dest must be an absolute path, got {dest!r}")
     if _has_dotdot(dest):
         raise HydrateError(f"dest must not contain '..': {dest!r}")
     normal = os.path.normpath(dest)
-    for candidate in (normal, os.path.realpath(normal)):
-        if candidate in SYSTEM_DIRS or any(
-                candidate == tree or candidate.startswith(tree + "/") for tree in SYSTEM_TREES):
+    resolved = normal if normal == "/" else os.path.join(
+        os.path.realpath(os.path.dirname(normal)), os.path.basename(normal))
+    for candidate in (normal, resolved, os.path.realpath(normal)):
+        if _system_dir(candidate):
             raise HydrateError(
                 f"refusing to hydrate the system directory {candidate!r}: give the mounted "
                 "volume or a directory in it")
-    if os.path.lexists(normal) and not os.path.isdir(normal):
+    if os.path.islink(normal):
+        raise HydrateError(
+            f"dest {normal!r} is a symlink: refusing to follow it; give the directory it should be")
+    if os.path.lexists(resolved) and not os.path.isdir(resolved):
         raise HydrateError(f"dest {normal!r} exists and is not a directory")
-    return normal
+    return resolved
 
 
 def parse_s3_url(src):
@@ -158,6 +188,8 @@ def check_src(src, dest):
             raise HydrateError(f"src {src!r} and dest {dest!r} must not contain each other")
         return "dir", src
     if os.path.isfile(src):
+        if not os.access(src, os.R_OK):
+            raise HydrateError(f"src {src!r} is not readable by uid {os.geteuid()} (use become)")
         return "archive", src
     raise HydrateError(f"src {src!r} is neither a directory nor an archive file")
 
@@ -171,11 +203,43 @@ def _inside(relpath):
     return relpath != ".." and not relpath.startswith("../") and not os.path.isabs(relpath)
 
 
-def _link_stays_inside(link_relpath, target):
-    if os.path.isabs(target):
-        return False
-    resolved = os.path.normpath(os.path.join(os.path.dirname(link_relpath), target))
-    return _inside(resolved)
+def resolve_in_tree(link_path, links):
+    """Where the symlink `link_path` resolves in the tree the source becomes,
+    following the tree's own symlinks (`links`: path -> target) hop by hop.
+    Returns the resolved relative path, or None when it leaves the tree
+    (an absolute target, `..` above the root, or too many hops)."""
+    hops = 0
+    parts = [p for p in os.path.dirname(link_path).split("/") if p]
+    pending = links[link_path].split("/")
+    if links[link_path].startswith("/"):
+        return None
+    while pending:
+        part = pending.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                return None
+            parts.pop()
+            continue
+        parts.append(part)
+        here = "/".join(parts)
+        target = links.get(here)
+        if target is None:
+            continue
+        hops += 1
+        if hops > MAX_LINK_HOPS or target.startswith("/"):
+            return None
+        parts.pop()
+        pending = target.split("/") + pending
+    return "/".join(parts)
+
+
+def _escaping_links(entries):
+    """Symlink entries that resolve outside the tree, judged by resolution."""
+    links = {e.path: e.target for e in entries if e.kind == "symlink"}
+    return [f"symlink {path} -> {target} resolves outside the tree"
+            for path, target in links.items() if resolve_in_tree(path, links) is None]
 
 
 # -------------------------------------------------------------------- sources
@@ -194,10 +258,13 @@ def _digest_listing(entries):
 def scan_dir(root):
     """Validated entries of a local directory, parents before children.
 
-    Refuses device files, FIFOs, sockets and symlinks that escape the tree
-    (absolute targets included: they would point outside dest once copied)."""
+    Refuses device files, FIFOs, sockets, files this uid cannot read, and
+    symlinks that resolve outside the tree (through other links too).
+    A file with several names in the tree is copied once and linked."""
     entries = []
     problems = []
+    inodes = {}
+    check_read = os.geteuid() != 0
     stack = [""]
     while stack:
         rel = stack.pop()
@@ -213,20 +280,30 @@ def scan_dir(root):
             st = d.stat(follow_symlinks=False)
             mode = stat.S_IMODE(st.st_mode)
             if stat.S_ISDIR(st.st_mode):
+                if check_read and not os.access(d.path, os.R_OK | os.X_OK):
+                    problems.append(f"directory {path} is not readable by uid {os.geteuid()}")
                 entries.append(Entry(path, "dir", 0, mode, st.st_uid, st.st_gid, st.st_mtime_ns))
                 subdirs.append(path)
             elif stat.S_ISREG(st.st_mode):
+                if check_read and not os.access(d.path, os.R_OK):
+                    problems.append(f"file {path} is not readable by uid {os.geteuid()}")
+                first = inodes.get((st.st_dev, st.st_ino)) if st.st_nlink > 1 else None
+                if first is not None:
+                    entries.append(Entry(path, "hardlink", 0, mode, st.st_uid, st.st_gid,
+                                         st.st_mtime_ns, target=first))
+                    continue
+                if st.st_nlink > 1:
+                    inodes[(st.st_dev, st.st_ino)] = path
                 entries.append(Entry(path, "file", st.st_size, mode, st.st_uid, st.st_gid,
                                      st.st_mtime_ns))
             elif stat.S_ISLNK(st.st_mode):
                 target = os.readlink(d.path)
-                if not _link_stays_inside(path, target):
-                    problems.append(f"symlink {path} -> {target} escapes the source")
                 entries.append(Entry(path, "symlink", 0, 0o777, st.st_uid, st.st_gid,
                                      st.st_mtime_ns, target=target))
             else:
                 problems.append(f"{path} is a device file, FIFO or socket")
         stack.extend(reversed(subdirs))
+    problems.extend(_escaping_links(entries))
     if problems:
         raise HydrateError("refusing the source {}: {}".format(root, "; ".join(problems[:10])))
     return entries
@@ -244,7 +321,7 @@ def scan_archive(path):
     """Validated entries of a tar archive, read in full before anything is written.
 
     Refuses absolute member names, `..`, members below a symlink member,
-    symlinks and hard links that leave the archive's tree, and device files."""
+    symlinks that resolve outside the archive's tree, hard links that leave it, and device files."""
     try:
         tar = tarfile.open(path, "r:*")
     except (tarfile.TarError, OSError) as exc:
@@ -273,9 +350,6 @@ def scan_archive(path):
             entry = Entry(rel, "file", m.size, m.mode & 0o7777, m.uid, m.gid,
                           int(m.mtime) * 10 ** 9, member=m)
         elif m.issym():
-            if not _link_stays_inside(rel, m.linkname):
-                problems.append(f"symlink {rel} -> {m.linkname} escapes the destination")
-                continue
             entry = Entry(rel, "symlink", 0, 0o777, m.uid, m.gid, int(m.mtime) * 10 ** 9,
                           target=m.linkname)
         elif m.islnk():
@@ -306,6 +380,7 @@ def scan_archive(path):
                 problems.append(f"member {rel} lies below the non-directory member {parent}")
                 break
             parent = os.path.dirname(parent)
+    problems.extend(_escaping_links(by_path.values()))
     if problems:
         raise HydrateError("refusing the archive {}: {}".format(path, "; ".join(problems[:10])))
     # Implicit parents (archives may omit directory members) come first.
@@ -341,14 +416,27 @@ def fetch_s3(src, aws_options, directory):
     return local
 
 
+def _refuse_reserved(entries, where):
+    """The hydrator's own names at the top of the source would replace its
+    lock, marker or staging trees."""
+    reserved = [e.path for e in entries
+                if "/" not in e.path and e.path != "lost+found"
+                and (e.path in IGNORED_NAMES or _is_ours(e.path))]
+    if reserved:
+        raise HydrateError(f"refusing the source {where}: it holds the hydrator's own names "
+                           + ", ".join(reserved[:5]))
+
+
 def load_source(src, dest, aws_options=None, workdir=None):
     kind, location = check_src(src, dest)
     if kind == "dir":
         entries = scan_dir(location)
+        _refuse_reserved(entries, location)
         return Source("dir", location, entries, _digest_listing(entries))
     if kind == "s3":
         location = fetch_s3(src, aws_options, workdir)
     entries = scan_archive(location)
+    _refuse_reserved(entries, src)
     return Source("archive", src, entries, _hash_file(location), archive_path=location)
 
 
@@ -403,6 +491,8 @@ class Policy:
         self.dir_mode = dir_mode
         self.file_mode = file_mode
         self.is_root = os.geteuid() == 0
+        # Owners, besides this uid and root, of a marker or lock file it accepts.
+        self.trusted = (uid,) if uid is not None else ()
 
     def mode(self, entry):
         if entry.kind == "dir":
@@ -414,6 +504,97 @@ class Policy:
         uid = self.uid if self.uid is not None else (entry.uid if self.is_root else -1)
         gid = self.gid if self.gid is not None else (entry.gid if self.is_root else -1)
         return uid, gid
+
+
+# ------------------------------------------------------- descriptors in dest
+
+def _open_dirs(root_fd, rel):
+    """A descriptor of directory `rel` below `root_fd`, each component opened
+    without following a symlink (ELOOP or ENOTDIR when one is)."""
+    fd = os.dup(root_fd)
+    try:
+        for part in rel.split("/"):
+            if part in ("", "."):
+                continue
+            child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _remove_at(parent_fd, name):
+    """Removes `name` below `parent_fd`; a directory's content through
+    descriptors, never following a symlink."""
+    try:
+        st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(name, dir_fd=parent_fd)
+        return
+    fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    try:
+        for child in os.listdir(fd):
+            _remove_at(fd, child)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=parent_fd)
+
+
+def _refused(label, problem):
+    return HydrateError(
+        f"{label} {problem}, which is not what the hydrator creates: refusing to use it. "
+        "Another writer of the volume put it there; remove it after checking who did")
+
+
+def _owned_problem(st, kind_ok, kind_name, trusted=()):
+    """Why `st` is not one of the hydrator's files: trusted owners are this
+    uid, root and `trusted` (the uid files are given to: an unprivileged run
+    as the application's user writes the marker as that user)."""
+    if not kind_ok(st.st_mode):
+        return f"is not a {kind_name}"
+    if st.st_uid not in (os.geteuid(), 0, *trusted):
+        return f"is owned by uid {st.st_uid}"
+    if stat.S_ISREG(st.st_mode) and st.st_nlink != 1:
+        return f"has {st.st_nlink} hard links"
+    if st.st_mode & 0o022:
+        return f"is writable by others (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
+def _open_own_file(dir_fd, name, flags, label, create_mode=0o644, trusted=()):
+    """Opens one of the hydrator's own files below `dir_fd` without following
+    a symlink or blocking on a FIFO; refuses it unless it is a regular file
+    owned by this uid (or root) and writable by nobody else."""
+    try:
+        fd = os.open(name, flags | _NOFOLLOW | os.O_NONBLOCK, create_mode, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EMLINK):
+            raise _refused(label, "is a symlink") from None
+        if exc.errno in (errno.ENXIO, errno.EISDIR):
+            raise _refused(label, "is not a regular file") from None
+        raise
+    st = os.fstat(fd)
+    problem = _owned_problem(st, stat.S_ISREG, "regular file", trusted)
+    if problem:
+        os.close(fd)
+        raise _refused(label, problem)
+    return fd, st
+
+
+def _read_limited(fd, limit):
+    chunks, total = [], 0
+    while total <= limit:
+        chunk = os.read(fd, min(1 << 20, limit + 1 - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    data = b"".join(chunks)
+    return None if len(data) > limit else data
 
 
 # ------------------------------------------------------------------ the lock
@@ -429,21 +610,26 @@ def _who():
 class DestLock:
     """An exclusive flock on dest/.guardrail-hydrate.lock, held until close().
 
-    The lock file stays: unlinking it would let a waiter lock an orphaned inode."""
+    The lock file stays: unlinking it would let a waiter lock an orphaned inode.
+    It is opened relative to dest's descriptor, never through a symlink."""
 
-    def __init__(self, dest, timeout, poll=0.05):
+    def __init__(self, dest_fd, dest, timeout, poll=0.05, trusted=()):
+        self.dest_fd = dest_fd
+        self.trusted = trusted
         self.path = os.path.join(dest, LOCK_FILE)
         self.timeout = timeout
         self.poll = poll
         self.fd = None
 
     def __enter__(self):
+        label = f"the lock file {self.path}"
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = _open_own_file(self.dest_fd, LOCK_FILE, os.O_RDWR | os.O_CREAT, label,
+                                trusted=self.trusted)[0]
             writable = True
         except PermissionError:
-            # Created by another user: a read-only descriptor can still be flocked.
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            # Created by root: a read-only descriptor can still be flocked.
+            fd = _open_own_file(self.dest_fd, LOCK_FILE, os.O_RDONLY, label, trusted=self.trusted)[0]
             writable = False
         deadline = time.monotonic() + self.timeout
         while True:
@@ -455,11 +641,11 @@ class DestLock:
                     os.close(fd)
                     raise HydrateError(f"cannot lock {self.path}: {exc.strerror}") from exc
             if time.monotonic() >= deadline:
-                holder = _read_text(self.path).strip() or "unknown"
+                holder = (_read_limited(fd, 512) or b"").decode("utf-8", "replace").strip()
                 os.close(fd)
                 raise HydrateError(
                     f"timed out after {self.timeout}s waiting for the lock {self.path}, "
-                    f"held by {holder}; raise lock_timeout if a large copy is running")
+                    f"held by {holder or 'unknown'}; raise lock_timeout if a large copy is running")
             time.sleep(self.poll)
         if writable:
             # Who holds it, for the message of anyone who times out waiting.
@@ -473,14 +659,6 @@ class DestLock:
             os.close(self.fd)
             self.fd = None
         return False
-
-
-def _read_text(path):
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read()
-    except OSError:
-        return ""
 
 
 def _now():
@@ -501,93 +679,219 @@ def _syncfs_function():
 _SYNCFS = _syncfs_function()
 
 
-def sync_filesystem(path):
-    """Flushes every dirty page and inode of the filesystem holding `path`.
+def sync_filesystem(fd):
+    """Flushes every dirty page and inode of the filesystem holding the open
+    directory `fd`.
 
     One syncfs() instead of an fsync per file and directory: the same
     guarantee for the staging tree at a fraction of the cost. Falls back to
     sync() where syncfs is unavailable."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if _SYNCFS is None or _SYNCFS(fd) != 0:
-            os.sync()
-    finally:
-        os.close(fd)
+    if _SYNCFS is None or _SYNCFS(fd) != 0:
+        os.sync()
 
 
-def fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _write_atomic_at(dir_fd, name, data, tmp_name):
+    """Writes `name` below `dir_fd`: a new temp file (O_EXCL, so never through
+    a planted link), fsync, rename over whatever `name` is, fsync the directory."""
+    fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644, dir_fd=dir_fd)
     try:
+        _write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
+    os.rename(tmp_name, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    os.fsync(dir_fd)
 
 
-def write_json_atomic(path, data, tmp_prefix):
-    directory = os.path.dirname(path)
-    tmp = os.path.join(directory, f"{tmp_prefix}{uuid.uuid4().hex}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+# -------------------------------------------------------------------- records
+
+def _valid_marker(data):
+    """A marker record: a JSON object of scalars and short lists, on one line."""
+    if not isinstance(data, dict):
+        return False
+    for key, value in data.items():
+        if not isinstance(key, str) or isinstance(value, dict):
+            return False
+        if isinstance(value, list) and not all(isinstance(v, (str, int, float, bool)) for v in value):
+            return False
+    return True
+
+
+def read_marker(dest_fd, dest, trusted=()):
+    """The marker's record, or None when dest is not hydrated. Refuses a
+    marker that is not the hydrator's (a symlink, a FIFO, another owner);
+    never returns bytes that do not parse as a marker record."""
+    if dest_fd is None:
+        return None
     try:
-        os.write(fd, (json.dumps(data, sort_keys=True, indent=2) + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
-    fsync_dir(directory)
-
-
-def read_marker(dest):
-    """The marker's content, or None when dest is not hydrated."""
-    path = os.path.join(dest, MARKER)
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        fd, st = _open_own_file(dest_fd, MARKER, os.O_RDONLY, f"the marker {dest}/{MARKER}",
+                                trusted=trusted)
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        raise HydrateError(f"cannot read the marker {path}: {exc.strerror}") from exc
     try:
-        data = json.loads(text)
+        data = _read_limited(fd, MARKER_MAX)
+    finally:
+        os.close(fd)
+    try:
+        record = json.loads(data.decode("utf-8")) if data is not None else None
     except ValueError:
-        data = {"unreadable": text[:200]}
-    return data if isinstance(data, dict) else {"unreadable": text[:200]}
+        record = None
+    return record if _valid_marker(record) else {"unreadable": True}
+
+
+def write_marker(dest_fd, marker):
+    data = (json.dumps(marker, sort_keys=True, indent=2) + "\n").encode()
+    _write_atomic_at(dest_fd, MARKER, data, f"{MARKER_TMP_PREFIX}{uuid.uuid4().hex}")
+
+
+def _encode_path(path):
+    return quote_from_bytes(os.fsencode(path), safe="/")
+
+
+def check_prune_path(path):
+    """A prune entry is relative, normalised, without `..`, and never one of
+    the hydrator's own names."""
+    if (not path or "\0" in path or path.startswith("/") or os.path.normpath(path) != path
+            or _has_dotdot(path) or path == "."):
+        raise ValueError(f"prune path {path!r} is not a normalised relative path")
+    top = path.split("/", 1)[0]
+    if top in IGNORED_NAMES or _is_ours(top):
+        raise ValueError(f"prune path {path!r} names the hydrator's own files")
+    return path
+
+
+def format_ready(overwrite, prune, marker):
+    """The ready record: one key=value per line (see PROTOCOL.md)."""
+    lines = [f"format={READY_FORMAT}", "overwrite=" + ("true" if overwrite else "false"),
+             "marker=" + json.dumps(marker, sort_keys=True)]
+    lines.extend("prune=" + _encode_path(check_prune_path(p)) for p in prune)
+    return ("\n".join(lines) + "\n").encode("ascii")
+
+
+def parse_ready(data):
+    """Validates a ready record against its schema. Returns dict(overwrite,
+    prune, marker); raises ValueError naming the first problem."""
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise ValueError("the record is not ASCII") from None
+    if not text.endswith("\n"):
+        raise ValueError("the record is truncated")
+    lines = text[:-1].split("\n")
+    if lines[0] != f"format={READY_FORMAT}":
+        raise ValueError("the first line is not format=" + READY_FORMAT)
+    record = {"prune": []}
+    for line in lines[1:]:
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise ValueError(f"line {line[:40]!r} is not key=value")
+        if key == "prune":
+            record["prune"].append(check_prune_path(os.fsdecode(unquote_to_bytes(value))))
+        elif key in ("overwrite", "marker") and key not in record:
+            if key == "overwrite":
+                if value not in ("true", "false"):
+                    raise ValueError("overwrite must be true or false")
+                record["overwrite"] = value == "true"
+            else:
+                marker = json.loads(value) if len(value) <= MARKER_MAX else None
+                if not _valid_marker(marker):
+                    raise ValueError("marker is not a JSON object of scalars")
+                record["marker"] = marker
+        else:
+            raise ValueError(f"unexpected or repeated key {key[:40]!r}")
+    if "overwrite" not in record or "marker" not in record:
+        raise ValueError("overwrite or marker is missing")
+    return record
+
+
+def _read_ready(staging_fd, label):
+    """The ready record of a staging tree this uid created, or None when it has
+    none or an invalid one."""
+    try:
+        fd, st = _open_own_file(staging_fd, READY_FILE, os.O_RDONLY, label)
+    except FileNotFoundError:
+        return None
+    except HydrateError:
+        return None
+    try:
+        if st.st_uid != os.geteuid() or st.st_size > READY_MAX:
+            return None
+        data = _read_limited(fd, READY_MAX)
+    finally:
+        os.close(fd)
+    try:
+        return parse_ready(data) if data is not None else None
+    except ValueError:
+        return None
 
 
 # ------------------------------------------------------------------ copying
 
-def _copy_file_data(src_fd, dst_fd, size):
-    offset = 0
-    while offset < size:
+def _copy_range(src_fd, dst_fd, start, end):
+    os.lseek(dst_fd, start, os.SEEK_SET)
+    offset = start
+    while offset < end:
         try:
-            sent = os.sendfile(dst_fd, src_fd, offset, min(COPY_CHUNK, size - offset))
+            sent = os.sendfile(dst_fd, src_fd, offset, min(COPY_CHUNK, end - offset))
         except OSError as exc:
-            if exc.errno in (errno.EINVAL, errno.ENOSYS) and offset == 0:
-                _copy_file_data_plain(src_fd, dst_fd)
-                return
-            raise
+            if exc.errno not in (errno.EINVAL, errno.ENOSYS):
+                raise
+            sent = 0
+            chunk = os.pread(src_fd, min(1 << 20, end - offset), offset)
+            if chunk:
+                _write_all(dst_fd, chunk)
+                sent = len(chunk)
         if sent == 0:
             break
         offset += sent
 
 
-def _copy_file_data_plain(src_fd, dst_fd):
+def _copy_file_data(src_fd, dst_fd, size):
+    """Copies the data of a file, holes left as holes (SEEK_DATA/SEEK_HOLE)."""
+    offset = 0
+    while offset < size:
+        try:
+            data = os.lseek(src_fd, offset, os.SEEK_DATA)
+            hole = min(os.lseek(src_fd, data, os.SEEK_HOLE), size)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                break  # only a hole remains
+            data, hole = offset, size
+        if data >= size:
+            break
+        _copy_range(src_fd, dst_fd, data, hole)
+        offset = hole
+    os.ftruncate(dst_fd, size)
+
+
+def _copy_stream_sparse(reader, dst_fd):
+    """Copies an archive member; blocks of zeros become holes."""
+    length = 0
     while True:
-        chunk = os.read(src_fd, 1 << 20)
+        chunk = reader.read(1 << 20)
         if not chunk:
-            return
-        os.write(dst_fd, chunk)
+            break
+        if chunk.count(0) == len(chunk):
+            os.lseek(dst_fd, len(chunk), os.SEEK_CUR)
+        else:
+            _write_all(dst_fd, chunk)
+        length += len(chunk)
+    os.ftruncate(dst_fd, length)
 
 
-def _apply_meta(fd_or_path, entry, policy, is_link=False):
+def _apply_meta(fd, entry, policy):
+    """Owner and mode on an open descriptor, never on a path."""
     uid, gid = policy.ids(entry)
     if uid != -1 or gid != -1:
-        if is_link:
-            os.lchown(fd_or_path, uid, gid)
-        else:
-            os.chown(fd_or_path, uid, gid)
-    if not is_link:
-        # chmod after chown: chown clears setuid/setgid bits.
-        os.chmod(fd_or_path, policy.mode(entry))
+        os.chown(fd, uid, gid)
+    # chmod after chown: chown clears setuid/setgid bits.
+    os.chmod(fd, policy.mode(entry))
 
 
 def _copy_order(source, entries):
@@ -601,29 +905,51 @@ def _copy_order(source, entries):
     return dirs, files, links
 
 
-def _write_file(source, tar, staging, entry, policy):
-    target = os.path.join(staging, entry.path)
-    dst_fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+class _Dirs:
+    """Descriptors of the directories of a tree, opened once each without
+    following symlinks."""
+
+    def __init__(self, root_fd):
+        self.fds = {"": root_fd}
+        self.root_fd = root_fd
+
+    def get(self, rel):
+        fd = self.fds.get(rel)
+        if fd is None:
+            parent, name = os.path.split(rel)
+            fd = os.open(name, _DIR_FLAGS, dir_fd=self.get(parent))
+            self.fds[rel] = fd
+        return fd
+
+    def close(self):
+        for rel, fd in self.fds.items():
+            if rel:
+                os.close(fd)
+        self.fds = {"": self.root_fd}
+
+
+def _write_file(source, tar, parent_fd, entry, policy):
+    name = os.path.basename(entry.path)
+    dst_fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600, dir_fd=parent_fd)
     try:
         if tar is None:
-            src_fd = os.open(os.path.join(source.location, entry.path), os.O_RDONLY | os.O_CLOEXEC)
+            src_fd = os.open(os.path.join(source.location, entry.path), os.O_RDONLY | _NOFOLLOW)
             try:
                 _copy_file_data(src_fd, dst_fd, entry.size)
             finally:
                 os.close(src_fd)
         else:
-            reader = tar.extractfile(entry.member)
-            with os.fdopen(os.dup(dst_fd), "wb") as out:
-                shutil.copyfileobj(reader, out, 1 << 20)
+            _copy_stream_sparse(tar.extractfile(entry.member), dst_fd)
         _apply_meta(dst_fd, entry, policy)
         os.utime(dst_fd, ns=(entry.mtime_ns, entry.mtime_ns))
     finally:
         os.close(dst_fd)
 
 
-def copy_into(source, staging, dest, entries, policy):
-    """Writes `entries` below `staging`. Parents that are not copied (they
-    already exist in dest) become plain placeholders, merged away on the move."""
+def copy_into(source, staging_fd, dest_fd, entries, policy):
+    """Writes `entries` below the staging directory. Parents that are not
+    copied (they already exist in dest) become plain placeholders, merged away
+    on the move."""
     dirs, files, links = _copy_order(source, entries)
     copied_dirs = {e.path for e in dirs}
     placeholders = set()
@@ -632,39 +958,55 @@ def copy_into(source, staging, dest, entries, policy):
         while parent and parent not in copied_dirs and parent not in placeholders:
             placeholders.add(parent)
             parent = os.path.dirname(parent)
-    for rel in sorted(placeholders, key=lambda p: p.count("/")):
-        os.mkdir(os.path.join(staging, rel), 0o700)
-    for e in dirs:
-        os.mkdir(os.path.join(staging, e.path), 0o700)
-    tar = tarfile.open(source.archive_path, "r:*") if source.kind == "archive" else None
+    tree = _Dirs(staging_fd)
+    tar = None
     try:
+        for rel in sorted(placeholders, key=lambda p: p.count("/")):
+            os.mkdir(os.path.basename(rel), 0o700, dir_fd=tree.get(os.path.dirname(rel)))
+        for e in dirs:
+            os.mkdir(os.path.basename(e.path), 0o700, dir_fd=tree.get(os.path.dirname(e.path)))
+        tar = tarfile.open(source.archive_path, "r:*") if source.kind == "archive" else None
         for e in files:
-            _write_file(source, tar, staging, e, policy)
+            _write_file(source, tar, tree.get(os.path.dirname(e.path)), e, policy)
+        for e in links:
+            parent_fd, name = tree.get(os.path.dirname(e.path)), os.path.basename(e.path)
+            if e.kind == "symlink":
+                os.symlink(e.target, name, dir_fd=parent_fd)
+                uid, gid = policy.ids(e)
+                if uid != -1 or gid != -1:
+                    os.chown(name, uid, gid, dir_fd=parent_fd, follow_symlinks=False)
+                os.utime(name, ns=(e.mtime_ns, e.mtime_ns), dir_fd=parent_fd, follow_symlinks=False)
+            else:
+                _link_at(tree, dest_fd, e.target, parent_fd, name)
+        # Directory owner, mode and times last: a read-only mode would stop a
+        # non-root copy, and creating children changes the times.
+        for e in reversed(dirs):
+            fd = tree.get(e.path)
+            _apply_meta(fd, e, policy)
+            os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
     finally:
         if tar is not None:
             tar.close()
-    for e in links:
-        path = os.path.join(staging, e.path)
-        if e.kind == "symlink":
-            os.symlink(e.target, path)
-            _apply_meta(path, e, policy, is_link=True)
-            os.utime(path, ns=(e.mtime_ns, e.mtime_ns), follow_symlinks=False)
-        else:
-            linked = os.path.join(staging, e.target)
-            os.link(linked if os.path.lexists(linked) else os.path.join(dest, e.target), path)
-    # Directory owner, mode and times last: a read-only mode would stop a
-    # non-root copy, and creating children changes the times.
-    for e in reversed(dirs):
-        path = os.path.join(staging, e.path)
-        _apply_meta(path, e, policy)
-        os.utime(path, ns=(e.mtime_ns, e.mtime_ns))
+        tree.close()
 
 
-def _remove(path):
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    else:
-        os.unlink(path)
+def _link_at(tree, dest_fd, target, parent_fd, name):
+    """A hard link to `target`: in staging when copied by this run, else the
+    regular file dest already has there."""
+    target_dir, target_name = os.path.split(target)
+    try:
+        os.link(target_name, name, src_dir_fd=tree.get(target_dir), dst_dir_fd=parent_fd,
+                follow_symlinks=False)
+        return
+    except FileNotFoundError:
+        pass
+    fd = _open_dirs(dest_fd, target_dir)
+    try:
+        if not stat.S_ISREG(os.stat(target_name, dir_fd=fd, follow_symlinks=False).st_mode):
+            raise HydrateError(f"hard link target {target} in dest is not a regular file")
+        os.link(target_name, name, src_dir_fd=fd, dst_dir_fd=parent_fd, follow_symlinks=False)
+    finally:
+        os.close(fd)
 
 
 def _is_ours(name):
@@ -672,7 +1014,9 @@ def _is_ours(name):
 
 
 def _dest_entries(dest):
-    """Top-level names in dest that count as content."""
+    """Top-level names in dest (a path or an open descriptor) that count as content."""
+    if dest is None:
+        return []
     try:
         names = os.listdir(dest)
     except FileNotFoundError:
@@ -680,29 +1024,32 @@ def _dest_entries(dest):
     return sorted(n for n in names if n not in IGNORED_NAMES and not _is_ours(n))
 
 
-def move_into(staging, dest, overwrite):
-    """Renames staging's entries into dest, descending into directories that
-    already exist there. Each rename is atomic; a rerun after a crash picks up
-    what is left in staging."""
-    stack = [""]
-    while stack:
-        rel = stack.pop()
-        for name in sorted(os.listdir(os.path.join(staging, rel) if rel else staging)):
-            if not rel and name == READY_FILE:
-                continue
-            path = f"{rel}/{name}" if rel else name
-            from_path = os.path.join(staging, path)
-            to_path = os.path.join(dest, path)
+def move_into(from_fd, to_fd, overwrite, top=True):
+    """Renames the staging tree's entries into dest, descending into
+    directories that already exist there, through descriptors only. Each rename
+    is atomic and replaces a symlink rather than following it; a rerun after a
+    crash picks up what is left in staging."""
+    for name in sorted(os.listdir(from_fd)):
+        if top and name == READY_FILE:
+            continue
+        try:
+            to_st = os.stat(name, dir_fd=to_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            os.rename(name, name, src_dir_fd=from_fd, dst_dir_fd=to_fd)
+            continue
+        from_is_dir = stat.S_ISDIR(os.stat(name, dir_fd=from_fd, follow_symlinks=False).st_mode)
+        if from_is_dir and stat.S_ISDIR(to_st.st_mode):
+            sub_from = os.open(name, _DIR_FLAGS, dir_fd=from_fd)
             try:
-                to_st = os.lstat(to_path)
-            except FileNotFoundError:
-                os.rename(from_path, to_path)
-                continue
-            from_is_dir = stat.S_ISDIR(os.lstat(from_path).st_mode)
-            if from_is_dir and stat.S_ISDIR(to_st.st_mode):
-                stack.append(path)
-            elif overwrite and not from_is_dir and not stat.S_ISDIR(to_st.st_mode):
-                os.rename(from_path, to_path)
+                sub_to = os.open(name, _DIR_FLAGS, dir_fd=to_fd)
+                try:
+                    move_into(sub_from, sub_to, overwrite, top=False)
+                finally:
+                    os.close(sub_to)
+            finally:
+                os.close(sub_from)
+        elif overwrite and not from_is_dir and not stat.S_ISDIR(to_st.st_mode):
+            os.rename(name, name, src_dir_fd=from_fd, dst_dir_fd=to_fd)
 
 
 def _same(entry, st):
@@ -813,47 +1160,70 @@ def make_plan(source, dest, policy, overwrite, prune):
 
 # ------------------------------------------------------------------ the run
 
-def read_json(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def _prune(dest, paths):
+def _prune(dest_fd, paths):
+    """Removes validated relative paths below dest, never through a symlink."""
     for rel in paths:
-        path = os.path.join(dest, rel)
-        if os.path.lexists(path):
-            _remove(path)
+        parent, name = os.path.split(check_prune_path(rel))
+        try:
+            fd = _open_dirs(dest_fd, parent)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+                continue  # gone, or a symlink now: nothing of dest's to remove there
+            raise
+        try:
+            _remove_at(fd, name)
+        finally:
+            os.close(fd)
 
 
-def _finish(staging, dest, ready, marker):
-    """From a synced staging tree with its ready file to the marker: the part
+def _finish(dest_fd, staging_fd, staging_name, ready, marker):
+    """From a synced staging tree with its ready record to the marker: the part
     that a rerun repeats after a crash."""
-    move_into(staging, dest, bool(ready.get("overwrite")))
-    _prune(dest, ready.get("prune") or [])
-    sync_filesystem(dest)
-    write_json_atomic(os.path.join(dest, MARKER), marker, MARKER_TMP_PREFIX)
-    shutil.rmtree(staging)
+    move_into(staging_fd, dest_fd, ready["overwrite"])
+    _prune(dest_fd, ready["prune"])
+    sync_filesystem(dest_fd)
+    write_marker(dest_fd, marker)
+    _remove_at(dest_fd, staging_name)
 
 
-def recover(dest):
+def _open_own_staging(dest_fd, name):
+    """A descriptor of a staging directory this uid created (mode 0700), or
+    None for anything else at a staging name."""
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dest_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
+            return None
+        raise
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) != 0o700:
+        os.close(fd)
+        return None
+    return fd
+
+
+def recover(dest_fd, dest):
     """Finishes or removes what an interrupted run left; call with the lock
-    held. Returns the marker written for a finished run, or None."""
+    held. Only a staging tree this uid created with a valid ready record is
+    finished; whatever else bears the hydrator's names is removed, without
+    following links. Returns the marker written for a finished run, or None."""
     finished = None
-    for name in sorted(os.listdir(dest)):
+    for name in sorted(os.listdir(dest_fd)):
         if not _is_ours(name):
             continue
-        path = os.path.join(dest, name)
-        ready = read_json(os.path.join(path, READY_FILE)) if name.startswith(STAGING_PREFIX) else {}
-        if ready.get("marker") and not os.path.islink(path):
-            ready["marker"]["recovered"] = _now()
-            _finish(path, dest, ready, ready["marker"])
-            finished = ready["marker"]
-        else:
-            _remove(path)
+        ready = None
+        fd = _open_own_staging(dest_fd, name) if name.startswith(STAGING_PREFIX) else None
+        if fd is not None:
+            try:
+                ready = _read_ready(fd, f"{dest}/{name}/{READY_FILE}")
+                if ready is not None:
+                    ready["marker"]["recovered"] = _now()
+                    _finish(dest_fd, fd, name, ready, ready["marker"])
+                    finished = ready["marker"]
+            finally:
+                os.close(fd)
+        if ready is None:
+            _remove_at(dest_fd, name)
     return finished
 
 
@@ -872,23 +1242,60 @@ def _marker_record(source, plan, previous):
     }
 
 
-def apply_plan(source, dest, policy, plan, overwrite, prune, previous_marker):
-    staging = os.path.join(dest, STAGING_PREFIX + uuid.uuid4().hex)
-    os.mkdir(staging, 0o700)
-    copy_into(source, staging, dest, plan.copy, policy)
-    for e in plan.fix_meta:
-        _apply_meta(os.path.join(dest, e.path), e, policy)
-    if plan.fix_root:
-        os.chown(dest, policy.uid if policy.uid is not None else -1,
-                 policy.gid if policy.gid is not None else -1)
-        if policy.dir_mode is not None:
-            os.chmod(dest, policy.dir_mode)
-    # Every file and directory of the staging tree durable before anything moves.
-    sync_filesystem(staging)
-    marker = _marker_record(source, plan, previous_marker)
-    ready = {"overwrite": overwrite, "prune": plan.prune if prune else [], "marker": marker}
-    write_json_atomic(os.path.join(staging, READY_FILE), ready, ".guardrail-ready.tmp-")
-    _finish(staging, dest, ready, marker)
+def _fix_meta_at(dest_fd, entry, policy):
+    """Owner and mode of an entry already in dest, set on what was opened
+    without following links: a file swapped for a symlink is refused."""
+    parent, name = os.path.split(entry.path)
+    try:
+        parent_fd = _open_dirs(dest_fd, parent)
+        try:
+            flags = _DIR_FLAGS if entry.kind == "dir" else os.O_RDONLY | _NOFOLLOW | os.O_NONBLOCK
+            fd = os.open(name, flags, dir_fd=parent_fd)
+        finally:
+            os.close(parent_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
+            raise HydrateError(f"{entry.path} in dest changed while hydrating (now a symlink or "
+                               "gone); nothing was applied to it, run again") from None
+        raise
+    try:
+        if entry.kind != "dir" and not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise HydrateError(f"{entry.path} in dest is no longer a regular file; run again")
+        _apply_meta(fd, entry, policy)
+    finally:
+        os.close(fd)
+
+
+def apply_plan(source, dest_fd, dest, policy, plan, overwrite, prune, previous_marker):
+    name = STAGING_PREFIX + uuid.uuid4().hex
+    os.mkdir(name, 0o700, dir_fd=dest_fd)
+    staging_fd = os.open(name, _DIR_FLAGS, dir_fd=dest_fd)
+    ready_written = False
+    try:
+        if os.fstat(staging_fd).st_uid != os.geteuid():
+            raise _refused(f"{dest}/{name}", "was replaced while hydrating")
+        os.chmod(staging_fd, 0o700)
+        copy_into(source, staging_fd, dest_fd, plan.copy, policy)
+        for e in plan.fix_meta:
+            _fix_meta_at(dest_fd, e, policy)
+        if plan.fix_root:
+            os.chown(dest_fd, policy.uid if policy.uid is not None else -1,
+                     policy.gid if policy.gid is not None else -1)
+            if policy.dir_mode is not None:
+                os.chmod(dest_fd, policy.dir_mode)
+        # Every file and directory of the staging tree durable before anything moves.
+        sync_filesystem(staging_fd)
+        marker = _marker_record(source, plan, previous_marker)
+        ready = {"overwrite": overwrite, "prune": plan.prune if prune else [], "marker": marker}
+        _write_atomic_at(staging_fd, READY_FILE, format_ready(**ready), READY_TMP)
+        ready_written = True
+        _finish(dest_fd, staging_fd, name, ready, marker)
+    except BaseException:
+        if not ready_written:
+            _remove_at(dest_fd, name)
+        raise
+    finally:
+        os.close(staging_fd)
     return marker
 
 
@@ -897,6 +1304,41 @@ def _refuse_existing(dest, existing):
     raise HydrateError(
         f"{dest} is not empty and has no marker {MARKER} (found: {listed}); set on_existing "
         "to merge to add the source's files to it, or to skip to leave it as it is")
+
+
+def _open_dest(dest):
+    """dest's descriptor (None when it does not exist yet), never through a symlink."""
+    try:
+        return os.open(dest, _DIR_FLAGS)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise HydrateError(f"dest {dest!r} is a symlink or not a directory: refusing it") from None
+        raise
+
+
+def _check_not_root(policy):
+    """Early refusals without root: before the lock and staging exist."""
+    if policy.is_root:
+        return
+    if policy.uid is not None and policy.uid != os.geteuid():
+        raise HydrateError(f"owner {policy.uid} needs root: this run is uid {os.geteuid()} (use become)")
+    if policy.gid is not None and policy.gid not in os.getgroups() and policy.gid != os.getegid():
+        raise HydrateError(f"group {policy.gid} needs root or membership: this run is uid "
+                           f"{os.geteuid()} (use become)")
+
+
+def _check_dest_writable(dest, policy):
+    """Without root, a dest this user cannot write is refused before the lock."""
+    if policy.is_root:
+        return
+    existing = dest
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise HydrateError(f"{existing} is not writable by uid {os.geteuid()}: cannot hydrate "
+                           f"{dest} (use become, or give a dest this user owns)")
 
 
 def hydrate(src, dest, owner=None, group=None, dir_mode=None, file_mode=None,
@@ -911,6 +1353,7 @@ def hydrate(src, dest, owner=None, group=None, dir_mode=None, file_mode=None,
     kind = check_src(src, dest)[0]
     uid, gid = resolve_owner(owner, group)
     policy = Policy(uid, gid, parse_mode(dir_mode, "dir_mode"), parse_mode(file_mode, "file_mode"))
+    _check_not_root(policy)
     result = dict(changed=False, seeded=False, recovered=False, files=0, bytes=0, digest=None,
                   dest=dest, pruned=[], kept=[], marker=None)
 
@@ -919,56 +1362,66 @@ def hydrate(src, dest, owner=None, group=None, dir_mode=None, file_mode=None,
         result["duration"] = round(time.monotonic() - started, 3)
         return result
 
-    marker = read_marker(dest)
-    if marker is not None and not force:
-        return done(marker=marker, digest=marker.get("digest"),
-                    msg=f"{dest} is already hydrated (marker {MARKER})")
+    dest_fd = _open_dest(dest)
+    try:
+        marker = read_marker(dest_fd, dest, policy.trusted)
+        if marker is not None and not force:
+            return done(marker=marker, digest=marker.get("digest"),
+                        msg=f"{dest} is already hydrated (marker {MARKER})")
+        _check_dest_writable(dest, policy)
+        with tempfile.TemporaryDirectory(prefix="guardrail-hydrate-") as workdir:
+            # The whole source is validated before anything is written to dest.
+            source = load_source(src, dest, aws_options, workdir if kind == "s3" else None)
+            result["digest"] = source.digest
+            _check_writable_dirs(source, policy)
+            if check_mode:
+                return _check(source, dest, dest_fd, policy, on_existing, force, prune, marker, done)
+            if dest_fd is None:
+                os.makedirs(dest, 0o755, exist_ok=True)
+                dest_fd = _open_dest(dest)
+            return _locked_run(source, src, dest, dest_fd, policy, on_existing, force, prune,
+                               lock_timeout, result, done)
+    finally:
+        if dest_fd is not None:
+            os.close(dest_fd)
 
-    with tempfile.TemporaryDirectory(prefix="guardrail-hydrate-") as workdir:
-        # The whole source is validated before anything is written to dest.
-        source = load_source(src, dest, aws_options, workdir if kind == "s3" else None)
-        result["digest"] = source.digest
-        _check_writable_dirs(source, policy)
-        if check_mode:
-            return _check(source, dest, policy, on_existing, force, prune, marker, done)
-        if not os.path.isdir(dest):
-            os.makedirs(dest, 0o755)
-        with DestLock(dest, lock_timeout):
-            recovered = recover(dest)
-            marker = read_marker(dest)
+
+def _locked_run(source, src, dest, dest_fd, policy, on_existing, force, prune, lock_timeout,
+                result, done):
+    with DestLock(dest_fd, dest, lock_timeout, trusted=policy.trusted):
+        recovered = recover(dest_fd, dest)
+        marker = read_marker(dest_fd, dest, policy.trusted)
+        if recovered is not None:
+            result.update(changed=True, seeded=True, recovered=True)
+        if marker is not None and not force:
             if recovered is not None:
-                result.update(changed=True, seeded=True, recovered=True)
-            if marker is not None and not force:
-                if recovered is not None:
-                    return done(marker=marker, digest=marker.get("digest"),
-                                files=marker.get("copied_files", 0), bytes=marker.get("copied_bytes", 0),
-                                msg=f"{dest}: finished a hydration that was interrupted")
                 return done(marker=marker, digest=marker.get("digest"),
-                            msg=f"{dest} is already hydrated (marker {MARKER})")
-            existing = _dest_entries(dest)
-            if marker is None and existing:
-                if on_existing == "fail":
-                    _refuse_existing(dest, existing)
-                if on_existing == "skip":
-                    return done(msg=f"{dest} is not empty and has no marker; left as it is "
-                                    "(on_existing=skip)")
-            work = make_plan(source, dest, policy, force, prune)
-            if marker is not None and not work.changed:
-                return done(marker=marker, msg=f"{dest} already matches {src}")
-            marker_written = apply_plan(source, dest, policy, work, force, prune, marker)
-            return done(changed=True, seeded=result["seeded"] or marker is None,
-                        files=work.files, bytes=work.bytes, pruned=work.prune, kept=work.kept,
-                        marker=marker_written,
-                        msg=f"{dest}: copied {work.files} files ({work.bytes} bytes) from {src}")
+                            files=marker.get("copied_files", 0), bytes=marker.get("copied_bytes", 0),
+                            msg=f"{dest}: finished a hydration that was interrupted")
+            return done(marker=marker, digest=marker.get("digest"),
+                        msg=f"{dest} is already hydrated (marker {MARKER})")
+        existing = _dest_entries(dest_fd)
+        if marker is None and existing:
+            if on_existing == "fail":
+                _refuse_existing(dest, existing)
+            if on_existing == "skip":
+                return done(msg=f"{dest} is not empty and has no marker; left as it is "
+                                "(on_existing=skip)")
+        work = make_plan(source, dest, policy, force, prune)
+        if marker is not None and not work.changed:
+            return done(marker=marker, msg=f"{dest} already matches {src}")
+        marker_written = apply_plan(source, dest_fd, dest, policy, work, force, prune, marker)
+        return done(changed=True, seeded=result["seeded"] or marker is None,
+                    files=work.files, bytes=work.bytes, pruned=work.prune, kept=work.kept,
+                    marker=marker_written,
+                    msg=f"{dest}: copied {work.files} files ({work.bytes} bytes) from {src}")
 
 
 def _check_writable_dirs(source, policy):
-    """Without root, files cannot be given to another owner, and a directory
-    that its owner cannot write can be neither filled nor renamed into place."""
+    """Without root, a directory that its owner cannot write can be neither
+    filled nor renamed into place."""
     if policy.is_root:
         return
-    if policy.uid is not None and policy.uid != os.geteuid():
-        raise HydrateError(f"owner {policy.uid} needs root: this run is uid {os.geteuid()} (use become)")
     if policy.dir_mode is not None and not policy.dir_mode & 0o200:
         raise HydrateError(f"dir_mode {policy.dir_mode:04o} must let the owner write when not running as root")
     read_only = [e.path for e in source.entries if e.kind == "dir" and not policy.mode(e) & 0o200]
@@ -977,9 +1430,9 @@ def _check_writable_dirs(source, policy):
                            "with owner write: " + ", ".join(read_only[:5]))
 
 
-def _check(source, dest, policy, on_existing, force, prune, marker, done):
+def _check(source, dest, dest_fd, policy, on_existing, force, prune, marker, done):
     """Check mode: what a run would do, with no lock and nothing written."""
-    existing = _dest_entries(dest)
+    existing = _dest_entries(dest_fd)
     if marker is None and existing:
         if on_existing == "fail":
             _refuse_existing(dest, existing)

@@ -25,12 +25,24 @@ description:
   - User data is never deleted. O(force) copies again what changed or is missing;
     only O(prune=true) removes files that are not in the source.
   - The whole source is validated before anything is written. Refused are a O(dest) of C(/) or a
-    system directory, relative paths and C(..), symlinks in the source that leave it
-    (absolute targets included), archive members with absolute paths or C(..), links that escape
-    the destination, members below a symlink, and device files, FIFOs and sockets.
+    system directory (also through a symlinked parent), a O(dest) that is itself a symlink,
+    relative paths and C(..), symlinks in the source that resolve outside the tree they land in
+    (judged by following the tree's own links, absolute targets included), archive members with
+    absolute paths or C(..), hard links that escape the destination, members below a symlink,
+    the hydrator's own names at the top of the source, and device files, FIFOs and sockets.
+  - A hostile volume cannot turn the run against the host. Everything in O(dest) is reached
+    through directory descriptors opened without following symlinks, owner and mode are set on
+    opened descriptors, the lock, marker and staging names are refused unless they are what the
+    hydrator created (owner, type, mode), and the records read from the volume are validated
+    against a schema and never name a path outside O(dest). The threat model and the on-disk
+    protocol are in the role's README and C(PROTOCOL.md).
+  - Sparse files stay sparse (holes are skipped, not written as zeros); hard links inside the
+    source stay hard links.
+  - Without root, a O(dest) this user cannot write, a source file it cannot read, and an O(owner)
+    other than itself are refused before the lock and the staging directory exist.
   - Data durability uses one C(syncfs) of the volume after the staging tree is written, instead
     of an fsync per file; the marker is only written after the data is durable.
-  - The role M(guardrail.ecs.efs_volume) mounts EFS and calls this module; the entrypoint script
+  - The role C(guardrail.ecs.efs_volume) mounts EFS and calls this module; the entrypoint script
     C(roles/efs_volume/files/hydrate-entrypoint.sh) does the same inside a container image.
 author:
   - guardrail.ecs maintainers (@guardrail-ecs)
@@ -125,10 +137,16 @@ EXAMPLES = r"""
     dest: /mnt/efs/uploads
     region: eu-west-1
 
+# Give the same owner and modes as the seeding run: without them a run as root
+# takes the owners of the source (root for files a package installed).
 - name: Bring a hydrated volume back in line with the source, removing what is not in it
   guardrail.ecs.efs_hydrate:
     src: /opt/app/seed/uploads
     dest: /mnt/efs/uploads
+    owner: "1000"
+    group: "1000"
+    dir_mode: "0750"
+    file_mode: "0640"
     force: true
     prune: true
 """

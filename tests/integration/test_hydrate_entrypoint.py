@@ -229,6 +229,44 @@ def test_without_root():
         shutil.rmtree(work)
 
 
+def plant_ready_staging(src, staging, marker):
+    """A staging tree as a run leaves it once synced: this uid's, mode 0700,
+    with the ready record of roles/efs_volume/PROTOCOL.md."""
+    shutil.copytree(src, staging, symlinks=True)
+    staging.chmod(0o700)
+    (staging / ".guardrail-ready").write_text(
+        "format=guardrail-hydrate-ready 1\noverwrite=false\nmarker=" + json.dumps(marker) + "\n")
+
+
+def test_a_staging_tree_of_another_user_or_mode_is_removed_not_finished(shell, tmp_path):
+    src = make_tree(tmp_path / "src", files=5)
+    dest = tmp_path / "volume"
+    staging = dest / ".guardrail-staging-planted"
+    plant_ready_staging(src, staging, {"who": "planted"})
+    (staging / "extra").write_text("not from the source")
+    staging.chmod(0o755)
+    rc, out, err = run3(shell, src, dest)
+    assert rc == 0 and "seeded from" in err, err
+    assert tree_listing(dest) == tree_listing(src)
+    assert "planted" not in (dest / MARKER).read_text()
+
+
+def test_a_ready_record_with_prune_entries_is_left_to_the_module(shell, tmp_path):
+    src = make_tree(tmp_path / "src", files=5)
+    dest = tmp_path / "volume"
+    staging = dest / ".guardrail-staging-module"
+    plant_ready_staging(src, staging, {"who": "module"})
+    with open(staging / ".guardrail-ready", "a") as f:
+        f.write("prune=old.txt\n")
+    (dest / "old.txt").write_text("old")
+    rc, out, err = run3(shell, src, dest)
+    assert rc == 70 and "only guardrail.ecs.efs_hydrate finishes it" in err, err
+    assert (dest / "old.txt").exists() and staging.is_dir() and not (dest / MARKER).exists()
+    result = run_module({"src": str(src), "dest": str(dest)})
+    assert result["rc"] == 0 and result["recovered"], result
+    assert not (dest / "old.txt").exists() and tree_listing(dest) == tree_listing(src)
+
+
 def test_a_ready_staging_tree_is_finished_by_the_next_start(shell, tmp_path):
     """Killed after the staging tree was synced and marked ready, with part of it
     already renamed into place: the next start moves the rest and writes the
@@ -236,10 +274,8 @@ def test_a_ready_staging_tree_is_finished_by_the_next_start(shell, tmp_path):
     src = make_tree(tmp_path / "src", files=20)
     dest = tmp_path / "volume"
     staging = dest / ".guardrail-staging-interrupted"
-    shutil.copytree(src, staging, symlinks=True)
     prepared = {"source": str(src), "digest": "sha256-content:prepared", "files": 22}
-    (staging / ".guardrail-ready").write_text(
-        '{"overwrite": false, "prune": [], "marker": ' + json.dumps(prepared) + "}\n")
+    plant_ready_staging(src, staging, prepared)
     os.rename(staging / "d0", dest / "d0")
     rc, out, err = run3(shell, src, dest)
     assert rc == 0 and out.startswith("command pid="), err
@@ -253,10 +289,8 @@ def test_the_module_finishes_a_ready_staging_tree_of_the_script(tmp_path):
     src = make_tree(tmp_path / "src", files=20)
     dest = tmp_path / "volume"
     staging = dest / ".guardrail-staging-interrupted"
-    shutil.copytree(src, staging, symlinks=True)
     prepared = {"source": str(src), "digest": "sha256-content:prepared", "files": 22}
-    (staging / ".guardrail-ready").write_text(
-        '{"overwrite": false, "prune": [], "marker": ' + json.dumps(prepared) + "}\n")
+    plant_ready_staging(src, staging, prepared)
     result = run_module({"src": str(src), "dest": str(dest)})
     assert result["rc"] == 0 and result["recovered"] and result["seeded"], result
     assert tree_listing(dest) == tree_listing(src)

@@ -5,6 +5,9 @@
 # On Fargate the EFS mount hides what the image has at the mount point. Move the
 # image's directory aside at build time and let this script fill the volume at
 # start, with the same rules as the module guardrail.ecs.efs_hydrate:
+#   - DEST is resolved once (a symlinked DEST is refused, system directories are
+#     refused after resolution), then the script works from inside it (cd -P,
+#     checked with pwd -P) and never follows a symlink at its own names;
 #   - an exclusive lock on $DEST/.guardrail-hydrate.lock (flock(1), shared with
 #     the module; where flock is missing, a mkdir lock $DEST/.guardrail-hydrate.lock.d)
 #     so tasks starting together seed once and the others wait;
@@ -13,6 +16,8 @@
 #     $DEST/.guardrail-hydrated last. A crash leaves no marker; the next start
 #     finishes a ready staging directory or removes an unfinished one;
 #   - hydrated means "the marker exists", never "the directory is not empty".
+# The on-disk protocol (names, owners, modes, the ready record) is the one in
+# roles/efs_volume/PROTOCOL.md; the threat model is in the role's README.
 #
 # Settings (environment):
 #   GUARDRAIL_HYDRATE_SRC          directory with the content (required)
@@ -43,12 +48,16 @@ marker_name=.guardrail-hydrated
 lock_name=.guardrail-hydrate.lock
 staging_prefix=.guardrail-staging-
 ready_name=.guardrail-ready
+ready_format="guardrail-hydrate-ready 1"
 
 [ $# -gt 0 ] || die "usage: $0 command [args...] (the command to exec once the volume is ready)"
 
+nl='
+'
 check_path() { # name value
     case $2 in
         "") die "$1 is not set" ;;
+        *"$nl"*) die "$1 must not contain a newline" ;;
         /*) ;;
         *) die "$1 must be an absolute path, got '$2'" ;;
     esac
@@ -64,13 +73,34 @@ while :; do
         *) break ;;
     esac
 done
-case $dest in
-    / | /bin | /boot | /dev | /etc | /home | /lib | /lib32 | /lib64 | /libx32 | /media | /opt | \
-    /proc | /root | /run | /sbin | /srv | /sys | /tmp | /usr | /var | /var/lib | /var/log | \
-    /var/tmp | /usr/local | /bin/* | /boot/* | /dev/* | /etc/* | /lib/* | /lib32/* | /lib64/* | \
-    /libx32/* | /proc/* | /sbin/* | /sys/* | /usr/*)
-        die "refusing to hydrate the system directory '$dest': give the mounted volume or a directory in it" ;;
-esac
+refuse_system() {
+    case $1 in
+        / | /bin | /boot | /dev | /etc | /home | /lib | /lib32 | /lib64 | /libx32 | /media | /opt | \
+        /proc | /root | /run | /sbin | /srv | /sys | /tmp | /usr | /var | /var/lib | /var/log | \
+        /var/tmp | /usr/local | /bin/* | /boot/* | /dev/* | /etc/* | /lib/* | /lib32/* | /lib64/* | \
+        /libx32/* | /proc/* | /sbin/* | /sys/* | /usr/*)
+            die "refusing to hydrate the system directory '$1': give the mounted volume or a directory in it" ;;
+    esac
+}
+refuse_system "$dest"
+[ ! -L "$dest" ] || die "GUARDRAIL_HYDRATE_DEST '$dest' is a symlink: refusing to follow it; give the directory it stands for"
+resolve_dir() { # path: the existing part resolved physically, the missing rest kept
+    p=$1 rest=
+    while [ ! -d "$p" ]; do
+        if [ -e "$p" ] || [ -L "$p" ]; then die "'$p' exists and is not a directory"; fi
+        rest=/${p##*/}$rest
+        p=${p%/*}
+        [ -n "$p" ] || p=/
+    done
+    p=$(cd -P -- "$p" && pwd -P) || die "cannot resolve '$1'"
+    printf '%s%s\n' "${p%/}" "$rest"
+}
+parent=${dest%/*}
+dest=$(resolve_dir "${parent:-/}")/${dest##*/}
+dest=/${dest#/}
+case $dest in //*) dest=${dest#/} ;; esac
+refuse_system "$dest"
+uid=$(id -u)
 case $on_existing in
     fail | merge | skip) ;;
     *) die "GUARDRAIL_HYDRATE_ON_EXISTING must be fail, merge or skip, got '$on_existing'" ;;
@@ -84,6 +114,12 @@ for mode in "$dir_mode" "$file_mode"; do
     esac
 done
 
+if [ "$(id -u)" != 0 ]; then
+    case $owner in
+        '' | "$(id -u)" | "$(id -un 2>/dev/null)") ;;
+        *) die "GUARDRAIL_HYDRATE_OWNER $owner needs root: this runs as uid $(id -u)" ;;
+    esac
+fi
 if [ -n "$dir_mode" ] && [ "$(id -u)" != 0 ]; then
     # Without root a directory its owner cannot write can be neither filled nor moved.
     owner_digit=${dir_mode%??}
@@ -93,10 +129,33 @@ if [ -n "$dir_mode" ] && [ "$(id -u)" != 0 ]; then
     esac
 fi
 
-marker=$dest/$marker_name
-if [ -f "$marker" ]; then
-    say "$dest is already hydrated"
-    exec "$@"
+# The script's own names: regular files and directories it created, never links.
+own_file() { # path: a regular file with one link, owned by this uid, root or OWNER, that nobody else can write
+    [ ! -L "$1" ] && [ -f "$1" ] &&
+        [ -n "$(find "$1" -maxdepth 0 -type f -links 1 \( -user 0 -o -user "$uid" -o -user "${owner:-0}" \) \
+            ! -perm -020 ! -perm -002 -print 2>/dev/null)" ]
+}
+own_staging() { # path: a staging directory this uid created (mode 0700)
+    [ ! -L "$1" ] && [ -d "$1" ] &&
+        [ -n "$(find "$1" -maxdepth 0 -type d -user "$uid" -perm 700 -print 2>/dev/null)" ]
+}
+refuse_name() { # label path
+    die "$1 $dest/${2#./} is not what the hydrator creates (a symlink, FIFO, directory or another user's file): refusing it; remove it after checking who put it there"
+}
+check_marker() { # at the current directory: 0 hydrated, 1 not; refuses a marker that is not ours
+    if [ -L "$marker_name" ] || { [ -e "$marker_name" ] && ! own_file "./$marker_name"; }; then
+        refuse_name "the marker" "$marker_name"
+    fi
+    [ -e "$marker_name" ]
+}
+
+if [ -d "$dest" ]; then
+    cd -P -- "$dest" || die "cannot enter '$dest'"
+    [ "$(pwd -P)" = "$dest" ] || die "GUARDRAIL_HYDRATE_DEST '$dest' changed while starting: refusing it"
+    if check_marker; then
+        say "$dest is already hydrated"
+        exec "$@"
+    fi
 fi
 
 [ -d "$src" ] || die "GUARDRAIL_HYDRATE_SRC '$src' is not a directory"
@@ -104,42 +163,87 @@ fi
 # The whole source is validated before anything is written.
 bad=$(find "$src" \( -type b -o -type c -o -type p -o -type s \) -print | head -n 5)
 [ -z "$bad" ] || die "refusing the source: device files, FIFOs or sockets: $bad"
-bad=$(find "$src" -type l -exec sh -c '
-    root=$1; shift
-    for link; do
-        target=$(readlink "$link")
-        rel=${link#"$root"/}
-        case $target in /*) printf "%s -> %s\n" "$rel" "$target"; continue ;; esac
-        # Depth of the link'\''s directory, then walk the target.
-        depth=0
-        dir=${rel%/*}
-        [ "$dir" = "$rel" ] && dir=
-        old_ifs=$IFS; IFS=/
-        for part in $dir; do [ -n "$part" ] && depth=$((depth + 1)); done
-        escaped=
-        for part in $target; do
-            case $part in
-                "" | .) ;;
-                ..) depth=$((depth - 1)); [ $depth -lt 0 ] && escaped=1 ;;
-                *) depth=$((depth + 1)) ;;
-            esac
-        done
-        IFS=$old_ifs
-        [ -z "$escaped" ] || printf "%s -> %s\n" "$rel" "$target"
-    done' check "$src" {} + | head -n 5)
-[ -z "$bad" ] || die "refusing the source: symlinks escaping it: $(echo "$bad" | tr '\n' ';')"
+bad=$(find "$src" -name "*$nl*" -print | head -n 5)
+[ -z "$bad" ] || die "refusing the source: names with a newline"
+if [ "$uid" != 0 ]; then
+    bad=$(find "$src" \( -type f -o -type d \) -exec sh -c 'for f; do
+        if [ -d "$f" ]; then [ -r "$f" ] && [ -x "$f" ]; else [ -r "$f" ]; fi || printf "%s\n" "$f"
+        done' readable {} + 2>&1 | head -n 5)
+    [ -z "$bad" ] || die "refusing the source: not readable by uid $uid: $(echo "$bad" | tr '\n' ' ')"
+fi
+for name in "$marker_name" "$lock_name" "$lock_name.d" "$staging_prefix"* "$marker_name.tmp-"*; do
+    [ -e "$src/$name" ] || [ -L "$src/$name" ] || continue
+    case $name in *'*') continue ;; esac
+    die "refusing the source: it holds the hydrator's own name $name"
+done
+# Symlinks are judged by where they resolve in the tree DEST becomes, following
+# the tree's own links hop by hop (a chain such as up -> ../../.. and
+# L -> up/../../etc/x leaves the tree although each text looks harmless).
+bad=$(find "$src" -type l -exec sh -c 'root=$1; shift
+        for l; do printf "%s\t%s\n" "${l#"$root"/}" "$(readlink "$l")"; done' links "$src" {} + |
+    awk -F '\t' '
+    function resolves_inside(p,    dir, nd, pend, np, k, part, here, j, t, tmp, m, newp, hops) {
+        if (substr(link[p], 1, 1) == "/") return 0
+        nd = split(p, dir, "/") - 1
+        np = split(link[p], pend, "/")
+        k = 1
+        hops = 0
+        while (k <= np) {
+            part = pend[k++]
+            if (part == "" || part == ".") continue
+            if (part == "..") { if (nd == 0) return 0; nd--; continue }
+            dir[++nd] = part
+            here = dir[1]
+            for (j = 2; j <= nd; j++) here = here "/" dir[j]
+            if (!(here in link)) continue
+            if (++hops > 40) return 0
+            t = link[here]
+            if (substr(t, 1, 1) == "/") return 0
+            nd--
+            m = split(t, tmp, "/")
+            for (j = 1; j <= m; j++) newp[j] = tmp[j]
+            for (j = k; j <= np; j++) newp[m + j - k + 1] = pend[j]
+            np = m + np - k + 1
+            delete pend
+            for (j = 1; j <= np; j++) pend[j] = newp[j]
+            delete newp
+            k = 1
+        }
+        return 1
+    }
+    { i = index($0, "\t"); name = substr($0, 1, i - 1); link[name] = substr($0, i + 1); order[++n] = name }
+    END { for (i = 1; i <= n; i++) if (!resolves_inside(order[i])) print order[i] " -> " link[order[i]] }' |
+    head -n 5)
+[ -z "$bad" ] || die "refusing the source: symlinks resolving outside the tree: $(echo "$bad" | tr '\n' ';')"
+if ! cp --help 2>&1 | grep -q -- --sparse; then
+    sparse=$(find "$src" -type f -size +64k -exec sh -c 'for f; do
+        set -- $(stat -c "%b %B %s" "$f"); [ $(($1 * $2)) -lt "$3" ] && printf "%s\n" "$f"; done; :' sparse {} + | head -n 3)
+    [ -z "$sparse" ] || say "warning: this cp writes holes as zeros, sparse files become full size: $(echo "$sparse" | tr '\n' ' ')"
+fi
 
-mkdir -p "$dest"
+if [ ! -d "$dest" ]; then
+    mkdir -p -- "$dest"
+    [ ! -L "$dest" ] || die "GUARDRAIL_HYDRATE_DEST '$dest' became a symlink: refusing it"
+    cd -P -- "$dest" || die "cannot enter '$dest'"
+    [ "$(pwd -P)" = "$dest" ] || die "GUARDRAIL_HYDRATE_DEST '$dest' changed while starting: refusing it"
+fi
+[ -w . ] || die "$dest is not writable by uid $uid"
+# From here on every path is relative to DEST, the directory entered above.
 
 # ---------------------------------------------------------------- the lock
-lockdir=$dest/$lock_name.d
+lockdir=$lock_name.d
 heartbeat=
 have_flock() { command -v flock >/dev/null 2>&1; }
 
+lock_owner() { # the mkdir lock's owner record, never read through a link
+    [ ! -L "$lockdir" ] && [ ! -L "$lockdir/owner" ] && [ -f "$lockdir/owner" ] &&
+        head -c 200 "$lockdir/owner" 2>/dev/null
+}
+
 mkdir_lock_stale() { # the lock's holder is gone: same host and dead, or silent for minutes
     # Just taken, owner not written yet: stale only if it stays like that.
-    holder=$(cat "$lockdir/owner" 2>/dev/null) || {
-        [ -n "$(find "$lockdir" -maxdepth 0 -mmin +2 2>/dev/null)" ]
+    holder=$(lock_owner) || {
+        [ -n "$(find "./$lockdir" -maxdepth 0 -type d -mmin +2 2>/dev/null)" ]
         return
     }
     holder_host=${holder%% *}
@@ -147,45 +251,61 @@ mkdir_lock_stale() { # the lock's holder is gone: same host and dead, or silent 
     if [ "$holder_host" = "$(hostname)" ] && ! kill -0 "$holder_pid" 2>/dev/null; then
         return 0
     fi
-    [ -n "$(find "$lockdir/owner" -mmin +2 2>/dev/null)" ]
+    [ -n "$(find "./$lockdir/owner" -maxdepth 0 -mmin +2 2>/dev/null)" ]
 }
 
 take_lock() {
     if have_flock; then
-        exec 9>>"$dest/$lock_name"
+        [ -L "$lock_name" ] || [ -e "$lock_name" ] || (umask 022; set -C; : >"$lock_name") 2>/dev/null || :
+        own_file "./$lock_name" || refuse_name "the lock file" "$lock_name"
+        # Read-only: the lock is never truncated or written, whatever the name became.
+        exec 9<"$lock_name"
+        if [ -e /proc/self/fd/9 ]; then
+            [ "$(readlink /proc/self/fd/9)" = "${dest%/}/$lock_name" ] || refuse_name "the lock file" "$lock_name"
+        fi
         flock -w "$timeout" 9 || die "timed out after ${timeout}s waiting for the lock $dest/$lock_name"
         return
     fi
+    # The lock file is the module's: refused here as there, though not used.
+    if [ -L "$lock_name" ] || { [ -e "$lock_name" ] && ! own_file "./$lock_name"; }; then
+        refuse_name "the lock file" "$lock_name"
+    fi
     waited=0
-    while ! mkdir "$lockdir" 2>/dev/null; do
+    while :; do
+        [ ! -L "$lockdir" ] || refuse_name "the lock directory" "$lockdir"
+        mkdir -m 700 "$lockdir" 2>/dev/null && break
         if mkdir_lock_stale && mkdir "$lockdir.break" 2>/dev/null; then
             # Only one waiter breaks a stale lock, and only if it is still stale.
-            if mkdir_lock_stale; then rm -rf "$lockdir"; fi
+            if mkdir_lock_stale; then rm -rf "./$lockdir"; fi
             rmdir "$lockdir.break"
             continue
         fi
-        [ -d "$lockdir.break" ] && [ -n "$(find "$lockdir.break" -mmin +2 2>/dev/null)" ] &&
+        [ -d "$lockdir.break" ] && [ ! -L "$lockdir.break" ] &&
+            [ -n "$(find "./$lockdir.break" -maxdepth 0 -mmin +2 2>/dev/null)" ] &&
             rmdir "$lockdir.break" 2>/dev/null
         [ "$waited" -lt "$timeout" ] ||
-            die "timed out after ${timeout}s waiting for the lock $lockdir, held by $(cat "$lockdir/owner" 2>/dev/null || echo unknown)"
+            die "timed out after ${timeout}s waiting for the lock $dest/$lockdir, held by $(lock_owner || echo unknown)"
         sleep 1
         waited=$((waited + 1))
     done
-    echo "$(hostname) $$" >"$lockdir/owner"
+    (cd -P "$lockdir" && [ "$(pwd -P)" = "${dest%/}/$lockdir" ] && umask 077 && set -C &&
+        printf '%s %s\n' "$(hostname)" "$$" >owner) || refuse_name "the lock directory" "$lockdir"
     # Waiters on other hosts cannot see our pid: keep the owner file fresh.
     # Detached from our output, which belongs to the command exec'd later.
-    (while sleep 20; do [ -d "$lockdir" ] && touch "$lockdir/owner" || exit 0; done) \
-        </dev/null >/dev/null 2>&1 &
+    (while sleep 20; do
+        [ -d "$lockdir" ] && [ ! -L "$lockdir" ] && [ ! -L "$lockdir/owner" ] || exit 0
+        touch -c "$lockdir/owner"
+    done) </dev/null >/dev/null 2>&1 &
     heartbeat=$!
 }
 
 release_lock() {
     if have_flock; then
         flock -u 9
-        exec 9>&-
+        exec 9<&-
     else
         [ -z "$heartbeat" ] || kill "$heartbeat" 2>/dev/null || :
-        rm -rf "$lockdir"
+        rm -rf "./$lockdir"
     fi
 }
 
@@ -205,11 +325,11 @@ move_into() ( # from to overwrite: rename entries, descending into directories b
         [ "$name" = "$ready_name" ] && continue
         t=$2/$name
         if [ ! -e "$t" ] && [ ! -L "$t" ]; then
-            mv "$e" "$t"
+            mv -T "$e" "$t"
         elif [ -d "$e" ] && [ ! -L "$e" ] && [ -d "$t" ] && [ ! -L "$t" ]; then
             move_into "$e" "$t" "$3"
         elif [ "$3" = true ] && [ ! -d "$e" ] && [ ! -d "$t" ]; then
-            mv -f "$e" "$t"
+            mv -f -T "$e" "$t"
         fi
     done
 )
@@ -218,21 +338,30 @@ json_string() {
     printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')"
 }
 
-write_marker() { # json
-    tmp=$dest/$marker_name.tmp-$$
-    printf '%s\n' "$1" >"$tmp"
-    sync
-    mv -f "$tmp" "$marker"
-    sync
+ready_ok() { # staging: it holds a ready record that follows the protocol
+    r=$1/$ready_name
+    [ ! -L "$r" ] && [ -f "$r" ] || return 1
+    [ -n "$(find "$r" -maxdepth 0 -type f -user "$uid" -size -16384k -print 2>/dev/null)" ] || return 1
+    [ "$(head -n 1 "$r")" = "format=$ready_format" ] || return 1
+    ! grep -v -x -E "format=$ready_format|overwrite=(true|false)|marker=\\{.*\\}|prune=.+" "$r" >/dev/null ||
+        return 1
+    [ "$(grep -c '^marker=' "$r")" = 1 ] && [ "$(grep -c '^overwrite=' "$r")" = 1 ] || return 1
+    grep -q '^prune=' "$r" || return 0
+    release_lock
+    die "$dest/${1#./} holds a ready record with prune entries: only guardrail.ecs.efs_hydrate finishes it; run the module on this volume"
 }
 
 finish() { # staging: move a ready staging tree into place and mark dest hydrated
     overwrite=false
-    grep -q '"overwrite": *true' "$1/$ready_name" && overwrite=true
-    move_into "$1" "$dest" "$overwrite"
+    grep -q -x 'overwrite=true' "$1/$ready_name" && overwrite=true
+    rm -f "$1/$marker_name.tmp"
+    move_into "$1" . "$overwrite"
     sync
-    record=$(sed -n 's/^{"overwrite": [a-z]*, "prune": \[\], "marker": \(.*\)}$/\1/p' "$1/$ready_name")
-    write_marker "${record:-$(marker_json recovered)}"
+    # The marker is written inside the staging tree (ours, 0700), then renamed over the name.
+    (umask 022; set -C; sed -n 's/^marker=//p' "$1/$ready_name" >"$1/$marker_name.tmp")
+    sync
+    mv -f -T "$1/$marker_name.tmp" "$marker_name"
+    sync
     rm -rf "$1"
 }
 
@@ -248,24 +377,24 @@ marker_json() { # how
 take_lock
 
 recovered=
-for leftover in "$dest/$staging_prefix"* "$dest/$marker_name.tmp-"*; do
-    [ -e "$leftover" ] || continue
-    if [ -d "$leftover" ] && [ -f "$leftover/$ready_name" ]; then
-        finish "$leftover"
+for leftover in "$staging_prefix"* "$marker_name.tmp-"*; do
+    [ -e "$leftover" ] || [ -L "$leftover" ] || continue
+    if own_staging "./$leftover" && ready_ok "./$leftover"; then
+        finish "./$leftover"
         recovered=1
     else
-        rm -rf "$leftover"
+        rm -rf "./$leftover"
     fi
 done
 
-if [ -f "$marker" ]; then
+if check_marker; then
     release_lock
     if [ -n "$recovered" ]; then say "$dest: finished a hydration that was interrupted"; else say "$dest is already hydrated"; fi
     exec "$@"
 fi
 
 found=
-for e in "$dest"/* "$dest"/.[!.]* "$dest"/..?*; do
+for e in ./* ./.[!.]* ./..?*; do
     [ -e "$e" ] || [ -L "$e" ] || continue
     is_ours "${e##*/}" && continue
     found="$found ${e##*/}"
@@ -282,21 +411,27 @@ if [ -n "$found" ]; then
     esac
 fi
 
-id=$(cat /proc/sys/kernel/random/uuid 2>/dev/null || echo "$$-$(date +%s)")
-staging=$dest/$staging_prefix$id
-mkdir "$staging"
-chmod 700 "$staging"
+id=$(od -An -N16 -tx1 /dev/urandom 2>/dev/null | tr -d ' \n')
+[ -n "$id" ] || id=$(cat /proc/sys/kernel/random/uuid)
+staging=./$staging_prefix$id
+mkdir -m 700 "$staging"
+own_staging "$staging" || die "$dest/${staging#./} was replaced while hydrating"
 cp -a "$src/." "$staging/"
 if [ -n "$owner$group" ]; then
     chown -R -h "$owner${group:+:$group}" "$staging"
-    chown "$owner${group:+:$group}" "$dest"
+    chown -h "$owner${group:+:$group}" .
+    # The staging directory itself stays this uid's: that is how a rerun knows it.
+    chown -h "$uid" "$staging"
 fi
-[ -z "$dir_mode" ] || { find "$staging" -type d -exec chmod "$dir_mode" {} +; chmod "$dir_mode" "$dest"; }
+# chmod never follows: only directories and regular files found without following links.
+[ -z "$dir_mode" ] || { find "$staging" -type d -exec chmod "$dir_mode" {} +; chmod "$dir_mode" .; }
 [ -z "$file_mode" ] || find "$staging" -type f -exec chmod "$file_mode" {} +
+chmod 700 "$staging"
 sync
-# The ready file carries the marker, so whoever finishes this tree writes it.
-printf '{"overwrite": false, "prune": [], "marker": %s}\n' "$(marker_json seeded)" >"$staging/$ready_name.tmp"
-mv "$staging/$ready_name.tmp" "$staging/$ready_name"
+# The ready record carries the marker, so whoever finishes this tree writes it.
+(umask 022; set -C; printf 'format=%s\noverwrite=false\nmarker=%s\n' "$ready_format" "$(marker_json seeded)" \
+    >"$staging/$ready_name.tmp")
+mv -T "$staging/$ready_name.tmp" "$staging/$ready_name"
 sync
 finish "$staging"
 release_lock

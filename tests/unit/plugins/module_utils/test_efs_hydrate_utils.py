@@ -100,8 +100,8 @@ def test_scan_dir_refuses_escaping_and_absolute_symlinks_and_fifos(src):
     with pytest.raises(h.HydrateError) as err:
         h.scan_dir(str(src))
     message = str(err.value)
-    assert "a/up -> ../../outside escapes" in message
-    assert "abs -> /etc/passwd escapes" in message
+    assert "a/up -> ../../outside resolves outside the tree" in message
+    assert "abs -> /etc/passwd resolves outside the tree" in message
     assert "pipe is a device file, FIFO or socket" in message
 
 
@@ -137,7 +137,9 @@ def test_archive_without_directory_members_gets_its_parents(tmp_path):
 @pytest.mark.parametrize("members,match", [
     ([("../x", tarfile.REGTYPE, {})], r"contains '\.\.'"),
     ([("/x", tarfile.REGTYPE, {})], "absolute path"),
-    ([("l", tarfile.SYMTYPE, {"linkname": "../.."})], "escapes the destination"),
+    ([("l", tarfile.SYMTYPE, {"linkname": "../.."})], "resolves outside the tree"),
+    ([("d/up", tarfile.SYMTYPE, {"linkname": ".."}), ("d/l", tarfile.SYMTYPE, {"linkname": "up/../x"})],
+     "d/l -> up/../x resolves outside the tree"),
     ([("h", tarfile.LNKTYPE, {"linkname": "missing"})], "does not name an earlier file"),
     ([("dev", tarfile.BLKTYPE, {})], "device file"),
     ([("d", tarfile.SYMTYPE, {"linkname": "e"}), ("d/f", tarfile.REGTYPE, {})], "below the non-directory"),
@@ -204,13 +206,18 @@ def test_synced_staging_is_finished_by_the_next_run(tmp_path, src):
     dest.mkdir()
     source = h.load_source(str(src), str(dest))
     staging = dest / (h.STAGING_PREFIX + "crashed")
-    staging.mkdir()
+    staging.mkdir(mode=0o700)
     policy = h.Policy()
-    h.copy_into(source, str(staging), str(dest), source.entries, policy)
+    staging_fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY)
+    dest_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        h.copy_into(source, staging_fd, dest_fd, source.entries, policy)
+    finally:
+        os.close(staging_fd)
+        os.close(dest_fd)
     plan = h.make_plan(source, str(dest), policy, False, False)
     marker = h._marker_record(source, plan, None)
-    h.write_json_atomic(str(staging / h.READY_FILE),
-                        {"overwrite": False, "prune": [], "marker": marker}, "tmp-")
+    (staging / h.READY_FILE).write_bytes(h.format_ready(False, [], marker))
     os.rename(staging / "top.txt", dest / "top.txt")
     assert not (dest / h.MARKER).exists()
 
@@ -224,10 +231,39 @@ def test_synced_staging_is_finished_by_the_next_run(tmp_path, src):
 def test_lock_timeout_names_the_holder(tmp_path):
     dest = tmp_path / "dest"
     dest.mkdir()
-    with h.DestLock(str(dest), timeout=5):
-        with pytest.raises(h.HydrateError, match=r"timed out after 0\.2s .* held by .*pid"):
-            with h.DestLock(str(dest), timeout=0.2):
-                pass
+    fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with h.DestLock(fd, str(dest), timeout=5):
+            with pytest.raises(h.HydrateError, match=r"timed out after 0\.2s .* held by .*pid"):
+                with h.DestLock(fd, str(dest), timeout=0.2):
+                    pass
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("line", [
+    "prune=/etc/passwd", "prune=../x", "prune=a/../../x", "prune=a//b", "prune=.guardrail-hydrated",
+    "prune=%2E%2E/x", "overwrite=yes", "marker=[1]", "marker={\"a\": {\"b\": 1}}", "unknown=1",
+    "overwrite=true",
+])
+def test_ready_records_outside_the_schema_are_refused(line):
+    good = b'format=guardrail-hydrate-ready 1\noverwrite=false\nmarker={"who": "x"}\n'
+    assert h.parse_ready(good) == {"overwrite": False, "prune": [], "marker": {"who": "x"}}
+    with pytest.raises(ValueError):
+        h.parse_ready(good + line.encode() + b"\n")
+
+
+def test_ready_record_round_trips_odd_names():
+    names = ["a b/c=d", "new\nline", "per%cent", "\udcff-bytes"]
+    record = h.parse_ready(h.format_ready(True, names, {"who": "x"}))
+    assert record["prune"] == names and record["overwrite"] is True
+
+
+def test_resolution_of_chained_links():
+    links = {"x/y/z/up": "../../..", "x/y/z/L": "up/../../etc/secret", "a": "b", "b": "a"}
+    assert h.resolve_in_tree("x/y/z/up", links) == ""
+    assert h.resolve_in_tree("x/y/z/L", links) is None
+    assert h.resolve_in_tree("a", links) is None
 
 
 def test_read_only_directory_modes_without_root_are_refused(tmp_path, src, monkeypatch):
