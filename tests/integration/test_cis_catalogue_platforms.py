@@ -279,3 +279,32 @@ def test_default_deny_exception_still_fails_an_open_input_policy(platform, contr
     closed_input = "-P INPUT DROP\n-P FORWARD DROP\n-P OUTPUT ACCEPT\n-A INPUT -i lo -j ACCEPT\n"
     assert not re.search(row["expect"], open_input, re.M)
     assert re.search(row["expect"], closed_input, re.M)
+
+
+@pytest.mark.parametrize("platform,control_id", [("debian", "6.1.3.3"), ("al2023", "5.1.1.3"), ("al2", "5.1.1.3")])
+def test_journald_setting_overridden_by_a_later_drop_in_fails(tmp_path, platform, control_id, request):
+    """journald takes the last drop-in that sets a key: ForwardToSyslog=no in 90-local.conf wins over the role's 60-."""
+    row = rows(request.getfixturevalue(platform))[control_id]
+    ours = {"/etc/systemd/journald.conf.d/60-cis-hardening.conf": "[Journal]\nForwardToSyslog=yes\n"}
+    assert evaluate(row, tmp_path / "ok", ours)["status"] == "pass"
+    later = dict(ours, **{"/etc/systemd/journald.conf.d/90-local.conf": "[Journal]\nForwardToSyslog=no\n"})
+    result = evaluate(row, tmp_path / "later", later)
+    assert result["status"] == "failed" and "ForwardToSyslog=no" in result["evidence"]
+
+
+@pytest.mark.parametrize("platform,control_id", [("debian", "6.1.3.4"), ("al2023", "5.1.1.4")])
+def test_rsyslog_wider_file_mode_elsewhere_fails(tmp_path, platform, control_id, request):
+    """$FileCreateMode applies to the actions after it: 0644 in another file makes log files world-readable."""
+    row = rows(request.getfixturevalue(platform))[control_id]
+    ours = {"/etc/rsyslog.d/60-cis-hardening.conf": "$FileCreateMode 0640\n",
+            "/etc/rsyslog.conf": "$FileCreateMode 0600\n$IncludeConfig /etc/rsyslog.d/*.conf\nauth,authpriv.* /var/log/auth.log\n"}
+    assert evaluate(row, tmp_path / "ok", ours)["status"] == "pass"
+    wider = dict(ours, **{"/etc/rsyslog.d/99-local.conf": "$FileCreateMode 0644\n"})
+    result = evaluate(row, tmp_path / "wider", wider)
+    assert result["status"] == "failed" and "0644" in result["evidence"]
+
+
+def test_ip_forward_waiver_names_everything_it_leaves(debian):
+    row = rows(debian)["3.3.1"]
+    assert set(row["settings"]) == {"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"}
+    assert "IPv4" in row["waived"] and "IPv6" in row["waived"] and "cis_hardening_keep_ip_forward" in row["waived"]
