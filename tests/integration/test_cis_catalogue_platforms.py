@@ -2,6 +2,7 @@
 is planned against CIS Debian Linux 12 ids, titles and levels; the Amazon Linux columns carry the
 benchmarks' levels and the controls that were missing; values set once reach every row."""
 import json
+import re
 
 import pytest
 
@@ -173,3 +174,137 @@ def test_a_bad_extension_names_the_row_and_field(tmp_path, extra, message):
     result = plan(tmp_path, "Debian-12", expect_rc=2, **extra)
     assert result["failed"] and message in result["msg"]
     assert "tables" not in result
+
+
+# ---------------------------------------------------------------- rows an auditor would fail
+# Each row is taken from the plan as the role renders it and evaluated by the engine (audit only)
+# against files under a temporary root: the check must fail the host an auditor fails.
+
+def rebase(value, root):
+    """The row with every /etc path moved under root."""
+    if isinstance(value, dict):
+        return {k: rebase(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rebase(v, root) for v in value]
+    if isinstance(value, str) and value.startswith("/etc/"):
+        return str(root) + value
+    return value
+
+
+def evaluate(row, root, files):
+    from ansible_collections.guardrail.ecs.plugins.module_utils import cis_lines
+    for path, text in files.items():
+        target = root / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    table = {k: v for k, v in rebase(row, root).items() if k != "kind"}
+    results, _changed, _diffs = cis_lines.apply([table], audit_only=True, modprobe_file=str(root / "modprobe.conf"),
+                                                proc_modules=str(root / "modules"))
+    return results[0]
+
+
+def sshd_rows(planned):
+    found = {}
+    for row in planned["tables"]["lines"]:
+        keys = [i for i in row["lines"] if "key" in i and i["path"].startswith("/etc/ssh/sshd_config")]
+        if keys and not row.get("waived"):
+            found[row["id"]] = (keys, [i for i in row["lines"] if i.get("command") == ["/usr/sbin/sshd", "-T"]])
+    return found
+
+
+@pytest.mark.parametrize("platform", ["debian", "al2023", "al2"])
+def test_sshd_rows_check_the_effective_configuration(platform, request):
+    """A setting in the role's drop-in is not in force when sshd_config has no Include of it, or an earlier
+    file sets the key: sshd uses the first value. The auditor reads `sshd -T`, and so must the row."""
+    planned = request.getfixturevalue(platform)
+    found = sshd_rows(planned)
+    assert len(found) >= 15, sorted(found)
+    for control_id, (keys, effective) in found.items():
+        assert len(effective) == len(keys), "%s: no sshd -T check for %s" % (control_id, [k["key"] for k in keys])
+        for item, check in zip(keys, effective):
+            key, value = item["key"].lower(), str(item["value"])
+            good = "port 22\n%s %s\nusepam yes\n" % (key, value.lower() if item.get("ignore_case") else value)
+            assert re.search(check["expect"], good, re.M), (control_id, check["expect"], good)
+            if item.get("compare") == "le":
+                weaker = "%s %d\n" % (key, int(value) + 1)
+                assert re.search(check["expect"], "%s %d\n" % (key, int(value) - 1), re.M), control_id
+            elif value.lower() in ("yes", "no"):
+                weaker = "%s %s\n" % (key, {"yes": "no", "no": "yes"}[value.lower()])
+            else:
+                weaker = "%s %s,3des-cbc\n" % (key, value) if "," in value else "%s other\n" % key
+            assert not re.search(check["expect"], "port 22\n" + weaker, re.M), (control_id, check["expect"], weaker)
+
+
+@pytest.mark.parametrize("platform,control_id", [("debian", "5.3.3.2.2"), ("al2", "4.4.2.2.3"), ("al2023", "4.5.1")])
+def test_minlen_weakened_in_conf_d_or_on_the_pam_line_fails(tmp_path, platform, control_id, request):
+    """libpwquality reads pwquality.conf.d after pwquality.conf, and arguments on the pam_pwquality line win
+    over both: a minlen of 8 in either is what the host enforces."""
+    row = rows(request.getfixturevalue(platform))[control_id]
+    pam = "/etc/pam.d/common-password" if platform == "debian" else "/etc/pam.d/system-auth"
+    base = {"/etc/security/pwquality.conf": "minlen = 14\nminclass = 4\n",
+            pam: "password requisite pam_pwquality.so retry=3\npassword required pam_unix.so\n"}
+    assert evaluate(row, tmp_path / "ok", base)["status"] == "pass"
+    conf_d = dict(base, **{"/etc/security/pwquality.conf.d/50-site.conf": "minlen = 8\n"})
+    result = evaluate(row, tmp_path / "conf_d", conf_d)
+    assert result["status"] == "failed" and "minlen = 8" in result["evidence"]
+    stricter = dict(base, **{"/etc/security/pwquality.conf.d/50-site.conf": "minlen = 20\n"})
+    assert evaluate(row, tmp_path / "stricter", stricter)["status"] == "pass"
+    on_line = dict(base, **{pam: "password requisite pam_pwquality.so retry=3 minlen=8\npassword required pam_unix.so\n"})
+    result = evaluate(row, tmp_path / "pam", on_line)
+    assert result["status"] == "failed" and "minlen=8" in result["evidence"]
+
+
+@pytest.mark.parametrize("platform,control_id", [("debian", "5.4.1.1"), ("al2", "4.5.1.2"), ("al2023", "4.6.1.1")])
+def test_password_expiry_of_existing_accounts_is_checked(tmp_path, platform, control_id, request):
+    """login.defs only sets the default for new accounts; the auditor also reads each password's maximum age."""
+    row = rows(request.getfixturevalue(platform))[control_id]
+    defs = {"/etc/login.defs": "PASS_MAX_DAYS 365\n"}
+    ok = dict(defs, **{"/etc/shadow": "root:*:19000:0:99999:7:::\nalice:$6$salt$hash:19000:1:365:7:30::\n"})
+    assert evaluate(row, tmp_path / "ok", ok)["status"] == "pass"
+    bad = dict(defs, **{"/etc/shadow": "root:*:19000:0:99999:7:::\nalice:$6$salt$hash:19000:1:99999:7:30::\n"})
+    result = evaluate(row, tmp_path / "bad", bad)
+    assert result["status"] == "failed" and "alice" in result["evidence"]
+
+
+@pytest.mark.parametrize("platform,control_id", [("debian", "4.4.2.1"), ("al2023", "3.4.2.7"), ("al2", "3.4.4.2.4")])
+def test_default_deny_exception_still_fails_an_open_input_policy(platform, control_id, request):
+    """The container-host exception covers FORWARD and OUTPUT only: a host whose INPUT policy is ACCEPT
+    fails, it is not reported waived."""
+    planned = request.getfixturevalue(platform)
+    row = rows(planned)[control_id]
+    meta = {c["id"]: c for c in planned["controls"]}[control_id]
+    assert "waived" not in row, row
+    assert "cis_hardening_firewall_container_exceptions" in meta["check_only"]
+    open_input = "-P INPUT ACCEPT\n-P FORWARD ACCEPT\n-P OUTPUT ACCEPT\n"
+    closed_input = "-P INPUT DROP\n-P FORWARD DROP\n-P OUTPUT ACCEPT\n-A INPUT -i lo -j ACCEPT\n"
+    assert not re.search(row["expect"], open_input, re.M)
+    assert re.search(row["expect"], closed_input, re.M)
+
+
+@pytest.mark.parametrize("platform,control_id", [("debian", "6.1.3.3"), ("al2023", "5.1.1.3"), ("al2", "5.1.1.3")])
+def test_journald_setting_overridden_by_a_later_drop_in_fails(tmp_path, platform, control_id, request):
+    """journald takes the last drop-in that sets a key: ForwardToSyslog=no in 90-local.conf wins over the role's 60-."""
+    row = rows(request.getfixturevalue(platform))[control_id]
+    ours = {"/etc/systemd/journald.conf.d/60-cis-hardening.conf": "[Journal]\nForwardToSyslog=yes\n"}
+    assert evaluate(row, tmp_path / "ok", ours)["status"] == "pass"
+    later = dict(ours, **{"/etc/systemd/journald.conf.d/90-local.conf": "[Journal]\nForwardToSyslog=no\n"})
+    result = evaluate(row, tmp_path / "later", later)
+    assert result["status"] == "failed" and "ForwardToSyslog=no" in result["evidence"]
+
+
+@pytest.mark.parametrize("platform,control_id", [("debian", "6.1.3.4"), ("al2023", "5.1.1.4")])
+def test_rsyslog_wider_file_mode_elsewhere_fails(tmp_path, platform, control_id, request):
+    """$FileCreateMode applies to the actions after it: 0644 in another file makes log files world-readable."""
+    row = rows(request.getfixturevalue(platform))[control_id]
+    ours = {"/etc/rsyslog.d/60-cis-hardening.conf": "$FileCreateMode 0640\n",
+            "/etc/rsyslog.conf": "$FileCreateMode 0600\n$IncludeConfig /etc/rsyslog.d/*.conf\nauth,authpriv.* /var/log/auth.log\n"}
+    assert evaluate(row, tmp_path / "ok", ours)["status"] == "pass"
+    wider = dict(ours, **{"/etc/rsyslog.d/99-local.conf": "$FileCreateMode 0644\n"})
+    result = evaluate(row, tmp_path / "wider", wider)
+    assert result["status"] == "failed" and "0644" in result["evidence"]
+
+
+def test_ip_forward_waiver_names_everything_it_leaves(debian):
+    row = rows(debian)["3.3.1"]
+    assert set(row["settings"]) == {"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"}
+    assert "IPv4" in row["waived"] and "IPv6" in row["waived"] and "cis_hardening_keep_ip_forward" in row["waived"]
