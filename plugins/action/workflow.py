@@ -5,13 +5,12 @@
 push and unlock for one (stack, profile), in one task.
 
 The steps live in module_utils/workflow.py and run in-process on the
-controller; this plugin validates the arguments, hands the engine Ansible's
-templar and masks no_log values in the result.
+controller; this plugin validates the arguments and hands the engine
+Ansible's templar.
 """
 from __future__ import annotations
 
 from ansible.errors import AnsibleActionFail
-from ansible.module_utils.common.parameters import remove_values
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.guardrail.ecs.plugins.action.render import templater
@@ -43,12 +42,13 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         del tmp
-        validation, params = self.validate_argument_spec(argument_spec=WORKFLOW_ARGUMENT_SPEC)
+        _validation, params = self.validate_argument_spec(argument_spec=WORKFLOW_ARGUMENT_SPEC)
         try:
+            # The engine masks what is secret (credentials, values tofu marks
+            # sensitive) and nothing else: masking every no_log option value
+            # wherever it appears would corrupt plain values equal to it.
             result.update(engine.run(params, templater(self._templar), check_mode=self._task.check_mode,
                                      diff=self._task.diff, variables=task_vars or {}))
         except engine.WorkflowError as exc:
             raise AnsibleActionFail(str(exc)) from exc
-        # As a module's result would be: values of no_log options (tofu
-        # variables, AWS secrets) masked wherever they appear.
-        return remove_values(result, validation._no_log_values)
+        return result

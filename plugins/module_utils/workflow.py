@@ -11,8 +11,9 @@ same steps.
 """
 from __future__ import annotations
 
+import json
 import os
-import subprocess
+import re
 import time
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.aws import AWS_ARGUMENT_SPEC
@@ -23,6 +24,10 @@ from ansible_collections.guardrail.ecs.plugins.module_utils import tofu as tofu_
 
 STEPS = ("render", "git_check", "lock", "exec", "git_push", "unlock", "unlock_any")
 DEFAULT_STEPS = ["render", "git_check", "lock", "exec", "git_push", "unlock"]
+# Commands after which git_push pushes: a plan (or anything else) never does.
+PUSHING = ("apply", "destroy")
+# backend_config keys whose values are credentials, masked in results.
+SECRET_KEY_RE = re.compile(r"(secret|token|password|access_key|credentials|sas|client_key)", re.I)
 TOFU_OPTIONS = ("backend_config", "backend_config_files", "lock", "lock_timeout", "parallelism",
                 "targets", "replace", "timeout")
 
@@ -120,6 +125,11 @@ class Workflow:
         self.diffs = []
         self.exec_result = {}
         self.rendered = {}
+        self.steps = []
+        self.lock_record = None
+        self.applied = None  # {"commit", "branch"} once an apply/destroy succeeded
+        self.tofu_secrets = set()
+        self.interrupted = None
         try:
             render_utils.validate_name("stack", self.stack)
             render_utils.validate_name("profile", self.profile)
@@ -152,10 +162,14 @@ class Workflow:
             # The rendered directory is written even in check mode: it is
             # git-ignored build output, and the plan that check mode runs
             # needs it.
+            # Only committed sources are rendered: the stack, the profiles and
+            # the var files under the repository are checked before any
+            # template is evaluated.
+            sources = [f for f in p["var_files"] if os.path.isabs(f)]
             result = render_utils.render(
                 self.repo_path, self.stack, self.profile, self.template,
                 extra_vars=p["vars"], stacks_dir=p["stacks_dir"], profiles_dir=p["profiles_dir"],
-                dest=p["dest"])
+                dest=p["dest"], sources=sources, require_git="git_check" in self.steps)
         except render_utils.RenderError as exc:
             raise StepFailed(f"render failed: {exc}") from exc
         self.diffs.extend(result.pop("diff"))
@@ -175,6 +189,9 @@ class Workflow:
         return result
 
     def step_lock(self):
+        conflict = self.tofu_lock_conflict()
+        if conflict:
+            raise StepFailed(f"lock refused before taking any lock: {conflict}")
         try:
             record = run_lock.new_record(self.stack, self.profile, self.owner, self.run_id,
                                          operation=self.operation, message=self.params["lock_message"])
@@ -182,11 +199,102 @@ class Workflow:
                                                    check_mode=self.check_mode)
         except (run_lock.LockError, git_utils.GitError) as exc:
             raise StepFailed(f"lock refused: {exc}") from exc
+        self.lock_record = held
         return {"changed": changed, "record": held}
+
+    def tofu_lock_conflict(self):
+        """Why the run lock would be the very lock tofu takes for the state
+        (tofu would then wait on us while we wait on tofu), or None."""
+        p = self.params
+        if p["lock_backend"] == "git" or (p["tofu_options"] or {}).get("lock") is False:
+            return None
+        backend = backend_settings(self.dest, (p["tofu_options"] or {}).get("backend_config") or {})
+        if backend.get("type") != "s3" or not backend.get("key"):
+            return None
+        ours = p["lock_key"] or f"guardrail/{self.stack}/{self.profile}"
+        key = backend["key"]
+        if self.params["workspace"] and self.params["workspace"] != "default":
+            key = f"{backend.get('workspace_key_prefix') or 'env:'}/{self.params['workspace']}/{key}"
+        if (p["lock_backend"] == "dynamodb" and backend.get("dynamodb_table") == p["lock_table"]
+                and ours == f"{backend.get('bucket')}/{key}"):
+            where = f"item LockID={ours} in table {p['lock_table']}"
+        elif (p["lock_backend"] == "s3" and backend.get("bucket") == p["lock_bucket"] and ours == key
+              and str(backend.get("use_lockfile", "")).lower() in ("true", "1")):
+            where = f"object {key}.tflock in bucket {p['lock_bucket']}"
+        else:
+            return None
+        return (f"lock_key {ours!r} makes the run lock the {where}, which is tofu's own lock for "
+                f"the state {backend.get('bucket')}/{key}: tofu would wait for the run lock while "
+                "the run waits for tofu (a deadlock). Leave lock_key unset (the run lock is then "
+                f"guardrail/{self.stack}/{self.profile}) or give it a key of its own; tofu's lock "
+                "keeps guarding the state")
+
+    def pushing(self):
+        """Whether the command changes infrastructure (an apply or destroy)."""
+        if isinstance(self.command, str):
+            return self.command in PUSHING
+        tool = os.path.basename(self.command[0])
+        return tool in ("tofu", "terraform") and any(a in PUSHING for a in self.command[1:2])
+
+    def recheck_upstream(self):
+        """Just before exec, with the lock held: the branch must not be behind
+        its upstream, so what is applied is what is then pushed."""
+        if "lock" not in self.steps or not self.params["fetch"] or self.check_mode:
+            return
+        try:
+            info = git_utils.check(self.repo_path, max_ahead=10 ** 6, allow_detached=True, fetch=True)
+        except git_utils.GitError as exc:
+            raise StepFailed(f"exec: cannot re-check the upstream before running: {exc}; "
+                             "nothing was applied") from exc
+        if info["behind"]:
+            released = self._release_quietly()
+            raise StepFailed(
+                f"exec: branch {info['branch']} is now {info['behind']} commit(s) behind "
+                f"{info['upstream']} (pushed while this run waited): nothing was applied"
+                f"{'; the run lock was released' if released else ''}. Pull, then run again",
+                {"behind": info["behind"], "upstream": info["upstream"], "released": released})
+
+    def _release_quietly(self):
+        try:
+            return self.backend().release(self.stack, self.profile, self.owner)[0]
+        except (run_lock.LockError, git_utils.GitError):
+            return False
+
+    def mark_lock(self, state, detail):
+        """Records the run's state (failed, interrupted) in the lock record."""
+        set_state = getattr(self.backend(), "set_state", None) if self.lock_record else None
+        if set_state is None or self.check_mode:
+            return
+        try:
+            self.lock_record = set_state(self.stack, self.profile, self.lock_record, state,
+                                         detail=detail[:500])
+        except (run_lock.LockError, git_utils.GitError):
+            pass
+
+    def head(self):
+        try:
+            return git_utils.run_git(["rev-parse", "--verify", "HEAD"], self.repo_path).strip()
+        except git_utils.GitError:
+            return None
 
     def step_exec(self):
         if not os.path.isdir(self.dest):
             raise StepFailed(f"exec: the rendered directory {self.dest} does not exist; add the render step")
+        if self.pushing():
+            self.recheck_upstream()
+        commit = self.head() if self.pushing() else None
+        try:
+            result = self._exec()
+        except StepFailed as exc:
+            self.interrupted = exc.result.get("interrupted")
+            self.mark_lock("interrupted" if self.interrupted else "failed", str(exc))
+            raise
+        if self.pushing() and not self.check_mode and commit:
+            self.applied = {"commit": commit, "command": self.operation,
+                            "counts": result.get("counts")}
+        return result
+
+    def _exec(self):
         if isinstance(self.command, list):
             return self._exec_argv()
         p = self.params
@@ -201,9 +309,13 @@ class Workflow:
             result = tofu.execute(self.command, check_mode=self.check_mode,
                                   show_sensitive=p["show_sensitive"])
         except tofu_utils.TofuError as exc:
+            if tofu:
+                self.tofu_secrets |= tofu.secrets
             raise StepFailed(f"exec ({self.operation}) failed: {exc}",
                              {"rc": exc.rc, "stdout": tofu.stdout if tofu else "",
-                              "stderr": tofu.stderr if tofu else exc.stderr}) from exc
+                              "stderr": tofu.stderr if tofu else exc.stderr,
+                              "interrupted": exc.interrupted}) from exc
+        self.tofu_secrets |= tofu.secrets
         result.update(stdout=tofu.stdout, stderr=tofu.stderr, binary=tofu.binary)
         if self.diff:
             self.diffs.extend(tofu_utils.diff_text(result["resources"]))
@@ -215,19 +327,28 @@ class Workflow:
             return {"changed": False, "skipped": True, "msg": "check mode: the command was not run",
                     "cmd": self.command}
         try:
-            proc = subprocess.run(self.command, cwd=self.dest, capture_output=True, text=True,
-                                  timeout=self.params["exec_timeout"], check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
+            rc, stdout, stderr, interrupted = tofu_utils.run_process(
+                self.command, self.dest, dict(os.environ), self.params["exec_timeout"])
+        except OSError as exc:
             raise StepFailed(f"exec ({self.operation}) failed: {exc}") from exc
-        result = {"changed": True, "cmd": self.command, "rc": proc.returncode,
-                  "stdout": proc.stdout, "stderr": proc.stderr}
-        if proc.returncode != 0:
-            raise StepFailed(f"exec ({self.operation}) failed with rc={proc.returncode}: "
-                             f"{proc.stderr.strip() or proc.stdout.strip()}", result)
+        result = {"changed": True, "cmd": self.command, "rc": rc, "stdout": stdout, "stderr": stderr,
+                  "interrupted": interrupted}
+        if interrupted:
+            why = (f"timed out after {self.params['exec_timeout']}s" if interrupted == "timeout"
+                   else f"was interrupted by {interrupted}")
+            raise StepFailed(f"exec ({self.operation}) {why}: it was sent SIGINT, then had a grace "
+                             f"period, and exited with rc={rc}: {stderr.strip() or stdout.strip()}", result)
+        if rc != 0:
+            raise StepFailed(f"exec ({self.operation}) failed with rc={rc}: "
+                             f"{stderr.strip() or stdout.strip()}", result)
         self.exec_result = result
         return result
 
     def step_git_push(self):
+        if "exec" in self.steps and not self.applied and not (self.check_mode and self.pushing()):
+            return {"changed": False, "skipped": True,
+                    "msg": f"nothing pushed: only a successful {' or '.join(PUSHING)} pushes, "
+                           f"and this run's command was {self.operation} (a plan never pushes)"}
         try:
             return git_utils.push(self.repo_path, remote=self.params["push_remote"],
                                   check_mode=self.check_mode)
@@ -252,9 +373,19 @@ class Workflow:
 
     # -- run -----------------------------------------------------------------
     def run(self, steps):
+        self.steps = list(steps)
+        with tofu_utils.INTERRUPTS.guard() as interrupts:
+            return self._run(steps, interrupts)
+
+    def _run(self, steps, interrupts):
         records = []
         failure = None
         for name in steps:
+            if failure is None and interrupts.received:
+                failure = (name, f"interrupted by {interrupts.received} before step {name}")
+                records.append({"step": name, "status": "failed", "changed": False, "duration": 0.0,
+                                "msg": failure[1], "result": {}})
+                continue
             if failure is not None:
                 records.append({"step": name, "status": "skipped", "changed": False, "duration": 0.0})
                 continue
@@ -274,6 +405,20 @@ class Workflow:
         held = "lock" in steps and steps.index("lock") < steps.index(step)
         if step == "git_check":
             return f"{msg}. No lock was taken and nothing ran."
+        if held and step == "git_push" and self.applied:
+            counts = self.applied.get("counts") or {}
+            summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n) or "no resource change"
+            return (f"{msg}. Commit {self.applied['commit']} was applied to {self.stack}/{self.profile} "
+                    f"({self.applied['command']}: {summary}) but is not on the upstream: someone "
+                    "pushed meanwhile. The run lock stays held by {self.owner} "
+                    f"(run {self.run_id}) so nobody applies the upstream over it. What to do: pull "
+                    "(rebase or merge onto the upstream), then run the workflow again as the same "
+                    "owner: it applies the combined commit, pushes it and releases the lock.")
+        if held and step == "exec" and self.interrupted:
+            return (f"{msg}. The run lock {self.stack}/{self.profile} stays held by {self.owner} "
+                    f"(run {self.run_id}), marked interrupted, and nothing was pushed; tofu's state "
+                    f"is in {self.dest}. Run again as the same owner to finish: tofu resumes from "
+                    "that state (a resource cut mid-create is tainted and replaced).")
         if held and step in ("exec", "git_push"):
             return (f"{msg}. The run lock {self.stack}/{self.profile} stays held by {self.owner} "
                     f"(run {self.run_id}) and nothing was pushed"
@@ -294,6 +439,74 @@ def net_changed(records):
     return any(r["changed"] for r in records if r["step"] not in transient)
 
 
+
+
+def backend_settings(dest, overrides=None):
+    """The backend block of the rendered configuration as {"type", attr: value}
+    (plain string and boolean attributes only), with `overrides`
+    (backend_config) on top; {} when none is found."""
+    found = {}
+    try:
+        names = sorted(os.listdir(dest))
+    except OSError:
+        names = []
+    for name in names:
+        path = os.path.join(dest, name)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if name.endswith(".tf.json"):
+            try:
+                blocks = (json.loads(text).get("terraform") or {})
+            except (ValueError, AttributeError):
+                continue
+            for block in blocks if isinstance(blocks, list) else [blocks]:
+                for kind, settings in ((block or {}).get("backend") or {}).items():
+                    if isinstance(settings, list):
+                        settings = settings[0] if settings else {}
+                    found = dict(type=kind, **{k: v for k, v in (settings or {}).items()
+                                               if isinstance(v, (str, bool))})
+        elif name.endswith(".tf"):
+            match = re.search(r'backend\s+"([^"]+)"\s*\{([^}]*)\}', text)
+            if match:
+                found = {"type": match.group(1)}
+                for attr in re.finditer(r'^\s*(\w+)\s*=\s*(?:"([^"]*)"|(true|false))\s*$',
+                                        match.group(2), re.M):
+                    found[attr.group(1)] = attr.group(2) if attr.group(2) is not None else attr.group(3)
+    if found:
+        found.update({k: v for k, v in (overrides or {}).items() if isinstance(v, (str, bool))})
+    return found
+
+
+def redact(value, secrets):
+    """`value` with every occurrence of a secret in any string masked."""
+    secrets = sorted((s for s in secrets if isinstance(s, str) and s), key=len, reverse=True)
+    if not secrets:
+        return value
+
+    def walk(item):
+        if isinstance(item, dict):
+            return {walk(k): walk(v) for k, v in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [walk(v) for v in item]
+        if isinstance(item, str):
+            for secret in secrets:
+                item = item.replace(secret, tofu_utils.MASK)
+        return item
+    return walk(value)
+
+
+def secrets_of(params):
+    """The values in `params` that are credentials: AWS keys and backend_config
+    values under credential-like names. Plain values (a profile named like a
+    variable's value, a parallelism equal to a count) are not secrets."""
+    found = {params.get(k) for k in ("secret_key", "session_token", "access_key")}
+    for key, value in ((params.get("tofu_options") or {}).get("backend_config") or {}).items():
+        if SECRET_KEY_RE.search(str(key)):
+            found.add(str(value))
+    return {s for s in found if isinstance(s, str) and s}
 
 
 def run(params, template, check_mode=False, diff=False, variables=None):
@@ -318,9 +531,17 @@ def run(params, template, check_mode=False, diff=False, variables=None):
     if diff and workflow.diffs:
         result["diff"] = workflow.diffs
     if failure:
+        interrupted = next((r["result"].get("interrupted") for r in records
+                            if r["status"] == "failed" and isinstance(r.get("result"), dict)), None)
+        if interrupted or "interrupted by" in failure[1]:
+            result["interrupted"] = interrupted or tofu_utils.INTERRUPTS.received or "signal"
         result["failed"] = True
         result["failed_step"] = failure[0]
         result["msg"] = workflow.failure_message(failure[0], failure[1], steps)
     else:
         result["msg"] = "; ".join(f"{r['step']} {'changed' if r['changed'] else 'ok'}" for r in records)
-    return result
+    if workflow.applied:
+        result["applied_commit"] = workflow.applied["commit"]
+    # Masked: credentials given as options and every value tofu marks
+    # sensitive (variables, attributes, outputs), wherever they appear.
+    return redact(result, secrets_of(params) | workflow.tofu_secrets)
