@@ -83,7 +83,7 @@ def validate_steps(steps):
     unknown = [s for s in steps if s not in STEPS]
     if unknown:
         raise WorkflowError(f"unknown step(s) {', '.join(map(repr, unknown))}: "
-                                f"steps are {', '.join(STEPS)}, in that order; nothing was run")
+                            f"steps are {', '.join(STEPS)}, in that order; nothing was run")
     for before, after in zip(steps, steps[1:]):
         if STEPS.index(after) <= STEPS.index(before):
             raise WorkflowError(
@@ -96,7 +96,7 @@ def validate_command(command):
     if isinstance(command, str):
         if command not in tofu_utils.COMMANDS:
             raise WorkflowError(f"unknown command {command!r}: use a tofu command "
-                                    f"({', '.join(tofu_utils.COMMANDS)}) or an argv list")
+                                f"({', '.join(tofu_utils.COMMANDS)}) or an argv list")
         return command
     if isinstance(command, list) and command and all(isinstance(a, (str, int, float)) for a in command):
         return [str(a) for a in command]
@@ -437,8 +437,6 @@ def net_changed(records):
     if lock and unlock and lock["status"] == unlock["status"] == "ok" and lock["changed"]:
         transient = {"lock", "unlock"}
     return any(r["changed"] for r in records if r["step"] not in transient)
-
-
 
 
 def backend_settings(dest, overrides=None):

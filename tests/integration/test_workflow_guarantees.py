@@ -192,7 +192,7 @@ def test_sigint_to_ansible_playbook_interrupts_apply_gracefully(stack_repo, tmp_
         assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()[0]
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
+    out = proc.communicate(timeout=120)[0]
     assert proc.returncode != 0, out
     assert_state_kept(clone)
     holder = run_lock.get_backend("git", repo_path=str(clone)).read("slow", "prod")
