@@ -18,6 +18,7 @@ import time
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.aws import AWS_ARGUMENT_SPEC
 from ansible_collections.guardrail.ecs.plugins.module_utils import git as git_utils
+from ansible_collections.guardrail.ecs.plugins.module_utils import plans
 from ansible_collections.guardrail.ecs.plugins.module_utils import render as render_utils
 from ansible_collections.guardrail.ecs.plugins.module_utils import run_lock
 from ansible_collections.guardrail.ecs.plugins.module_utils import tofu as tofu_utils
@@ -60,6 +61,7 @@ WORKFLOW_ARGUMENT_SPEC = dict(
     lock_table=dict(type="str"),
     lock_bucket=dict(type="str"),
     lock_key=dict(type="str"),
+    plan_id=dict(type="str"),
 )
 WORKFLOW_ARGUMENT_SPEC.update(AWS_ARGUMENT_SPEC)
 
@@ -306,8 +308,12 @@ class Workflow:
         try:
             tofu = tofu_utils.Tofu(self.dest, binary=p["binary"], workspace=p["workspace"],
                                    variables=p["variables"], var_files=p["var_files"], **options)
-            result = tofu.execute(self.command, check_mode=self.check_mode,
-                                  show_sensitive=p["show_sensitive"])
+            result = self._saved_plan(tofu)
+            if result is None:
+                result = tofu.execute(self.command, check_mode=self.check_mode,
+                                      show_sensitive=p["show_sensitive"])
+        except plans.PlanRefused as exc:
+            raise StepFailed(f"exec ({self.operation}) refused: {exc}", {"refused": True}) from exc
         except tofu_utils.TofuError as exc:
             if tofu:
                 self.tofu_secrets |= tofu.secrets
@@ -321,6 +327,38 @@ class Workflow:
             self.diffs.extend(tofu_utils.diff_text(result["resources"]))
         self.exec_result = result
         return result
+
+    def _saved_plan(self, tofu):
+        """Plans that are saved (command plan) and applies of a saved plan
+        (plan_id); None for every other command."""
+        context = dict(commit=self.head(), stack=self.stack, profile=self.profile)
+        if self.command == "plan" and not self.check_mode:
+            with tofu_utils.INTERRUPTS.guard():
+                result = plans.save(tofu, **context)
+            outputs = {}
+        elif self.command == "apply" and self.params["plan_id"] and not self.check_mode:
+            with tofu_utils.INTERRUPTS.guard():
+                result = plans.apply(tofu, self.params["plan_id"], **context)
+            outputs = result.pop("outputs_raw")
+        else:
+            return None
+        result.setdefault("outputs_changed", [])
+        result["outputs"] = tofu_utils.mask_outputs(outputs, self.params["show_sensitive"])
+        result.update(command=self.command, applied=result.get("applied", False))
+        return result
+
+    def check_plan(self):
+        """With plan_id: refuses before any step runs when the saved plan
+        cannot be applied here (missing, another commit or stack/profile)."""
+        plan_id = self.params["plan_id"]
+        if not plan_id:
+            return None
+        if self.command != "apply" or "exec" not in self.steps:
+            raise WorkflowError("plan_id is for command apply with the exec step; nothing was run")
+        try:
+            return plans.check(self.dest, plan_id, self.head(), self.stack, self.profile)
+        except plans.PlanRefused as exc:
+            raise StepFailed(f"saved plan refused: {exc}", {"refused": True}) from exc
 
     def _exec_argv(self):
         if self.check_mode:
@@ -380,6 +418,12 @@ class Workflow:
     def _run(self, steps, interrupts):
         records = []
         failure = None
+        try:
+            self.check_plan()
+        except StepFailed as exc:
+            failure = ("plan_id", str(exc))
+            records.append({"step": "plan_id", "status": "failed", "changed": False, "duration": 0.0,
+                            "msg": str(exc), "result": exc.result})
         for name in steps:
             if failure is None and interrupts.received:
                 failure = (name, f"interrupted by {interrupts.received} before step {name}")
@@ -402,6 +446,8 @@ class Workflow:
         return records, failure
 
     def failure_message(self, step, msg, steps):
+        if step not in steps:
+            return msg
         held = "lock" in steps and steps.index("lock") < steps.index(step)
         if step == "git_check":
             return f"{msg}. No lock was taken and nothing ran."
@@ -437,6 +483,18 @@ def net_changed(records):
     if lock and unlock and lock["status"] == unlock["status"] == "ok" and lock["changed"]:
         transient = {"lock", "unlock"}
     return any(r["changed"] for r in records if r["step"] not in transient)
+
+
+def refused(records):
+    """Whether the run failed because it was refused (dirty or behind work
+    tree, lock held, saved plan not applicable) rather than a step failing."""
+    for record in records:
+        if record["status"] != "failed":
+            continue
+        result = record.get("result") if isinstance(record.get("result"), dict) else {}
+        return bool(result.get("refused") or record["step"] == "git_check"
+                    or (record["step"] == "lock" and record.get("msg", "").startswith("lock refused")))
+    return False
 
 
 def backend_settings(dest, overrides=None):
@@ -521,7 +579,7 @@ def run(params, template, check_mode=False, diff=False, variables=None):
         run_id=workflow.run_id, dest=workflow.dest, steps=records,
         duration=round(time.monotonic() - started, 3),
     )
-    for key in ("counts", "outputs", "resources"):
+    for key in ("counts", "outputs", "resources", "plan_id", "summary"):
         if key in workflow.exec_result:
             result[key] = workflow.exec_result[key]
     if workflow.rendered:
@@ -535,6 +593,7 @@ def run(params, template, check_mode=False, diff=False, variables=None):
             result["interrupted"] = interrupted or tofu_utils.INTERRUPTS.received or "signal"
         result["failed"] = True
         result["failed_step"] = failure[0]
+        result["refused"] = refused(records)
         result["msg"] = workflow.failure_message(failure[0], failure[1], steps)
     else:
         result["msg"] = "; ".join(f"{r['step']} {'changed' if r['changed'] else 'ok'}" for r in records)

@@ -155,6 +155,15 @@ options:
         in the same table, or its C(<key>.tflock) object in the same bucket); that configuration is
         refused before any lock is taken.
     type: str
+  plan_id:
+    description:
+      - With O(command=apply), apply exactly the plan saved by an earlier run with O(command=plan)
+        that returned this id (RV(plan_id)), instead of planning again.
+      - Refused before any step runs when the plan is not saved in the rendered directory, or was
+        made from another commit or for another O(stack) and O(profile); refused by the exec step
+        when tofu reports it stale. A successful apply removes it. Plans are written mode 0600, stay
+        in the rendered directory and are never pushed.
+    type: str
   aws_profile:
     description:
       - A named profile from the AWS shared configuration and credentials files, for the V(dynamodb)
@@ -231,6 +240,22 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+plan_id:
+  description: With O(command=plan), the id of the saved plan, to give as O(plan_id) to an apply; with O(plan_id), the plan applied.
+  returned: when a plan was saved or applied
+  type: str
+  sample: 3f2a9c01d4e5b6a7
+summary:
+  description: One line per resource change (action and address), then the counts.
+  returned: when a plan was saved or applied
+  type: list
+  elements: str
+  sample: ["  create   terraform_data.service", "Plan: 1 to create, 0 to update, 0 to replace, 0 to delete"]
+refused:
+  description: Whether the run was refused (work tree dirty or behind, lock held, saved plan not applicable) rather than failed.
+  returned: when failed
+  type: bool
+  sample: true
 steps:
   description:
     - Every requested step in order with its status (V(ok), V(failed), V(skipped)), whether it
