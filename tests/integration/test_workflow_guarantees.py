@@ -332,6 +332,7 @@ def test_upstream_rechecked_after_lock_and_nothing_applied(stack_repo, tmp_path)
     assert rc != 0 and result["failed_step"] == "exec", (result.get("msg"), err)
     assert "behind" in result["msg"] and "nothing was applied" in result["msg"], result["msg"]
     assert not (dest(clone) / "terraform.tfstate").exists()
+    assert remote_lock(remote) is None  # this run took it and gives it back
 
 
 def test_push_lost_after_apply_keeps_lock_and_says_what_was_applied(stack_repo, tmp_path):
