@@ -189,6 +189,22 @@ def fast_workflow(engine):
             return hashlib.sha256(handle.read()).hexdigest()
 
     class FastWorkflow(engine.Workflow):
+        def _saved_plan(self, tofu):
+            # An apply nobody reviewed first: one tofu invocation plans,
+            # applies and reports the change.
+            if (self.command == "apply" and not self.params["plan_id"] and not self.check_mode
+                    and not self.diff):
+                from ansible_collections.guardrail.ecs.plugins.module_utils import plans
+                from ansible_collections.guardrail.ecs.plugins.module_utils import tofu as tofu_utils
+
+                with tofu_utils.INTERRUPTS.guard():
+                    result = plans.apply_once(tofu)
+                outputs = result.pop("outputs_raw")
+                result.update(command="apply", outputs_changed=[],
+                              outputs=tofu_utils.mask_outputs(outputs, self.params["show_sensitive"]))
+                return result
+            return super()._saved_plan(tofu)
+
         def render_key(self):
             p = self.params
             stack_root, profiles, _dest = render_utils.resolve(
