@@ -209,10 +209,11 @@ def fast_workflow(engine):
             p = self.params
             stack_root, profiles, _dest = render_utils.resolve(
                 self.repo_path, self.stack, self.profile, p["stacks_dir"], p["profiles_dir"], p["dest"])
+            # A dirty source refuses in the render step proper, before any
+            # template is evaluated; a clean one is keyed by its git trees.
+            specs = [f"HEAD:./{os.path.relpath(d, self.repo_path)}" for d in (stack_root, profiles)]
             try:
                 render_utils.check_committed(self.repo_path, [stack_root, profiles], required=True)
-                top = git_utils.run_git(["rev-parse", "--show-toplevel"], self.repo_path).strip()
-                specs = [f"HEAD:{os.path.relpath(d, os.path.realpath(top))}" for d in (stack_root, profiles)]
                 trees = git_utils.run_git(["rev-parse", *specs], self.repo_path).split()
             except (render_utils.RenderError, git_utils.GitError):
                 return None

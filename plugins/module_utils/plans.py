@@ -125,6 +125,10 @@ def check(project_path, plan_id, commit=None, stack=None, profile=None):
     except (OSError, ValueError):
         meta = None
     if meta is None or not os.path.isfile(planfile):
+        elsewhere = _made_elsewhere(project_path, plan_id)
+        if elsewhere:
+            raise PlanRefused(f"plan {plan_id} was made for {elsewhere}, not {stack}/{profile}: run "
+                              f"plan for {stack}/{profile}; nothing was applied")
         raise PlanRefused(f"no saved plan {plan_id} in {project_path} (never made here, or already "
                           "applied): run plan again; nothing was applied")
     if (meta.get("stack"), meta.get("profile")) != (stack, profile):
@@ -138,6 +142,29 @@ def check(project_path, plan_id, commit=None, stack=None, profile=None):
         raise PlanRefused(f"plan file of {plan_id} no longer matches its id (changed since it was "
                           "saved): run plan again; nothing was applied")
     return meta
+
+
+def _made_elsewhere(project_path, plan_id):
+    """"stack/profile" of the plan `plan_id` saved in a sibling rendered
+    directory (.dist/PROFILE/STACK), or None."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(project_path)))
+    try:
+        profiles = os.listdir(root)
+    except OSError:
+        return None
+    for profile in profiles:
+        try:
+            stacks = os.listdir(os.path.join(root, profile))
+        except OSError:
+            continue
+        for stack in stacks:
+            try:
+                with open(paths(os.path.join(root, profile, stack), plan_id)[1], encoding="utf-8") as handle:
+                    meta = json.load(handle)
+            except (OSError, ValueError):
+                continue
+            return f"{meta.get('stack')}/{meta.get('profile')}"
+    return None
 
 
 def apply(tofu, plan_id, commit=None, stack=None, profile=None):

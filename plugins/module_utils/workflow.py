@@ -495,6 +495,7 @@ def refused(records):
             continue
         result = record.get("result") if isinstance(record.get("result"), dict) else {}
         return bool(result.get("refused") or record["step"] == "git_check"
+                    or (record["step"] == "render" and "not committed" in record.get("msg", ""))
                     or (record["step"] == "lock" and record.get("msg", "").startswith("lock refused")))
     return False
 
