@@ -174,6 +174,45 @@ def templater():
 RENDER_KEY = ".guardrail-render.json"
 
 
+STREAMED = []
+
+
+class streaming:  # pylint: disable=invalid-name
+    """Shows the standard output of the commands run inside it as it comes."""
+
+    def __init__(self, tofu_utils, echo):
+        self.tofu_utils, self.echo = tofu_utils, echo
+
+    def __enter__(self):
+        if ECHOING:
+            self.tofu_utils.ECHO = self.echo
+            STREAMED.append(True)
+
+    def __exit__(self, *exc):
+        self.tofu_utils.ECHO = None
+        sys.stdout.flush()
+        return False
+
+
+# Whether output is streamed (human output; --json prints only the result).
+ECHOING = []
+
+
+def echo_line(line):
+    sys.stdout.write(line)
+    sys.stdout.flush()
+
+
+def echo_events(line):
+    """One line of a `-json` event stream, as its human message."""
+    try:
+        event = json.loads(line)
+        line = event.get("@message", "") + "\n" if isinstance(event, dict) else line
+    except ValueError:
+        pass
+    echo_line(line)
+
+
 def fast_workflow(engine):
     """The engine's Workflow whose render step is skipped when the committed
     inputs (the stack's and the profiles' git trees, the vars) and the files
@@ -197,13 +236,19 @@ def fast_workflow(engine):
                 from ansible_collections.guardrail.ecs.plugins.module_utils import plans
                 from ansible_collections.guardrail.ecs.plugins.module_utils import tofu as tofu_utils
 
-                with tofu_utils.INTERRUPTS.guard():
+                with tofu_utils.INTERRUPTS.guard(), streaming(tofu_utils, echo_events):
                     result = plans.apply_once(tofu)
                 outputs = result.pop("outputs_raw")
                 result.update(command="apply", outputs_changed=[],
                               outputs=tofu_utils.mask_outputs(outputs, self.params["show_sensitive"]))
                 return result
             return super()._saved_plan(tofu)
+
+        def _exec_argv(self):
+            from ansible_collections.guardrail.ecs.plugins.module_utils import tofu as tofu_utils
+
+            with streaming(tofu_utils, echo_line):
+                return super()._exec_argv()
 
         def render_key(self):
             p = self.params
@@ -251,13 +296,15 @@ def human(result, stream):
         status = record["status"]
         if status == "ok" and record.get("result", {}).get("skipped"):
             status = "skipped"
+        elif status == "failed" and result.get("refused"):
+            status = "refused"
         stream.write(f"{record['step']:<10} {status:<7} changed={int(bool(record['changed']))} "
                      f"{record['duration']:6.2f}s\n")
     for line in result.get("summary") or []:
         stream.write(line + "\n")
     if result.get("plan_id") and not result.get("failed") and result.get("command_kind") == "plan":
-        stream.write(f"Saved plan {result['plan_id']}: apply exactly it with `tofu apply "
-                     f"{result['plan_id']}` (or CMD apply {result['plan_id']})\n")
+        stream.write(f"Saved plan {result['plan_id']}; apply exactly this plan with: "
+                     f"tofu apply {result['plan_id']}\n")
     if result.get("failed"):
         sys.stderr.write(f"guardrail: {'refused' if result.get('refused') else 'failed'}: "
                          f"{result.get('msg')}\n")
@@ -283,6 +330,8 @@ def main(argv=None):
         params, always_render = parse(argv)
         params = defaults(params)
         params["always_render"] = always_render
+        if not as_json:
+            ECHOING.append(True)
         result = engine.run(params, templater(), workflow_class=fast_workflow(engine))
     except BadInput as exc:
         return _bad(str(exc), as_json)
@@ -295,7 +344,7 @@ def main(argv=None):
     else:
         out, err = exec_output(result)
         kind = result["command_kind"]
-        if kind != "plan" or result.get("failed"):
+        if (kind != "plan" or result.get("failed")) and not STREAMED:
             sys.stdout.write(out)
         if kind == "exec" or result.get("failed"):
             sys.stderr.write(err)
