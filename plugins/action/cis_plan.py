@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: guardrail.ecs contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Controller side: picks the controls of a run from the catalogue (no remote execution)."""
+"""Controller side: merges site controls and overrides into the catalogue, validates it and picks
+the controls of a run (no remote execution)."""
 from __future__ import annotations
 
 from ansible.errors import AnsibleActionFail
@@ -9,12 +10,12 @@ from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.cis_catalogue import (
-    CatalogueError, rule_variable, select)
+    BENCHMARKS, CatalogueError, extend, rule_variable, select)
 
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("catalogue", "benchmark", "level"))
+    _VALID_ARGS = frozenset(("catalogue", "benchmark", "level", "extra", "overrides"))
 
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}
@@ -23,10 +24,13 @@ class ActionModule(ActionBase):
         missing = [k for k in ("catalogue", "benchmark", "level") if k not in args]
         if missing:
             raise AnsibleActionFail("cis_plan needs %s" % ", ".join(missing))
-        catalogue = args["catalogue"]
-        if not isinstance(catalogue, list):
-            raise AnsibleActionFail("catalogue must be a list of controls")
         benchmark = str(args["benchmark"])
+        if benchmark not in BENCHMARKS:
+            raise AnsibleActionFail("benchmark must be one of %s, not %r" % (", ".join(BENCHMARKS), benchmark))
+        try:
+            catalogue = extend(args["catalogue"], args.get("extra"), args.get("overrides"), benchmark)
+        except CatalogueError as exc:
+            raise AnsibleActionFail(str(exc))
         toggles = {}
         for entry in catalogue:
             ids = entry.get("id")
@@ -46,6 +50,7 @@ class ActionModule(ActionBase):
         except CatalogueError as exc:
             raise AnsibleActionFail(str(exc))
         result.update(plan)
+        result["benchmark"] = dict(BENCHMARKS[benchmark], id=benchmark)
         result["changed"] = False
         result["selected"] = len(plan["controls"])
         return result

@@ -5,21 +5,62 @@
 
 A catalogue entry::
 
-    id: {al2023: "3.2.1", al2: "3.3.1"}   # or one string for every benchmark
-    title: Ensure IP forwarding is disabled
-    level: 1                               # 1 or 2 (or per benchmark)
-    kind: sysctl                           # sysctl | lines | files | services | scan
-    settings: {...}                        # the data the kind's module takes
-    not_applicable: ""                     # a reason makes the control not_applicable
-    waived: ""                             # a reason makes the control waived
+    id: {al2023: "3.2.1", al2: "3.3.1", debian12: "3.3.1"}   # or one string for every benchmark
+    title: Ensure IP forwarding is disabled                  # or one per benchmark
+    level: 1                                                 # 1 or 2 (or per benchmark)
+    kind: sysctl                                             # one of KINDS
+    settings: {...}                                          # the data the kind's module takes
+    not_applicable: ""                                       # a reason makes the control not_applicable
+    waived: ""                                               # a reason makes the control waived
     waived_by: cis_hardening_keep_ip_forward
+    check_only: ""                                           # a reason: evaluated, never changed
 
-A control missing from a benchmark's ids is not part of that benchmark.
+A control missing from a benchmark's ids is not part of that benchmark. Site
+controls (``extra``) are appended and per-id ``overrides`` are merged in before
+the catalogue is validated (``validate``), so a bad row is named with its id and
+field before anything runs.
 """
 from __future__ import annotations
 
-KINDS = ("sysctl", "lines", "files", "services", "scan")
+import copy
+import re
+
+KINDS = ("sysctl", "lines", "files", "services", "scan", "pam")
 META = ("id", "title", "level", "section", "kind", "waived", "waived_by", "reason", "tags")
+
+# The benchmarks the catalogue carries ids for: the name and version the report states.
+BENCHMARKS = {
+    "al2023": {"name": "CIS Amazon Linux 2023 Benchmark", "version": "v1.0.0"},
+    "al2": {"name": "CIS Amazon Linux 2 Benchmark", "version": "v3.0.0"},
+    "debian12": {"name": "CIS Debian Linux 12 Benchmark", "version": "v1.1.0"},
+}
+
+# Fields of a row: the type each must have. Per-benchmark fields may also be a mapping
+# from benchmark to value.
+_FIELDS = {
+    "id": "text",
+    "title": "text",
+    "level": "level",
+    "kind": "kind",
+    "settings": "mapping",
+    "not_applicable": "reason",
+    "waived": "reason",
+    "waived_by": "reason",
+    "check_only": "reason",
+}
+_PER_BENCHMARK = ("id", "title", "level")
+# What an override may change (never the id: that is how it finds its row).
+OVERRIDE_FIELDS = ("title", "level", "kind", "settings", "not_applicable", "waived", "waived_by", "check_only")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# The one key each kind's settings cannot do without (any of them).
+_REQUIRED_SETTINGS = {
+    "sysctl": ("settings",),
+    "lines": ("lines", "per_path"),
+    "files": ("files",),
+    "services": ("packages_present", "packages_absent", "services_enabled", "services_masked"),
+    "scan": ("check",),
+    "pam": ("modules",),
+}
 
 
 class CatalogueError(Exception):
@@ -44,7 +85,141 @@ def tags_for(control_id, level, kind):
 
 
 def _sort_key(control_id):
-    return [int(part) if part.isdigit() else part for part in control_id.split(".")]
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in control_id.split(".")]
+
+
+def _label(source, index, row, benchmark=None):
+    ids = row.get("id") if isinstance(row, dict) else None
+    control_id = _for(ids, benchmark) if benchmark and isinstance(ids, dict) else ids
+    if isinstance(control_id, dict):
+        control_id = ", ".join("%s %s" % (k, v) for k, v in sorted(control_id.items(), key=str) if v)
+    where = source if index is None else "%s row %d" % (source, index)
+    return "%s (id %s)" % (where, control_id if control_id not in (None, "") else "missing")
+
+
+def _check_value(check, value):
+    """None when value fits check, else what is wrong with it."""
+    if check == "text":
+        if not isinstance(value, str) or not value.strip():
+            return "must be a non-empty string, not %r%s" % (
+                value, " (quote ids in YAML: 1.10 is the number 1.1)" if isinstance(value, (int, float)) else "")
+        return None
+    if check == "level":
+        if str(value) not in ("1", "2") or isinstance(value, bool):
+            return "must be 1 or 2, not %r" % (value,)
+        return None
+    if check == "kind":
+        if value not in KINDS:
+            return "must be one of %s, not %r" % (", ".join(KINDS), value)
+        return None
+    if check == "mapping":
+        if not isinstance(value, dict):
+            return "must be a mapping, not %s" % type(value).__name__
+        return None
+    if value is not None and not isinstance(value, str):
+        return "must be a string (a reason, or empty), not %r" % (value,)
+    return None
+
+
+def validate_row(row, source, index, benchmark=None):
+    """Raises CatalogueError naming the row (source, index, id) and the field that is wrong."""
+    if not isinstance(row, dict):
+        raise CatalogueError("%s row %s: a control must be a mapping, not %s" % (source, index, type(row).__name__))
+    label = _label(source, index, row, benchmark)
+    unknown = sorted(set(row) - set(_FIELDS), key=str)
+    if unknown:
+        raise CatalogueError("%s: field %s is not a catalogue field (fields: %s)" % (label, unknown[0], ", ".join(_FIELDS)))
+    for field in ("id", "title", "kind"):
+        if row.get(field) in (None, "", {}):
+            raise CatalogueError("%s: field %s is required" % (label, field))
+    for field, check in _FIELDS.items():
+        if field not in row:
+            continue
+        value = row[field]
+        per_benchmark = field in _PER_BENCHMARK and isinstance(value, dict)
+        for name, one in (value.items() if per_benchmark else [(None, value)]):
+            if per_benchmark and field == "id" and one in (None, ""):
+                continue
+            where = "%s.%s" % (field, name) if per_benchmark else field
+            problem = _check_value(check, one)
+            if not problem and field == "id" and not _ID.match(one):
+                problem = "%r is not a control id (letters, digits, '.', '_', '-')" % one
+            if problem:
+                raise CatalogueError("%s: field %s %s" % (label, where, problem))
+    settings = row.get("settings")
+    if settings is None and not row.get("not_applicable"):
+        raise CatalogueError("%s: field settings is required" % label)
+    if settings is not None:
+        wanted = _REQUIRED_SETTINGS[row["kind"]]
+        if not any(key in settings for key in wanted):
+            raise CatalogueError("%s: field settings needs %s for kind %s" % (label, " or ".join(wanted), row["kind"]))
+
+
+def _deep_merge(base, change):
+    merged = dict(base)
+    for key, value in change.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def extend(catalogue, extra=None, overrides=None, benchmark=None):
+    """The catalogue with site controls appended and per-id overrides merged in, validated.
+
+    ``extra`` is a list of rows of the same shape as the catalogue's. ``overrides`` maps a
+    control id of ``benchmark`` to the fields to change (OVERRIDE_FIELDS); ``settings`` is
+    merged key by key (mappings recursively, lists replaced), other fields are replaced.
+    """
+    if not isinstance(catalogue, list):
+        raise CatalogueError("cis_hardening_catalogue must be a list of controls, not %s" % type(catalogue).__name__)
+    extra = [] if extra is None else extra
+    overrides = {} if overrides is None else overrides
+    if not isinstance(extra, list):
+        raise CatalogueError("cis_hardening_catalogue_extra must be a list of controls, not %s" % type(extra).__name__)
+    if not isinstance(overrides, dict):
+        raise CatalogueError("cis_hardening_overrides must be a mapping of control id to fields, not %s"
+                             % type(overrides).__name__)
+    for index, row in enumerate(catalogue):
+        validate_row(row, "cis_hardening_catalogue", index, benchmark)
+    known = {}
+    for index, row in enumerate(catalogue):
+        control_id = _for(row["id"], benchmark)
+        if control_id:
+            known[str(control_id)] = index
+    rows = [dict(row) for row in catalogue]
+    for index, row in enumerate(extra):
+        validate_row(row, "cis_hardening_catalogue_extra", index, benchmark)
+        control_id = _for(row["id"], benchmark)
+        if control_id and str(control_id) in known:
+            raise CatalogueError("%s: %s is already a control of the %s catalogue; change it with cis_hardening_overrides"
+                                 % (_label("cis_hardening_catalogue_extra", index, row, benchmark), control_id, benchmark))
+        if control_id:
+            known[str(control_id)] = len(rows)
+        rows.append(dict(row))
+    for control_id, change in overrides.items():
+        control_id = str(control_id)
+        if control_id not in known:
+            raise CatalogueError("cis_hardening_overrides: %s is not a control of the %s catalogue" % (control_id, benchmark))
+        if not isinstance(change, dict):
+            raise CatalogueError("cis_hardening_overrides %s: must be a mapping of fields, not %s"
+                                 % (control_id, type(change).__name__))
+        unknown = sorted(set(change) - set(OVERRIDE_FIELDS), key=str)
+        if unknown:
+            raise CatalogueError("cis_hardening_overrides %s: field %s cannot be overridden (fields: %s)"
+                                 % (control_id, unknown[0], ", ".join(OVERRIDE_FIELDS)))
+        row = rows[known[control_id]]
+        for field, value in change.items():
+            if field == "settings" and isinstance(value, dict) and isinstance(row.get("settings"), dict) \
+                    and "kind" not in change:
+                row["settings"] = _deep_merge(row["settings"], value)
+            elif field in _PER_BENCHMARK and isinstance(row.get(field), dict):
+                row[field] = dict(row[field], **{benchmark: value})
+            else:
+                row[field] = copy.deepcopy(value)
+        validate_row(row, "cis_hardening_overrides", None, benchmark)
+    return rows
 
 
 def select(catalogue, benchmark, level, toggles=None, run_tags=None, skip_tags=None):
@@ -87,6 +262,8 @@ def select(catalogue, benchmark, level, toggles=None, run_tags=None, skip_tags=N
             "kind": kind,
             "tags": tags,
         }
+        if entry.get("check_only"):
+            meta["check_only"] = str(entry["check_only"])
         controls.append(meta)
         if toggles.get(control_id) is False:
             decided.append({"id": control_id, "status": "waived", "evidence": "not evaluated",
@@ -103,6 +280,8 @@ def select(catalogue, benchmark, level, toggles=None, run_tags=None, skip_tags=N
         if entry.get("waived"):
             row["waived"] = "%s (variable: %s)" % (entry["waived"], entry["waived_by"]) \
                 if entry.get("waived_by") else str(entry["waived"])
+        if entry.get("check_only"):
+            row["audit_only"] = True
         tables[kind].append(row)
     for kind in KINDS:
         tables[kind].sort(key=lambda r: _sort_key(r["id"]))
@@ -110,8 +289,15 @@ def select(catalogue, benchmark, level, toggles=None, run_tags=None, skip_tags=N
     return {"tables": tables, "decided": decided, "controls": controls}
 
 
+_WAS_NOW = re.compile(r"^was (.*?)[;,] now (.*)$", re.S)
+
+
 def merge(controls, results):
-    """Every selected control with its result; a control without a result is failed."""
+    """Every selected control with its result; a control without a result is failed.
+
+    A result may carry ``before`` and ``after`` (what the host had and has for a fixed
+    control); evidence of the form "was X; now Y" gives them too.
+    """
     by_id = {}
     for result in results:
         by_id[str(result["id"])] = result
@@ -122,6 +308,15 @@ def merge(controls, results):
         row["status"] = result["status"]
         row["evidence"] = result.get("evidence", "")
         row["reason"] = result.get("reason", "")
+        if not row["reason"] and meta.get("check_only") and row["status"] != "not_applicable":
+            row["reason"] = "check only: " + meta["check_only"]
+        for key in ("before", "after"):
+            if result.get(key):
+                row[key] = str(result[key])
+        if row["status"] == "fixed" and "before" not in row:
+            found = _WAS_NOW.match(row["evidence"])
+            if found:
+                row["before"], row["after"] = found.group(1), found.group(2)
         merged.append(row)
     return merged
 
@@ -135,4 +330,4 @@ def summary(rows):
         per = sections.setdefault(row["section"], {})
         per[row["status"]] = per.get(row["status"], 0) + 1
     return {"total": len(rows), "statuses": statuses,
-            "sections": {k: sections[k] for k in sorted(sections, key=lambda s: int(s) if s.isdigit() else 0)}}
+            "sections": {k: sections[k] for k in sorted(sections, key=lambda s: (0, int(s), "") if s.isdigit() else (1, 0, s))}}

@@ -397,10 +397,17 @@ def _git_env():
 
 def _work_tree(repo):
     """The top of the git work tree holding `repo`, or None outside git."""
-    if not any(os.path.exists(os.path.join(d, ".git")) for d in _ancestors(repo)):
-        return None
-    top = _git(repo, "rev-parse", "--show-toplevel")
-    return os.path.realpath(top.stdout.strip()) if top.returncode == 0 else None
+    repo = os.path.realpath(repo)
+    if repo not in _WORK_TREES:
+        top = None
+        if any(os.path.exists(os.path.join(d, ".git")) for d in _ancestors(repo)):
+            proc = _git(repo, "rev-parse", "--show-toplevel")
+            top = os.path.realpath(proc.stdout.strip()) if proc.returncode == 0 else None
+        _WORK_TREES[repo] = top
+    return _WORK_TREES[repo]
+
+
+_WORK_TREES = {}
 
 
 def _ancestors(path):

@@ -168,9 +168,9 @@ def run_process(cmd, cwd, env, timeout, grace=DEFAULT_GRACE, interrupts=INTERRUP
             elif now >= stop_at and step < 3:
                 _signal_group(proc.pid, signal.SIGTERM if step == 1 else signal.SIGKILL)
                 stop_at, step = now + KILL_AFTER, step + 1
-        # A signal forwarded by the handler may end the process before the
-        # loop saw it: the run was still interrupted.
-        reason = reason or interrupts.received
+        if reason is None and interrupts.received and proc.returncode != 0:
+            # The forwarded SIGINT stopped it before this loop looked.
+            reason = interrupts.received
     finally:
         if reason is not None:
             _signal_group(proc.pid, signal.SIGTERM)

@@ -85,7 +85,7 @@ def validate_steps(steps):
     unknown = [s for s in steps if s not in STEPS]
     if unknown:
         raise WorkflowError(f"unknown step(s) {', '.join(map(repr, unknown))}: "
-                                f"steps are {', '.join(STEPS)}, in that order; nothing was run")
+                            f"steps are {', '.join(STEPS)}, in that order; nothing was run")
     for before, after in zip(steps, steps[1:]):
         if STEPS.index(after) <= STEPS.index(before):
             raise WorkflowError(
@@ -98,7 +98,7 @@ def validate_command(command):
     if isinstance(command, str):
         if command not in tofu_utils.COMMANDS:
             raise WorkflowError(f"unknown command {command!r}: use a tofu command "
-                                    f"({', '.join(tofu_utils.COMMANDS)}) or an argv list")
+                                f"({', '.join(tofu_utils.COMMANDS)}) or an argv list")
         return command
     if isinstance(command, list) and command and all(isinstance(a, (str, int, float)) for a in command):
         return [str(a) for a in command]
@@ -132,6 +132,7 @@ class Workflow:
         self.applied = None  # {"commit", "branch"} once an apply/destroy succeeded
         self.tofu_secrets = set()
         self.interrupted = None
+        self.lock_taken = False
         try:
             render_utils.validate_name("stack", self.stack)
             render_utils.validate_name("profile", self.profile)
@@ -202,6 +203,7 @@ class Workflow:
         except (run_lock.LockError, git_utils.GitError) as exc:
             raise StepFailed(f"lock refused: {exc}") from exc
         self.lock_record = held
+        self.lock_taken = changed
         return {"changed": changed, "record": held}
 
     def tofu_lock_conflict(self):
@@ -249,7 +251,9 @@ class Workflow:
             raise StepFailed(f"exec: cannot re-check the upstream before running: {exc}; "
                              "nothing was applied") from exc
         if info["behind"]:
-            released = self._release_quietly()
+            # A lock held from an earlier run (re-entered) keeps guarding what
+            # that run left; only a lock this run took is given back.
+            released = self.lock_taken and self._release_quietly()
             raise StepFailed(
                 f"exec: branch {info['branch']} is now {info['behind']} commit(s) behind "
                 f"{info['upstream']} (pushed while this run waited): nothing was applied"
@@ -483,8 +487,6 @@ def net_changed(records):
     if lock and unlock and lock["status"] == unlock["status"] == "ok" and lock["changed"]:
         transient = {"lock", "unlock"}
     return any(r["changed"] for r in records if r["step"] not in transient)
-
-
 
 
 def refused(records):

@@ -12,7 +12,7 @@ short_description: Pick the CIS controls of a run from a catalogue
 version_added: 0.1.0
 description:
   - Runs on the controller only (no remote execution). Splits a control catalogue into one table per module
-    kind (C(sysctl), C(lines), C(files), C(services), C(scan)) for the benchmark and level.
+    kind (C(sysctl), C(lines), C(files), C(services), C(scan), C(pam)) for the benchmark and level.
   - A variable C(cis_hardening_rule_<id with underscores>) set to false turns a control off; it is then
     reported C(waived) with that variable as the reason.
   - Honours C(--tags) and C(--skip-tags) per control, although the tasks that carry the tables are tagged
@@ -30,8 +30,22 @@ options:
   benchmark:
     description: Which benchmark's ids to use.
     type: str
-    choices: [al2023, al2]
+    choices: [al2023, al2, debian12]
     required: true
+  extra:
+    description:
+      - Site controls appended to the catalogue, rows of the same shape. An id the catalogue already has for
+        the benchmark is refused (change that control with O(overrides)).
+    type: list
+    elements: dict
+  overrides:
+    description:
+      - Per control id of the benchmark, the fields to change - C(title), C(level), C(kind), C(settings),
+        C(not_applicable), C(waived), C(waived_by). C(settings) is merged key by key (mappings recursively,
+        lists replaced); the other fields are replaced.
+      - The catalogue with O(extra) and O(overrides) merged in is validated before anything is picked; an error
+        names the row (where it comes from, its index and id) and the field.
+    type: dict
   level:
     description: The profile, Level 1 or Level 2 server (Level 2 includes Level 1).
     type: int
@@ -53,7 +67,12 @@ tables:
   description: The rows for each module kind.
   returned: always
   type: dict
-  sample: {sysctl: [{id: "3.3.8", settings: {net.ipv4.tcp_syncookies: 1}}], lines: [], files: [], services: [], scan: []}
+  sample: {sysctl: [{id: "3.3.8", settings: {net.ipv4.tcp_syncookies: 1}}], lines: [], files: [], services: [], scan: [], pam: []}
+benchmark:
+  description: The benchmark of the run, with the name and version its ids come from.
+  returned: always
+  type: dict
+  sample: {id: debian12, name: CIS Debian Linux 12 Benchmark, version: v1.1.0}
 decided:
   description: Results decided on the controller (turned off, not applicable).
   returned: always

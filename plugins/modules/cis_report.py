@@ -42,7 +42,10 @@ options:
     type: path
     required: true
   benchmark:
-    description: Shown in the report.
+    description: The benchmark id; the report shows it with the benchmark's name and version.
+    type: str
+  os:
+    description: The host's operating system, shown in the report (for example C(Debian 12.7)).
     type: str
   level:
     description: Shown in the report.

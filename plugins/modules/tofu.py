@@ -90,7 +90,10 @@ options:
     type: bool
     default: false
   timeout:
-    description: Seconds each tofu command may run.
+    description:
+      - Seconds each tofu command may run. Then, as on SIGINT or SIGTERM of the task, tofu (which
+        runs in its own process group) is sent SIGINT and given 60 seconds to stop in-flight
+        operations and write its state, then SIGTERM, then SIGKILL; the error reports what tofu said.
     type: int
     default: 3600
   plan_id:

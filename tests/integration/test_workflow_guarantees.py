@@ -7,12 +7,13 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 
 from ansible_collections.guardrail.ecs.plugins.module_utils import run_lock
-from conftest import VENV_BIN, ansible_env, git
+from conftest import ROOT, VENV_BIN, ansible_env, git
 from workflow_helpers import commit, make_stack_repo, remote_head, remote_lock, statuses, workflow
 
 BINARY = shutil.which("tofu") or shutil.which("terraform")
@@ -192,13 +193,47 @@ def test_sigint_to_ansible_playbook_interrupts_apply_gracefully(stack_repo, tmp_
         assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()[0]
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
+    out = proc.communicate(timeout=120)[0]
     assert proc.returncode != 0, out
     assert_state_kept(clone)
     holder = run_lock.get_backend("git", repo_path=str(clone)).read("slow", "prod")
     assert holder is not None
     if hasattr(run_lock.LockBackend, "set_state"):
         assert holder.get("state") == "interrupted"
+
+
+TOFU_CALLER = """
+import sys
+from ansible_collections.guardrail.ecs.plugins.module_utils import tofu
+tofu.Tofu(sys.argv[1]).execute("apply")
+"""
+
+
+@pytest.mark.parametrize("target", ["process", "terminal group"])
+def test_ctrl_c_of_a_python_caller_lets_tofu_write_state(stack_repo, target):
+    """Ctrl-C of a program calling the tofu functions (a terminal signals the
+    whole foreground group; a supervisor signals the process)."""
+    clone, _remote = stack_repo
+    slow_repo(clone)
+    assert workflow(clone, stack="slow", steps=["render"])[0] == 0
+    project = dest(clone, "slow")
+    env = ansible_env(PYTHONPATH=str(ROOT / ".cache" / "collections"))
+    proc = subprocess.Popen([sys.executable, "-c", TOFU_CALLER, str(project)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not any("sleep" in open(f"/proc/{pid}/cmdline").read() for pid in processes_in(project)
+                  if os.path.exists(f"/proc/{pid}/cmdline")):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()[0]
+        time.sleep(0.2)
+    if target == "process":
+        proc.send_signal(signal.SIGINT)
+    else:
+        os.killpg(proc.pid, signal.SIGINT)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode != 0, out
+    assert "interrupted by SIGINT" in out, out
+    assert_state_kept(clone)
 
 
 # -- item 6: no secret in any output, no corruption by masking -------------------
@@ -297,6 +332,7 @@ def test_upstream_rechecked_after_lock_and_nothing_applied(stack_repo, tmp_path)
     assert rc != 0 and result["failed_step"] == "exec", (result.get("msg"), err)
     assert "behind" in result["msg"] and "nothing was applied" in result["msg"], result["msg"]
     assert not (dest(clone) / "terraform.tfstate").exists()
+    assert remote_lock(remote) is None  # this run took it and gives it back
 
 
 def test_push_lost_after_apply_keeps_lock_and_says_what_was_applied(stack_repo, tmp_path):
