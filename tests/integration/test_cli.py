@@ -25,19 +25,17 @@ BINARY = shutil.which("tofu") or shutil.which("terraform")
 
 
 @pytest.fixture
-def repo(tmp_path):
-    """A clone at a path with a space, the example stacks pushed to a bare remote."""
-    remote = tmp_path / "remote.git"
-    clone = tmp_path / "infra repo"
-    git("init", "-q", "--bare", "-b", "main", str(remote), cwd=tmp_path)
-    git("clone", "-q", str(remote), str(clone), cwd=tmp_path)
-    git("checkout", "-q", "-b", "main", cwd=clone)
-    git("config", "user.name", "Test", cwd=clone)
-    git("config", "user.email", "test@example.invalid", cwd=clone)
-    (clone / "README").write_text("stack repo\n")
-    git("add", "README", cwd=clone)
-    git("commit", "-q", "-m", "initial", cwd=clone)
-    git("push", "-q", "-u", "origin", "main", cwd=clone)
+def tmp_path(tmp_path):
+    """Every path of these tests has a space in it."""
+    spaced = tmp_path / "infra repos"
+    spaced.mkdir()
+    return spaced
+
+
+@pytest.fixture
+def repo(git_repo):
+    """A clone (at a path with a space) with the example stacks and a staging profile pushed."""
+    clone, remote = git_repo
     make_stack_repo(clone)
     commit(clone, "profiles/staging.yml", "extends: base\nenvironment: staging\nzones: [a]\n",
            push=True)
