@@ -125,6 +125,10 @@ def check(project_path, plan_id, commit=None, stack=None, profile=None):
     except (OSError, ValueError):
         meta = None
     if meta is None or not os.path.isfile(planfile):
+        elsewhere = _made_elsewhere(project_path, plan_id)
+        if elsewhere:
+            raise PlanRefused(f"plan {plan_id} was made for {elsewhere}, not {stack}/{profile}: run "
+                              f"plan for {stack}/{profile}; nothing was applied")
         raise PlanRefused(f"no saved plan {plan_id} in {project_path} (never made here, or already "
                           "applied): run plan again; nothing was applied")
     if (meta.get("stack"), meta.get("profile")) != (stack, profile):
@@ -138,6 +142,29 @@ def check(project_path, plan_id, commit=None, stack=None, profile=None):
         raise PlanRefused(f"plan file of {plan_id} no longer matches its id (changed since it was "
                           "saved): run plan again; nothing was applied")
     return meta
+
+
+def _made_elsewhere(project_path, plan_id):
+    """"stack/profile" of the plan `plan_id` saved in a sibling rendered
+    directory (.dist/PROFILE/STACK), or None."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(project_path)))
+    try:
+        profiles = os.listdir(root)
+    except OSError:
+        return None
+    for profile in profiles:
+        try:
+            stacks = os.listdir(os.path.join(root, profile))
+        except OSError:
+            continue
+        for stack in stacks:
+            try:
+                with open(paths(os.path.join(root, profile, stack), plan_id)[1], encoding="utf-8") as handle:
+                    meta = json.load(handle)
+            except (OSError, ValueError):
+                continue
+            return f"{meta.get('stack')}/{meta.get('profile')}"
+    return None
 
 
 def apply(tofu, plan_id, commit=None, stack=None, profile=None):
@@ -165,3 +192,53 @@ def apply(tofu, plan_id, commit=None, stack=None, profile=None):
     return {"changed": bool(meta.get("changed", any(counts.values()))), "applied": True, "plan_id": plan_id,
             "counts": counts, "resources": meta.get("resources") or [],
             "summary": summary_lines(meta.get("resources") or [], counts), "outputs_raw": outputs}
+
+
+def apply_once(tofu):
+    """Plans and applies in one tofu invocation (`apply -json -auto-approve`),
+    reading the change from its event stream: the fast path for an apply
+    nobody reviews first. Returns the result apply() returns (no plan_id)."""
+    tofu.ensure_init()
+    args = ["apply", "-json", "-auto-approve", *tofu._common()]
+    if tofu.parallelism:
+        args.append(f"-parallelism={tofu.parallelism}")
+    args += [f"-var-file={path}" for path in tofu.var_files]
+    args += [f"-target={target}" for target in tofu.targets]
+    args += [f"-replace={address}" for address in tofu.replace]
+    proc = tofu.run(*args, check=False)
+    counts = {"create": 0, "update": 0, "delete": 0, "replace": 0}
+    resources, messages, errors, outputs = [], [], [], None
+    for line in proc.stdout.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            messages.append(line)
+            continue
+        if not isinstance(event, dict):
+            continue
+        messages.append(event.get("@message", ""))
+        kind = event.get("type")
+        if kind == "planned_change":
+            change = event.get("change") or {}
+            action = change.get("action")
+            if action in counts:
+                counts[action] += 1
+                resources.append({"address": (change.get("resource") or {}).get("addr"), "action": action})
+        elif kind == "outputs":
+            outputs = event.get("outputs") or {}
+        elif kind == "diagnostic" and event.get("@level") == "error":
+            diagnostic = event.get("diagnostic") or {}
+            errors.append(" ".join(filter(None, (diagnostic.get("summary"), diagnostic.get("detail")))))
+    proc.log_entry["stdout"] = "\n".join(messages) + ("\n" if messages else "")
+    if outputs is not None:
+        tofu.remember_sensitive(outputs)
+    if proc.returncode != 0:
+        detail = tofu._masked("\n".join(errors) or tofu_utils._error_text(proc.stderr))
+        raise tofu_utils.TofuError(f"{os.path.basename(tofu.binary)} apply failed (rc={proc.returncode}): "
+                                   f"{detail}", rc=proc.returncode, stdout=proc.log_entry["stdout"],
+                                   stderr=proc.stderr, cmd=proc.args)
+    if outputs is None:
+        outputs = tofu.outputs()
+    return {"changed": any(counts.values()), "applied": any(counts.values()), "counts": counts,
+            "resources": resources, "summary": summary_lines(resources, counts) if resources else [],
+            "outputs_raw": outputs}

@@ -111,6 +111,9 @@ class _Guard:
 
 
 INTERRUPTS = Interrupts()
+# A callable given each line of standard output as it is printed (the
+# guardrail command shows a long apply's progress), or None.
+ECHO = None
 
 
 def _signal_group(pgid, signum):
@@ -131,8 +134,17 @@ def run_process(cmd, cwd, env, timeout, grace=DEFAULT_GRACE, interrupts=INTERRUP
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     interrupts.register(proc.pid)
     out, err = [], []
-    readers = [threading.Thread(target=lambda s=s, b=b: b.append(s.read()), daemon=True)
-               for s, b in ((proc.stdout, out), (proc.stderr, err))]
+    echo = ECHO
+
+    def read(stream, buffer, lines=None):
+        if lines is None:
+            buffer.append(stream.read())
+            return
+        for line in stream:
+            buffer.append(line)
+            lines(line)
+    readers = [threading.Thread(target=read, args=(proc.stdout, out, echo), daemon=True),
+               threading.Thread(target=read, args=(proc.stderr, err), daemon=True)]
     for reader in readers:
         reader.start()
     deadline = time.monotonic() + timeout if timeout else None

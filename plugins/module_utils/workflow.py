@@ -497,6 +497,7 @@ def refused(records):
             continue
         result = record.get("result") if isinstance(record.get("result"), dict) else {}
         return bool(result.get("refused") or record["step"] == "git_check"
+                    or (record["step"] == "render" and "not committed" in record.get("msg", ""))
                     or (record["step"] == "lock" and record.get("msg", "").startswith("lock refused")))
     return False
 
@@ -569,12 +570,13 @@ def secrets_of(params):
     return {s for s in found if isinstance(s, str) and s}
 
 
-def run(params, template, check_mode=False, diff=False, variables=None):
+def run(params, template, check_mode=False, diff=False, variables=None, workflow_class=None):
     """Validates and runs the steps in `params`. Returns the result a task
     reports (without no_log masking: the caller applies its own). Raises
-    WorkflowError for bad input, before any step runs."""
+    WorkflowError for bad input, before any step runs. `workflow_class` is
+    Workflow or a subclass of it."""
     steps = validate_steps(params["steps"])
-    workflow = Workflow(params, template, check_mode=check_mode, diff=diff, variables=variables)
+    workflow = (workflow_class or Workflow)(params, template, check_mode=check_mode, diff=diff, variables=variables)
     started = time.monotonic()
     records, failure = workflow.run(steps)
     result = dict(
