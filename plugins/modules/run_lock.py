@@ -312,7 +312,8 @@ def run(params, check_mode):
     stack, profile, state = params["stack"], params["profile"], params["state"]
     if state == "query" and stack is None and profile is None:
         locks = backend_from(params).list_locks(ttl=params["ttl"])
-        return {"changed": False, "lock": {}, "locks": locks, "stale": any(lock["stale"] for lock in locks)}, None
+        return {"changed": False, "lock": {}, "locks": locks, "stale": any(lock["stale"] for lock in locks),
+                "diff": {"before": {}, "after": {}}}, None
     if stack is None or profile is None:
         raise LockError(f"state={state} needs both stack and profile")
     backend = backend_from(params)

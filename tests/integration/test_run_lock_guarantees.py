@@ -10,7 +10,7 @@ import pytest
 
 from ansible_collections.guardrail.ecs.plugins.module_utils import run_lock
 from conftest import git, run_playbook, task_results
-from lock_helpers import BUCKET, TABLE, backend_options, clone, create_aws_resources
+from lock_helpers import BUCKET, TABLE, SerialMotoServer, backend_options, clone, create_aws_resources
 
 ROUNDS = 20
 HOLD = 0.15
@@ -56,12 +56,21 @@ def two_clones(tmp_path):
     return remote
 
 
+@pytest.fixture(scope="module")
+def serial_moto(moto_server):
+    """The moto backends behind a front end serving one request at a time: the
+    threaded server does not make S3's conditional writes atomic, AWS does."""
+    with SerialMotoServer() as server:
+        yield server.endpoint
+
+
 @pytest.mark.parametrize("name", ["git", "dynamodb", "s3"])
-def test_two_live_runs_of_one_owner_never_overlap(name, tmp_path, two_clones, moto):
+def test_two_live_runs_of_one_owner_never_overlap(name, tmp_path, two_clones, moto, serial_moto):
     """Two clones, the default owner, ROUNDS rounds started together: each run
     must hold the lock alone (the other waits), and each releases only its own."""
     if name != "git":
         create_aws_resources(moto)
+    moto = serial_moto
     context = multiprocessing.get_context("fork")
     barrier = context.Barrier(3, timeout=120)
     results = context.Queue()
@@ -168,7 +177,7 @@ def test_held_locks_are_listed_with_owner_run_state_and_age(name, tmp_path, two_
 """
     rc, out, err = run_playbook(playbook, cwd=tmp_path)
     results = dict(task_results(out))
-    assert rc == 0, (err, out)
+    assert rc == 0, (err, [(name, result.get("msg")) for name, result in task_results(out)])
     queried = {(lock["stack"], lock["profile"]): lock for lock in results["Query all"]["locks"]}
     assert queried[("beta", "dev")]["state"] == "failed" and queried[("alpha", "prod")]["run_id"] == "run-1"
     assert not results["Query all"]["stale"]
