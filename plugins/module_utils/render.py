@@ -28,6 +28,8 @@ import shutil
 import stat
 import subprocess
 
+from ansible_collections.guardrail.ecs.plugins.module_utils import names
+
 try:
     import yaml
 except ImportError:  # pragma: no cover - rendering runs on the controller, which has PyYAML
@@ -54,7 +56,6 @@ MANIFEST = ".guardrail-rendered.json"
 PROTECTED = ("*.tfstate", "*.tfstate.*", "*.tfplan", ".terraform", "terraform.tfstate.d", MANIFEST)
 # A stack may carry its own dependency lock file; tofu's other files are never templates.
 RESERVED = tuple(name for name in KEEP if name != ".terraform.lock.hcl") + (MANIFEST,)
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 class RenderError(Exception):
@@ -62,11 +63,10 @@ class RenderError(Exception):
 
 
 def validate_name(kind, name):
-    """Stack and profile names are single path components: no '/', no '..'."""
-    if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name:
-        raise RenderError(
-            f"invalid {kind} name {name!r}: use letters, digits, '.', '_' and '-', "
-            f"starting with a letter or digit, without '..' or '/'")
+    """Stack and profile names follow the collection's one rule (module_utils.names)."""
+    problem = names.name_problem(kind, name)
+    if problem:
+        raise RenderError(problem)
     return name
 
 

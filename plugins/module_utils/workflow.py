@@ -61,6 +61,8 @@ WORKFLOW_ARGUMENT_SPEC = dict(
     lock_table=dict(type="str"),
     lock_bucket=dict(type="str"),
     lock_key=dict(type="str"),
+    lock_takeover=dict(type="bool", default=True),
+    lock_ttl=dict(type="int"),
     plan_id=dict(type="str"),
 )
 WORKFLOW_ARGUMENT_SPEC.update(AWS_ARGUMENT_SPEC)
@@ -122,6 +124,7 @@ class Workflow:
         identity = run_lock.default_identity(variables)
         self.owner = params["owner"] or identity[0]
         self.run_id = params["run_id"] or identity[1]
+        self.job = run_lock.job_id(variables)
         self.command = validate_command(params["command"])
         self._backend = None
         self.diffs = []
@@ -197,14 +200,22 @@ class Workflow:
             raise StepFailed(f"lock refused before taking any lock: {conflict}")
         try:
             record = run_lock.new_record(self.stack, self.profile, self.owner, self.run_id,
-                                         operation=self.operation, message=self.params["lock_message"])
+                                         operation=self.operation, message=self.params["lock_message"],
+                                         job=self.job)
             changed, held = self.backend().acquire(self.stack, self.profile, record,
-                                                   check_mode=self.check_mode)
+                                                   check_mode=self.check_mode,
+                                                   takeover=self.params["lock_takeover"],
+                                                   ttl=self.params["lock_ttl"])
+        except run_lock.LockConfigError as exc:
+            raise StepFailed(f"lock backend configuration error: {exc}; nothing was locked") from exc
         except (run_lock.LockError, git_utils.GitError) as exc:
             raise StepFailed(f"lock refused: {exc}") from exc
         self.lock_record = held
         self.lock_taken = changed
-        return {"changed": changed, "record": held}
+        result = {"changed": changed, "record": held}
+        if held.get("taken_over") and changed:
+            result["taken_over"] = held["taken_over"]
+        return result
 
     def tofu_lock_conflict(self):
         """Why the run lock would be the very lock tofu takes for the state
@@ -262,7 +273,7 @@ class Workflow:
 
     def _release_quietly(self):
         try:
-            return self.backend().release(self.stack, self.profile, self.owner)[0]
+            return self.backend().release(self.stack, self.profile, self.run_record())[0]
         except (run_lock.LockError, git_utils.GitError):
             return False
 
@@ -397,10 +408,16 @@ class Workflow:
         except git_utils.GitError as exc:
             raise StepFailed(f"git push failed: {exc}") from exc
 
+    def run_record(self):
+        """Who this run is, for the lock: its owner and run id."""
+        return self.lock_record or {"owner": self.owner, "run_id": self.run_id}
+
     def step_unlock(self):
         try:
-            changed, record = self.backend().release(self.stack, self.profile, self.owner,
+            changed, record = self.backend().release(self.stack, self.profile, self.run_record(),
                                                      check_mode=self.check_mode)
+        except run_lock.LockConfigError as exc:
+            raise StepFailed(f"lock backend configuration error: {exc}; nothing was unlocked") from exc
         except (run_lock.LockError, git_utils.GitError) as exc:
             raise StepFailed(f"unlock refused: {exc} (a lock held by someone else is released "
                              "with steps [unlock_any])") from exc
@@ -409,9 +426,12 @@ class Workflow:
     def step_unlock_any(self):
         try:
             changed, record = self.backend().remove(self.stack, self.profile, check_mode=self.check_mode)
+        except run_lock.LockConfigError as exc:
+            raise StepFailed(f"lock backend configuration error: {exc}; nothing was unlocked") from exc
         except (run_lock.LockError, git_utils.GitError) as exc:
             raise StepFailed(f"unlock_any failed: {exc}") from exc
-        return {"changed": changed, "record": record}
+        # The record broken, so who broke whose lock stays traceable.
+        return {"changed": changed, "record": record, "broken": record if changed else None}
 
     # -- run -----------------------------------------------------------------
     def run(self, steps):
@@ -473,8 +493,9 @@ class Workflow:
             return (f"{msg}. The run lock {self.stack}/{self.profile} stays held by {self.owner} "
                     f"(run {self.run_id}) and nothing was pushed"
                     f"{'' if step == 'exec' else ' (the exec step did run)'}. Fix or revert, then run "
-                    "again as the same owner, or release the lock with steps [unlock] as the same "
-                    "owner (steps [unlock_any] releases it whoever holds it).")
+                    f"again as the same owner (the ended run's lock is taken over), or release it with "
+                    f"steps [unlock] and run_id {self.run_id} (steps [unlock_any] releases it "
+                    "whoever holds it).")
         return msg
 
 

@@ -148,6 +148,18 @@ options:
   lock_bucket:
     description: For V(s3), the bucket.
     type: str
+  lock_takeover:
+    description:
+      - Take over the run lock of an ended run of the same O(owner) (marked failed or interrupted, or its
+        process gone on this host); the lock step's result then holds the replaced record in C(taken_over).
+      - V(false) refuses instead. A live run's lock is never taken over, whoever owns it.
+    type: bool
+    default: true
+  lock_ttl:
+    description:
+      - Age in seconds after which a lock held by another run is reported as stale in the refusal.
+      - A stale lock is still held; nothing is broken automatically.
+    type: int
   lock_key:
     description:
       - For V(dynamodb) and V(s3), the run lock's own key (default C(guardrail/<stack>/<profile>)).
