@@ -87,7 +87,7 @@ def bench_git(run_lock, cycles, tmp):
         record = run_lock.new_record("alpha", "prod", "bench@example", "run-1")
         acquired = taker.acquire("alpha", "prod", record)[0]
         releaser = run_lock.get_backend("git", repo_path=str(work))
-        released = releaser.release("alpha", "prod", "bench@example")[0]
+        released = releaser.release("alpha", "prod", record)[0]
         assert acquired and released
         counts.append(taker.calls + releaser.calls)
 
@@ -104,7 +104,7 @@ def aws_cycle(run_lock, backend, warm, calls):
         acquired = backend.acquire("alpha", "prod", record)[0]
         if not warm:
             backend._written.clear()
-        released = backend.release("alpha", "prod", "bench@example")[0]
+        released = backend.release("alpha", "prod", record)[0]
         assert acquired and released
         calls.append(backend.calls - before)
     return cycle

@@ -5,8 +5,11 @@
 
 AWX passes the launching user and the job id as extra vars, which a module
 never sees; this plugin reads them on the controller and hands them to the
-module as owner and run_id. It also defaults repo_path to the controller's
-working directory, where ansible-playbook was started in the stack repository.
+module as owner, run_id and job_id. Outside a job the run is the
+ansible-playbook process: its pid is recorded (the run has ended once it is
+gone) and the run id stays the same for all tasks of that process. It also
+defaults repo_path to the controller's working directory, where
+ansible-playbook was started in the stack repository.
 """
 from __future__ import annotations
 
@@ -14,7 +17,8 @@ import os
 
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.guardrail.ecs.plugins.module_utils.run_lock import default_identity
+from ansible_collections.guardrail.ecs.plugins.module_utils.run_lock import (
+    controller_run_id, default_identity, job_id)
 
 
 class ActionModule(ActionBase):
@@ -24,12 +28,17 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         del tmp
         args = dict(self._task.args)
+        job = job_id(task_vars)
+        # The worker running this task is a child of the ansible-playbook process.
+        playbook_pid = os.getppid()
         if not args.get("owner") or not args.get("run_id"):
             owner, run_id = default_identity(task_vars or {})
-            args.setdefault("owner", None)
-            args.setdefault("run_id", None)
-            args["owner"] = args["owner"] or owner
-            args["run_id"] = args["run_id"] or run_id
+            args["owner"] = args.get("owner") or owner
+            args["run_id"] = args.get("run_id") or (run_id if job else controller_run_id(playbook_pid))
+        if job:
+            args.setdefault("job_id", job)
+        else:
+            args.setdefault("pid", playbook_pid)
         if args.get("backend", "git") == "git" and not args.get("repo_path"):
             args["repo_path"] = os.getcwd()
         result.update(self._execute_module(module_name="guardrail.ecs.run_lock", module_args=args,

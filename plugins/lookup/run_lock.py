@@ -5,25 +5,30 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 name: run_lock
-short_description: The current run lock record of a stack and profile
+short_description: The run lock record of a stack and profile, or every lock of a backend
 version_added: 0.1.0
 description:
   - Reads the run lock that M(guardrail.ecs.run_lock) keeps for O(stack) and O(profile)
     and returns its record, or an empty dict when nobody holds it.
+  - Without O(stack) and O(profile), returns every lock of the backend, each with its owner,
+    run, state (C(running), C(failed), C(interrupted)), C(age_seconds), C(ended) and C(stale) (older than O(ttl)).
   - For messages and conditions in plays, for example to tell who is running a change.
 extends_documentation_fragment:
   - guardrail.ecs.aws
 options:
   stack:
-    description: The stack module the lock belongs to, for example C(alpha).
+    description:
+      - The stack module the lock belongs to, for example C(alpha).
+      - Leave O(stack) and O(profile) out to list every lock of the backend.
     type: str
-    required: true
   profile:
     description:
       - The profile of the stack the lock belongs to, for example C(prod).
       - This is the lock's profile; the AWS named profile is O(aws_profile).
     type: str
-    required: true
+  ttl:
+    description: When listing, age in seconds after which a lock is reported as C(stale).
+    type: int
   backend:
     description: Where the lock is kept.
     type: str
@@ -62,6 +67,11 @@ EXAMPLES = r"""
   vars:
     lock: "{{ lookup('guardrail.ecs.run_lock', stack='alpha', profile='prod', repo_path=playbook_dir) }}"
 
+- name: List every held lock of the stack repository's remote
+  ansible.builtin.debug:
+    msg: "{{ item.stack }}/{{ item.profile }}: {{ item.owner }} run {{ item.run_id }}, {{ item.state }}, {{ item.age_seconds }}s"
+  loop: "{{ lookup('guardrail.ecs.run_lock', repo_path=playbook_dir, ttl=86400, wantlist=true) }}"
+
 - name: Stop unless the DynamoDB lock is free
   ansible.builtin.assert:
     that: lookup('guardrail.ecs.run_lock', stack='alpha', profile='prod', backend='dynamodb', table='tofu-locks') == {}
@@ -71,8 +81,10 @@ EXAMPLES = r"""
 RETURN = r"""
 _raw:
   description:
-    - The lock record (owner, run_id, host, created, operation, message, stack, profile, version, id),
-      or an empty dict when the lock is free.
+    - The lock record (owner, run_id, host, pid or job_id, created, state, operation, message, stack,
+      profile, version, id), or an empty dict when the lock is free.
+    - Without O(stack) and O(profile), one such record per held lock, with C(age_seconds), C(ended),
+      C(ended_reason) and C(stale).
   type: list
   elements: dict
 """
@@ -96,7 +108,12 @@ class LookupModule(LookupBase):
             backend = get_backend(self.get_option("backend"), repo_path=self.get_option("repo_path") or os.getcwd(),
                                   remote=self.get_option("remote"), table=self.get_option("table"),
                                   key=self.get_option("key"), bucket=self.get_option("bucket"), **options)
-            record = backend.read(self.get_option("stack"), self.get_option("profile"))
+            stack, profile = self.get_option("stack"), self.get_option("profile")
+            if stack is None and profile is None:
+                return backend.list_locks(ttl=self.get_option("ttl"))
+            if stack is None or profile is None:
+                raise LockError("pass both stack= and profile=, or neither to list every lock")
+            record = backend.read(stack, profile)
         except LockError as exc:
             raise AnsibleError(f"run_lock lookup: {exc}") from exc
         return [record or {}]

@@ -35,6 +35,23 @@ THROTTLING_CODES = frozenset((
     "TooManyRequestsException", "ProvisionedThroughputExceededException",
     "RequestLimitExceeded", "SlowDown", "RequestThrottled", "PriorRequestNotComplete",
 ))
+# What botocore's standard retry mode treats as transient besides throttling.
+TRANSIENT_CODES = frozenset((
+    "RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete", "InternalError",
+    "InternalFailure", "InternalServerError", "ServiceUnavailable", "TransactionInProgressException",
+))
+TRANSIENT_STATUS = frozenset((500, 502, 503, 504))
+# botocore exceptions that mean the connection failed or timed out (class names,
+# so the policy is known without importing botocore).
+CONNECTION_ERRORS = frozenset((
+    "ConnectionError", "EndpointConnectionError", "ConnectionClosedError", "ReadTimeoutError",
+    "ConnectTimeoutError", "HTTPClientError", "ProxyConnectionError",
+))
+# botocore exceptions that mean the caller's configuration is incomplete or wrong.
+CONFIGURATION_ERRORS = frozenset((
+    "NoRegionError", "NoCredentialsError", "PartialCredentialsError", "ProfileNotFound",
+    "InvalidRegionError", "InvalidConfigError", "ConfigNotFound",
+))
 PERMISSION_CODES = frozenset((
     "AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnrecognizedClientException",
 ))
@@ -43,10 +60,13 @@ PERMISSION_CODES = frozenset((
 class AWSError(Exception):
     """An AWS call failed. Carries the API action and AWS error code."""
 
-    def __init__(self, message, action=None, code=None):
+    def __init__(self, message, action=None, code=None, configuration=False):
         super().__init__(message)
         self.action = action
         self.code = code
+        # True when the region, credentials or profile are missing or wrong:
+        # a configuration error, not a failure of the service.
+        self.configuration = configuration
 
 
 def aws_options(params):
@@ -83,7 +103,9 @@ def client(service, options, max_attempts=1):
         return session(options).client(service, endpoint_url=options.get("endpoint_url") or None,
                                        config=config)
     except botocore.exceptions.BotoCoreError as exc:
-        raise AWSError(f"cannot create the {service} client: {exc}") from exc
+        configuration = type(exc).__name__ in CONFIGURATION_ERRORS
+        raise AWSError(f"{'AWS configuration error: ' if configuration else ''}cannot create the {service} "
+                       f"client: {exc}", configuration=configuration) from exc
 
 
 def error_code(exc):
@@ -101,10 +123,43 @@ def _is_botocore_error(exc):
     return isinstance(exc, botocore.exceptions.BotoCoreError)
 
 
-def call(api_client, action, retries=8, base_delay=0.2, max_delay=10.0, sleep=time.sleep, **kwargs):
-    """Calls `api_client.<action>(**kwargs)`, retrying throttling with full-jitter
-    exponential backoff. Other errors raise AWSError naming the action and code;
-    a missing permission says which API action was refused."""
+def _status(exc):
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return None
+
+
+def _exception_names(exc):
+    return {cls.__name__ for cls in type(exc).__mro__}
+
+
+def retry_kind(exc):
+    """"throttling", "transient" (a server or connection error) or None: what
+    botocore's standard retry mode would retry."""
+    code = error_code(exc)
+    if code in THROTTLING_CODES:
+        return "throttling"
+    if code in TRANSIENT_CODES or _status(exc) in TRANSIENT_STATUS:
+        return "transient"
+    if code is None and _exception_names(exc) & CONNECTION_ERRORS:
+        return "transient"
+    return None
+
+
+def backoff(attempt, base_delay=0.2, max_delay=20.0):
+    """Full jitter: a uniform wait between 0 and base_delay * 2**attempt, capped."""
+    return random.uniform(0, min(max_delay, base_delay * (2 ** attempt)))
+
+
+def call(api_client, action, retries=8, transient_retries=2, base_delay=0.2, max_delay=20.0,
+         sleep=time.sleep, **kwargs):
+    """Calls `api_client.<action>(**kwargs)`. Throttling is retried up to
+    `retries` times, server errors (5xx, timeouts) and connection errors up to
+    `transient_retries` times (three attempts, as botocore's standard mode), each
+    after a full-jitter exponential backoff. Other errors raise AWSError naming
+    the action and code; a missing permission says which API action was refused,
+    a missing region, credentials or profile is a configuration error."""
     method = getattr(api_client, action)
     service = api_client.meta.service_model.service_name if hasattr(api_client, "meta") else "aws"
     api_name = f"{service}:{''.join(part.capitalize() for part in action.split('_'))}"
@@ -113,11 +168,15 @@ def call(api_client, action, retries=8, base_delay=0.2, max_delay=10.0, sleep=ti
         try:
             return method(**kwargs)
         except Exception as exc:  # botocore errors are not importable without boto3
-            code = error_code(exc)
-            if code in THROTTLING_CODES and attempt < retries:
-                sleep(random.uniform(0, min(max_delay, base_delay * (2 ** attempt))))
+            kind = retry_kind(exc)
+            if (kind == "throttling" and attempt < retries) or (kind == "transient" and attempt < transient_retries):
+                sleep(backoff(attempt, base_delay, max_delay))
                 attempt += 1
                 continue
+            code = error_code(exc)
+            if _exception_names(exc) & CONFIGURATION_ERRORS:
+                raise AWSError(f"AWS configuration error for {api_name}: {exc}", action=api_name,
+                               configuration=True) from exc
             if code in PERMISSION_CODES:
                 raise AWSError(f"permission denied for {api_name}: {exc}", action=api_name, code=code) from exc
             if code is not None:

@@ -9,10 +9,17 @@ Ansible's templar while tests and lookups can use anything else.
 
 Layout: `<repo>/stacks/<stack>/` holds the templates, `<repo>/profiles/<name>.yml`
 the profiles, and the output goes to `<repo>/.dist/<profile>/<stack>/`.
+
+In a git work tree only committed sources are rendered: a modified, staged,
+untracked or ignored file under the stack, the profiles or a named var file
+refuses the render before any template is evaluated. Render removes only files
+it wrote itself (listed in the manifest MANIFEST in the rendered directory) and
+never tofu's working files (state, plans, .terraform/).
 """
 from __future__ import annotations
 
 import copy
+import fnmatch
 import hashlib
 import json
 import os
@@ -20,6 +27,8 @@ import re
 import shutil
 import stat
 import subprocess
+
+from ansible_collections.guardrail.ecs.plugins.module_utils import names
 
 try:
     import yaml
@@ -40,9 +49,13 @@ KEEP = (
     "terraform.tfstate.backup",
     "terraform.tfstate.d",
 )
+# The files render wrote, so a re-render removes only those.
+MANIFEST = ".guardrail-rendered.json"
+# Patterns (matched on every path component) render never removes or
+# overwrites: state in any backend path, plans, tofu's data directory.
+PROTECTED = ("*.tfstate", "*.tfstate.*", "*.tfplan", ".terraform", "terraform.tfstate.d", MANIFEST)
 # A stack may carry its own dependency lock file; tofu's other files are never templates.
-RESERVED = tuple(name for name in KEEP if name != ".terraform.lock.hcl")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+RESERVED = tuple(name for name in KEEP if name != ".terraform.lock.hcl") + (MANIFEST,)
 
 
 class RenderError(Exception):
@@ -50,11 +63,10 @@ class RenderError(Exception):
 
 
 def validate_name(kind, name):
-    """Stack and profile names are single path components: no '/', no '..'."""
-    if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name:
-        raise RenderError(
-            f"invalid {kind} name {name!r}: use letters, digits, '.', '_' and '-', "
-            f"starting with a letter or digit, without '..' or '/'")
+    """Stack and profile names follow the collection's one rule (module_utils.names)."""
+    problem = names.name_problem(kind, name)
+    if problem:
+        raise RenderError(problem)
     return name
 
 
@@ -175,8 +187,9 @@ def build(stack_root, variables, template):
         name = output_name(rel)
         if name in files:
             raise RenderError(f"both {name} and {name}{TEMPLATE_SUFFIX} exist in {stack_root}")
-        if os.path.normpath(name).split(os.sep)[0] in RESERVED:
-            raise RenderError(f"{rel}: names reserved for tofu's working files cannot be templates")
+        if os.path.normpath(name).split(os.sep)[0] in RESERVED or protected(name):
+            raise RenderError(f"{rel}: names reserved for tofu's working files (state, plans, "
+                              ".terraform) cannot be templates")
         with open(path, "rb") as handle:
             raw = handle.read()
         if rel.endswith(TEMPLATE_SUFFIX):
@@ -211,20 +224,59 @@ def content_hash(files):
     return digest.hexdigest()
 
 
-def existing(dest):
-    """{relative path: absolute path} of the files now in `dest`, minus KEEP."""
+def protected(name):
+    """True for a relative path render must never remove or overwrite."""
+    return any(fnmatch.fnmatch(part, pattern) for part in os.path.normpath(name).split(os.sep)
+               for pattern in PROTECTED)
+
+
+def manifest(dest):
+    """{relative path: absolute path} of the files render wrote into `dest`
+    before and that are still there."""
+    try:
+        with open(os.path.join(dest, MANIFEST), encoding="utf-8") as handle:
+            names = json.load(handle).get("files") or []
+    except (OSError, ValueError, AttributeError):
+        return {}
     found = {}
-    if not os.path.isdir(dest):
-        return found
-    for directory, dirnames, filenames in os.walk(dest):
-        rel_dir = os.path.relpath(directory, dest)
-        if rel_dir == ".":
-            dirnames[:] = [d for d in dirnames if d not in KEEP]
-            filenames = [f for f in filenames if f not in KEEP]
-        for filename in filenames:
-            path = os.path.join(directory, filename)
-            found[os.path.normpath(os.path.relpath(path, dest))] = path
+    for name in names:
+        if not isinstance(name, str):
+            continue
+        name = os.path.normpath(name)
+        path = os.path.join(dest, name)
+        if (name.startswith("..") or os.path.isabs(name) or protected(name)
+                or name.split(os.sep)[0] in KEEP or not inside(dest, os.path.dirname(path))):
+            continue
+        if os.path.isfile(path) or os.path.islink(path):
+            found[name] = path
     return found
+
+
+CONFIG_SUFFIXES = (".tf", ".tf.json", ".tofu", ".tofu.json")
+
+
+def _config_files(dest):
+    """Names of the files tofu loads as configuration in `dest` (top level)."""
+    try:
+        names = os.listdir(dest)
+    except OSError:
+        return []
+    return [n for n in names if n.endswith(CONFIG_SUFFIXES) and os.path.isfile(os.path.join(dest, n))]
+
+
+def _write_manifest(dest, files):
+    path = os.path.join(dest, MANIFEST)
+    text = json.dumps({"files": sorted(files)}, indent=1) + "\n"
+    try:
+        with open(path, encoding="utf-8") as handle:
+            if handle.read() == text:
+                return
+    except OSError:
+        pass
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
 
 
 def _text(content):
@@ -235,8 +287,17 @@ def _text(content):
 
 
 def plan_sync(dest, files):
-    """What writing `files` into `dest` would do: (written, removed, diffs)."""
-    current = existing(dest)
+    """What writing `files` into `dest` would do: (written, removed, diffs).
+
+    Refuses when `dest` holds configuration render did not write (tofu would
+    load it beside the rendered files, so what ran would not be what is
+    committed)."""
+    current = manifest(dest)
+    foreign = sorted(name for name in _config_files(dest) if name not in current and name not in files)
+    if foreign:
+        raise RenderError(f"{dest} holds configuration that render did not write ({', '.join(foreign)}): "
+                          "tofu would load it with the rendered files; move or delete it, nothing was "
+                          "written")
     written, diffs = [], []
     for name in sorted(files):
         content, mode = files[name]
@@ -261,7 +322,8 @@ def plan_sync(dest, files):
 
 
 def sync(dest, files, check_mode=False):
-    """Makes `dest` hold exactly `files` (plus tofu's KEEP files).
+    """Makes `dest` hold `files`, removing what an earlier render wrote and no
+    longer renders; files render did not write stay.
 
     Each file is written to a temporary name and renamed into place. Returns
     {"changed", "written", "removed", "hash", "diff"}.
@@ -284,18 +346,23 @@ def sync(dest, files, check_mode=False):
             os.replace(tmp, path)
         for name in removed:
             os.unlink(os.path.join(dest, name))
-        _prune_empty_dirs(dest)
+        os.makedirs(dest, exist_ok=True)
+        _write_manifest(dest, files)
+        _prune_empty_dirs(dest, removed)
     return {"changed": bool(written or removed), "written": written, "removed": removed,
             "hash": content_hash(files), "diff": diffs}
 
 
-def _prune_empty_dirs(dest):
-    for directory, dirnames, filenames in os.walk(dest, topdown=False):
-        rel = os.path.relpath(directory, dest)
-        if rel == "." or rel.split(os.sep)[0] in KEEP:
-            continue
-        if not os.listdir(directory):
-            os.rmdir(directory)
+def _prune_empty_dirs(dest, removed):
+    """Removes the directories that removing `removed` left empty."""
+    for name in removed:
+        parent = os.path.dirname(name)
+        while parent:
+            path = os.path.join(dest, parent)
+            if not os.path.isdir(path) or os.path.islink(path) or os.listdir(path):
+                break
+            os.rmdir(path)
+            parent = os.path.dirname(parent)
 
 
 def resolve(repo_path, stack, profile, stacks_dir="stacks", profiles_dir="profiles", dest=None):
@@ -318,7 +385,98 @@ def resolve(repo_path, stack, profile, stacks_dir="stacks", profiles_dir="profil
         raise RenderError(f"dest {dest} would replace the repository itself")
     if inside(stack_root, dest) or inside(dest, stack_root):
         raise RenderError(f"dest {dest} overlaps the templates in {stack_root}")
+    if ".git" in os.path.relpath(os.path.realpath(dest), repo).split(os.sep):
+        raise RenderError(f"dest {dest} lies in the repository's .git: render into an ignored "
+                          "directory such as .dist/")
+    for what, path in (("stacks_dir", stacks), ("profiles_dir", profiles)):
+        if inside(dest, path) or inside(path, dest):
+            raise RenderError(f"dest {dest} overlaps {what} {path}: render into an ignored "
+                              "directory such as .dist/")
+    tracked = _tracked(repo, dest)
+    if tracked:
+        raise RenderError(f"dest {dest} holds files tracked by git ({', '.join(tracked[:5])}): render "
+                          "into an ignored directory such as .dist/")
     return stack_root, profiles, dest
+
+
+def _git(repo, *args):
+    try:
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=60,
+                              check=False, env=_git_env())
+    except OSError as exc:
+        raise RenderError(f"cannot run git: {exc}") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise RenderError(f"git {args[0]} timed out in {repo}") from exc
+
+
+def _git_env():
+    env = dict(os.environ, GIT_OPTIONAL_LOCKS="0", LC_ALL="C")
+    env.pop("GIT_DIR", None)
+    env.pop("GIT_WORK_TREE", None)
+    return env
+
+
+def _work_tree(repo):
+    """The top of the git work tree holding `repo`, or None outside git."""
+    repo = os.path.realpath(repo)
+    if repo not in _WORK_TREES:
+        top = None
+        if any(os.path.exists(os.path.join(d, ".git")) for d in _ancestors(repo)):
+            proc = _git(repo, "rev-parse", "--show-toplevel")
+            top = os.path.realpath(proc.stdout.strip()) if proc.returncode == 0 else None
+        _WORK_TREES[repo] = top
+    return _WORK_TREES[repo]
+
+
+_WORK_TREES = {}
+
+
+def _ancestors(path):
+    path = os.path.realpath(path)
+    while True:
+        yield path
+        parent = os.path.dirname(path)
+        if parent == path:
+            return
+        path = parent
+
+
+def _tracked(repo, path):
+    """The files git tracks at or under `path` (empty outside git)."""
+    if _work_tree(repo) is None:
+        return []
+    proc = _git(repo, "ls-files", "-z", "--", os.path.realpath(path))
+    return [name for name in proc.stdout.split("\0") if name] if proc.returncode == 0 else []
+
+
+def check_committed(repo, paths, required=False):
+    """Refuses (RenderError) when any of `paths` (files or directories) holds a
+    modified, staged, untracked or ignored file, so only committed content is
+    ever rendered. Outside a git work tree nothing is checked unless
+    `required`. Returns the work tree top or None."""
+    top = _work_tree(repo)
+    if top is None:
+        if required:
+            raise RenderError(f"{repo} is not a git work tree: only committed sources are rendered; "
+                              "no template was evaluated")
+        return None
+    specs = [os.path.realpath(p) for p in paths if os.path.exists(p) and inside(top, p)]
+    if not specs:
+        return top
+    proc = _git(repo, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignored=matching",
+                "--no-renames", "--", *specs)
+    if proc.returncode != 0:
+        raise RenderError(f"git status failed in {repo}: {proc.stderr.strip()}")
+    dirty = []
+    for entry in proc.stdout.split("\0"):
+        if len(entry) > 3:
+            kind = {"??": "untracked", "!!": "ignored"}.get(entry[:2], "modified")
+            dirty.append(f"{entry[3:]} ({kind})")
+    if dirty:
+        shown = ", ".join(dirty[:10]) + (f" and {len(dirty) - 10} more" if len(dirty) > 10 else "")
+        raise RenderError(f"sources not committed: {shown}; commit or remove them: only committed "
+                          "content is rendered, and no template was evaluated")
+    return top
 
 
 def ensure_ignored(repo_path, path, check_mode=False):
@@ -368,13 +526,16 @@ def ensure_ignored(repo_path, path, check_mode=False):
 
 
 def render(repo_path, stack, profile, template, extra_vars=None, stacks_dir="stacks",
-           profiles_dir="profiles", dest=None, check_mode=False):
+           profiles_dir="profiles", dest=None, check_mode=False, sources=(), require_git=False):
     """Renders stack `stack` for `profile`. Returns the sync() result plus `dest`.
 
     Template variables: the merged profile, then `extra_vars` on top, plus
-    `stack_name` and `profile_name`.
+    `stack_name` and `profile_name`. In a git work tree (required with
+    `require_git`) the stack, the profiles and the files in `sources` must be
+    committed as they are, checked before any template is evaluated.
     """
     stack_root, profiles, dest = resolve(repo_path, stack, profile, stacks_dir, profiles_dir, dest)
+    check_committed(repo_path, [stack_root, profiles, *sources], required=require_git)
     variables = deep_merge(load_profile(profiles, profile), extra_vars or {})
     variables.update(stack_name=stack, profile_name=profile)
     files = build(stack_root, variables, template)

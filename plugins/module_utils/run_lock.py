@@ -4,9 +4,33 @@
 """The run lock keyed by (stack, profile), on a git remote, DynamoDB or S3.
 
 Plain Python, no AnsibleModule, so a module, an action plugin, a lookup and a
-test share it. Each backend supplies three primitives -- an atomic create, a
-read returning a version token, and a delete conditional on that token -- and
-LockBackend builds acquire, release and remove from them.
+test share it.
+
+The lock is held by one *run*: its record names the owner, the run id, the host
+and the process (or AWX job) of the run, and the run's state (running, failed,
+interrupted). A second run is refused while the holder's run is live, even a
+run of the same owner. The same owner may take over a lock whose run has ended
+(state failed or interrupted, or its process is gone on this host), and only
+explicitly (`takeover=True`); the new record then carries `taken_over`, the
+record it replaced.
+
+Public interface for the callers of a backend (the module, the lookup, the
+workflow engine):
+
+- ``backend.acquire(stack, profile, record, check_mode=False, takeover=False, wait=0)``
+  -> ``(changed, record held)``; raises LockHeld (a LockRefused) naming the holder.
+- ``backend.set_state(stack, profile, record, state, detail="")`` -> the new record.
+  A compare-and-swap on the lock as read; raises LockLost when the lock is no
+  longer held by that run.
+- ``backend.release(stack, profile, record, check_mode=False)`` -> ``(changed, released)``;
+  releases only the lock of that run (owner and run id of `record`).
+- ``backend.remove(stack, profile, check_mode=False)`` -> ``(changed, record broken)``.
+- ``backend.read(stack, profile)`` and ``backend.list_locks()``.
+
+Each backend supplies four primitives: an atomic create, a read returning a
+version token, a replace and a delete both conditional on that token (git: a
+push with ``--force-with-lease=<ref>:<old oid>``; DynamoDB: a condition on the
+current Info; S3: If-Match on the ETag).
 """
 from __future__ import annotations
 
@@ -15,24 +39,33 @@ import hashlib
 import json
 import os
 import pwd
+import random
 import re
 import socket
 import tempfile
+import time
 import uuid
 import zlib
 
-from ansible_collections.guardrail.ecs.plugins.module_utils import aws
+from ansible_collections.guardrail.ecs.plugins.module_utils import aws, names
 from ansible_collections.guardrail.ecs.plugins.module_utils.git import GitError, failure, run_git_proc
 
 COLLECTION_VERSION = "0.2.0"
 BACKENDS = ("git", "dynamodb", "s3")
+# Lock refs live outside refs/heads and refs/tags: no default fetch refspec,
+# `git fetch --tags` or `git push --tags` carries them, so a clone can never
+# push back a lock that was released.
+REF_PREFIX = "refs/guardrail/locks"
 TAG_PREFIX = "guardrail-lock"
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+NAME_PATTERN = names.NAME_PATTERN
+RUN_STATES = ("running", "failed", "interrupted")
+ENDED_STATES = ("failed", "interrupted")
 # Tag objects need a target; the empty tree exists in every repository, so
 # the push sends nothing but the tag object itself.
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
-# How git push --porcelain reports a ref that another push created or holds.
-CONTENTION = ("(already exists)", "(failed to update ref)", "(failed to lock)", "(fetch first)")
+# How git push --porcelain reports a ref that another push created, changed or holds.
+CONTENTION = ("(already exists)", "(failed to update ref)", "(failed to lock)", "(fetch first)",
+              "(stale info)")
 # Enough to outlast a burst of concurrent releases and re-acquires; a lock
 # still changing after this many rounds is reported instead of looping on.
 ATTEMPTS = 20
@@ -42,18 +75,56 @@ class LockError(Exception):
     """Invalid input, or the backend failed."""
 
 
-class LockHeld(LockError):
-    """Someone else holds the lock. `record` is the holder's record."""
+class LockConfigError(LockError):
+    """The backend is not configured well enough to reach it (no region, no
+    credentials, an unknown AWS profile): nothing was locked or unlocked."""
 
-    def __init__(self, record, stack=None, profile=None, action="acquire"):
+
+class LockRefused(LockError):
+    """The lock is not this run's to take, change or release."""
+
+
+class LockHeld(LockRefused):
+    """Another run holds the lock. `record` is the holder's record."""
+
+    def __init__(self, record, stack=None, profile=None, action="acquire", ttl=None, owner=None):
         self.record = record
-        super().__init__(describe_refusal(record, stack, profile, action))
+        self.ended = run_ended(record)
+        self.stale = is_stale(record, ttl)
+        text = describe_refusal(record, stack, profile, action)
+        if action == "acquire":
+            if self.ended and owner is not None and owner == record.get("owner"):
+                text += f"; that run has ended ({self.ended}): take it over with takeover=true"
+            elif self.ended:
+                text += (f"; that run has ended ({self.ended}): its owner may take it over, "
+                         "or anyone may break it (run_lock state=absent, workflow steps [unlock_any])")
+            else:
+                text += "; one run at a time: wait for it to end"
+        if self.stale:
+            text += (f"; the lock is older than ttl {ttl}s (stale): if its run is gone, break it "
+                     "(run_lock state=absent, workflow steps [unlock_any])")
+        super().__init__(text)
+
+
+class LockLost(LockRefused):
+    """The lock is no longer held by the run that tried to change it."""
+
+
+def age_seconds(record, now=None):
+    try:
+        return round(((now or utc_now()) - parse_time(record.get("created"))).total_seconds(), 3)
+    except LockError:
+        return None
 
 
 def describe_holder(record):
+    pid = record.get("pid")
+    age = age_seconds(record)
     text = (f"{record.get('owner') or 'unknown owner'} (run {record.get('run_id') or 'unknown'}, "
-            f"host {record.get('host') or 'unknown'}, since {record.get('created') or 'unknown time'}, "
-            f"operation {record.get('operation') or 'unknown'}")
+            f"host {record.get('host') or 'unknown'}{f', pid {pid}' if pid else ''}, "
+            f"since {record.get('created') or 'unknown time'}"
+            f"{f' ({int(age)}s ago)' if age is not None else ''}, "
+            f"state {record.get('state') or 'running'}, operation {record.get('operation') or 'unknown'}")
     message = record.get("message")
     return text + (f", message: {message})" if message else ", no message)")
 
@@ -64,25 +135,18 @@ def describe_refusal(record, stack, profile, action="acquire"):
     return f"cannot {action} run lock {stack}/{profile}: it is held by {describe_holder(record)}"
 
 
-def _shown(value):
-    text = repr(value)
-    return text if len(text) <= 50 else f"{text[:40]}...' ({len(value)} characters)"
-
-
 def validate_identity(stack, profile):
-    """Raises LockError unless both names are safe as a ref, key and path component."""
+    """Raises LockError unless both names follow the collection's name rule."""
     for label, value in (("stack", stack), ("profile", profile)):
-        if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value) or ".." in value \
-                or value.endswith((".", ".lock")):
-            raise LockError(
-                f"invalid {label} name {_shown(value)}: use 1 to 64 letters, digits, '.', '_' or '-', "
-                "starting with a letter or digit, without '..' (no '/', spaces or other characters)")
+        problem = names.name_problem(label, value)
+        if problem:
+            raise LockError(problem)
 
 
 def _validate_owner(owner):
     if not isinstance(owner, str) or not owner.strip() or len(owner) > 256 \
             or any(ord(char) < 32 for char in owner):
-        raise LockError(f"invalid owner {_shown(owner)}: a non-empty single line of at most 256 characters")
+        raise LockError(f"invalid owner {names.shown(owner)}: a non-empty single line of at most 256 characters")
 
 
 def _current_user(env):
@@ -107,6 +171,57 @@ def default_identity(variables=None, env=None):
     if not run_id:
         run_id = f"{utc_now().strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:12]}"
     return str(owner), str(run_id)
+
+
+def job_id(variables=None):
+    """The AWX/Tower job id of the run, or None outside a job."""
+    variables = variables or {}
+    value = variables.get("awx_job_id") or variables.get("tower_job_id")
+    return str(value) if value else None
+
+
+def process_start(pid):
+    """The start time of process `pid` in clock ticks since boot (from /proc), or None."""
+    try:
+        with open(f"/proc/{int(pid)}/stat", encoding="utf-8") as handle:
+            return handle.read().rpartition(")")[2].split()[19]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def controller_run_id(pid):
+    """A run id that stays the same for the life of process `pid` (one
+    ansible-playbook run), so tasks of one play share the run."""
+    return f"{socket.gethostname()}-{pid}-{process_start(pid) or 'x'}"
+
+
+def run_ended(record):
+    """Why the holder's run has ended ("failed", "interrupted", "process 123 on
+    ctl1 is gone"), or None while it may still be running."""
+    if not record:
+        return None
+    state = record.get("state") or "running"
+    if state in ENDED_STATES:
+        return state
+    pid = record.get("pid")
+    if pid and not record.get("job_id") and record.get("host") == socket.gethostname():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return f"process {pid} on {record.get('host')} is gone"
+        except (PermissionError, ValueError, OverflowError):
+            return None
+        started = record.get("pid_start")
+        if started and process_start(pid) not in (None, started):
+            return f"process {pid} on {record.get('host')} is gone (the pid now belongs to another process)"
+    return None
+
+
+def same_run(current, record):
+    """Whether `current` (a lock read) is held by the run of `record`."""
+    return bool(current and record and current.get("owner") == record.get("owner")
+                and str(current.get("run_id") or "") == str(record.get("run_id") or "")
+                and current.get("run_id"))
 
 
 def utc_now():
@@ -134,14 +249,22 @@ def parse_time(text):
     return moment.replace(tzinfo=datetime.timezone(offset))
 
 
-def new_record(stack, profile, owner, run_id, operation="apply", message=""):
+def new_record(stack, profile, owner, run_id, operation="apply", message="", pid=None, job=None):
+    """The record of a run that wants the lock. `pid` is the process whose end
+    ends the run (default: this process); `job` an AWX/Tower job id instead."""
     validate_identity(stack, profile)
     _validate_owner(owner)
-    return {
+    if not run_id:
+        raise LockError("a run lock record needs a run id")
+    now = format_time(utc_now())
+    record = {
         "owner": owner,
-        "run_id": str(run_id or ""),
+        "run_id": str(run_id),
         "host": socket.gethostname(),
-        "created": format_time(utc_now()),
+        "created": now,
+        "updated": now,
+        "state": "running",
+        "detail": "",
         "operation": operation or "apply",
         "message": message or "",
         "stack": stack,
@@ -149,6 +272,14 @@ def new_record(stack, profile, owner, run_id, operation="apply", message=""):
         "version": COLLECTION_VERSION,
         "id": str(uuid.uuid4()),
     }
+    if job:
+        record["job_id"] = str(job)
+    else:
+        record["pid"] = int(pid or os.getpid())
+        started = process_start(record["pid"])
+        if started:
+            record["pid_start"] = started
+    return record
 
 
 def is_stale(record, ttl, now=None):
@@ -157,6 +288,14 @@ def is_stale(record, ttl, now=None):
         return False
     now = now or utc_now()
     return (now - parse_time(record.get("created"))).total_seconds() > ttl
+
+
+def summary(record, ttl=None):
+    """A held lock as listed: the record plus its age, whether its run has
+    ended and whether it is stale by `ttl`."""
+    ended = run_ended(record)
+    return dict(record, state=record.get("state") or "running", age_seconds=age_seconds(record),
+                ended=bool(ended), ended_reason=ended or "", stale=is_stale(record, ttl))
 
 
 def lock_info(record, path):
@@ -187,13 +326,24 @@ def record_from_lock_info(text, stack, profile):
         "owner": who, "run_id": "", "host": who.rpartition("@")[2], "created": info.get("Created", ""),
         "operation": info.get("Operation", ""), "message": info.get("Info", ""), "stack": stack,
         "profile": profile, "version": info.get("Version", ""), "id": info.get("ID", ""),
+        "state": "running",
     }
 
 
+def _run_key(record):
+    return f"{record.get('owner')}\n{record.get('run_id')}"
+
+
+def _kept(record):
+    """The record without its own takeover history, to nest in the next one."""
+    return {key: value for key, value in record.items() if key != "taken_over"}
+
+
 class LockBackend:
-    """acquire/release/remove over three primitives a backend implements:
-    `_create` (atomic; False when a lock exists), `_read` (record and version
-    token, or (None, None)) and `_delete` (only if the token still matches)."""
+    """acquire/set_state/release/remove over four primitives a backend
+    implements: `_create` (atomic; False when a lock exists), `_read` (record
+    and version token, or (None, None)), `_replace` and `_delete` (only if the
+    token still matches; False otherwise)."""
 
     name = "base"
 
@@ -208,12 +358,20 @@ class LockBackend:
     def _read(self, stack, profile):
         raise NotImplementedError
 
+    def _replace(self, stack, profile, token, record):
+        raise NotImplementedError
+
     def _delete(self, stack, profile, token):
         raise NotImplementedError
 
-    def _delete_owned(self, stack, profile, owner):
-        """Deletes the lock in one step if `owner` holds it: ("deleted", record),
-        ("free", None), ("other", holder) -- or None when the backend cannot."""
+    def _list(self):
+        """Every lock of the backend as (stack, profile, record)."""
+        raise NotImplementedError
+
+    def _delete_owned(self, stack, profile, record):
+        """Deletes the lock in one step if the run of `record` holds it:
+        ("deleted", record), ("free", None), ("other", holder) -- or None when
+        the backend cannot."""
         return None
 
     def _hint(self, stack, profile):
@@ -226,49 +384,102 @@ class LockBackend:
         validate_identity(stack, profile)
         return self._read(stack, profile)[0]
 
-    def acquire(self, stack, profile, record, check_mode=False):
-        """(changed, record now held). Raises LockHeld when another owner holds it."""
+    def list_locks(self, ttl=None):
+        """Every held lock, each as summary(): owner, run, state, age, stale."""
+        return [summary(record, ttl) for _stack, _profile, record in self._list()]
+
+    @staticmethod
+    def _check_record(stack, profile, record):
         validate_identity(stack, profile)
+        if not isinstance(record, dict):
+            raise LockError("the run lock needs the run's record (owner and run_id), not "
+                            f"{type(record).__name__}")
         _validate_owner(record.get("owner"))
+        if not record.get("run_id"):
+            raise LockError("the run lock needs the run's record with its run_id")
+
+    def acquire(self, stack, profile, record, check_mode=False, takeover=False, wait=0, ttl=None,
+                sleep=time.sleep, clock=time.monotonic):
+        """(changed, record now held). Raises LockHeld while another run holds
+        it (after waiting up to `wait` seconds for it to be released). With
+        `takeover`, a lock of the same owner whose run has ended is replaced,
+        and the record held carries `taken_over`."""
+        self._check_record(stack, profile, record)
         if (record.get("stack"), record.get("profile")) != (stack, profile):
             raise LockError(f"the record is for {record.get('stack')}/{record.get('profile')}, "
                             f"not {stack}/{profile}")
-        for _attempt in range(ATTEMPTS):
+        deadline = clock() + max(0, wait or 0)
+        changes = 0
+        while True:
             if not check_mode and self._create(stack, profile, record):
                 return True, record
-            current = self._read(stack, profile)[0]
+            current, token = self._read(stack, profile)
             if current is None:
                 if check_mode:
                     return True, record
-                continue
-            if current.get("owner") == record["owner"]:
+                changes += 1
+            elif same_run(current, record):
                 return False, current
-            raise LockHeld(current, stack, profile)
-        raise LockError(f"run lock {stack}/{profile} kept changing hands over {ATTEMPTS} attempts; try again")
+            elif takeover and current.get("owner") == record["owner"] and run_ended(current):
+                taken = dict(record, taken_over=_kept(current))
+                if check_mode:
+                    return True, taken
+                if self._replace(stack, profile, token, taken):
+                    return True, taken
+                changes += 1
+            elif clock() < deadline:
+                sleep(max(0.05, min(1.0, deadline - clock()) * random.uniform(0.5, 1.0)))
+                continue
+            else:
+                raise LockHeld(current, stack, profile, ttl=ttl, owner=record["owner"])
+            if changes >= ATTEMPTS:
+                raise LockError(f"run lock {stack}/{profile} kept changing hands over {ATTEMPTS} attempts; "
+                                "try again")
 
-    def release(self, stack, profile, owner, check_mode=False):
-        """(changed, released record). Only the holder may release; a free lock is changed=false."""
-        validate_identity(stack, profile)
-        _validate_owner(owner)
+    def set_state(self, stack, profile, record, state, detail=""):
+        """Records `state` (running, failed, interrupted) and `detail` in the
+        lock held by the run of `record`, as a compare-and-swap on the lock read;
+        returns the new record. Raises LockLost when that run no longer holds it."""
+        self._check_record(stack, profile, record)
+        if state not in RUN_STATES:
+            raise LockError(f"unknown run state {state!r}: use one of {', '.join(RUN_STATES)}")
+        for _attempt in range(ATTEMPTS):
+            current, token = self._read(stack, profile)
+            if current is None:
+                raise LockLost(f"run lock {stack}/{profile} is no longer held by run {record.get('run_id')} "
+                               "of {}: it was released or broken".format(record.get("owner")))
+            if not same_run(current, record):
+                raise LockLost(f"run lock {stack}/{profile} is no longer held by run {record.get('run_id')}: "
+                               f"it is held by {describe_holder(current)}")
+            changed = dict(current, state=state, detail=str(detail or "")[:1000],
+                           updated=format_time(utc_now()))
+            if self._replace(stack, profile, token, changed):
+                return changed
+        raise LockError(f"run lock {stack}/{profile} kept changing over {ATTEMPTS} attempts; try again")
+
+    def release(self, stack, profile, record, check_mode=False):
+        """(changed, released record). Only the run that holds the lock may
+        release it; a free lock is changed=false."""
+        self._check_record(stack, profile, record)
         if not check_mode:
             hint = self._hint(stack, profile)
-            if hint and hint[1].get("owner") == owner and self._delete(stack, profile, hint[0]):
+            if hint and same_run(hint[1], record) and self._delete(stack, profile, hint[0]):
                 self._forget(stack, profile)
                 return True, hint[1]
-            outcome = self._delete_owned(stack, profile, owner)
+            outcome = self._delete_owned(stack, profile, record)
             if outcome and outcome[0] == "deleted":
                 self._forget(stack, profile)
                 return True, outcome[1]
             if outcome and outcome[0] == "free":
                 return False, None
-            if outcome and outcome[1].get("owner") != owner:
+            if outcome and not same_run(outcome[1], record):
                 raise LockHeld(outcome[1], stack, profile, action="release")
         for _attempt in range(ATTEMPTS):
             current, token = self._read(stack, profile)
             if current is None:
                 self._forget(stack, profile)
                 return False, None
-            if current.get("owner") != owner:
+            if not same_run(current, record):
                 raise LockHeld(current, stack, profile, action="release")
             if check_mode:
                 return True, current
@@ -278,7 +489,8 @@ class LockBackend:
         raise LockError(f"run lock {stack}/{profile} kept changing hands over {ATTEMPTS} attempts; try again")
 
     def remove(self, stack, profile, check_mode=False):
-        """(changed, removed record): unlock whoever holds it."""
+        """(changed, removed record): unlock whoever holds it; the record
+        returned is the one broken, for the record of who broke what."""
         validate_identity(stack, profile)
         for _attempt in range(ATTEMPTS):
             current, token = self._read(stack, profile)
@@ -293,10 +505,12 @@ class LockBackend:
 
 
 class GitLockBackend(LockBackend):
-    """An annotated tag guardrail-lock/<stack>/<profile> on the remote; its
-    message is the record. The remote refuses to create an existing tag, which
-    makes the push the atomic test; deletes carry a lease on the tag object id.
-    No local tag is ever created: the remote is the truth."""
+    """A tag object under refs/guardrail/locks/<stack>/<profile> on the remote;
+    its message is the record. Every push carries a lease: a create expects no
+    ref, a state change or delete expects the object id read, so the remote's
+    ref transaction is the compare-and-swap. The ref is outside refs/heads and
+    refs/tags, so no ordinary fetch or `git push --tags` copies it or brings a
+    released lock back. No local ref is ever created: the remote is the truth."""
 
     name = "git"
 
@@ -317,7 +531,7 @@ class GitLockBackend(LockBackend):
 
     @staticmethod
     def ref(stack, profile):
-        return f"refs/tags/{TAG_PREFIX}/{stack}/{profile}"
+        return f"{REF_PREFIX}/{stack}/{profile}"
 
     def _tag_object(self, stack, profile, record):
         tagger = re.sub(r"[<>\n]", "", record["owner"])
@@ -442,22 +656,47 @@ class GitLockBackend(LockBackend):
             raise LockError(str(failure(proc, f"cannot write the lock tag in {self.repo_path}")))
         return proc.stdout.strip()
 
-    def _create(self, stack, profile, record):
+    def _push(self, stack, profile, expected, record):
+        """Pushes `record` as the lock if the remote ref is still `expected`
+        (an object id, or "" for no ref). True when written, False on contention."""
         content = self._tag_object(stack, profile, record)
         oid = self._write_tag(content)
         ref = self.ref(stack, profile)
-        proc = self._git(["push", "--porcelain", "--no-verify", self.remote, f"{oid}:{ref}"])
+        proc = self._git(["push", "--porcelain", "--no-verify", f"--force-with-lease={ref}:{expected}",
+                          self.remote, f"{oid}:{ref}"])
         flags = self._porcelain_flags(proc)
-        if proc.returncode == 0 and flags and flags[0] in "*=":
+        if proc.returncode == 0 and flags and flags[0] in "*=+ ":
             self._remember(stack, profile, oid, content)
             return True
         if "!" in flags:
-            # Losing a race reads as "already exists" (the tag was there) or
-            # "failed to update ref" (the winner held the ref's lock). Any other
-            # refusal (a hook, a protected ref) is an error unless the lock is held.
-            if any(reason in proc.stdout for reason in CONTENTION) or self._read(stack, profile)[0] is not None:
+            # Losing a race reads as "stale info" (the ref is not what we
+            # expected) or "failed to update ref" (the winner held the ref's
+            # lock). Any other refusal (a hook, a protected ref) is an error
+            # unless the lock is held.
+            if any(reason in proc.stdout for reason in CONTENTION) or \
+                    (not expected and self._read(stack, profile)[0] is not None):
                 return False
-        raise LockError(str(failure(proc, f"cannot push the lock tag to {self.remote}")))
+        raise LockError(str(failure(proc, f"cannot push the run lock to {self.remote}")))
+
+    def _create(self, stack, profile, record):
+        return self._push(stack, profile, "", record)
+
+    def _replace(self, stack, profile, token, record):
+        return self._push(stack, profile, token, record)
+
+    def _list(self):
+        proc = self._git(["ls-remote", self.remote, f"{REF_PREFIX}/*"])
+        if proc.returncode != 0:
+            raise LockError(str(failure(proc, f"cannot list the run locks on {self.remote}")))
+        found = []
+        for line in proc.stdout.splitlines():
+            parts = line.split("\t")[-1][len(REF_PREFIX) + 1:].split("/")
+            if len(parts) != 2 or any(names.name_problem("name", part) for part in parts):
+                continue
+            record = self._read(*parts)[0]
+            if record is not None:
+                found.append((parts[0], parts[1], record))
+        return found
 
     def _read(self, stack, profile):
         ref = self.ref(stack, profile)
@@ -489,7 +728,7 @@ class GitLockBackend(LockBackend):
         if proc.returncode == 0 and flags and flags[0] == "-":
             return True
         # "stale info": the tag is no longer the one read (or is gone).
-        if "!" in flags and any(reason in proc.stdout for reason in CONTENTION + ("(stale info)",)):
+        if "!" in flags and any(reason in proc.stdout for reason in CONTENTION):
             return False
         raise LockError(str(failure(proc, f"cannot delete the lock tag on {self.remote}")))
 
@@ -498,7 +737,10 @@ class _AWSLockBackend(LockBackend):
     def __init__(self, key=None, **options):
         super().__init__()
         self.key = key
-        self.options = {name: options.get(name) for name in aws.AWS_ARGUMENT_SPEC}
+        # Callers name the AWS profile `aws_profile` (the module option) or
+        # `profile` (aws.aws_options() and the session); both reach the session.
+        self.options = {name: options.get(name) for name in aws.AWS_ARGUMENT_SPEC if name != "aws_profile"}
+        self.options["profile"] = options.get("aws_profile") or options.get("profile")
         self.calls = 0
         self._client = None
 
@@ -510,8 +752,13 @@ class _AWSLockBackend(LockBackend):
             try:
                 self._client = aws.client(service, self.options)
             except aws.AWSError as exc:
-                raise LockError(str(exc)) from exc
+                raise self._error(exc) from exc
         return self._client
+
+    def _error(self, exc):
+        if exc.configuration:
+            return LockConfigError(f"the {self.name} run lock backend is not configured: {exc}")
+        return LockError(str(exc))
 
     def _call(self, service, action, expected=(), **kwargs):
         """One API call; returns (response, None) or (None, error code) for an
@@ -522,12 +769,19 @@ class _AWSLockBackend(LockBackend):
         except aws.AWSError as exc:
             if exc.code in expected:
                 return getattr(exc.__cause__, "response", {}), exc.code
-            raise LockError(str(exc)) from exc
+            raise self._error(exc) from exc
+
+    @staticmethod
+    def _listed(text, lock_id):
+        record = record_from_lock_info(text, None, None)
+        record.setdefault("lock_id", lock_id)
+        return record.get("stack"), record.get("profile"), record
 
 
 class DynamoDBLockBackend(_AWSLockBackend):
     """OpenTofu's DynamoDB lock item: {LockID, Info}, created with
-    attribute_not_exists(LockID), deleted on an exact match of Info."""
+    attribute_not_exists(LockID); state changes and deletes are conditional on
+    an exact match of the Info read."""
 
     name = "dynamodb"
 
@@ -537,15 +791,28 @@ class DynamoDBLockBackend(_AWSLockBackend):
         super().__init__(key=key, **options)
         self.table = table
 
-    def _create(self, stack, profile, record):
+    def _item(self, stack, profile, record):
         lock_id = self.lock_id(stack, profile)
         info = lock_info(record, lock_id)
-        # Owner beside tofu's two attributes lets a release check the holder
-        # and delete in one conditional call; tofu ignores it.
-        item = {"LockID": {"S": lock_id}, "Info": {"S": info}, "Owner": {"S": record["owner"]}}
+        # Run beside tofu's two attributes lets a release check the holding
+        # run and delete in one conditional call; tofu ignores it.
+        return info, {"LockID": {"S": lock_id}, "Info": {"S": info}, "Run": {"S": _run_key(record)}}
+
+    def _create(self, stack, profile, record):
+        info, item = self._item(stack, profile, record)
         _response, code = self._call("dynamodb", "put_item", expected=("ConditionalCheckFailedException",),
                                      TableName=self.table, Item=item,
                                      ConditionExpression="attribute_not_exists(LockID)")
+        if code:
+            return False
+        self._written[(stack, profile)] = (info, record)
+        return True
+
+    def _replace(self, stack, profile, token, record):
+        info, item = self._item(stack, profile, record)
+        _response, code = self._call("dynamodb", "put_item", expected=("ConditionalCheckFailedException",),
+                                     TableName=self.table, Item=item, ConditionExpression="Info = :info",
+                                     ExpressionAttributeValues={":info": {"S": token}})
         if code:
             return False
         self._written[(stack, profile)] = (info, record)
@@ -560,18 +827,31 @@ class DynamoDBLockBackend(_AWSLockBackend):
         info = item.get("Info", {}).get("S", "")
         return record_from_lock_info(info, stack, profile), info
 
-    def _delete_owned(self, stack, profile, owner):
+    def _list(self):
+        found = []
+        args = {"TableName": self.table, "ConsistentRead": True}
+        while True:
+            page, _code = self._call("dynamodb", "scan", **args)
+            for item in page.get("Items", []):
+                info = item.get("Info", {}).get("S")
+                if info:  # tofu also keeps state digests (no Info) in this table
+                    found.append(self._listed(info, item["LockID"]["S"]))
+            if not page.get("LastEvaluatedKey"):
+                return found
+            args["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _delete_owned(self, stack, profile, record):
         response, code = self._call("dynamodb", "delete_item", expected=("ConditionalCheckFailedException",),
                                     TableName=self.table, Key={"LockID": {"S": self.lock_id(stack, profile)}},
-                                    ConditionExpression="#owner = :owner",
-                                    ExpressionAttributeNames={"#owner": "Owner"},
-                                    ExpressionAttributeValues={":owner": {"S": owner}},
+                                    ConditionExpression="#run = :run",
+                                    ExpressionAttributeNames={"#run": "Run"},
+                                    ExpressionAttributeValues={":run": {"S": _run_key(record)}},
                                     ReturnValues="ALL_OLD", ReturnValuesOnConditionCheckFailure="ALL_OLD")
         item = response.get("Item" if code else "Attributes")
         if not item:
             return None  # no holder returned: let a read tell free from unknown
-        record = record_from_lock_info(item.get("Info", {}).get("S", ""), stack, profile)
-        return ("other" if code else "deleted"), record
+        held = record_from_lock_info(item.get("Info", {}).get("S", ""), stack, profile)
+        return ("other" if code else "deleted"), held
 
     def _delete(self, stack, profile, token):
         _response, code = self._call("dynamodb", "delete_item", expected=("ConditionalCheckFailedException",),
@@ -583,9 +863,10 @@ class DynamoDBLockBackend(_AWSLockBackend):
 
 class S3LockBackend(_AWSLockBackend):
     """OpenTofu's S3-native lock: the object <key>.tflock written with
-    If-None-Match: *, deleted with If-Match on the ETag read with its ID."""
+    If-None-Match: *; state changes and deletes carry If-Match on the ETag read."""
 
     name = "s3"
+    CONFLICTS = ("PreconditionFailed", "ConditionalRequestConflict")
 
     def __init__(self, bucket=None, key=None, **options):
         if not bucket:
@@ -596,16 +877,21 @@ class S3LockBackend(_AWSLockBackend):
     def object_key(self, stack, profile):
         return self.lock_id(stack, profile) + ".tflock"
 
-    def _create(self, stack, profile, record):
-        key = self.object_key(stack, profile)
+    def _put(self, stack, profile, record, **condition):
         info = lock_info(record, f"{self.bucket}/{self.lock_id(stack, profile)}")
-        response, code = self._call("s3", "put_object", expected=("PreconditionFailed", "ConditionalRequestConflict"),
-                                    Bucket=self.bucket, Key=key, Body=info.encode("utf-8"),
-                                    ContentType="application/json", IfNoneMatch="*")
+        response, code = self._call("s3", "put_object", expected=self.CONFLICTS + ("NoSuchKey",),
+                                    Bucket=self.bucket, Key=self.object_key(stack, profile),
+                                    Body=info.encode("utf-8"), ContentType="application/json", **condition)
         if code:
             return False
         self._written[(stack, profile)] = (response["ETag"], record)
         return True
+
+    def _create(self, stack, profile, record):
+        return self._put(stack, profile, record, IfNoneMatch="*")
+
+    def _replace(self, stack, profile, token, record):
+        return self._put(stack, profile, record, IfMatch=token)
 
     def _read(self, stack, profile):
         response, code = self._call("s3", "get_object", expected=("NoSuchKey",), Bucket=self.bucket,
@@ -615,9 +901,24 @@ class S3LockBackend(_AWSLockBackend):
         body = response["Body"].read().decode("utf-8")
         return record_from_lock_info(body, stack, profile), response["ETag"]
 
+    def _list(self):
+        found = []
+        args = {"Bucket": self.bucket}
+        while True:
+            page, _code = self._call("s3", "list_objects_v2", **args)
+            for item in page.get("Contents", []):
+                if not item["Key"].endswith(".tflock"):
+                    continue
+                response, code = self._call("s3", "get_object", expected=("NoSuchKey",), Bucket=self.bucket,
+                                            Key=item["Key"])
+                if not code:
+                    found.append(self._listed(response["Body"].read().decode("utf-8"), item["Key"][:-7]))
+            if not page.get("NextContinuationToken"):
+                return found
+            args["ContinuationToken"] = page["NextContinuationToken"]
+
     def _delete(self, stack, profile, token):
-        _response, code = self._call("s3", "delete_object",
-                                     expected=("PreconditionFailed", "NoSuchKey", "ConditionalRequestConflict"),
+        _response, code = self._call("s3", "delete_object", expected=self.CONFLICTS + ("NoSuchKey",),
                                      Bucket=self.bucket, Key=self.object_key(stack, profile), IfMatch=token)
         return not code
 
@@ -633,5 +934,6 @@ def get_backend(backend, repo_path=None, remote=None, table=None, key=None, buck
     raise LockError(f"unknown run lock backend {backend!r}: use one of {', '.join(BACKENDS)}")
 
 
-__all__ = ["LockError", "LockHeld", "validate_identity", "default_identity", "new_record",
-           "get_backend", "LockBackend", "is_stale", "COLLECTION_VERSION"]
+__all__ = ["LockError", "LockConfigError", "LockRefused", "LockHeld", "LockLost", "validate_identity",
+           "default_identity", "new_record", "get_backend", "LockBackend", "is_stale", "run_ended",
+           "summary", "COLLECTION_VERSION"]

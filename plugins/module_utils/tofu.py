@@ -14,13 +14,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 COMMANDS = ("init", "validate", "plan", "apply", "destroy", "output")
 MASK = "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
 DEFAULT_TIMEOUT = 3600
+# Seconds tofu gets after SIGINT to finish in-flight operations and write its
+# state, then SIGTERM, then (after KILL_AFTER more) SIGKILL.
+DEFAULT_GRACE = 60
+KILL_AFTER = 10
 
 
 class TofuError(Exception):
@@ -29,12 +36,150 @@ class TofuError(Exception):
     `stderr` holds the tool's own error text, `rc` its exit code.
     """
 
-    def __init__(self, message, rc=None, stdout="", stderr="", cmd=None):
+    def __init__(self, message, rc=None, stdout="", stderr="", cmd=None, interrupted=None):
         super().__init__(message)
         self.rc = rc
         self.stdout = stdout
         self.stderr = stderr
         self.cmd = cmd
+        # Why the command was stopped ("timeout", "SIGINT", "SIGTERM"), or None.
+        self.interrupted = interrupted
+
+
+class Interrupts:
+    """Signals received while tofu runs, forwarded as SIGINT to tofu.
+
+    Tofu runs in its own process group (a terminal's Ctrl-C does not reach it
+    behind our back): `guard()` installs SIGINT/SIGTERM handlers (main thread
+    only) that record the signal and send SIGINT to every running tofu group,
+    so tofu stops gracefully and writes its state.
+    """
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.groups = set()
+        self.received = None
+        self.depth = 0
+
+    def register(self, pgid):
+        with self.lock:
+            self.groups.add(pgid)
+            pending = self.received
+        if pending:
+            _signal_group(pgid, signal.SIGINT)
+
+    def unregister(self, pgid):
+        with self.lock:
+            self.groups.discard(pgid)
+
+    def _handler(self, signum, _frame):
+        # Only the first signal is forwarded: a second SIGINT makes tofu exit
+        # at once without writing its state. Escalation is run_process's.
+        with self.lock:
+            first = self.received is None
+            self.received = self.received or signal.Signals(signum).name
+            groups = list(self.groups) if first else []
+        for pgid in groups:
+            _signal_group(pgid, signal.SIGINT)
+
+    def guard(self):
+        return _Guard(self)
+
+
+class _Guard:
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, interrupts):
+        self.interrupts = interrupts
+        self.previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            if self.interrupts.depth == 0:
+                self.interrupts.received = None
+                for signum in self.SIGNALS:
+                    self.previous[signum] = signal.signal(signum, self.interrupts._handler)
+            self.interrupts.depth += 1
+        return self.interrupts
+
+    def __exit__(self, *exc):
+        if threading.current_thread() is threading.main_thread():
+            self.interrupts.depth -= 1
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        return False
+
+
+INTERRUPTS = Interrupts()
+# A callable given each line of standard output as it is printed (the
+# guardrail command shows a long apply's progress), or None.
+ECHO = None
+
+
+def _signal_group(pgid, signum):
+    try:
+        os.killpg(pgid, signum)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def run_process(cmd, cwd, env, timeout, grace=DEFAULT_GRACE, interrupts=INTERRUPTS):
+    """Runs `cmd` in its own process group and returns (rc, stdout, stderr,
+    interrupted). On timeout or a signal recorded by `interrupts`, the group
+    gets SIGINT, then `grace` seconds to exit, then SIGTERM, then SIGKILL;
+    what is left of the group afterwards (orphaned provisioners) is
+    terminated too. `interrupted` is None, "timeout" or the signal's name."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    interrupts.register(proc.pid)
+    out, err = [], []
+    echo = ECHO
+
+    def read(stream, buffer, lines=None):
+        if lines is None:
+            buffer.append(stream.read())
+            return
+        for line in stream:
+            buffer.append(line)
+            lines(line)
+    readers = [threading.Thread(target=read, args=(proc.stdout, out, echo), daemon=True),
+               threading.Thread(target=read, args=(proc.stderr, err), daemon=True)]
+    for reader in readers:
+        reader.start()
+    deadline = time.monotonic() + timeout if timeout else None
+    reason, stop_at, step = None, None, 0
+    try:
+        while True:
+            try:
+                proc.wait(timeout=0.2 if reason is None else 0.1)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.monotonic()
+            if reason is None:
+                if interrupts.received:
+                    reason = interrupts.received
+                elif deadline is not None and now >= deadline:
+                    reason = "timeout"
+                if reason:
+                    _signal_group(proc.pid, signal.SIGINT)
+                    stop_at, step = now + grace, 1
+            elif now >= stop_at and step < 3:
+                _signal_group(proc.pid, signal.SIGTERM if step == 1 else signal.SIGKILL)
+                stop_at, step = now + KILL_AFTER, step + 1
+        if reason is None and interrupts.received and proc.returncode != 0:
+            # The forwarded SIGINT stopped it before this loop looked.
+            reason = interrupts.received
+    finally:
+        if reason is not None:
+            _signal_group(proc.pid, signal.SIGTERM)
+        interrupts.unregister(proc.pid)
+        for reader in readers:
+            reader.join(timeout=5)
+        for stream in (proc.stdout, proc.stderr):
+            stream.close()
+    return proc.returncode, "".join(out), "".join(err), reason
 
 
 def find_binary(binary=None):
@@ -120,6 +265,10 @@ def summarize(plan, secrets=None):
     # `output` repeats a sensitive `input` unflagged), so any value it flags
     # anywhere is masked everywhere.
     secrets = set() if secrets is None else secrets
+    declared = ((plan.get("configuration") or {}).get("root_module") or {}).get("variables") or {}
+    for name, variable in (plan.get("variables") or {}).items():
+        if (declared.get(name) or {}).get("sensitive"):
+            _sensitive_leaves((variable or {}).get("value"), True, secrets)
     for change in plan.get("resource_changes") or []:
         detail = change.get("change") or {}
         _sensitive_leaves(detail.get("before"), detail.get("before_sensitive"), secrets)
@@ -196,6 +345,7 @@ class Tofu:
         self.targets = list(targets or [])
         self.replace = list(replace or [])
         self.timeout = timeout
+        self.grace = DEFAULT_GRACE
         self.log = []
         # Sensitive values seen in plans and outputs; masked in stdout/stderr,
         # where the tool itself may print them.
@@ -217,17 +367,34 @@ class Tofu:
             env[f"TF_VAR_{name}"] = env_value(value)
         return env
 
-    def run(self, *args, check=True, workspace=True, ok_codes=()):
+    def run(self, *args, check=True, workspace=True, ok_codes=(), log_stdout=True):
+        """Runs the tool. `log_stdout=False` keeps stdout (raw JSON that may
+        hold sensitive values) out of the log that results show."""
         cmd = [self.binary, *args]
+        if INTERRUPTS.received:
+            raise TofuError(f"{os.path.basename(cmd[0])} {args[0]} not started: interrupted by "
+                            f"{INTERRUPTS.received}", cmd=cmd, interrupted=INTERRUPTS.received)
         try:
-            proc = subprocess.run(cmd, cwd=self.project_path, env=self.env(workspace), capture_output=True,
-                                  text=True, timeout=self.timeout, check=False)
-        except subprocess.TimeoutExpired as exc:
-            raise TofuError(f"{' '.join(cmd[:2])} timed out after {self.timeout}s", cmd=cmd) from exc
+            rc, stdout, stderr, interrupted = run_process(cmd, self.project_path, self.env(workspace),
+                                                          self.timeout, grace=self.grace)
         except OSError as exc:
             raise TofuError(f"cannot run {cmd[0]}: {exc}", cmd=cmd) from exc
-        proc.log_entry = {"cmd": cmd, "rc": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr}
+        proc = subprocess.CompletedProcess(cmd, rc, stdout, stderr)
+        proc.log_entry = {"cmd": cmd, "rc": rc, "stdout": stdout if log_stdout else "", "stderr": stderr}
         self.log.append(proc.log_entry)
+        if interrupted:
+            if "-json" in args:
+                stdout, errors, _outputs = _json_messages(stdout)
+                proc.log_entry["stdout"] = stdout
+                stderr = "\n".join(errors) + "\n" + stderr
+            why = f"timed out after {self.timeout}s" if interrupted == "timeout" else f"interrupted by {interrupted}"
+            # What tofu said after the interrupt: its last lines and errors.
+            tail = [line for line in stdout.splitlines() if line.strip()][-12:]
+            errors = [line for line in _error_text(stderr).splitlines() if line.startswith("Error")]
+            reported = self._masked("\n".join(tail + errors) or "(nothing)")
+            raise TofuError(f"{os.path.basename(cmd[0])} {args[0]} {why}: it was sent SIGINT to stop "
+                            f"and write its state, and exited with rc={rc}; it reported: {reported}",
+                            rc=rc, stdout=stdout, stderr=stderr, cmd=cmd, interrupted=interrupted)
         if check and proc.returncode not in (0, *ok_codes):
             raise TofuError(f"{os.path.basename(cmd[0])} {args[0]} failed (rc={proc.returncode}): "
                             f"{self._masked(_error_text(proc.stderr or proc.stdout))}",
@@ -292,7 +459,7 @@ class Tofu:
         return self.run(*args, ok_codes=(2,)).returncode == 2
 
     def show_plan(self, planfile):
-        proc = self.run("show", "-json", "-no-color", planfile)
+        proc = self.run("show", "-json", "-no-color", planfile, log_stdout=False)
         try:
             return json.loads(proc.stdout)
         except ValueError as exc:
@@ -307,20 +474,7 @@ class Tofu:
         if self.parallelism:
             args.append(f"-parallelism={self.parallelism}")
         proc = self.run(*args, planfile, check=False)
-        messages, errors, outputs = [], [], None
-        for line in proc.stdout.splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                messages.append(line)
-                continue
-            messages.append(event.get("@message", ""))
-            if event.get("type") == "diagnostic" and event.get("@level") == "error":
-                diagnostic = event.get("diagnostic") or {}
-                errors.append(" ".join(filter(None, (diagnostic.get("summary"), diagnostic.get("detail")))))
-            elif event.get("type") == "outputs":
-                outputs = event.get("outputs") or {}
-        proc.log_entry["stdout"] = "\n".join(messages) + ("\n" if messages else "")
+        proc.log_entry["stdout"], errors, outputs = _json_messages(proc.stdout)
         if proc.returncode != 0:
             detail = self._masked("\n".join(errors) or _error_text(proc.stderr))
             raise TofuError(f"{os.path.basename(self.binary)} apply failed (rc={proc.returncode}): {detail}",
@@ -329,7 +483,7 @@ class Tofu:
         return outputs
 
     def outputs(self):
-        proc = self.run("output", "-json", "-no-color")
+        proc = self.run("output", "-json", "-no-color", log_stdout=False)
         try:
             outputs = json.loads(proc.stdout or "{}")
         except ValueError as exc:
@@ -345,7 +499,12 @@ class Tofu:
 
     def execute(self, command, check_mode=False, show_sensitive=False):
         """Runs `command` the way the tofu module does. Returns a result dict:
-        changed, command, counts, resources, outputs, initialised, applied."""
+        changed, command, counts, resources, outputs, initialised, applied.
+        SIGINT/SIGTERM meanwhile stop tofu gracefully (see Interrupts)."""
+        with INTERRUPTS.guard():
+            return self._execute(command, check_mode, show_sensitive)
+
+    def _execute(self, command, check_mode, show_sensitive):
         if command not in COMMANDS:
             raise TofuError(f"unknown command {command!r}: use one of {', '.join(COMMANDS)}")
         result = {"changed": False, "command": command, "applied": False, "initialised": False,
@@ -396,6 +555,27 @@ class Tofu:
             self.remember_sensitive(outputs)
             result["outputs"] = mask_outputs(outputs, show_sensitive)
         return result
+
+
+def _json_messages(stdout):
+    """(the human messages, the error diagnostics, the outputs or None) of a
+    `-json` event stream."""
+    messages, errors, outputs = [], [], None
+    for line in stdout.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            messages.append(line)
+            continue
+        if not isinstance(event, dict):
+            continue
+        messages.append(event.get("@message", ""))
+        if event.get("type") == "diagnostic" and event.get("@level") == "error":
+            diagnostic = event.get("diagnostic") or {}
+            errors.append(" ".join(filter(None, (diagnostic.get("summary"), diagnostic.get("detail")))))
+        elif event.get("type") == "outputs":
+            outputs = event.get("outputs") or {}
+    return "\n".join(messages) + ("\n" if messages else ""), errors, outputs
 
 
 def _error_text(text):

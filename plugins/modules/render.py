@@ -21,10 +21,18 @@ description:
     C(.tf.json) (that is C(*.tf.json.j2)) must render to JSON or YAML and is written as canonical JSON
     (sorted keys, two-space indent, final newline), so configuration built from data is byte-stable.
     Every other file is copied byte for byte with its mode.
-  - The output mirrors the templates exactly, stale files are removed. The working files of
-    tofu/terraform (C(.terraform/), C(.terraform.lock.hcl), C(terraform.tfstate*), C(terraform.tfstate.d/))
-    are kept, since the rendered directory is also where the stack runs. A stack may carry its own
-    C(.terraform.lock.hcl), which is copied like any file; the other names are refused as templates.
+  - Render removes only files it wrote itself and no longer renders (listed in the manifest
+    C(.guardrail-rendered.json) it keeps in the output directory); a file it did not write stays,
+    except that configuration it did not write (C(*.tf), C(*.tf.json), C(*.tofu), C(*.tofu.json))
+    refuses the render, since tofu would load it with the rendered files.
+    It never removes or overwrites state in any path (C(*.tfstate), C(*.tfstate.*), such as a local
+    backend's relative C(path) or C(errored.tfstate)), plan files (C(*.tfplan)), C(.terraform/) or
+    C(terraform.tfstate.d/), since the rendered directory is also where the stack runs. A stack may
+    carry its own C(.terraform.lock.hcl), which is copied like any file; those other names are
+    refused as templates.
+  - In a git work tree only committed sources are rendered - a modified, staged, untracked or
+    ignored file under the stack or the profiles directory refuses the render before any template
+    is evaluated (in check mode too), so a lookup in an uncommitted template never runs.
   - Deterministic, the same inputs give the same bytes; a sha256 over the rendered tree is returned.
   - When the destination lies in a git work tree and is not ignored yet, it is added to the
     repository's C(.git/info/exclude), so rendering never dirties the tree; tracked files are not touched.
@@ -47,7 +55,9 @@ options:
   dest:
     description:
       - Output directory relative to O(repo_path) (default C(.dist/<profile>/<stack>)).
-      - Must lie inside O(repo_path) and outside the templates; its stale files are removed.
+      - Must lie inside O(repo_path), outside C(.git), may not be or contain the stacks or profiles
+        directories, and may not hold files tracked by git (an ignored build directory such as the
+        default). Anything else is refused before anything is written.
     type: str
 attributes:
   check_mode:

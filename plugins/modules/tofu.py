@@ -20,6 +20,9 @@ description:
     C(TF_VAR_*) variables already in the environment are not passed on. The workspace is passed as
     C(TF_WORKSPACE), so the workspace selected on disk is left unchanged.
   - Failure messages carry the tool's own error text.
+  - V(plan) saves the plan (mode 0600, in C(.guardrail-plans/) inside O(project_path), never
+    anywhere else) and returns its RV(plan_id) and a short summary; V(apply) with O(plan_id)
+    applies exactly that plan and removes it.
 author:
   - guardrail.ecs maintainers (@guardrail-ecs)
 options:
@@ -47,6 +50,8 @@ options:
     description:
       - Input variables, passed as C(TF_VAR_<name>) environment variables.
       - Strings are passed as they are; other values as JSON, which tofu reads as HCL.
+      - Values of variables tofu marks sensitive are masked wherever they appear in the result; once a
+        plan has run, the other values are plain and pass through unchanged.
     type: dict
     default: {}
   var_files:
@@ -87,9 +92,26 @@ options:
     type: bool
     default: false
   timeout:
-    description: Seconds each tofu command may run.
+    description:
+      - Seconds each tofu command may run. Then, as on SIGINT or SIGTERM of the task, tofu (which
+        runs in its own process group) is sent SIGINT and given 60 seconds to stop in-flight
+        operations and write its state, then SIGTERM, then SIGKILL; the error reports what tofu said.
     type: int
     default: 3600
+  plan_id:
+    description:
+      - With O(command=apply), apply exactly the plan saved by an earlier V(plan) that returned
+        this id, instead of planning again.
+      - Refused before anything runs when no such plan is saved in O(project_path), or it was made
+        from another commit (of the git work tree holding O(project_path)) or for another
+        O(stack) and O(profile); refused when tofu reports it stale. A successful apply removes it.
+    type: str
+  stack:
+    description: The stack the project directory was rendered from; recorded in a saved plan and checked on apply.
+    type: str
+  profile:
+    description: The profile the project directory was rendered for; recorded in a saved plan and checked on apply.
+    type: str
 attributes:
   check_mode:
     support: full
@@ -129,9 +151,32 @@ EXAMPLES = r"""
     command: destroy
     workspace: staging
   check_mode: true
+
+- name: Plan, and keep the plan for review
+  guardrail.ecs.tofu:
+    project_path: "{{ repo }}/.dist/prod/alpha"
+    command: plan
+  register: reviewed
+
+- name: Apply exactly the reviewed plan
+  guardrail.ecs.tofu:
+    project_path: "{{ repo }}/.dist/prod/alpha"
+    command: apply
+    plan_id: "{{ reviewed.plan_id }}"
 """
 
 RETURN = r"""
+plan_id:
+  description: With V(plan), the id of the saved plan, to give as O(plan_id) to V(apply); with O(plan_id), the plan applied.
+  returned: when a plan was saved or applied
+  type: str
+  sample: 3f2a9c01d4e5b6a7
+summary:
+  description: One line per resource change (action and address), then the counts.
+  returned: when a plan was saved or applied
+  type: list
+  elements: str
+  sample: ["  create   terraform_data.service", "Plan: 1 to create, 0 to update, 0 to replace, 0 to delete"]
 command:
   description: The command run.
   returned: always
@@ -188,6 +233,7 @@ binary:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.guardrail.ecs.plugins.module_utils import plans
 from ansible_collections.guardrail.ecs.plugins.module_utils import tofu as tofu_utils
 
 ARGUMENT_SPEC = dict(
@@ -206,12 +252,59 @@ ARGUMENT_SPEC = dict(
     replace=dict(type="list", elements="str", default=[]),
     show_sensitive=dict(type="bool", default=False),
     timeout=dict(type="int", default=3600),
+    plan_id=dict(type="str"),
+    stack=dict(type="str"),
+    profile=dict(type="str"),
 )
+
+
+def saved_plan(tofu, params, check_mode):
+    """The result of a plan that is saved, or of applying a saved plan; None
+    for every other command."""
+    context = dict(commit=plans.head_commit(tofu.project_path), stack=params["stack"],
+                   profile=params["profile"])
+    if params["command"] == "plan" and not check_mode:
+        with tofu_utils.INTERRUPTS.guard():
+            result = plans.save(tofu, **context)
+        outputs = {}
+    elif params["command"] == "apply" and params["plan_id"]:
+        if check_mode:
+            meta = plans.check(tofu.project_path, params["plan_id"], **context)
+            counts = meta.get("counts") or {}
+            return dict(changed=bool(meta.get("changed")), command="apply", applied=False,
+                        initialised=False, plan_id=params["plan_id"], counts=counts,
+                        resources=meta.get("resources") or [], outputs_changed=[], outputs={},
+                        summary=plans.summary_lines(meta.get("resources") or [], counts))
+        with tofu_utils.INTERRUPTS.guard():
+            result = plans.apply(tofu, params["plan_id"], **context)
+        outputs = result.pop("outputs_raw")
+    else:
+        return None
+    result.setdefault("outputs_changed", [])
+    result.update(command=params["command"], applied=result.get("applied", False),
+                  initialised=False,
+                  outputs=tofu_utils.mask_outputs(outputs, params["show_sensitive"]))
+    return result
+
+
+def unmask_plain_variables(module, tofu, command):
+    """Once a plan has told which variables tofu treats as sensitive, the
+    others are plain values: they stop being masked wherever an equal
+    string appears (a variable `release=prod` would mask every `prod`)."""
+    if command not in ("plan", "apply", "destroy"):
+        return
+    for value in tofu.variables.values():
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            text = str(value)
+            if text not in tofu.secrets:
+                module.no_log_values.discard(text)
 
 
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     params = module.params
+    if params["plan_id"] and params["command"] != "apply":
+        module.fail_json(msg=f"plan_id is for command apply, not {params['command']}")
     tofu = None
     try:
         tofu = tofu_utils.Tofu(
@@ -221,13 +314,18 @@ def main():
             backend_config_files=params["backend_config_files"], lock=params["lock"],
             lock_timeout=params["lock_timeout"], parallelism=params["parallelism"],
             targets=params["targets"], replace=params["replace"], timeout=params["timeout"])
-        result = tofu.execute(params["command"], check_mode=module.check_mode,
-                              show_sensitive=params["show_sensitive"])
+        result = saved_plan(tofu, params, module.check_mode)
+        if result is None:
+            result = tofu.execute(params["command"], check_mode=module.check_mode,
+                                  show_sensitive=params["show_sensitive"])
+    except plans.PlanRefused as exc:
+        module.fail_json(msg=str(exc), refused=True)
     except tofu_utils.TofuError as exc:
         module.fail_json(msg=str(exc), rc=exc.rc, stdout=tofu.stdout if tofu else "",
                          stderr=tofu.stderr if tofu else exc.stderr)
     result.update(stdout=tofu.stdout, stderr=tofu.stderr, binary=tofu.binary)
-    if module._diff and result["resources"]:
+    unmask_plain_variables(module, tofu, params["command"])
+    if module._diff and result["resources"] and "before" in result["resources"][0]:
         result["diff"] = tofu_utils.diff_text(result["resources"])
     module.exit_json(**result)
 

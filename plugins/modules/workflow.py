@@ -17,14 +17,27 @@ description:
     names or paths escaping the repository are refused before anything runs.
   - V(render) renders C(<stacks_dir>/<stack>/) for the profile into C(.dist/<profile>/<stack>/) as
     M(guardrail.ecs.render) does; the rendered directory is git-ignored (through C(.git/info/exclude)
-    when needed), so rendering never dirties the tree.
+    when needed), so rendering never dirties the tree. Only committed sources are rendered - the
+    stack, the profiles and absolute O(var_files) inside the repository are checked before any template
+    is evaluated (with V(git_check) among the steps the repository must be a git work tree). Render
+    removes only files it wrote, never state, plans or C(.terraform/).
   - V(git_check) refuses modified, staged or untracked files, a branch behind or diverged from its
     upstream, and more than O(max_ahead) unpushed commits. When it refuses, no lock is taken and nothing runs.
   - V(lock) takes the run lock of (stack, profile) for O(owner); the same owner may re-enter, anyone
-    else is refused and told who holds it, since when and from which run.
-  - V(exec) runs O(command) in the rendered directory. When it fails the lock stays held by this run
-    and nothing is pushed; the message says so and how to release the lock.
-  - V(git_push) pushes the current branch to its upstream (never with force).
+    else is refused and told who holds it, since when and from which run. A run lock that would be
+    tofu's own state lock (O(lock_key) on the rendered C(s3) backend's key) is refused before any lock
+    is taken, since tofu would wait for it forever.
+  - V(exec) runs O(command) in the rendered directory. With the lock among the steps, an V(apply) or
+    V(destroy) first fetches the upstream again; a branch now behind it applies nothing and releases
+    the lock. When exec fails the lock stays held by this run and nothing is pushed; the message says
+    so and how to release the lock.
+  - On a timeout, or SIGINT or SIGTERM of the task (Ctrl-C), tofu (in its own process group) is sent
+    SIGINT and given a grace period to write its state, then SIGTERM, then SIGKILL; the lock stays
+    held and is marked interrupted, and the message reports what tofu said.
+  - V(git_push) pushes the current branch to its upstream (never with force), and only after an
+    V(apply) or V(destroy) that succeeded in this run (a V(plan) never pushes; without V(exec) among
+    the steps the push is what was asked). When the push fails after a successful apply (someone
+    pushed meanwhile) the lock stays held and the message names the commit applied and what to do.
     V(unlock) releases the lock held by O(owner); V(unlock_any) releases it whoever holds it.
   - The result records every step's outcome and duration. A lock taken and released in the same
     run is no change, so a run that finds nothing to do reports C(changed=false).
@@ -69,7 +82,10 @@ options:
     description: The tofu workspace, passed as E(TF_WORKSPACE).
     type: str
   variables:
-    description: Input variables for tofu, passed as C(TF_VAR_*) environment variables, never logged.
+    description:
+      - Input variables for tofu, passed as C(TF_VAR_*) environment variables, never on a command line.
+      - Values tofu marks sensitive (C(sensitive = true) variables, from here or from O(var_files))
+        are masked wherever they appear in the result; other values pass through unchanged.
     type: dict
     default: {}
   var_files:
@@ -88,7 +104,7 @@ options:
     type: bool
     default: false
   exec_timeout:
-    description: Seconds an argument-list O(command) may run.
+    description: Seconds an argument-list O(command) may run; then it is interrupted as tofu is.
     type: int
     default: 3600
   max_ahead:
@@ -132,8 +148,33 @@ options:
   lock_bucket:
     description: For V(s3), the bucket.
     type: str
+  lock_takeover:
+    description:
+      - Take over the run lock of an ended run of the same O(owner) (marked failed or interrupted, or its
+        process gone on this host); the lock step's result then holds the replaced record in C(taken_over).
+      - V(false) refuses instead. A live run's lock is never taken over, whoever owns it.
+    type: bool
+    default: true
+  lock_ttl:
+    description:
+      - Age in seconds after which a lock held by another run is reported as stale in the refusal.
+      - A stale lock is still held; nothing is broken automatically.
+    type: int
   lock_key:
-    description: For V(dynamodb) and V(s3), the state key the lock belongs to.
+    description:
+      - For V(dynamodb) and V(s3), the run lock's own key (default C(guardrail/<stack>/<profile>)).
+      - It must differ from the state key tofu locks itself (the C(s3) backend's C(<bucket>/<key>) item
+        in the same table, or its C(<key>.tflock) object in the same bucket); that configuration is
+        refused before any lock is taken.
+    type: str
+  plan_id:
+    description:
+      - With O(command=apply), apply exactly the plan saved by an earlier run with O(command=plan)
+        that returned this id (RV(plan_id)), instead of planning again.
+      - Refused before any step runs when the plan is not saved in the rendered directory, or was
+        made from another commit or for another O(stack) and O(profile); refused by the exec step
+        when tofu reports it stale. A successful apply removes it. Plans are written mode 0600, stay
+        in the rendered directory and are never pushed.
     type: str
   aws_profile:
     description:
@@ -149,7 +190,7 @@ options:
     type: str
     aliases: [aws_access_key_id]
   secret_key:
-    description: AWS secret access key. Never logged.
+    description: AWS secret access key. Never logged, masked wherever it appears in the result.
     type: str
     aliases: [aws_secret_access_key]
   session_token:
@@ -211,6 +252,22 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+plan_id:
+  description: With O(command=plan), the id of the saved plan, to give as O(plan_id) to an apply; with O(plan_id), the plan applied.
+  returned: when a plan was saved or applied
+  type: str
+  sample: 3f2a9c01d4e5b6a7
+summary:
+  description: One line per resource change (action and address), then the counts.
+  returned: when a plan was saved or applied
+  type: list
+  elements: str
+  sample: ["  create   terraform_data.service", "Plan: 1 to create, 0 to update, 0 to replace, 0 to delete"]
+refused:
+  description: Whether the run was refused (work tree dirty or behind, lock held, saved plan not applicable) rather than failed.
+  returned: when failed
+  type: bool
+  sample: true
 steps:
   description:
     - Every requested step in order with its status (V(ok), V(failed), V(skipped)), whether it
@@ -275,4 +332,14 @@ outputs:
   returned: when exec ran a tofu command
   type: dict
   sample: {"service_name": "web-prod"}
+applied_commit:
+  description: The commit an V(apply) or V(destroy) of this run applied.
+  returned: when exec applied or destroyed successfully
+  type: str
+  sample: 3185d53c8c0e00a7ff9d5131d01f4c46db8ccb36
+interrupted:
+  description: What stopped the exec step - V(timeout), V(SIGINT) or V(SIGTERM).
+  returned: when the run was interrupted
+  type: str
+  sample: SIGINT
 """

@@ -136,7 +136,7 @@ def tofu_change_case(request):
         res = result_of(events, "Run the workflow")
         assert [s["step"] for s in res["steps"]] == ["render", "git_check", "lock", "exec"]
         assert (res["owner"], res["run_id"]) == ("alice", "4242")
-        assert remote_lock(remote) == "refs/tags/guardrail-lock/alpha/prod"
+        assert remote_lock(remote) == "refs/guardrail/locks/alpha/prod"
         holder = run_lock.get_backend("git", repo_path=str(clone)).read("alpha", "prod")
         assert (holder["owner"], holder["run_id"]) == ("alice", "4242"), holder
 

@@ -76,11 +76,14 @@ def test_stale_files_removed_and_modes_kept(stack_repo):
     script = clone / "stacks" / "alpha" / "hook.sh"
     script.write_text("#!/bin/sh\n")
     script.chmod(0o750)
+    git("add", "stacks", cwd=clone)
+    git("commit", "-q", "-m", "hook", cwd=clone)
     rc, results, err = play(clone, RENDER)
     assert rc == 0, (results, err)
     dest = clone / ".dist" / "prod" / "alpha"
     assert os.stat(dest / "hook.sh").st_mode & 0o777 == 0o750
-    script.unlink()
+    git("rm", "-q", "stacks/alpha/hook.sh", cwd=clone)
+    git("commit", "-q", "-m", "no hook", cwd=clone)
     (dest / "terraform.tfstate").write_text("{}")
     rc, results, err = play(clone, RENDER, diff=True)
     assert rc == 0, (results, err)
@@ -134,6 +137,8 @@ def test_bad_input_refused_and_nothing_written(stack_repo, tmp_path):
     os.symlink(tmp_path / "outside.tf", clone / "stacks" / "leaky" / "outside.tf")
     (clone / "stacks" / "broken").mkdir()
     (clone / "stacks" / "broken" / "main.tf.j2").write_text("{{ no_such_variable }}\n")
+    git("add", "stacks", cwd=clone)
+    git("commit", "-q", "-m", "hostile stacks", cwd=clone)
     rc, results, err = play(clone, BAD)
     assert rc == 0, (results, err)
     for name, text in {"escaping stack": "invalid stack name '../x'",

@@ -47,7 +47,7 @@ def lock_env(request, tmp_path, moto_server, monkeypatch):
             return {"backend": "git", **backend_options("git", repo_path=clones[index])}
 
         def stored():
-            return git("for-each-ref", "--format=%(refname)", "refs/tags", cwd=remote).split()
+            return git("for-each-ref", "--format=%(refname)", "refs/tags", "refs/guardrail", cwd=remote).split()
 
         return name, options_for, stored
 
@@ -108,7 +108,8 @@ def test_killed_holder_leaves_an_attributable_lock(lock_env):
         backend.acquire("alpha", "prod", run_lock.new_record("alpha", "prod", "other@test", "run-2"))
     assert "holder@killed" in str(refused.value) and "run-killed" in str(refused.value)
     with pytest.raises(run_lock.LockHeld):
-        backend.release("alpha", "prod", "other@test")
+        backend.release("alpha", "prod", {"owner": "other@test", "run_id": "run-2"})
+    assert run_lock.run_ended(record).startswith("process")
 
     changed, removed = backend.remove("alpha", "prod")
     assert changed and removed["owner"] == "holder@killed"
@@ -128,7 +129,8 @@ def test_bad_names_are_refused_and_nothing_is_written(lock_env, field):
             run_lock.new_record(names["stack"], names["profile"], "me@test", "run-1")
         record = dict(run_lock.new_record("alpha", "prod", "me@test", "run-1"), **names)
         for call in (lambda: backend.acquire(names["stack"], names["profile"], record),
-                     lambda: backend.release(names["stack"], names["profile"], "me@test"),
+                     lambda: backend.release(names["stack"], names["profile"], record),
+                     lambda: backend.set_state(names["stack"], names["profile"], record, "failed"),
                      lambda: backend.remove(names["stack"], names["profile"]),
                      lambda: backend.read(names["stack"], names["profile"])):
             with pytest.raises(run_lock.LockError, match=f"invalid {field} name") as refused:
@@ -146,11 +148,14 @@ def test_owner_rules_and_check_mode(lock_env):
 
     assert mine.acquire("alpha", "prod", record, check_mode=True) == (True, record)
     assert stored() == []
-    assert mine.release("alpha", "prod", "me@test") == (False, None)
+    assert mine.release("alpha", "prod", record) == (False, None)
     assert mine.acquire("alpha", "prod", record) == (True, record)
+    assert theirs.acquire("alpha", "prod", dict(record)) == (False, record)
     again = run_lock.new_record("alpha", "prod", "me@test", "run-2")
-    assert mine.acquire("alpha", "prod", again) == (False, record)
-    assert theirs.acquire("alpha", "prod", again) == (False, record)
+    with pytest.raises(run_lock.LockHeld, match="one run at a time"):
+        theirs.acquire("alpha", "prod", again, takeover=True)
+    with pytest.raises(run_lock.LockHeld, match="cannot release"):
+        theirs.release("alpha", "prod", again)
 
     other = run_lock.new_record("alpha", "prod", "you@test", "run-9")
     with pytest.raises(run_lock.LockHeld) as refused:
@@ -158,13 +163,13 @@ def test_owner_rules_and_check_mode(lock_env):
     for part in ("me@test", "run-1", record["host"], record["created"], "apply", "rotate keys"):
         assert part in str(refused.value)
     with pytest.raises(run_lock.LockHeld, match="cannot release"):
-        theirs.release("alpha", "prod", "you@test")
+        theirs.release("alpha", "prod", other)
 
-    assert theirs.release("alpha", "prod", "me@test", check_mode=True) == (True, record)
+    assert theirs.release("alpha", "prod", record, check_mode=True) == (True, record)
     assert theirs.remove("alpha", "prod", check_mode=True) == (True, record)
     assert mine.read("alpha", "prod") == record
     # released from another clone / another backend object: no shared memory
-    assert theirs.release("alpha", "prod", "me@test") == (True, record)
+    assert theirs.release("alpha", "prod", record) == (True, record)
     assert mine.read("alpha", "prod") is None
     assert stored() == []
 
@@ -209,30 +214,31 @@ def test_a_lock_tofu_wrote_is_read_and_refused(lock_env, moto_server):
     with pytest.raises(run_lock.LockHeld, match="bob@laptop"):
         backend.acquire("alpha", "prod", run_lock.new_record("alpha", "prod", "me@test", "run-1"))
     with pytest.raises(run_lock.LockHeld, match="cannot release run lock alpha/prod: it is held by bob@laptop"):
-        backend.release("alpha", "prod", "me@test")
-    assert backend.release("alpha", "prod", "bob@laptop") == (True, record)
+        backend.release("alpha", "prod", {"owner": "me@test", "run_id": "run-1"})
+    assert backend.remove("alpha", "prod") == (True, record)
     assert backend.read("alpha", "prod") is None
 
 
-def test_git_lock_leaves_no_local_tag_and_survives_a_stale_one(tmp_path):
+def test_git_lock_leaves_no_local_ref_and_survives_a_stale_old_tag(tmp_path):
     remote = tmp_path / "remote.git"
     git("init", "-q", "--bare", "-b", "main", str(remote), cwd=tmp_path)
     work = clone(remote, tmp_path / "work")
     backend = run_lock.get_backend("git", repo_path=str(work))
     record = run_lock.new_record("alpha", "prod", "me@test", "run-1")
     backend.acquire("alpha", "prod", record)
-    assert git("tag", "-l", cwd=work) == ""
-    oid = git("rev-parse", "refs/tags/guardrail-lock/alpha/prod", cwd=remote)
+    assert git("tag", "-l", cwd=work) == "" and git("for-each-ref", "refs/guardrail", cwd=work) == ""
+    assert git("tag", "-l", cwd=remote) == ""
+    oid = git("rev-parse", "refs/guardrail/locks/alpha/prod", cwd=remote)
     assert git("cat-file", "-t", oid, cwd=work) == "tag"
     for repo in (work, remote):  # fsck rehashes every object: the tag written without git is sound
         git("fsck", "--strict", "--no-dangling", cwd=repo)
-    assert git("cat-file", "-p", "refs/tags/guardrail-lock/alpha/prod", cwd=remote).endswith(
+    assert git("cat-file", "-p", "refs/guardrail/locks/alpha/prod", cwd=remote).endswith(
         json.dumps(record, sort_keys=True))
-    # A local tag of the same name left by someone's `git fetch --tags` must not
+    # A tag where 0.1.0 kept the lock, on the remote and in the clone, must not
     # make a free lock look held.
-    git("fetch", "-q", "origin", "refs/tags/*:refs/tags/*", cwd=work)
+    git("tag", "guardrail-lock/alpha/prod", oid, cwd=work)
+    git("push", "-q", "--tags", "origin", cwd=work)
     backend.remove("alpha", "prod")
-    assert git("tag", "-l", cwd=work) == "guardrail-lock/alpha/prod"
     assert backend.read("alpha", "prod") is None
     assert backend.acquire("alpha", "prod", run_lock.new_record("alpha", "prod", "you@test", "run-2"))[0]
 

@@ -45,9 +45,9 @@ def workflow(clone, check=False, diff=False, env=None, **args):
 
 
 def remote_lock(remote, stack="alpha", profile="prod"):
-    """The lock tag on the bare remote, or None."""
+    """The lock ref on the bare remote, or None."""
     proc = subprocess.run(["git", "for-each-ref", "--format=%(refname)",
-                           f"refs/tags/guardrail-lock/{stack}/{profile}"],
+                           f"refs/guardrail/locks/{stack}/{profile}"],
                           cwd=remote, capture_output=True, text=True, check=True, timeout=30)
     return proc.stdout.strip() or None
 

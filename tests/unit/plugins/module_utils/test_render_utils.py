@@ -99,19 +99,46 @@ def test_render_tree(tmp_path):
     assert not again["changed"] and again["written"] == [] and again["hash"] == result["hash"]
 
 
-def test_stale_files_removed_tofu_files_kept(tmp_path):
+def test_only_files_render_wrote_are_removed(tmp_path):
     repo = make_repo(tmp_path)
+    write(repo / "stacks" / "alpha" / "old.tf", "rendered once")
+    write(repo / "stacks" / "alpha" / "gone" / "deep.tf", "rendered once")
     r.render(str(repo), "alpha", "base", jinja)
     dest = repo / ".dist" / "base" / "alpha"
-    write(dest / "old.tf", "stale")
-    write(dest / "gone" / "deep.tf", "stale")
+    (repo / "stacks" / "alpha" / "old.tf").unlink()
+    (repo / "stacks" / "alpha" / "gone" / "deep.tf").unlink()
+    write(dest / "planted.txt", "not render's")
     write(dest / "terraform.tfstate", "{}")
+    write(dest / "state" / "custom.tfstate", "{}")
+    write(dest / "errored.tfstate", "{}")
+    write(dest / "saved.tfplan", "plan")
     write(dest / ".terraform" / "environment", "default")
     result = r.render(str(repo), "alpha", "base", jinja)
     assert result["removed"] == [os.path.join("gone", "deep.tf"), "old.tf"]
-    assert not (dest / "gone").exists()
-    assert (dest / "terraform.tfstate").read_text() == "{}"
-    assert (dest / ".terraform" / "environment").exists()
+    assert not (dest / "gone").exists() and not (dest / "old.tf").exists()
+    for kept in ("planted.txt", "terraform.tfstate", "state/custom.tfstate", "errored.tfstate",
+                 "saved.tfplan", ".terraform/environment"):
+        assert (dest / kept).exists(), kept
+
+
+def test_configuration_render_did_not_write_refused(tmp_path):
+    repo = make_repo(tmp_path)
+    r.render(str(repo), "alpha", "base", jinja)
+    dest = repo / ".dist" / "base" / "alpha"
+    write(dest / "override.tf", "# planted")
+    with pytest.raises(r.RenderError, match="override.tf"):
+        r.render(str(repo), "alpha", "base", jinja)
+    assert (dest / "override.tf").read_text() == "# planted"
+    (dest / "override.tf").unlink()
+    assert not r.render(str(repo), "alpha", "base", jinja)["changed"]
+
+
+@pytest.mark.parametrize("name", ["x.tfstate", "state/y.tfstate.backup", "saved.tfplan", r.MANIFEST])
+def test_protected_names_cannot_be_templates(tmp_path, name):
+    repo = make_repo(tmp_path)
+    write(repo / "stacks" / "alpha" / name, "{}")
+    with pytest.raises(r.RenderError, match="reserved"):
+        r.render(str(repo), "alpha", "base", jinja)
 
 
 def test_check_mode_writes_nothing(tmp_path):

@@ -1,6 +1,7 @@
 """Unit tests for module_utils/run_lock.py: names, identity, records, and the
 acquire/release/remove logic over an in-memory backend."""
 import datetime
+import os
 import hashlib
 import json
 import re
@@ -15,28 +16,40 @@ ROOT = Path(__file__).resolve().parents[4]
 
 
 class MemoryBackend(run_lock.LockBackend):
-    """The three primitives over a dict."""
+    """The four primitives over a dict; the token is the record's id and version."""
 
     def __init__(self):
         super().__init__()
         self.store = {}
+        self.versions = {}
         self.deletes = []
+
+    def _token(self, stack, profile):
+        return f"{self.store[(stack, profile)]['id']}#{self.versions[(stack, profile)]}"
 
     def _create(self, stack, profile, record):
         if (stack, profile) in self.store:
             return False
         self.store[(stack, profile)] = dict(record)
-        self._written[(stack, profile)] = (record["id"], record)
+        self.versions[(stack, profile)] = 0
+        self._written[(stack, profile)] = (self._token(stack, profile), record)
         return True
 
     def _read(self, stack, profile):
         record = self.store.get((stack, profile))
-        return (dict(record), record["id"]) if record else (None, None)
+        return (dict(record), self._token(stack, profile)) if record else (None, None)
+
+    def _replace(self, stack, profile, token, record):
+        if (stack, profile) not in self.store or self._token(stack, profile) != token:
+            return False
+        self.store[(stack, profile)] = dict(record)
+        self.versions[(stack, profile)] += 1
+        return True
 
     def _delete(self, stack, profile, token):
-        self.deletes.append(token)
+        self.deletes.append(token.partition("#")[0])
         record = self.store.get((stack, profile))
-        if not record or record["id"] != token:
+        if not record or self._token(stack, profile) != token:
             return False
         del self.store[(stack, profile)]
         return True
@@ -86,8 +99,9 @@ def test_default_identity_outside_awx(monkeypatch):
 
 def test_new_record_fields():
     made = run_lock.new_record("alpha", "prod", "me@test", 7, operation="destroy", message="why")
-    assert set(made) == {"owner", "run_id", "host", "created", "operation", "message", "stack", "profile",
-                         "version", "id"}
+    assert set(made) == {"owner", "run_id", "host", "created", "updated", "state", "detail", "operation",
+                         "message", "stack", "profile", "version", "id", "pid", "pid_start"}
+    assert (made["state"], made["pid"]) == ("running", os.getpid())
     assert (made["run_id"], made["operation"], made["message"], made["version"]) == ("7", "destroy", "why", run_lock.COLLECTION_VERSION)
     assert made["created"].endswith("Z")
     age = run_lock.utc_now() - run_lock.parse_time(made["created"])
@@ -135,14 +149,96 @@ def test_refusal_names_everything():
         assert part in text
 
 
-def test_acquire_twice_by_owner_is_unchanged_and_other_owner_refused():
+def test_acquire_twice_by_the_run_is_unchanged_and_any_other_run_refused():
     backend = MemoryBackend()
     mine = record()
     assert backend.acquire("alpha", "prod", mine) == (True, mine)
-    assert backend.acquire("alpha", "prod", record(run_id="run-2")) == (False, mine)
+    assert backend.acquire("alpha", "prod", record()) == (False, mine)
+    with pytest.raises(run_lock.LockHeld, match="one run at a time") as refused:
+        backend.acquire("alpha", "prod", record(run_id="run-2"))
+    assert refused.value.record == mine
+    with pytest.raises(run_lock.LockHeld, match="one run at a time"):
+        backend.acquire("alpha", "prod", record(run_id="run-2"), takeover=True)
     with pytest.raises(run_lock.LockHeld) as refused:
         backend.acquire("alpha", "prod", record(owner="you@test"))
     assert refused.value.record == mine
+
+
+def test_takeover_only_of_an_ended_run_of_the_same_owner_and_explicitly():
+    backend = MemoryBackend()
+    first = record()
+    backend.acquire("alpha", "prod", first)
+    failed = backend.set_state("alpha", "prod", first, "failed", detail="exit 1")
+    assert (failed["state"], failed["detail"], failed["id"]) == ("failed", "exit 1", first["id"])
+    with pytest.raises(run_lock.LockHeld, match=r"has ended \(failed\): take it over with takeover=true"):
+        backend.acquire("alpha", "prod", record(run_id="run-2"))
+    with pytest.raises(run_lock.LockHeld, match="its owner may take it over"):
+        backend.acquire("alpha", "prod", record(owner="you@test", run_id="run-2"), takeover=True)
+    second = record(run_id="run-2")
+    changed, held = backend.acquire("alpha", "prod", second, takeover=True)
+    assert changed and held["run_id"] == "run-2" and held["taken_over"] == failed
+    assert backend.read("alpha", "prod") == held
+
+
+def test_a_run_whose_process_is_gone_has_ended(tmp_path):
+    import subprocess
+    import sys
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    gone = record(pid=child.pid)
+    assert "is gone" in run_lock.run_ended(gone)
+    assert run_lock.run_ended(record()) is None  # this process is alive
+    assert run_lock.run_ended(record(pid=os.getpid(), pid_start="1")) is not None  # pid reused
+    assert run_lock.run_ended(record(pid=child.pid, host="elsewhere")) is None  # another host: unknown, live
+    assert run_lock.run_ended(run_lock.new_record("alpha", "prod", "me@test", "r", job="42")) is None
+
+
+def test_set_state_is_a_compare_and_swap_held_by_the_run():
+    backend = MemoryBackend()
+    mine = record()
+    with pytest.raises(run_lock.LockLost, match="released or broken"):
+        backend.set_state("alpha", "prod", mine, "failed")
+    backend.acquire("alpha", "prod", mine)
+    with pytest.raises(run_lock.LockError, match="unknown run state"):
+        backend.set_state("alpha", "prod", mine, "done")
+    with pytest.raises(run_lock.LockLost, match="held by me@test"):
+        backend.set_state("alpha", "prod", record(run_id="run-2"), "failed")
+    original_replace = backend._replace
+    raced = []
+
+    def replace_after_a_change(stack, profile, token, new):
+        if not raced:  # someone else writes between our read and our swap
+            raced.append(1)
+            backend.versions[(stack, profile)] += 1
+        return original_replace(stack, profile, token, new)
+
+    backend._replace = replace_after_a_change
+    assert backend.set_state("alpha", "prod", mine, "interrupted")["state"] == "interrupted"
+    assert raced == [1]
+
+
+def test_acquire_waits_for_a_release_up_to_the_timeout():
+    backend = MemoryBackend()
+    backend.acquire("alpha", "prod", record(owner="you@test"))
+    now = [0.0]
+    waits = []
+
+    def sleep(seconds):
+        waits.append(seconds)
+        now[0] += seconds
+        if now[0] > 2:
+            backend.store.clear()
+
+    mine = record()
+    assert backend.acquire("alpha", "prod", mine, wait=10, sleep=sleep, clock=lambda: now[0]) == (True, mine)
+    assert waits and all(0 < w <= 1.0 for w in waits)
+    other = MemoryBackend()
+    other.acquire("alpha", "prod", record(owner="you@test"))
+    now[0] = 0.0
+    with pytest.raises(run_lock.LockHeld):
+        other.acquire("alpha", "prod", record(), wait=3, sleep=lambda s: now.__setitem__(0, now[0] + s),
+                      clock=lambda: now[0])
+    assert now[0] >= 3
 
 
 def test_acquire_retries_when_the_holder_released_in_between():
@@ -178,7 +274,7 @@ def test_check_mode_writes_nothing():
     assert backend.store == {}
     held = record()
     backend.acquire("alpha", "prod", held)
-    assert backend.release("alpha", "prod", "me@test", check_mode=True) == (True, held)
+    assert backend.release("alpha", "prod", held, check_mode=True) == (True, held)
     assert backend.remove("alpha", "prod", check_mode=True) == (True, held)
     assert backend.store and backend.deletes == []
 
@@ -187,23 +283,33 @@ def test_release_uses_what_it_wrote_then_falls_back_to_reading():
     backend = MemoryBackend()
     held = record()
     backend.acquire("alpha", "prod", held)
-    assert backend.release("alpha", "prod", "me@test") == (True, held)
+    assert backend.release("alpha", "prod", held) == (True, held)
     assert backend.deletes == [held["id"]]
 
     backend.acquire("alpha", "prod", held)
-    replaced = record(run_id="run-2")
-    backend.store[("alpha", "prod")] = replaced  # same owner, re-acquired elsewhere
-    assert backend.release("alpha", "prod", "me@test") == (True, replaced)
+    replaced = backend.set_state("alpha", "prod", held, "failed")  # changed since it was written
+    assert backend.release("alpha", "prod", held) == (True, replaced)
     assert backend.deletes[1:] == [held["id"], replaced["id"]]
+
+
+def test_release_only_by_the_run_that_holds_it():
+    backend = MemoryBackend()
+    held = record()
+    backend.acquire("alpha", "prod", held)
+    with pytest.raises(run_lock.LockHeld, match="cannot release run lock alpha/prod: it is held by me@test"):
+        backend.release("alpha", "prod", record(run_id="run-2"))
+    with pytest.raises(run_lock.LockError, match="needs the run's record"):
+        backend.release("alpha", "prod", "me@test")
+    assert backend.read("alpha", "prod") == held
 
 
 def test_release_by_another_owner_and_of_a_free_lock():
     backend = MemoryBackend()
-    assert backend.release("alpha", "prod", "me@test") == (False, None)
+    assert backend.release("alpha", "prod", record()) == (False, None)
     held = record()
     backend.acquire("alpha", "prod", held)
     with pytest.raises(run_lock.LockHeld, match="cannot release run lock alpha/prod: it is held by me@test"):
-        backend.release("alpha", "prod", "you@test")
+        backend.release("alpha", "prod", record(owner="you@test"))
     assert backend.store
 
 
@@ -245,11 +351,11 @@ def test_git_tag_object_and_hint_check(tmp_path):
 class OwnedDeleteBackend(MemoryBackend):
     """A backend that can check the owner and delete in one step."""
 
-    def _delete_owned(self, stack, profile, owner):
+    def _delete_owned(self, stack, profile, record):
         held = self.store.get((stack, profile))
         if held is None:
             return None
-        if held["owner"] != owner:
+        if not run_lock.same_run(held, record):
             return "other", dict(held)
         del self.store[(stack, profile)]
         return "deleted", held
@@ -261,7 +367,7 @@ def test_release_in_one_step_without_a_hint():
     backend.acquire("alpha", "prod", held)
     backend._written.clear()
     backend._read = None  # a read would fail the test
-    assert backend.release("alpha", "prod", "me@test") == (True, held)
+    assert backend.release("alpha", "prod", held) == (True, held)
     assert backend.deletes == []
 
 
@@ -270,6 +376,6 @@ def test_release_in_one_step_refuses_another_owner_and_reads_when_unsure():
     backend.acquire("alpha", "prod", record(owner="you@test"))
     backend._written.clear()
     with pytest.raises(run_lock.LockHeld, match="held by you@test"):
-        backend.release("alpha", "prod", "me@test")
+        backend.release("alpha", "prod", record())
     backend.store.clear()
-    assert backend.release("alpha", "prod", "me@test") == (False, None)
+    assert backend.release("alpha", "prod", record()) == (False, None)

@@ -1,0 +1,112 @@
+"""Benchmark of the guardrail command, measured side by side in one run.
+
+A no-change `apply` through bin/guardrail (steps render git_check lock exec
+git_push unlock; the git lock on a local bare remote) against the raw
+commands a careful person types for the same guarantees: git fetch, git
+status, a lock tag created and pushed, tofu/terraform apply -auto-approve,
+git push, the lock tag deleted. Interleaved rounds, medians. Target: <= 1.5x.
+Also printed: the ad-hoc `ansible localhost -m guardrail.ecs.workflow` figure
+and each step's share of the command's time.
+
+Usage: .venv/bin/python benchmarks/cli.py [--quick] [--rounds N]
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from workflow import BINARY, ROOT, make_repo, run, workflow_cmd  # noqa: E402 pylint: disable=wrong-import-position
+
+GUARDRAIL = ROOT / "bin" / "guardrail"
+STEPS = ["render", "git_check", "lock", "exec", "git_push", "unlock"]
+TAG = "guardrail-lock/alpha/prod"
+
+
+def guardrail_cmd():
+    return [sys.executable, str(GUARDRAIL), "--json", "--owner", "bench", *STEPS, "--",
+            "alpha", "prod", "tofu", "apply"]
+
+
+def raw_sequence(clone):
+    """What a careful person types for the same run."""
+    dest = clone / ".dist" / "prod" / "alpha"
+    run(["git", "fetch", "-q"], clone)
+    status = run(["git", "status", "--porcelain", "--branch"], clone).stdout
+    if "behind" in status:
+        sys.exit(f"raw sequence: the clone is behind: {status}")
+    run(["git", "tag", "-a", "-m", "owner: bench", TAG, "HEAD"], clone)
+    run(["git", "push", "-q", "origin", f"refs/tags/{TAG}"], clone)
+    run([BINARY, "apply", "-auto-approve", "-input=false", "-no-color"], dest)
+    run(["git", "push", "-q"], clone)
+    run(["git", "push", "-q", "--delete", "origin", f"refs/tags/{TAG}"], clone)
+    run(["git", "tag", "-d", TAG], clone)
+
+
+def ours(clone, shares):
+    proc = run(guardrail_cmd(), clone)
+    result = json.loads(proc.stdout)
+    if result.get("failed") or result.get("counts") != {"create": 0, "update": 0, "delete": 0, "replace": 0}:
+        sys.exit(f"guardrail run was not a no-change apply: {proc.stdout[-3000:]}")
+    for step in result["steps"]:
+        shares.setdefault(step["step"], []).append(step["duration"])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="3 rounds instead of 10")
+    parser.add_argument("--rounds", type=int, help="rounds of each comparison")
+    options = parser.parse_args()
+    rounds = options.rounds or (3 if options.quick else 10)
+    if not BINARY:
+        sys.exit("neither tofu nor terraform is on PATH")
+    print(f"binary: {BINARY}; rounds: {rounds}; load average: "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
+    with tempfile.TemporaryDirectory(prefix="bench-cli-") as tmp:
+        clone = make_repo(Path(tmp))
+        first = run(guardrail_cmd(), clone)  # renders and creates everything; not counted
+        if not json.loads(first.stdout).get("changed"):
+            sys.exit(f"the first run changed nothing: {first.stdout[-2000:]}")
+        times = {"guardrail": [], "raw": [], "ansible": []}
+        shares = {}
+        for i in range(rounds):
+            kinds = ["guardrail", "raw"] if i % 2 == 0 else ["raw", "guardrail"]
+            # The ad-hoc Ansible figure, for comparison only: every third round.
+            if i % 3 == 0:
+                kinds.append("ansible")
+            for kind in kinds:
+                start = time.monotonic()
+                if kind == "guardrail":
+                    ours(clone, shares)
+                elif kind == "raw":
+                    raw_sequence(clone)
+                else:
+                    run(workflow_cmd(clone) + ["-e", "owner=bench"], clone)
+                times[kind].append(time.monotonic() - start)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        ratio = med["guardrail"] / med["raw"]
+        print(f"no-change apply, median wall time over {rounds} interleaved rounds:")
+        print(f"    bin/guardrail {' '.join(STEPS)}  {med['guardrail']:.3f} s  "
+              f"(all: {', '.join(f'{t:.2f}' for t in times['guardrail'])})")
+        print(f"    raw: fetch, status, lock tag push, apply, push, tag delete  {med['raw']:.3f} s  "
+              f"(all: {', '.join(f'{t:.2f}' for t in times['raw'])})")
+        print(f"    ratio {ratio:.2f}x (target <= 1.50x): {'met' if ratio <= 1.5 else 'NOT met'}")
+        print(f"    for comparison: ansible localhost -m guardrail.ecs.workflow  {med['ansible']:.3f} s "
+              f"({med['ansible'] / med['raw']:.2f}x raw, {len(times['ansible'])} rounds)")
+        total = med["guardrail"]
+        steps_total = sum(statistics.median(v) for v in shares.values())
+        print("    share of the guardrail command's median time, by step:")
+        for name in STEPS:
+            value = statistics.median(shares[name])
+            print(f"      {name:<10} {value:.3f} s  {100 * value / total:4.1f} %")
+        print(f"      {'(process)':<10} {total - steps_total:.3f} s  {100 * (total - steps_total) / total:4.1f} %"
+              "  Python start, imports, output")
+        print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
+
+
+if __name__ == "__main__":
+    main()

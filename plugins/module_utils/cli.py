@@ -1,0 +1,363 @@
+# -*- coding: utf-8 -*-
+# Copyright: guardrail.ecs contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The `guardrail` command: the change workflow from a shell, without
+Ansible's playbook machinery.
+
+    guardrail [options] STEP... -- STACK PROFILE CMD...
+
+It runs the same engine as the guardrail.ecs.workflow action plugin
+(module_utils/workflow.py), with a template function built on Ansible's
+templar alone. Exit codes: 0 done, 1 a step failed, 2 refused (dirty or
+behind work tree, lock held, saved plan not applicable), 3 bad input.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_BAD_INPUT = 0, 1, 2, 3
+TOOLS = ("tofu", "terraform")
+# tofu subcommands the engine runs itself (change detection, saved plans);
+# every other command line is run as given in the rendered directory.
+ENGINE_COMMANDS = ("plan", "apply", "destroy")
+USAGE = "guardrail [options] STEP... -- STACK PROFILE CMD..."
+EPILOG = """\
+steps: render git_check lock exec git_push unlock unlock_any (in that order)
+CMD: `tofu plan` saves the plan and prints its id; `tofu apply ID` applies exactly
+that plan; `tofu apply` and `tofu destroy` plan and apply; any other command line
+(`tofu state list`, `tofu output`, `make check`) runs as given in the rendered
+directory. `tofu` runs tofu, or terraform when tofu is not installed.
+
+  alias tofu='guardrail render git_check lock exec git_push unlock -- alpha prod tofu'
+
+exit codes: 0 done, 1 a step failed, 2 refused (dirty or behind work tree, lock
+held, saved plan not applicable), 3 bad input.
+"""
+# (flag, parameter, environment variable, help)
+OPTIONS = (
+    ("--repo", "repo_path", "GUARDRAIL_REPO", "the stack repository (default: the current directory)"),
+    ("--owner", "owner", "GUARDRAIL_OWNER", "lock owner (default: user@host)"),
+    ("--run-id", "run_id", "GUARDRAIL_RUN_ID", "this run's id in the lock record"),
+    ("--lock-backend", "lock_backend", "GUARDRAIL_LOCK_BACKEND", "git (default), dynamodb or s3"),
+    ("--lock-remote", "lock_remote", "GUARDRAIL_LOCK_REMOTE", "git lock: the remote holding lock refs"),
+    ("--lock-table", "lock_table", "GUARDRAIL_LOCK_TABLE", "dynamodb lock: the table"),
+    ("--lock-bucket", "lock_bucket", "GUARDRAIL_LOCK_BUCKET", "s3 lock: the bucket"),
+    ("--lock-key", "lock_key", "GUARDRAIL_LOCK_KEY", "dynamodb/s3 lock: the key"),
+    ("--lock-message", "lock_message", "GUARDRAIL_LOCK_MESSAGE", "a note stored in the lock record"),
+    ("--region", "region", "GUARDRAIL_REGION", "AWS region of the lock backend"),
+    ("--aws-profile", "aws_profile", "GUARDRAIL_AWS_PROFILE", "AWS named profile of the lock backend"),
+    ("--endpoint-url", "endpoint_url", "GUARDRAIL_ENDPOINT_URL", "AWS endpoint of the lock backend"),
+    ("--push-remote", "push_remote", "GUARDRAIL_PUSH_REMOTE", "remote git_push pushes to"),
+    ("--stacks-dir", "stacks_dir", "GUARDRAIL_STACKS_DIR", "stacks directory (default: stacks)"),
+    ("--profiles-dir", "profiles_dir", "GUARDRAIL_PROFILES_DIR", "profiles directory (default: profiles)"),
+    ("--dest", "dest", "GUARDRAIL_DEST", "rendered directory (default: .dist/PROFILE/STACK)"),
+    ("--binary", "binary", "GUARDRAIL_BINARY", "tofu or terraform executable"),
+    ("--workspace", "workspace", "GUARDRAIL_WORKSPACE", "tofu workspace"),
+)
+
+
+class BadInput(Exception):
+    """The command line is wrong; nothing was run."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise BadInput(message)
+
+
+def parser():
+    p = _Parser(prog="guardrail", usage=USAGE, epilog=EPILOG,
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+                description="Runs the change workflow for one stack and profile.")
+    for flag, dest, env, text in OPTIONS:
+        p.add_argument(flag, dest=dest, default=os.environ.get(env), help=f"{text} [{env}]")
+    p.add_argument("--var", dest="variables", action="append", default=[], metavar="NAME=VALUE",
+                   help="a tofu variable (passed as TF_VAR_NAME)")
+    p.add_argument("--var-file", dest="var_files", action="append", default=[], help="a tofu var file")
+    p.add_argument("--timeout", dest="exec_timeout", type=int,
+                   default=int(os.environ.get("GUARDRAIL_TIMEOUT") or 3600),
+                   help="seconds exec may run; then tofu gets SIGINT [GUARDRAIL_TIMEOUT]")
+    p.add_argument("--no-fetch", dest="fetch", action="store_false", help="git_check does not fetch")
+    p.add_argument("--always-render", action="store_true",
+                   default=bool(os.environ.get("GUARDRAIL_ALWAYS_RENDER")),
+                   help="render even when the committed inputs are unchanged (for templates "
+                        "whose lookups read something outside the repository) [GUARDRAIL_ALWAYS_RENDER]")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("steps", nargs="*", metavar="STEP")
+    return p
+
+
+def parse(argv):
+    """(params for the workflow engine, options) from the command line."""
+    if "--" not in argv:
+        raise BadInput("missing `--`: " + USAGE)
+    cut = argv.index("--")
+    options = parser().parse_args(argv[:cut])
+    rest = argv[cut + 1:]
+    if len(rest) < 3:
+        raise BadInput("after `--` give STACK PROFILE CMD...: " + USAGE)
+    stack, profile, cmd = rest[0], rest[1], rest[2:]
+    variables = {}
+    for item in options.variables:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise BadInput(f"--var {item!r}: use NAME=VALUE")
+        variables[name] = value
+    params = {flag_dest: getattr(options, flag_dest) for _flag, flag_dest, _env, _text in OPTIONS}
+    params.update(stack=stack, profile=profile, steps=options.steps, variables=variables,
+                  var_files=[os.path.abspath(f) for f in options.var_files],
+                  exec_timeout=options.exec_timeout, fetch=options.fetch)
+    always_render = options.always_render
+    params.update(command_params(cmd, options.binary))
+    return params, always_render
+
+
+def command_params(cmd, binary=None):
+    """{"command", "plan_id"} for the engine from the command line after
+    STACK PROFILE."""
+    from ansible_collections.guardrail.ecs.plugins.module_utils import plans
+
+    tool, args = os.path.basename(cmd[0]), cmd[1:]
+    if tool in TOOLS:
+        if args and args[0] in ENGINE_COMMANDS and len(args) == 1:
+            return {"command": args[0], "plan_id": None}
+        if len(args) == 2 and args[0] == "apply" and plans.PLAN_ID_RE.match(args[1]):
+            return {"command": "apply", "plan_id": args[1]}
+        from ansible_collections.guardrail.ecs.plugins.module_utils import tofu as tofu_utils
+        try:
+            path = tofu_utils.find_binary(binary)
+        except tofu_utils.TofuError as exc:
+            raise BadInput(str(exc)) from exc
+        return {"command": [path, *args], "plan_id": None}
+    return {"command": list(cmd), "plan_id": None}
+
+
+def defaults(params):
+    """`params` completed with the workflow argument spec's defaults."""
+    from ansible_collections.guardrail.ecs.plugins.module_utils import workflow as engine
+
+    full = {}
+    for name, spec in engine.WORKFLOW_ARGUMENT_SPEC.items():
+        value = params.get(name)
+        full[name] = spec.get("default") if value is None else value
+        if isinstance(full[name], (dict, list)):
+            full[name] = type(full[name])(full[name])
+    full["lock_backend"] = full["lock_backend"] or "git"
+    choices = engine.WORKFLOW_ARGUMENT_SPEC["lock_backend"]["choices"]
+    if full["lock_backend"] not in choices:
+        raise BadInput(f"lock backend {full['lock_backend']!r}: use one of {', '.join(choices)}")
+    if not full["steps"]:
+        raise BadInput("name at least one step before `--`: " + USAGE)
+    if full["repo_path"]:
+        full["repo_path"] = os.path.abspath(os.path.expanduser(full["repo_path"]))
+    return full
+
+
+def templater():
+    """A render template function on Ansible's templar alone (no inventory,
+    no play), created on first use."""
+    state = {}
+
+    def template(text, variables):
+        if "template" not in state:
+            from ansible.parsing.dataloader import DataLoader
+            from ansible.template import Templar
+            from ansible_collections.guardrail.ecs.plugins.action.render import templater as wrap
+            state["template"] = wrap(Templar(loader=DataLoader()))
+        return state["template"](text, variables)
+    return template
+
+
+RENDER_KEY = ".guardrail-render.json"
+
+
+STREAMED = []
+
+
+class streaming:  # pylint: disable=invalid-name
+    """Shows the standard output of the commands run inside it as it comes."""
+
+    def __init__(self, tofu_utils, echo):
+        self.tofu_utils, self.echo = tofu_utils, echo
+
+    def __enter__(self):
+        if ECHOING:
+            self.tofu_utils.ECHO = self.echo
+            STREAMED.append(True)
+
+    def __exit__(self, *exc):
+        self.tofu_utils.ECHO = None
+        sys.stdout.flush()
+        return False
+
+
+# Whether output is streamed (human output; --json prints only the result).
+ECHOING = []
+
+
+def echo_line(line):
+    sys.stdout.write(line)
+    sys.stdout.flush()
+
+
+def echo_events(line):
+    """One line of a `-json` event stream, as its human message."""
+    try:
+        event = json.loads(line)
+        line = event.get("@message", "") + "\n" if isinstance(event, dict) else line
+    except ValueError:
+        pass
+    echo_line(line)
+
+
+def fast_workflow(engine):
+    """The engine's Workflow whose render step is skipped when the committed
+    inputs (the stack's and the profiles' git trees, the vars) and the files
+    it wrote last time are unchanged: rendering the same commit again would
+    write the same files."""
+    import hashlib
+
+    from ansible_collections.guardrail.ecs.plugins.module_utils import git as git_utils
+    from ansible_collections.guardrail.ecs.plugins.module_utils import render as render_utils
+
+    def digest(path):
+        with open(path, "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest()
+
+    class FastWorkflow(engine.Workflow):
+        def _saved_plan(self, tofu):
+            # An apply nobody reviewed first: one tofu invocation plans,
+            # applies and reports the change.
+            if (self.command == "apply" and not self.params["plan_id"] and not self.check_mode
+                    and not self.diff):
+                from ansible_collections.guardrail.ecs.plugins.module_utils import plans
+                from ansible_collections.guardrail.ecs.plugins.module_utils import tofu as tofu_utils
+
+                with tofu_utils.INTERRUPTS.guard(), streaming(tofu_utils, echo_events):
+                    result = plans.apply_once(tofu)
+                outputs = result.pop("outputs_raw")
+                result.update(command="apply", outputs_changed=[],
+                              outputs=tofu_utils.mask_outputs(outputs, self.params["show_sensitive"]))
+                return result
+            return super()._saved_plan(tofu)
+
+        def _exec_argv(self):
+            from ansible_collections.guardrail.ecs.plugins.module_utils import tofu as tofu_utils
+
+            with streaming(tofu_utils, echo_line):
+                return super()._exec_argv()
+
+        def render_key(self):
+            p = self.params
+            stack_root, profiles, _dest = render_utils.resolve(
+                self.repo_path, self.stack, self.profile, p["stacks_dir"], p["profiles_dir"], p["dest"])
+            # A dirty source refuses in the render step proper, before any
+            # template is evaluated; a clean one is keyed by its git trees.
+            specs = [f"HEAD:./{os.path.relpath(d, self.repo_path)}" for d in (stack_root, profiles)]
+            try:
+                render_utils.check_committed(self.repo_path, [stack_root, profiles], required=True)
+                trees = git_utils.run_git(["rev-parse", *specs], self.repo_path).split()
+            except (render_utils.RenderError, git_utils.GitError):
+                return None
+            return {"trees": trees, "vars": p["vars"], "stack": self.stack, "profile": self.profile,
+                    "var_files": p["var_files"]}
+
+        def step_render(self):
+            key = self.render_key() if not self.params.get("always_render") else None
+            path = os.path.join(self.dest, RENDER_KEY)
+            if key is not None:
+                try:
+                    with open(path, encoding="utf-8") as handle:
+                        saved = json.load(handle)
+                    files = render_utils.manifest(self.dest)
+                    if (saved.get("key") == key and files and sorted(files) == sorted(saved.get("files", {}))
+                            and all(digest(files[n]) == saved["files"][n] for n in files)):
+                        return {"changed": False, "dest": self.dest, "skipped": True,
+                                "msg": "inputs unchanged since the last render: files kept"}
+                except (OSError, ValueError, AttributeError, KeyError):
+                    pass
+            result = super().step_render()
+            if key is not None and not self.check_mode:
+                files = render_utils.manifest(self.dest)
+                tmp = f"{path}.tmp-{os.getpid()}"
+                with open(tmp, "w", encoding="utf-8") as handle:
+                    json.dump({"key": key, "files": {n: digest(f) for n, f in files.items()}}, handle)
+                os.replace(tmp, path)
+            return result
+    return FastWorkflow
+
+
+def human(result, stream):
+    """The human report: one line per step, the plan summary, the message."""
+    for record in result.get("steps") or []:
+        status = record["status"]
+        if status == "ok" and record.get("result", {}).get("skipped"):
+            status = "skipped"
+        elif status == "failed" and result.get("refused"):
+            status = "refused"
+        stream.write(f"{record['step']:<10} {status:<7} changed={int(bool(record['changed']))} "
+                     f"{record['duration']:6.2f}s\n")
+    for line in result.get("summary") or []:
+        stream.write(line + "\n")
+    if result.get("plan_id") and not result.get("failed") and result.get("command_kind") == "plan":
+        stream.write(f"Saved plan {result['plan_id']}; apply exactly this plan with: "
+                     f"tofu apply {result['plan_id']}\n")
+    if result.get("failed"):
+        sys.stderr.write(f"guardrail: {'refused' if result.get('refused') else 'failed'}: "
+                         f"{result.get('msg')}\n")
+
+
+def exec_output(result):
+    """(stdout, stderr) of the exec step, to show as the tool printed them."""
+    for record in result.get("steps") or []:
+        if record["step"] == "exec" and isinstance(record.get("result"), dict):
+            return record["result"].get("stdout") or "", record["result"].get("stderr") or ""
+    return "", ""
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("-h", "--help"):
+        sys.stdout.write(parser().format_help())
+        return EXIT_OK
+    as_json = "--json" in argv[:argv.index("--")] if "--" in argv else False
+    try:
+        from ansible_collections.guardrail.ecs.plugins.module_utils import workflow as engine
+
+        params, always_render = parse(argv)
+        params = defaults(params)
+        params["always_render"] = always_render
+        if not as_json:
+            ECHOING.append(True)
+        result = engine.run(params, templater(), workflow_class=fast_workflow(engine))
+    except BadInput as exc:
+        return _bad(str(exc), as_json)
+    except engine.WorkflowError as exc:
+        return _bad(str(exc), as_json)
+    result["command_kind"] = params["command"] if isinstance(params["command"], str) else "exec"
+    if as_json:
+        json.dump(result, sys.stdout, indent=2, sort_keys=True, default=str)
+        sys.stdout.write("\n")
+    else:
+        out, err = exec_output(result)
+        kind = result["command_kind"]
+        if (kind != "plan" or result.get("failed")) and not STREAMED:
+            sys.stdout.write(out)
+        if kind == "exec" or result.get("failed"):
+            sys.stderr.write(err)
+        human(result, sys.stdout)
+    if not result.get("failed"):
+        return EXIT_OK
+    return EXIT_REFUSED if result.get("refused") else EXIT_FAILED
+
+
+def _bad(message, as_json):
+    if as_json:
+        json.dump({"failed": True, "bad_input": True, "msg": message}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stderr.write(f"guardrail: bad input: {message}\n")
+    return EXIT_BAD_INPUT

@@ -1,0 +1,277 @@
+"""bin/guardrail and saved plans, as a user runs them: the command in a clone
+whose path has a space, a bare remote, the git lock, real terraform/tofu.
+Human output is compared with golden files (tests/integration/golden/cli),
+variable parts normalised; set GUARDRAIL_UPDATE_GOLDEN=1 to rewrite them."""
+import json
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import ROOT, git
+from workflow_helpers import commit, make_stack_repo, remote_lock
+
+GUARDRAIL = ROOT / "bin" / "guardrail"
+GOLDEN = ROOT / "tests" / "integration" / "golden" / "cli"
+STEPS = ["render", "git_check", "lock", "exec", "git_push", "unlock"]
+BINARY = shutil.which("tofu") or shutil.which("terraform")
+
+
+@pytest.fixture
+def tmp_path(tmp_path):
+    """Every path of these tests has a space in it."""
+    spaced = tmp_path / "infra repos"
+    spaced.mkdir()
+    return spaced
+
+
+@pytest.fixture
+def repo(git_repo):
+    """A clone (at a path with a space) with the example stacks and a staging profile pushed."""
+    clone, remote = git_repo
+    make_stack_repo(clone)
+    commit(clone, "profiles/staging.yml", "extends: base\nenvironment: staging\nzones: [a]\n",
+           push=True)
+    return clone, remote
+
+
+def guardrail(clone, *cmd, steps=STEPS, options=(), profile="prod", cwd=None, env=None, timeout=300):
+    assert BINARY, "neither tofu nor terraform is on PATH"
+    full_env = dict(os.environ, GUARDRAIL_OWNER="tester", GUARDRAIL_RUN_ID="run-1")
+    full_env.update(env or {})
+    args = [sys.executable, str(GUARDRAIL), *options, *steps, "--", "alpha", profile, *cmd]
+    return subprocess.run(args, cwd=cwd or clone, env=full_env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def state(clone, profile="prod"):
+    """{address: attributes} from the local state file, {} when there is none."""
+    path = clone / ".dist" / profile / "alpha" / "terraform.tfstate"
+    if not path.exists():
+        return {}
+    found = {}
+    try:
+        data = json.loads(path.read_text())
+    except ValueError:  # being written
+        return {}
+    for resource in data.get("resources", []):
+        for instance in resource["instances"]:
+            found[f"{resource['type']}.{resource['name']}"] = instance["attributes"]
+    return found
+
+
+def plan_id_from(proc):
+    match = re.search(r"Saved plan ([0-9a-f]{16})", proc.stdout)
+    assert match, proc.stdout + proc.stderr
+    return match.group(1)
+
+
+def normalise(text, clone):
+    # The tool's progress lines come in any order, its version and its CLI
+    # configuration warnings depend on the machine.
+    text = re.sub(r"There are some problems with the CLI configuration:\n(.*\n)*?╵\n\n?", "", text)
+    text = "".join(line for line in text.splitlines(True)
+                   if not re.match(r"^(terraform_data\.\S+: |(terraform|tofu|OpenTofu) v?\d+\.)", line, re.I))
+    text = text.replace(str(clone), "<REPO>").replace(os.uname().nodename, "<HOST>")
+    text = re.sub(r"\b[0-9a-f]{40}\b", "<COMMIT>", text)
+    text = re.sub(r"\b[0-9a-f]{16}\b", "<PLAN_ID>", text)
+    text = re.sub(r"\d+\.\d\ds$", "N.NNs", text, flags=re.M)
+    text = re.sub(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", "<ID>", text)
+    text = re.sub(r"\d{4}-\d\d-\d\dT[\d:.]+Z", "<TIME>", text)
+    text = re.sub(r"(terraform|tofu)\b", "<TOOL>", text, flags=re.I)
+    return text
+
+
+def assert_golden(name, proc, clone):
+    text = f"exit {proc.returncode}\n--- stdout\n{proc.stdout}--- stderr\n{proc.stderr}"
+    text = normalise(text, clone)
+    path = GOLDEN / f"{name}.txt"
+    if os.environ.get("GUARDRAIL_UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert path.exists(), f"golden file {path} missing: run with GUARDRAIL_UPDATE_GOLDEN=1"
+    assert text == path.read_text()
+
+
+def test_plan_then_apply_plan_id_applies_the_planned_value(repo):
+    clone, remote = repo
+    planned = guardrail(clone, "tofu", "plan", options=["--var", "release=planned"])
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert_golden("plan", planned, clone)
+    plan_id = plan_id_from(planned)
+    plan_dir = clone / ".dist" / "prod" / "alpha" / ".guardrail-plans"
+    for path in plan_dir.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert state(clone) == {}, "plan applied something"
+    assert remote_lock(remote) is None
+    # The plan is git-ignored and never pushed.
+    assert git("status", "--porcelain", "--ignored=no", cwd=clone) == ""
+
+    # Another value on the command line does not change what the saved plan applies.
+    applied = guardrail(clone, "tofu", "apply", plan_id, options=["--var", "release=other"])
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert_golden("apply", applied, clone)
+    assert state(clone)["terraform_data.deployment"]["triggers_replace"]["value"] == ["planned"]
+    assert not list(plan_dir.glob(f"{plan_id}.*")), "the applied plan was not consumed"
+    assert remote_lock(remote) is None
+    refs = git("ls-remote", str(remote), cwd=clone)
+    assert "guardrail-plans" not in refs and plan_id not in refs
+
+    again = guardrail(clone, "tofu", "apply", plan_id)
+    assert again.returncode == 2, again.stdout + again.stderr
+    assert "no saved plan" in again.stderr
+
+
+def test_plan_from_an_older_commit_is_refused_and_nothing_applied(repo):
+    clone, remote = repo
+    plan_id = plan_id_from(guardrail(clone, "tofu", "plan"))
+    commit(clone, "stacks/alpha/extra.tf", 'resource "terraform_data" "extra" {\n  input = 1\n}\n',
+           push=True)
+    refused = guardrail(clone, "tofu", "apply", plan_id)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert_golden("refused_commit", refused, clone)
+    assert "was made from commit" in refused.stderr and "nothing was applied" in refused.stderr
+    assert state(clone) == {}
+    assert remote_lock(remote) is None
+
+
+def test_plan_id_of_another_profile_is_refused(repo):
+    clone, _remote = repo
+    plan_id = plan_id_from(guardrail(clone, "tofu", "plan", profile="staging"))
+    refused = guardrail(clone, "tofu", "apply", plan_id, profile="prod")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "made for alpha/staging, not alpha/prod" in refused.stderr
+    assert state(clone) == {} and state(clone, "staging") == {}
+    # And the same id does apply for its own profile.
+    applied = guardrail(clone, "tofu", "apply", plan_id, profile="staging")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "terraform_data.zone_a" in state(clone, "staging")
+
+
+def test_stale_plan_is_refused_by_tofu(repo):
+    clone, _remote = repo
+    first = plan_id_from(guardrail(clone, "tofu", "plan"))
+    second = plan_id_from(guardrail(clone, "tofu", "plan"))
+    assert guardrail(clone, "tofu", "apply", first).returncode == 0
+    stale = guardrail(clone, "tofu", "apply", second)
+    assert stale.returncode == 2, stale.stdout + stale.stderr
+    assert f"plan {second} is stale" in stale.stderr
+
+
+def test_lock_held_by_another_run_is_refused_with_the_holder(repo):
+    clone, remote = repo
+    held = guardrail(clone, "true", steps=["lock"], env={"GUARDRAIL_OWNER": "alice@ops",
+                                                          "GUARDRAIL_RUN_ID": "run-alice"})
+    assert held.returncode == 0, held.stdout + held.stderr
+    refused = guardrail(clone, "tofu", "apply")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "alice@ops" in refused.stderr
+    assert_golden("refused_lock", refused, clone)
+    assert state(clone) == {}
+    assert remote_lock(remote) is not None
+
+
+def test_dirty_tree_refused_exit_2(repo):
+    clone, remote = repo
+    (clone / "stacks" / "alpha" / "outputs.tf").write_text("# edited\n")
+    refused = guardrail(clone, "tofu", "apply")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert state(clone) == {} and remote_lock(remote) is None
+
+
+def test_failed_apply_exit_1_keeps_the_lock(repo):
+    clone, remote = repo
+    commit(clone, "stacks/alpha/broken.tf",
+           'resource "terraform_data" "broken" {\n  input = file("missing.txt")\n}\n', push=True)
+    failed = guardrail(clone, "tofu", "apply")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "missing.txt" in failed.stderr
+    assert_golden("failed", failed, clone)
+    assert remote_lock(remote) is not None
+
+
+def test_bad_input_exit_3_runs_nothing(repo):
+    clone, remote = repo
+    for args in (["render", "lock", "tofu", "apply"],  # no --
+                 ["nosuchstep", "--", "alpha", "prod", "tofu", "apply"],
+                 ["lock", "render", "--", "alpha", "prod", "tofu", "apply"],
+                 ["render", "--", "alpha"],
+                 ["--lock-backend", "nfs", "lock", "--", "alpha", "prod", "tofu", "apply"],
+                 ["render", "--", "../x", "prod", "tofu", "apply"]):
+        proc = subprocess.run([sys.executable, str(GUARDRAIL), *args], cwd=clone, capture_output=True,
+                              text=True, timeout=120, check=False)
+        assert proc.returncode == 3, (args, proc.stdout, proc.stderr)
+        assert "bad input" in proc.stderr, proc.stderr
+    assert not (clone / ".dist").exists() and remote_lock(remote) is None
+
+
+def test_subcommands_pass_through_and_exec_runs_in_the_rendered_dir(repo):
+    clone, _remote = repo
+    assert guardrail(clone, "tofu", "apply").returncode == 0
+    listed = guardrail(clone, "tofu", "state", "list")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert "terraform_data.service\n" in listed.stdout
+    output = guardrail(clone, "tofu", "output", "-raw", "service_name")
+    assert output.returncode == 0 and output.stdout.startswith("web-prod"), output.stdout
+    fmt = guardrail(clone, "tofu", "fmt", "-check", "-list=true", steps=["render", "exec"])
+    assert fmt.returncode in (0, 1), fmt.stdout + fmt.stderr
+    pwd = guardrail(clone, "pwd", steps=["render", "exec"])
+    assert pwd.stdout.splitlines()[0] == str(clone / ".dist" / "prod" / "alpha")
+    # From another directory, the repository given by flag or environment.
+    elsewhere = guardrail(clone, "tofu", "state", "list", options=["--repo", str(clone)], cwd=clone.parent)
+    assert "terraform_data.service" in elsewhere.stdout, elsewhere.stderr
+    by_env = guardrail(clone, "tofu", "state", "list", cwd="/", env={"GUARDRAIL_REPO": str(clone)})
+    assert "terraform_data.service" in by_env.stdout, by_env.stderr
+
+
+def test_no_change_apply_json_and_render_skipped(repo):
+    clone, _remote = repo
+    assert guardrail(clone, "tofu", "apply").returncode == 0
+    proc = guardrail(clone, "tofu", "apply", options=["--json"])
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["changed"] is False
+    assert result["counts"] == {"create": 0, "update": 0, "delete": 0, "replace": 0}
+    assert [s["step"] for s in result["steps"]] == STEPS
+    assert result["steps"][0]["result"].get("skipped") is True
+    # A rendered file edited by hand is rendered again.
+    main_tf = clone / ".dist" / "prod" / "alpha" / "main.tf"
+    main_tf.write_text(main_tf.read_text() + "\n# edited\n")
+    again = json.loads(guardrail(clone, "tofu", "apply", options=["--json"]).stdout)
+    assert not again["steps"][0]["result"].get("skipped")
+    assert "# edited" not in main_tf.read_text()
+
+
+def test_ctrl_c_sends_sigint_to_tofu_and_state_is_written(repo):
+    clone, remote = repo
+    commit(clone, "stacks/alpha/slow.tf", 'resource "terraform_data" "slow" {\n  input = "x"\n'
+           '  provisioner "local-exec" {\n    command = "sleep 30"\n  }\n}\n', push=True)
+    env = dict(os.environ, GUARDRAIL_OWNER="tester", GUARDRAIL_RUN_ID="run-1")
+    # As a terminal does: the whole foreground process group gets SIGINT.
+    proc = subprocess.Popen([sys.executable, str(GUARDRAIL), *STEPS, "--", "alpha", "prod", "tofu",
+                             "apply"], cwd=clone, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # tofu's progress is shown while it runs, not when it ends.
+    seen = []
+    reader = threading.Thread(target=lambda: seen.extend(proc.stdout), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 90
+    while not any("terraform_data.slow: Creating" in line for line in seen):
+        assert time.monotonic() < deadline and proc.poll() is None, (seen, proc.stderr.read())
+        time.sleep(0.2)
+    time.sleep(1)
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.wait(timeout=120)
+    reader.join(timeout=10)
+    out, err = "".join(seen), proc.stderr.read()
+    assert proc.returncode == 1, out + err
+    assert "interrupted by SIGINT" in err, err
+    # tofu wrote its state: every resource created before the interrupt is in it.
+    assert {"terraform_data.service", "terraform_data.zone_a"} <= set(state(clone))
+    assert remote_lock(remote) is not None, "the interrupted run's lock was released"
