@@ -10,6 +10,8 @@ module: cis_lines
 short_description: Configuration lines for a table of CIS controls, across many files at once
 version_added: 0.1.0
 description:
+  - Internal to the C(guardrail.ecs.cis_hardening) role, which calls it with tables built from its
+    catalogue; not a public interface, its options may change in any release.
   - Takes a whole table of controls, each with the configuration lines it requires (sshd drop-in, login.defs,
     PAM, journald, auditd.conf, audit rules, modprobe.d, limits, sudoers and the like), edits every file once,
     and returns one result per control.

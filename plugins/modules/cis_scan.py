@@ -10,6 +10,8 @@ module: cis_scan
 short_description: Read-mostly CIS checks in one pass, including the single filesystem walk
 version_added: 0.1.0
 description:
+  - Internal to the C(guardrail.ecs.cis_hardening) role, which calls it with tables built from its
+    catalogue; not a public interface, its options may change in any release.
   - Takes a whole table of controls whose evaluation reads the system and returns one result per control.
   - The world-writable, unowned and SUID/SGID controls share ONE walk of the local filesystems, which prunes
     O(prune) (container storage, C(/proc), C(/sys), C(/dev), C(/run)) and every mount of a pseudo or remote
