@@ -134,18 +134,39 @@ class FileEdit:
 
     def check_absent(self, item):
         pattern = re.compile(item["absent"])
-        found = [raw.strip() for raw in self.lines if _active(raw) and pattern.search(raw)]
+        found = []
+        for raw in self.lines:
+            if not _active(raw):
+                continue
+            cmdline = _grub_cmdline(raw)
+            if cmdline is not None:
+                found.extend(token for token in cmdline[1] if pattern.search(token))
+            elif pattern.search(raw):
+                found.append(raw.strip())
         return not found, ("%s: %s" % (self.path, "; ".join(found)) if found else "")
 
     def fix_absent(self, item):
         pattern = re.compile(item["absent"])
-        self.lines = [raw for raw in self.lines if not (_active(raw) and pattern.search(raw))]
+        out = []
+        for raw in self.lines:
+            cmdline = _grub_cmdline(raw) if _active(raw) else None
+            if cmdline is not None:
+                # A kernel command line is a list of tokens: drop the matching ones, keep the rest.
+                name, tokens = cmdline
+                kept = [token for token in tokens if not pattern.search(token)]
+                out.append(raw if kept == tokens else '%s="%s"' % (name, " ".join(kept)))
+            elif not (_active(raw) and pattern.search(raw)):
+                out.append(raw)
+        self.lines = out
+
+    def has_grub_cmdline(self):
+        return any(_grub_cmdline(raw) for raw in self.lines if _active(raw))
 
     def _grub_line(self):
         for index, raw in enumerate(self.lines):
-            match = re.match(r'^\s*GRUB_CMDLINE_LINUX=(["\']?)(.*)\1\s*$', raw)
-            if match:
-                return index, match.group(2).split()
+            cmdline = _grub_cmdline(raw)
+            if cmdline and cmdline[0] == "GRUB_CMDLINE_LINUX":
+                return index, cmdline[1]
         return None, []
 
     def check_grub_arg(self, item):
@@ -163,6 +184,31 @@ class FileEdit:
             self.lines.append(line)
         else:
             self.lines[index] = line
+
+
+_GRUB_CMDLINE = re.compile(r'^\s*(GRUB_CMDLINE_LINUX(?:_DEFAULT)?)=(["\']?)(.*)\2\s*$')
+
+
+def _grub_cmdline(raw):
+    """(variable, tokens) for a GRUB_CMDLINE_LINUX[_DEFAULT] line of /etc/default/grub, else None."""
+    match = _GRUB_CMDLINE.match(raw)
+    return (match.group(1), match.group(3).split()) if match else None
+
+
+def live_kernel_args(path="/proc/cmdline"):
+    """The running kernel's command line as tokens, or None when it cannot be read."""
+    text = read_text(path)
+    return None if text is None else text.split()
+
+
+def live_kernel_problem(item, kind, cmdline):
+    """What the running kernel's command line still lacks (grub_arg) or still has (absent), or ''."""
+    if cmdline is None:
+        return ""
+    if kind == "grub_arg":
+        return "" if item["grub_arg"] in cmdline else "running kernel lacks %s" % item["grub_arg"]
+    found = [token for token in cmdline if re.search(item["absent"], token)]
+    return "running kernel has %s" % " ".join(found) if found else ""
 
 
 def _modules_loaded(path="/proc/modules"):
@@ -183,7 +229,8 @@ def expand(controls, paths):
 
 
 def apply(controls, files=None, modprobe_file="/etc/modprobe.d/cis-hardening.conf", modprobe_unload=True,
-          audit_only=False, check_mode=False, proc_modules="/proc/modules", per_path_values=None):
+          audit_only=False, check_mode=False, proc_modules="/proc/modules", per_path_values=None,
+          proc_cmdline="/proc/cmdline"):
     """Evaluates and enforces a table of line controls. Returns (results, changed, diffs)."""
     if isinstance(files, list):
         files = {f["path"]: f for f in files}
@@ -311,6 +358,7 @@ def apply(controls, files=None, modprobe_file="/etc/modprobe.d/cis-hardening.con
     loaded_now = _modules_loaded(proc_modules)
 
     results = []
+    cmdline = None
     for control, entries in plan:
         statuses, evidence = [], []
         may_change = enforce(control, audit_only, check_mode)
@@ -347,9 +395,14 @@ def apply(controls, files=None, modprobe_file="/etc/modprobe.d/cis-hardening.con
                     status = "pending_reboot"
                     note = "still loaded: %s" % ("the kernel belongs to the machine running this container"
                                                  if not modprobe_unload else "modprobe -r refused")
-                if kind == "grub_arg":
-                    status = "pending_reboot"
-                    note = "takes effect at the next boot"
+            if status != "failed" and (kind == "grub_arg" or (kind == "absent" and edit.has_grub_cmdline())):
+                if cmdline is None:
+                    cmdline = live_kernel_args(proc_cmdline)
+                problem = live_kernel_problem(item, kind, cmdline)
+                if status == "fixed" and cmdline is None:
+                    status, note = "pending_reboot", "takes effect at the next boot"
+                elif problem:
+                    status, note = "pending_reboot", problem + ", takes effect at the next boot"
             statuses.append(status)
             text = observed or ""
             if kind in ("key", "line", "grub_arg"):

@@ -96,3 +96,47 @@ def test_check_mode_and_bad_items(tmp_path):
         cis_lines.apply([{"id": "x", "lines": [{"path": str(conf)}]}])
     with pytest.raises(CisError):
         cis_lines.apply([{"id": "x", "lines": []}])
+
+
+GRUB = ('GRUB_DEFAULT=0\n'
+        'GRUB_CMDLINE_LINUX_DEFAULT="quiet apparmor=0"\n'
+        'GRUB_CMDLINE_LINUX="console=ttyS0,115200n8 selinux=0 nvme_core.io_timeout=4294967295 net.ifnames=0"\n')
+
+
+def test_absent_kernel_argument_removes_the_token_not_the_command_line(tmp_path):
+    grub = tmp_path / "grub"
+    grub.write_text(GRUB)
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_text("BOOT_IMAGE=/vmlinuz console=ttyS0,115200n8 selinux=0 net.ifnames=0\n")
+    controls = [
+        {"id": "1.6.1.2", "lines": [{"path": str(grub), "absent": "(selinux|enforcing|apparmor)=0"}]},
+        {"id": "5.2.1.2", "lines": [{"path": str(grub), "grub_arg": "audit=1"}]},
+        {"id": "5.2.1.3", "lines": [{"path": str(grub), "grub_arg": "audit_backlog_limit=8192"}]},
+    ]
+    results, changed, _diffs = cis_lines.apply(controls, proc_cmdline=str(cmdline))
+    assert changed
+    assert grub.read_text() == (
+        'GRUB_DEFAULT=0\n'
+        'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n'
+        'GRUB_CMDLINE_LINUX="console=ttyS0,115200n8 nvme_core.io_timeout=4294967295 net.ifnames=0 audit=1 '
+        'audit_backlog_limit=8192"\n')
+    # The running kernel still has selinux=0 and lacks the audit arguments until the next boot.
+    assert status(results) == {"1.6.1.2": "pending_reboot", "5.2.1.2": "pending_reboot", "5.2.1.3": "pending_reboot"}
+    results, changed, _diffs = cis_lines.apply(controls, proc_cmdline=str(cmdline))
+    assert not changed
+    assert status(results) == {"1.6.1.2": "pending_reboot", "5.2.1.2": "pending_reboot", "5.2.1.3": "pending_reboot"}
+    assert "selinux=0" in {r["id"]: r for r in results}["1.6.1.2"]["evidence"]
+    cmdline.write_text("BOOT_IMAGE=/vmlinuz console=ttyS0,115200n8 net.ifnames=0 audit=1 audit_backlog_limit=8192\n")
+    results, changed, _diffs = cis_lines.apply(controls, proc_cmdline=str(cmdline))
+    assert not changed and set(status(results).values()) == {"pass"}
+
+
+def test_kernel_argument_with_an_unquoted_or_missing_command_line(tmp_path):
+    grub = tmp_path / "grub"
+    grub.write_text("GRUB_CMDLINE_LINUX=quiet\n")
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_text("quiet audit=1\n")
+    controls = [{"id": "5.2.1.2", "lines": [{"path": str(grub), "grub_arg": "audit=1"}]}]
+    results, _changed, _diffs = cis_lines.apply(controls, proc_cmdline=str(cmdline))
+    assert grub.read_text() == 'GRUB_CMDLINE_LINUX="quiet audit=1"\n'
+    assert status(results) == {"5.2.1.2": "fixed"}
