@@ -211,6 +211,99 @@ def live_kernel_problem(item, kind, cmdline):
     return "running kernel has %s" % " ".join(found) if found else ""
 
 
+# The audit rule field ``-F arch=`` of each table a machine has, and the ``ausyscall`` name of that table.
+# aarch64 has no 32-bit table: auditctl refuses ``arch=b32`` rules there.
+AUDIT_ARCHES = {
+    "x86_64": (("b64", "x86_64"), ("b32", "i386")),
+    "aarch64": (("b64", "aarch64"),),
+}
+# Syscalls of the old tables that the generic table (aarch64 and newer ports) lacks: only their *at forms exist.
+GENERIC_TABLE_LACKS = frozenset((
+    "open", "creat", "chmod", "chown", "lchown", "rename", "unlink", "rmdir", "mkdir", "mknod", "link", "symlink",
+    "readlink", "access", "stat", "lstat", "utime", "utimes", "futimesat", "time", "stime", "fork", "vfork",
+    "chown32", "fchown32", "lchown32", "fchownat32",
+))
+_AUDIT_SYSCALL_RULE = re.compile(r"^\s*-a\s.*-F\s+arch=(\S+)\s.*-S\s")
+
+
+class AllBut:
+    """A syscall table known only by what it lacks (``ausyscall`` missing)."""
+
+    def __init__(self, lacks):
+        self.lacks = frozenset(lacks)
+
+    def __contains__(self, name):
+        return name not in self.lacks
+
+    def __eq__(self, other):
+        return isinstance(other, AllBut) and other.lacks == self.lacks
+
+    __hash__ = None
+
+
+def host_syscall_tables(machine=None):
+    """{audit arch field: syscall names} for the tables of this machine, from ``ausyscall <arch> --dump``."""
+    machine = machine or os.uname().machine
+    arches = AUDIT_ARCHES.get(machine, (("b64", machine),))
+    tables = {}
+    for field, name in arches:
+        rc, out, _err = run(["ausyscall", name, "--dump"])
+        names = {parts[1] for parts in (line.split() for line in out.splitlines())
+                 if len(parts) == 2 and parts[0].isdigit()} if rc == 0 else set()
+        if names:
+            tables[field] = names
+        else:
+            tables[field] = AllBut(GENERIC_TABLE_LACKS if machine not in ("x86_64", "i686", "i386") else ())
+    return tables
+
+
+def is_audit_syscall_rule(line):
+    return bool(_AUDIT_SYSCALL_RULE.match(line))
+
+
+def adapt_audit_rule(line, tables):
+    """The audit rule for the host's syscall tables: None when its arch or all its syscalls are missing."""
+    tokens = line.split()
+    arch = next((t[len("arch="):] for i, t in enumerate(tokens) if t.startswith("arch=") and tokens[i - 1] == "-F"), None)
+    if arch not in tables:
+        return None
+    out, syscalls, at = [], [], None
+    index = 0
+    while index < len(tokens):
+        if tokens[index] == "-S" and index + 1 < len(tokens):
+            syscalls.extend(tokens[index + 1].split(","))
+            if at is None:
+                at = len(out)
+                out.append(None)
+            index += 2
+            continue
+        out.append(tokens[index])
+        index += 1
+    kept = [name for name in syscalls if name in tables[arch]]
+    if not kept:
+        return None
+    out[at:at + 1] = ["-S", ",".join(kept)]
+    return " ".join(out)
+
+
+def adapt_audit_item(item, tables):
+    """(item, note): a ``line`` item with an audit syscall rule made fit for the host's tables.
+
+    A rule the host cannot load becomes an ``absent`` item, so a copy an earlier run wrote goes away."""
+    line = item["line"]
+    adapted = adapt_audit_rule(line, tables)
+    if adapted == line:
+        return item, ""
+    exact = r"^\s*%s\s*$" % re.escape(line)
+    if adapted is None:
+        arch = re.search(r"arch=(\S+)", line).group(1)
+        why = ("%s: no %s syscall table on this host" % (arch, "32-bit" if arch == "b32" else arch) if arch not in tables
+               else "%s: none of its syscalls exist on this host" % arch)
+        return {"path": item["path"], "absent": exact, "adapted": True}, "rule left out (%s)" % why
+    dropped = sorted(set(re.search(r"-S\s+(\S+)", line).group(1).split(",")) - set(adapted.split(" -S ")[1].split()[0].split(",")))
+    return dict(item, line=adapted, match=exact), "without %s (not on this host's table)" % ", ".join(dropped)
+
+
 def _modules_loaded(path="/proc/modules"):
     return {line.split()[0] for line in (read_text(path) or "").splitlines() if line.strip()}
 
@@ -230,7 +323,7 @@ def expand(controls, paths):
 
 def apply(controls, files=None, modprobe_file="/etc/modprobe.d/cis-hardening.conf", modprobe_unload=True,
           audit_only=False, check_mode=False, proc_modules="/proc/modules", per_path_values=None,
-          proc_cmdline="/proc/cmdline"):
+          proc_cmdline="/proc/cmdline", audit_tables=None):
     """Evaluates and enforces a table of line controls. Returns (results, changed, diffs)."""
     if isinstance(files, list):
         files = {f["path"]: f for f in files}
@@ -250,6 +343,12 @@ def apply(controls, files=None, modprobe_file="/etc/modprobe.d/cis-hardening.con
         entries = []
         for item in control["lines"]:
             kind = item_kind(item)
+            adapted_note = ""
+            if kind == "line" and is_audit_syscall_rule(item["line"]):
+                if audit_tables is None:
+                    audit_tables = host_syscall_tables()
+                item, adapted_note = adapt_audit_item(item, audit_tables)
+                kind = item_kind(item)
             if kind == "kmod":
                 entries.append((item, kind, None, None, None))
                 continue
@@ -263,10 +362,12 @@ def apply(controls, files=None, modprobe_file="/etc/modprobe.d/cis-hardening.con
                 continue
             paths = sorted(glob.glob(item["path"])) if kind == "absent" and glob.has_magic(item["path"]) else [item["path"]]
             for path in paths:
-                if kind == "absent" and not os.path.exists(path):
+                if kind == "absent" and not os.path.exists(path) and not item.get("adapted"):
                     continue
                 edit = edit_for(path)
                 ok, observed = getattr(edit, "check_" + kind)(item)
+                if adapted_note:
+                    observed = "; ".join(o for o in (observed, adapted_note) if o)
                 entries.append((item, kind, edit, ok, observed))
         plan.append((control, entries))
 

@@ -140,3 +140,82 @@ def test_kernel_argument_with_an_unquoted_or_missing_command_line(tmp_path):
     results, _changed, _diffs = cis_lines.apply(controls, proc_cmdline=str(cmdline))
     assert grub.read_text() == 'GRUB_CMDLINE_LINUX="quiet audit=1"\n'
     assert status(results) == {"5.2.1.2": "fixed"}
+
+
+# Excerpts of `ausyscall <arch> --dump`: aarch64 uses the generic table (no open, creat, chmod, chown,
+# rename, unlink: only their *at forms) and has no 32-bit table; x86_64 has both.
+AARCH64 = {"b64": {"openat", "truncate", "ftruncate", "fchmod", "fchmodat", "fchown", "fchownat", "unlinkat",
+                   "renameat", "renameat2", "mount", "execve", "settimeofday", "adjtimex", "clock_settime",
+                   "sethostname", "setdomainname", "setxattr", "lsetxattr", "fsetxattr", "removexattr",
+                   "lremovexattr", "fremovexattr", "init_module", "finit_module", "delete_module"}}
+X86_64 = {"b64": AARCH64["b64"] | {"open", "creat", "chmod", "chown", "lchown", "rename", "unlink"},
+          "b32": AARCH64["b64"] | {"open", "creat", "chmod", "chown", "lchown", "rename", "unlink", "stime",
+                                   "chown32", "fchown32"}}
+RULES = [
+    "-a always,exit -F arch={a} -S creat,open,openat,truncate,ftruncate -F exit=-EACCES -F auid>=1000 -F auid!=unset -k access",
+    "-a always,exit -F arch={a} -S chmod,fchmod,fchmodat -F auid>=1000 -F auid!=unset -k perm_mod",
+    "-a always,exit -F arch={a} -S rename,unlink,unlinkat,renameat -F auid>=1000 -F auid!=unset -k delete",
+    "-a always,exit -F arch={a} -S creat -k only_legacy",
+    "-w /etc/sudoers -p wa -k scope",
+]
+
+
+def audit_controls(path):
+    return [{"id": "5.2.3.%d" % i, "lines": [{"path": str(path), "line": rule.format(a=a)} for a in ("b64", "b32")]}
+            for i, rule in enumerate(RULES)]
+
+
+def syscalls_in(text, arch):
+    found = set()
+    for line in text.splitlines():
+        if "arch=%s " % arch in line:
+            found |= set(line.split(" -S ")[1].split()[0].split(","))
+    return found
+
+
+def test_audit_rules_follow_the_aarch64_syscall_table(tmp_path):
+    rules = tmp_path / "50-cis.rules"
+    # A rule an older run wrote that augenrules refuses on aarch64: it goes.
+    rules.write_text("-a always,exit -F arch=b32 -S creat -k only_legacy\n")
+    results, changed, _diffs = cis_lines.apply(audit_controls(rules), audit_tables=AARCH64)
+    text = rules.read_text()
+    assert changed and "arch=b32" not in text
+    assert syscalls_in(text, "b64") <= AARCH64["b64"]
+    assert "-a always,exit -F arch=b64 -S openat,truncate,ftruncate -F exit=-EACCES -F auid>=1000 -F auid!=unset -k access" in text
+    assert "-a always,exit -F arch=b64 -S unlinkat,renameat -F auid>=1000" in text
+    assert "only_legacy" not in text and "-w /etc/sudoers -p wa -k scope" in text
+    assert status(results)["5.2.3.0"] == "fixed"
+    evidence = {r["id"]: r["evidence"] for r in results}
+    assert "b32" in evidence["5.2.3.0"] and "no 32-bit" in evidence["5.2.3.0"]
+    results, changed, _diffs = cis_lines.apply(audit_controls(rules), audit_tables=AARCH64)
+    assert not changed and set(status(results).values()) == {"pass"}
+
+
+def test_audit_rules_keep_both_tables_on_x86_64(tmp_path):
+    rules = tmp_path / "50-cis.rules"
+    _results, _changed, _diffs = cis_lines.apply(audit_controls(rules), audit_tables=X86_64)
+    text = rules.read_text()
+    assert syscalls_in(text, "b64") == {"creat", "open", "openat", "truncate", "ftruncate", "chmod", "fchmod",
+                                        "fchmodat", "rename", "unlink", "unlinkat", "renameat"}
+    assert syscalls_in(text, "b32") == syscalls_in(text, "b64")
+
+
+def test_syscall_tables_from_ausyscall_dump(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run(argv, **_kwargs):
+        calls.append(argv)
+        return 0, "Using %s syscall table:\n0\tread\n56\topenat\n" % argv[1], ""
+
+    monkeypatch.setattr(cis_lines, "run", fake_run)
+    assert cis_lines.host_syscall_tables("aarch64") == {"b64": {"read", "openat"}}
+    assert cis_lines.host_syscall_tables("x86_64") == {"b64": {"read", "openat"}, "b32": {"read", "openat"}}
+    assert calls == [["ausyscall", "aarch64", "--dump"], ["ausyscall", "x86_64", "--dump"], ["ausyscall", "i386", "--dump"]]
+
+
+def test_syscall_tables_without_ausyscall_still_drop_what_aarch64_lacks(monkeypatch):
+    monkeypatch.setattr(cis_lines, "run", lambda argv, **_kw: (127, "", "ausyscall: command not found"))
+    tables = cis_lines.host_syscall_tables("aarch64")
+    assert set(tables) == {"b64"}
+    line = cis_lines.adapt_audit_rule(RULES[2].format(a="b64"), tables)
+    assert line == "-a always,exit -F arch=b64 -S unlinkat,renameat -F auid>=1000 -F auid!=unset -k delete"
