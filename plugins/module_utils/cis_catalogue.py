@@ -8,7 +8,7 @@ A catalogue entry::
     id: {al2023: "3.2.1", al2: "3.3.1"}   # or one string for every benchmark
     title: Ensure IP forwarding is disabled
     level: 1                               # 1 or 2 (or per benchmark)
-    kind: sysctl                           # sysctl | lines | files | services | scan
+    kind: sysctl                           # sysctl | lines | files | services | scan | pam
     settings: {...}                        # the data the kind's module takes
     not_applicable: ""                     # a reason makes the control not_applicable
     waived: ""                             # a reason makes the control waived
@@ -18,7 +18,7 @@ A control missing from a benchmark's ids is not part of that benchmark.
 """
 from __future__ import annotations
 
-KINDS = ("sysctl", "lines", "files", "services", "scan")
+KINDS = ("sysctl", "lines", "files", "services", "scan", "pam")
 META = ("id", "title", "level", "section", "kind", "waived", "waived_by", "reason", "tags")
 
 

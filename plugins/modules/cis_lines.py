@@ -17,10 +17,10 @@ description:
     and returns one result per control.
   - A file with a C(validate) command is checked after writing and restored when the check fails, so a
     broken sshd or sudoers file never stays in place. C(on_change) commands (reloads) run once per changed file.
-  - Audit rules with C(-F arch=) and C(-S) are fitted to the host's syscall tables (C(ausyscall <arch> --dump)):
-    no C(arch=b32) rule on aarch64 and no syscall the table lacks (C(open), C(creat), C(chmod), C(chown),
+  - Audit rules with C(-F arch=) and C(-S) are fitted to the host's syscall tables (C(ausyscall <arch> --dump)),
+    so there is no C(arch=b32) rule on aarch64 and no syscall the table lacks (C(open), C(creat), C(chmod), C(chown),
     C(rename), C(unlink) on aarch64); a rule left with no syscall is left out and removed if an earlier run wrote it.
-  - Kernel arguments in C(/etc/default/grub) are edited token by token and compared with C(/proc/cmdline):
+  - Kernel arguments in C(/etc/default/grub) are edited token by token and compared with C(/proc/cmdline);
     a control whose arguments are not live yet is C(pending_reboot).
 author:
   - guardrail.ecs maintainers (@guardrail-ecs)

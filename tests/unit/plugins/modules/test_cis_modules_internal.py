@@ -4,7 +4,7 @@ import importlib
 import pytest
 import yaml
 
-MODULES = ("cis_files", "cis_lines", "cis_plan", "cis_report", "cis_scan", "cis_services", "cis_sysctl")
+MODULES = ("cis_files", "cis_lines", "cis_plan", "cis_report", "cis_scan", "cis_services", "cis_sysctl", "cis_pam")
 
 
 @pytest.mark.parametrize("name", MODULES)
