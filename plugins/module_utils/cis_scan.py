@@ -380,88 +380,127 @@ def _listeners(port):
     return found
 
 
+class Context:
+    """What the checks of one run share: the walk's findings, the mount table, the paths to read."""
+
+    def __init__(self, findings=None, scan=None, mount_table=(), mountinfo="/proc/self/mountinfo", fstab="/etc/fstab"):
+        self.findings = findings or {}
+        self.scan = scan or {"entries": 0}
+        self.mount_table = list(mount_table)
+        self.mountinfo = mountinfo
+        self.fstab = fstab
+
+
+# Each check takes (control, may_change, context) and returns (status, evidence, changed).
+def check_world_writable(_control, may_change, ctx):
+    files, dirs = ctx.findings["world_writable_files"], ctx.findings["world_writable_dirs"]
+    if not files and not dirs:
+        return "pass", ("no world-writable files, no world-writable directories without the sticky bit "
+                        "(%d entries scanned)" % ctx.scan["entries"]), False
+    if not may_change:
+        return "failed", "world-writable: %s" % sample(files + dirs), False
+    for path in files:
+        os.chmod(path, stat.S_IMODE(os.lstat(path).st_mode) & ~stat.S_IWOTH)
+    for path in dirs:
+        os.chmod(path, stat.S_IMODE(os.lstat(path).st_mode) | stat.S_ISVTX)
+    return "fixed", "removed o+w from %s; set the sticky bit on %s" % (
+        sample(files) or "no file", sample(dirs) or "no directory"), True
+
+
+def check_unowned(_control, _may_change, ctx):
+    bad = ctx.findings["unowned"]
+    return ("failed" if bad else "pass",
+            "unowned or ungrouped: %s" % (sample(bad) or "none (%d entries scanned)" % ctx.scan["entries"]), False)
+
+
+def check_suid_sgid(_control, _may_change, ctx):
+    found = ctx.findings["suid_sgid"]
+    return "pass", "%d SUID/SGID files for review: %s" % (len(found), sample(found)), False
+
+
+def check_mount_row(control, may_change, ctx):
+    return check_mount(control, ctx.mount_table, may_change, ctx.mountinfo, ctx.fstab)
+
+
+def check_aide_row(control, may_change, _ctx):
+    return check_aide_scheduled(control, may_change)
+
+
+def check_accounts(control, _may_change, _ctx):
+    ok, text = account_test(control["test"])
+    return ("pass" if ok else "failed"), text, False
+
+
+def regex_hits(pattern, paths):
+    """Active lines matching the regex in the files the globs name: ["path: line", ...]."""
+    pattern = re.compile(pattern, re.M)
+    hits = []
+    for spec in paths:
+        for path in sorted(glob.glob(spec)):
+            for line in (read_text(path) or "").splitlines():
+                if line.strip() and not line.lstrip().startswith("#") and pattern.search(line):
+                    hits.append("%s: %s" % (path, line.strip()))
+    return hits
+
+
+def check_regex(control, _may_change, _ctx):
+    hits = regex_hits(control["pattern"], control["paths"])
+    ok = not hits if control["check"] == "regex_absent" else bool(hits)
+    return ("pass" if ok else "failed",
+            sample(hits, 5) if hits else "no line matches /%s/ in %s" % (control["pattern"], ", ".join(control["paths"])),
+            False)
+
+
+def check_command(control, _may_change, _ctx):
+    rc, out, err = run(control["argv"])
+    text = (out + err).strip()
+    if "expect" in control:
+        ok = re.search(control["expect"], text, re.M) is not None
+    else:
+        ok = rc != 127 and re.search(control["expect_absent"], text, re.M) is None
+    return ("pass" if ok else "failed"), "%s: %s" % (" ".join(control["argv"]), text[:300] or "rc %d, no output" % rc), False
+
+
+def check_local_only(control, _may_change, _ctx):
+    found = _listeners(int(control["port"]))
+    bad = [a for a, loopback in found if not loopback]
+    return ("failed" if bad else "pass",
+            "tcp/%s listeners: %s" % (control["port"], "%d, %d not on loopback" % (len(found), len(bad)) if found else "none"),
+            False)
+
+
+CHECKS = {
+    "world_writable": check_world_writable,
+    "unowned": check_unowned,
+    "suid_sgid": check_suid_sgid,
+    "mount": check_mount_row,
+    "aide_scheduled": check_aide_row,
+    "accounts": check_accounts,
+    "regex_absent": check_regex,
+    "regex_present": check_regex,
+    "command": check_command,
+    "local_only": check_local_only,
+}
+
+
 def apply(controls, prune=DEFAULT_PRUNE, audit_only=False, check_mode=False, mountinfo="/proc/self/mountinfo",
           fstab="/etc/fstab"):
     """Evaluates a table of read-mostly checks. Returns (results, changed, scan)."""
-    checks = WALK_CHECKS + ("mount", "aide_scheduled", "accounts", "regex_absent", "regex_present", "command", "local_only")
     for control in controls:
-        if control.get("check") not in checks:
-            raise CisError("control %s: unknown check %r" % (control.get("id"), control.get("check")))
+        if control.get("check") not in CHECKS:
+            raise CisError("control %s: unknown check %r (known: %s)" % (control.get("id"), control.get("check"),
+                                                                          ", ".join(sorted(CHECKS))))
     mount_table = mounts(mountinfo)
     scan = None
     findings = {}
     if any(c["check"] in WALK_CHECKS for c in controls):
         findings, scan = walk(prune, mount_table)
         scan["suid_sgid"] = findings["suid_sgid"]
+    ctx = Context(findings, scan, mount_table, mountinfo, fstab)
     changed = False
     results = []
     for control in controls:
-        check = control["check"]
-        may_change = enforce(control, audit_only, check_mode)
-        statuses, evidence = [], []
-        if check == "world_writable":
-            bad = findings["world_writable_files"] + findings["world_writable_dirs"]
-            if not bad:
-                statuses.append("pass")
-                evidence.append("no world-writable files, no world-writable directories without the sticky bit "
-                                "(%d entries scanned)" % scan["entries"])
-            elif may_change:
-                for path in findings["world_writable_files"]:
-                    os.chmod(path, stat.S_IMODE(os.lstat(path).st_mode) & ~stat.S_IWOTH)
-                for path in findings["world_writable_dirs"]:
-                    os.chmod(path, stat.S_IMODE(os.lstat(path).st_mode) | stat.S_ISVTX)
-                changed = True
-                statuses.append("fixed")
-                evidence.append("removed o+w from %s; set the sticky bit on %s" % (
-                    sample(findings["world_writable_files"]) or "no file", sample(findings["world_writable_dirs"]) or "no directory"))
-            else:
-                statuses.append("failed")
-                evidence.append("world-writable: %s" % sample(bad))
-        elif check == "unowned":
-            bad = findings["unowned"]
-            statuses.append("failed" if bad else "pass")
-            evidence.append("unowned or ungrouped: %s" % (sample(bad) or "none (%d entries scanned)" % scan["entries"]))
-        elif check == "suid_sgid":
-            statuses.append("pass")
-            evidence.append("%d SUID/SGID files for review: %s" % (len(findings["suid_sgid"]), sample(findings["suid_sgid"])))
-        elif check == "mount":
-            status, text, did_change = check_mount(control, mount_table, may_change, mountinfo, fstab)
-            changed = changed or did_change
-            statuses.append(status)
-            evidence.append(text)
-        elif check == "aide_scheduled":
-            status, text, did_change = check_aide_scheduled(control, may_change)
-            changed = changed or did_change
-            statuses.append(status)
-            evidence.append(text)
-        elif check == "accounts":
-            ok, text = account_test(control["test"])
-            statuses.append("pass" if ok else "failed")
-            evidence.append(text)
-        elif check in ("regex_absent", "regex_present"):
-            pattern = re.compile(control["pattern"], re.M)
-            hits = []
-            for spec in control["paths"]:
-                for path in sorted(glob.glob(spec)):
-                    for line in (read_text(path) or "").splitlines():
-                        if line.strip() and not line.lstrip().startswith("#") and pattern.search(line):
-                            hits.append("%s: %s" % (path, line.strip()))
-            ok = not hits if check == "regex_absent" else bool(hits)
-            statuses.append("pass" if ok else "failed")
-            evidence.append(sample(hits, 5) if hits else "no line matches /%s/ in %s" % (control["pattern"], ", ".join(control["paths"])))
-        elif check == "command":
-            rc, out, err = run(control["argv"])
-            text = (out + err).strip()
-            if "expect" in control:
-                ok = re.search(control["expect"], text, re.M) is not None
-            else:
-                ok = rc != 127 and re.search(control["expect_absent"], text, re.M) is None
-            statuses.append("pass" if ok else "failed")
-            evidence.append("%s: %s" % (" ".join(control["argv"]), text[:300] or "rc %d, no output" % rc))
-        elif check == "local_only":
-            found = _listeners(int(control["port"]))
-            bad = [a for a, loopback in found if not loopback]
-            statuses.append("failed" if bad else "pass")
-            evidence.append("tcp/%s listeners: %s" % (control["port"], "%d, %d not on loopback" % (len(found), len(bad)) if found else "none"))
-        results.append(finish(control, statuses, evidence))
+        status, text, did_change = CHECKS[control["check"]](control, enforce(control, audit_only, check_mode), ctx)
+        changed = changed or did_change
+        results.append(finish(control, [status], [text]))
     return results, changed, scan

@@ -162,3 +162,51 @@ def test_aide_scheduled_by_cron_or_written_to_cron(tmp_path, monkeypatch):
     (crond / "cis-aide").unlink()
     results, _changed, _scan = cis_scan.apply([control])
     assert status(results) == {"1.3.2": "failed"} and "not installed" in results[0]["evidence"]
+
+
+# One test per registered check function, called directly.
+def test_every_check_kind_is_a_registered_function():
+    assert set(cis_scan.CHECKS) == {"world_writable", "unowned", "suid_sgid", "mount", "aide_scheduled", "accounts",
+                                    "regex_absent", "regex_present", "command", "local_only"}
+    assert all(callable(f) for f in cis_scan.CHECKS.values())
+
+
+def test_check_world_writable_fixes_files_and_directories(tmp_path):
+    loose, shared = tmp_path / "loose", tmp_path / "shared"
+    loose.write_text("x")
+    loose.chmod(0o666)
+    shared.mkdir()
+    shared.chmod(0o777)
+    ctx = cis_scan.Context({"world_writable_files": [str(loose)], "world_writable_dirs": [str(shared)]})
+    assert cis_scan.check_world_writable({}, False, ctx)[0] == "failed" and loose.stat().st_mode & 0o777 == 0o666
+    status_, _text, changed = cis_scan.check_world_writable({}, True, ctx)
+    assert (status_, changed) == ("fixed", True)
+    assert loose.stat().st_mode & 0o777 == 0o664 and shared.stat().st_mode & 0o1000
+
+
+def test_check_unowned_and_suid_sgid():
+    ctx = cis_scan.Context({"unowned": ["/srv/x"], "suid_sgid": ["/usr/bin/su"]}, {"entries": 3})
+    assert cis_scan.check_unowned({}, True, ctx)[:2] == ("failed", "unowned or ungrouped: /srv/x")
+    assert cis_scan.check_suid_sgid({}, True, ctx)[:2] == ("pass", "1 SUID/SGID files for review: /usr/bin/su")
+
+
+def test_check_regex_ignores_comments(tmp_path):
+    conf = tmp_path / "a.conf"
+    conf.write_text("# PermitRootLogin yes\nPermitRootLogin no\n")
+    row = {"check": "regex_absent", "paths": [str(tmp_path / "*.conf")], "pattern": "PermitRootLogin yes"}
+    assert cis_scan.check_regex(row, True, None)[0] == "pass"
+    assert cis_scan.check_regex(dict(row, check="regex_present"), True, None)[0] == "failed"
+
+
+def test_check_command_and_local_only():
+    assert cis_scan.check_command({"argv": ["echo", "ok"], "expect": "^ok$"}, True, None)[0] == "pass"
+    assert cis_scan.check_command({"argv": ["echo", "LEGACY"], "expect_absent": "LEGACY"}, True, None)[0] == "failed"
+    status_, text, _changed = cis_scan.check_local_only({"port": 1}, True, None)
+    assert status_ == "pass" and text == "tcp/1 listeners: none"
+
+
+def test_unknown_check_names_the_known_ones():
+    import pytest
+    from ansible_collections.guardrail.ecs.plugins.module_utils.cis_common import CisError
+    with pytest.raises(CisError, match="unknown check 'nope'.*aide_scheduled"):
+        cis_scan.apply([{"id": "9.9", "check": "nope"}])
