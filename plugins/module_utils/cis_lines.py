@@ -304,6 +304,15 @@ def adapt_audit_item(item, tables):
     return dict(item, line=adapted, match=exact), "without %s (not on this host's table)" % ", ".join(dropped)
 
 
+# The registry of file items: kind -> (check(edit, item) -> (compliant, observed), fix(edit, item) edits the lines).
+FILE_ITEMS = {
+    "key": (FileEdit.check_key, FileEdit.fix_key),
+    "line": (FileEdit.check_line, FileEdit.fix_line),
+    "absent": (FileEdit.check_absent, FileEdit.fix_absent),
+    "grub_arg": (FileEdit.check_grub_arg, FileEdit.fix_grub_arg),
+}
+
+
 def _modules_loaded(path="/proc/modules"):
     return {line.split()[0] for line in (read_text(path) or "").splitlines() if line.strip()}
 
@@ -365,7 +374,7 @@ def apply(controls, files=None, modprobe_file="/etc/modprobe.d/cis-hardening.con
                 if kind == "absent" and not os.path.exists(path) and not item.get("adapted"):
                     continue
                 edit = edit_for(path)
-                ok, observed = getattr(edit, "check_" + kind)(item)
+                ok, observed = FILE_ITEMS[kind][0](edit, item)
                 if adapted_note:
                     observed = "; ".join(o for o in (observed, adapted_note) if o)
                 entries.append((item, kind, edit, ok, observed))
@@ -398,7 +407,7 @@ def apply(controls, files=None, modprobe_file="/etc/modprobe.d/cis-hardening.con
                 edit.fix_line({"line": "install %s /bin/false" % name, "match": r"^\s*install\s+%s\s" % re.escape(name)})
                 edit.fix_line({"line": "blacklist %s" % name})
             else:
-                getattr(edit, "fix_" + kind)(item)
+                FILE_ITEMS[kind][1](edit, item)
 
     # Write, validate, roll back on failure.
     failed_files = {}

@@ -219,3 +219,51 @@ def test_syscall_tables_without_ausyscall_still_drop_what_aarch64_lacks(monkeypa
     assert set(tables) == {"b64"}
     line = cis_lines.adapt_audit_rule(RULES[2].format(a="b64"), tables)
     assert line == "-a always,exit -F arch=b64 -S unlinkat,renameat -F auid>=1000 -F auid!=unset -k delete"
+
+
+# One test per registered file item: check and fix on an in-memory edit.
+def edit_of(tmp_path, text):
+    path = tmp_path / "f"
+    path.write_text(text)
+    return cis_lines.FileEdit(str(path), {})
+
+
+def test_registry_names_every_file_item():
+    assert set(cis_lines.FILE_ITEMS) == {"key", "line", "absent", "grub_arg"}
+    assert set(cis_lines.FILE_ITEMS) | {"kmod", "command"} == set(cis_lines.ITEM_KINDS)
+
+
+def test_key_item(tmp_path):
+    check, fix = cis_lines.FILE_ITEMS["key"]
+    edit = edit_of(tmp_path, "MaxAuthTries 6\nMatch all\n")
+    item = {"key": "MaxAuthTries", "value": 4, "compare": "le"}
+    assert check(edit, item) == (False, "MaxAuthTries 6")
+    fix(edit, item)
+    assert edit.lines == ["MaxAuthTries 4", "Match all"] and check(edit, item)[0]
+
+
+def test_line_item(tmp_path):
+    check, fix = cis_lines.FILE_ITEMS["line"]
+    edit = edit_of(tmp_path, "umask 022\n")
+    item = {"line": "umask 027", "match": r"^\s*umask\s"}
+    assert not check(edit, item)[0]
+    fix(edit, item)
+    assert edit.lines == ["umask 027"] and check(edit, item)[0]
+
+
+def test_absent_item(tmp_path):
+    check, fix = cis_lines.FILE_ITEMS["absent"]
+    edit = edit_of(tmp_path, "# nullok\nauth sufficient pam_unix.so nullok\nauth required pam_deny.so\n")
+    item = {"absent": r"pam_unix\.so.*nullok"}
+    assert not check(edit, item)[0]
+    fix(edit, item)
+    assert edit.lines == ["# nullok", "auth required pam_deny.so"] and check(edit, item)[0]
+
+
+def test_grub_arg_item(tmp_path):
+    check, fix = cis_lines.FILE_ITEMS["grub_arg"]
+    edit = edit_of(tmp_path, 'GRUB_CMDLINE_LINUX="quiet audit=0"\n')
+    item = {"grub_arg": "audit=1"}
+    assert check(edit, item) == (False, "GRUB_CMDLINE_LINUX has audit=0")
+    fix(edit, item)
+    assert edit.lines == ['GRUB_CMDLINE_LINUX="quiet audit=1"'] and check(edit, item)[0]
