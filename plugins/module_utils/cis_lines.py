@@ -11,7 +11,11 @@ A control holds ``lines``, each one of:
   lines it replaces);
 - ``{path, absent}``: no active line matches this regex (``path`` may be a glob);
 - ``{kmod}``: the kernel module cannot be loaded (modprobe.d) and is not loaded;
-- ``{path, grub_arg}``: the kernel command line in /etc/default/grub has the argument;
+- ``{path, grub_arg}``: the kernel command line in /etc/default/grub has the argument
+  (``absent`` on that file removes matching arguments, not the line); both are
+  ``pending_reboot`` until /proc/cmdline agrees;
+- any file item may add ``live_command`` and ``live_expect`` (a regex): set in the file
+  but not in force (``getenforce`` for SELinux) is ``pending_reboot``;
 - ``{command, expect}``: the command's output matches (evaluated after all writes);
   ``fix`` is a command that makes it match.
 
@@ -199,6 +203,15 @@ def live_kernel_args(path="/proc/cmdline"):
     """The running kernel's command line as tokens, or None when it cannot be read."""
     text = read_text(path)
     return None if text is None else text.split()
+
+
+def live_command_problem(item):
+    """'' when ``live_command`` shows the setting is in force, else what it shows (set in the file, not yet live)."""
+    rc, out, err = run(item["live_command"])
+    text = (out + err).strip()
+    if rc == 0 and re.search(item.get("live_expect", ""), text, re.M):
+        return ""
+    return "%s says %s: takes effect at the next boot" % (" ".join(item["live_command"]), text[:100] or "rc %d" % rc)
 
 
 def live_kernel_problem(item, kind, cmdline):
@@ -505,6 +518,10 @@ def apply(controls, files=None, modprobe_file="/etc/modprobe.d/cis-hardening.con
                     status = "pending_reboot"
                     note = "still loaded: %s" % ("the kernel belongs to the machine running this container"
                                                  if not modprobe_unload else "modprobe -r refused")
+            if status != "failed" and item.get("live_command"):
+                problem = live_command_problem(item)
+                if problem:
+                    status, note = "pending_reboot", problem
             if status != "failed" and (kind == "grub_arg" or (kind == "absent" and edit.has_grub_cmdline())):
                 if cmdline is None:
                     cmdline = live_kernel_args(proc_cmdline)

@@ -267,3 +267,20 @@ def test_grub_arg_item(tmp_path):
     assert check(edit, item) == (False, "GRUB_CMDLINE_LINUX has audit=0")
     fix(edit, item)
     assert edit.lines == ['GRUB_CMDLINE_LINUX="quiet audit=1"'] and check(edit, item)[0]
+
+
+def test_setting_in_the_file_but_not_in_force_is_pending_reboot(tmp_path):
+    config = tmp_path / "selinux"
+    config.write_text("SELINUX=permissive\nSELINUXTYPE=targeted\n")
+    state = tmp_path / "state"
+    state.write_text("Permissive\n")
+    item = {"path": str(config), "key": "SELINUX", "value": "enforcing", "separator": "=",
+            "live_command": ["cat", str(state)], "live_expect": "^Enforcing"}
+    results, changed, _diffs = cis_lines.apply([{"id": "1.6.1.4", "lines": [item]}])
+    assert changed and config.read_text().startswith("SELINUX=enforcing\n")
+    assert status(results) == {"1.6.1.4": "pending_reboot"} and "Permissive" in results[0]["evidence"]
+    results, changed, _diffs = cis_lines.apply([{"id": "1.6.1.4", "lines": [item]}])
+    assert not changed and status(results) == {"1.6.1.4": "pending_reboot"}
+    state.write_text("Enforcing\n")
+    results, _changed, _diffs = cis_lines.apply([{"id": "1.6.1.4", "lines": [item]}])
+    assert status(results) == {"1.6.1.4": "pass"}
