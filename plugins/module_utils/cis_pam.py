@@ -44,6 +44,7 @@ STACKS = {
 
 DEFAULT_PWHISTORY_ARGS = "remember=24 enforce_for_root try_first_pass use_authtok"
 
+
 # pam-auth-update profiles: {profile name: text}. Higher priorities come first: faillock's preauth before
 # pam_unix (256) and authfail right after it; pwhistory (use_authtok) after pwquality (1024), which prompts.
 def debian_profiles(pwhistory_args=DEFAULT_PWHISTORY_ARGS):

@@ -488,8 +488,8 @@ def apply(controls, prune=DEFAULT_PRUNE, audit_only=False, check_mode=False, mou
     """Evaluates a table of read-mostly checks. Returns (results, changed, scan)."""
     for control in controls:
         if control.get("check") not in CHECKS:
-            raise CisError("control %s: unknown check %r (known: %s)" % (control.get("id"), control.get("check"),
-                                                                          ", ".join(sorted(CHECKS))))
+            raise CisError("control %s: unknown check %r (known: %s)"
+                           % (control.get("id"), control.get("check"), ", ".join(sorted(CHECKS))))
     mount_table = mounts(mountinfo)
     scan = None
     findings = {}

@@ -20,8 +20,9 @@ description:
     C(suid_sgid) (listed for review), C(mount) (C(path), C(options), C(separate); the options must be live and in the
     path's fstab entry; fixes: remount and the fstab entry, a new entry for a tmpfs such as C(/tmp) of tmp.mount; a
     mount fixed live that cannot be persisted stays C(failed)), C(aide_scheduled) (an enabled AIDE timer or a cron
-    entry running C(aide --check); fixes: enables the packaged timer, else writes C(/etc/cron.d/cis-aide)), C(accounts) (C(test), one of the account database tests), C(regex_absent) and C(regex_present)
-    (C(paths), C(pattern)), C(command) (C(argv), C(expect) or C(expect_absent)) and C(local_only) (C(port))."
+    entry running C(aide --check); fixes: enables the packaged timer, else writes C(/etc/cron.d/cis-aide)),
+    C(accounts) (C(test), one of the account database tests), C(regex_absent) and C(regex_present) (C(paths),
+    C(pattern)), C(command) (C(argv), C(expect) or C(expect_absent)) and C(local_only) (C(port))."
 author:
   - guardrail.ecs maintainers (@guardrail-ecs)
 options:

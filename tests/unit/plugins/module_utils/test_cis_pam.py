@@ -49,7 +49,7 @@ def test_pam_auth_update_profiles_reach_the_stack(debian_root):
             if line and not line.startswith("#")]
     modules = [(words[-1] if words[-1].endswith(".so") else [w for w in words if w.endswith(".so")][0]) for words in auth]
     # preauth before pam_unix, authfail right after it.
-    order = [w for w in (" ".join(a) for a in auth)]
+    order = [" ".join(a) for a in auth]
     assert order.index(next(o for o in order if "preauth" in o)) < order.index(next(o for o in order if "pam_unix" in o))
     assert order.index(next(o for o in order if "authfail" in o)) == order.index(next(o for o in order if "pam_unix" in o)) + 1
     assert "pam_deny.so" in modules
