@@ -260,7 +260,10 @@ def fstab_options(point, fstab="/etc/fstab"):
     return None
 
 
-def persist_mount_options(point, fstype, options, fstab="/etc/fstab"):
+KEPT_FLAGS = ("nodev", "nosuid", "noexec", "ro")
+
+
+def persist_mount_options(point, fstype, options, fstab="/etc/fstab", live=()):
     """Puts the options in /etc/fstab: the entry of the point, or a new entry for a tmpfs (tmp.mount, /dev/shm).
 
     Returns what was done, or None when the options cannot be persisted (no entry, not a tmpfs)."""
@@ -269,7 +272,9 @@ def persist_mount_options(point, fstype, options, fstab="/etc/fstab"):
     if fstype != "tmpfs":
         return None
     text = read_text(fstab) or ""
-    entry = "\t".join(("tmpfs", point, "tmpfs", ",".join(["defaults"] + list(options)), "0", "0"))
+    # The new entry keeps the flags the mount has live, or the next control of the same mount finds them missing.
+    flags = [o for o in KEPT_FLAGS if o in live and o not in options] + list(options)
+    entry = "\t".join(("tmpfs", point, "tmpfs", ",".join(["defaults"] + flags), "0", "0"))
     write_text(fstab, text + ("" if not text or text.endswith("\n") else "\n") + entry + "\n", 0o644)
     return "fstab entry added (a tmpfs entry in /etc/fstab takes over from tmp.mount)"
 
@@ -295,7 +300,7 @@ def check_mount(control, mount_table, may_change, mountinfo, fstab):
         return "pass", seen, False
     if not may_change:
         return "failed", seen, False
-    persisted = persist_mount_options(point, entry[-1][1], wanted, fstab)
+    persisted = persist_mount_options(point, entry[-1][1], wanted, fstab, entry[-1][2])
     notes = []
     if missing:
         rc, _out, err = run(["mount", "-o", "remount," + ",".join(wanted), point])

@@ -210,3 +210,23 @@ def test_unknown_check_names_the_known_ones():
     from ansible_collections.guardrail.ecs.plugins.module_utils.cis_common import CisError
     with pytest.raises(CisError, match="unknown check 'nope'.*aide_scheduled"):
         cis_scan.apply([{"id": "9.9", "check": "nope"}])
+
+
+def test_one_control_per_option_of_a_tmpfs_is_idempotent(tmp_path, monkeypatch):
+    # /tmp of tmp.mount, nodev and nosuid live, noexec missing; the benchmark has one control per option.
+    info = tmp_path / "mountinfo"
+    info.write_text("25 22 0:24 / /tmp rw,nosuid,nodev,relatime - tmpfs tmpfs rw\n")
+    fstab = tmp_path / "fstab"
+    fstab.write_text("# UNCONFIGURED FSTAB FOR BASE SYSTEM\n")
+
+    def fake_run(argv, **_kwargs):
+        info.write_text("25 22 0:24 / /tmp rw,nosuid,nodev,noexec,relatime - tmpfs tmpfs rw\n")
+        return 0, "", ""
+
+    monkeypatch.setattr(cis_scan, "run", fake_run)
+    controls = [{"id": "1.1.2.%d" % i, "check": "mount", "path": "/tmp", "options": [o]}
+                for i, o in enumerate(("nodev", "noexec", "nosuid"), start=2)]
+    results, changed, _scan = cis_scan.apply(controls, mountinfo=str(info), fstab=str(fstab))
+    assert changed and status(results) == {"1.1.2.2": "pass", "1.1.2.3": "fixed", "1.1.2.4": "pass"}
+    results, changed, _scan = cis_scan.apply(controls, mountinfo=str(info), fstab=str(fstab))
+    assert not changed and set(status(results).values()) == {"pass"}
