@@ -61,9 +61,9 @@ def sample(items, limit=EVIDENCE_ITEMS):
     return "%s and %d more" % (", ".join(items[:limit]), len(items) - limit)
 
 
-def run(argv, timeout=120, data=None):
+def run(argv, timeout=120, data=None, env=None):
     """Runs a command without a shell. Returns (rc, stdout, stderr); rc 127 if it is missing."""
-    env = dict(os.environ, LC_ALL="C", LANG="C")
+    env = dict(os.environ, LC_ALL="C", LANG="C", **(env or {}))
     try:
         proc = subprocess.run(argv, input=data, capture_output=True, text=True, timeout=timeout,
                               check=False, env=env)

@@ -11,7 +11,11 @@ A control holds ``lines``, each one of:
   lines it replaces);
 - ``{path, absent}``: no active line matches this regex (``path`` may be a glob);
 - ``{kmod}``: the kernel module cannot be loaded (modprobe.d) and is not loaded;
-- ``{path, grub_arg}``: the kernel command line in /etc/default/grub has the argument;
+- ``{path, grub_arg}``: the kernel command line in /etc/default/grub has the argument
+  (``absent`` on that file removes matching arguments, not the line); both are
+  ``pending_reboot`` until /proc/cmdline agrees;
+- any file item may add ``live_command`` and ``live_expect`` (a regex): set in the file
+  but not in force (``getenforce`` for SELinux) is ``pending_reboot``;
 - ``{command, expect}``: the command's output matches (evaluated after all writes);
   ``fix`` is a command that makes it match.
 
@@ -134,18 +138,39 @@ class FileEdit:
 
     def check_absent(self, item):
         pattern = re.compile(item["absent"])
-        found = [raw.strip() for raw in self.lines if _active(raw) and pattern.search(raw)]
+        found = []
+        for raw in self.lines:
+            if not _active(raw):
+                continue
+            cmdline = _grub_cmdline(raw)
+            if cmdline is not None:
+                found.extend(token for token in cmdline[1] if pattern.search(token))
+            elif pattern.search(raw):
+                found.append(raw.strip())
         return not found, ("%s: %s" % (self.path, "; ".join(found)) if found else "")
 
     def fix_absent(self, item):
         pattern = re.compile(item["absent"])
-        self.lines = [raw for raw in self.lines if not (_active(raw) and pattern.search(raw))]
+        out = []
+        for raw in self.lines:
+            cmdline = _grub_cmdline(raw) if _active(raw) else None
+            if cmdline is not None:
+                # A kernel command line is a list of tokens: drop the matching ones, keep the rest.
+                name, tokens = cmdline
+                kept = [token for token in tokens if not pattern.search(token)]
+                out.append(raw if kept == tokens else '%s="%s"' % (name, " ".join(kept)))
+            elif not (_active(raw) and pattern.search(raw)):
+                out.append(raw)
+        self.lines = out
+
+    def has_grub_cmdline(self):
+        return any(_grub_cmdline(raw) for raw in self.lines if _active(raw))
 
     def _grub_line(self):
         for index, raw in enumerate(self.lines):
-            match = re.match(r'^\s*GRUB_CMDLINE_LINUX=(["\']?)(.*)\1\s*$', raw)
-            if match:
-                return index, match.group(2).split()
+            cmdline = _grub_cmdline(raw)
+            if cmdline and cmdline[0] == "GRUB_CMDLINE_LINUX":
+                return index, cmdline[1]
         return None, []
 
     def check_grub_arg(self, item):
@@ -163,6 +188,142 @@ class FileEdit:
             self.lines.append(line)
         else:
             self.lines[index] = line
+
+
+_GRUB_CMDLINE = re.compile(r'^\s*(GRUB_CMDLINE_LINUX(?:_DEFAULT)?)=(["\']?)(.*)\2\s*$')
+
+
+def _grub_cmdline(raw):
+    """(variable, tokens) for a GRUB_CMDLINE_LINUX[_DEFAULT] line of /etc/default/grub, else None."""
+    match = _GRUB_CMDLINE.match(raw)
+    return (match.group(1), match.group(3).split()) if match else None
+
+
+def live_kernel_args(path="/proc/cmdline"):
+    """The running kernel's command line as tokens, or None when it cannot be read."""
+    text = read_text(path)
+    return None if text is None else text.split()
+
+
+def live_command_problem(item):
+    """'' when ``live_command`` shows the setting is in force, else what it shows (set in the file, not yet live)."""
+    rc, out, err = run(item["live_command"])
+    text = (out + err).strip()
+    if rc == 0 and re.search(item.get("live_expect", ""), text, re.M):
+        return ""
+    return "%s says %s: takes effect at the next boot" % (" ".join(item["live_command"]), text[:100] or "rc %d" % rc)
+
+
+def live_kernel_problem(item, kind, cmdline):
+    """What the running kernel's command line still lacks (grub_arg) or still has (absent), or ''."""
+    if cmdline is None:
+        return ""
+    if kind == "grub_arg":
+        return "" if item["grub_arg"] in cmdline else "running kernel lacks %s" % item["grub_arg"]
+    found = [token for token in cmdline if re.search(item["absent"], token)]
+    return "running kernel has %s" % " ".join(found) if found else ""
+
+
+# The audit rule field ``-F arch=`` of each table a machine has, and the ``ausyscall`` name of that table.
+# aarch64 has no 32-bit table: auditctl refuses ``arch=b32`` rules there.
+AUDIT_ARCHES = {
+    "x86_64": (("b64", "x86_64"), ("b32", "i386")),
+    "aarch64": (("b64", "aarch64"),),
+}
+# Syscalls of the old tables that the generic table (aarch64 and newer ports) lacks: only their *at forms exist.
+GENERIC_TABLE_LACKS = frozenset((
+    "open", "creat", "chmod", "chown", "lchown", "rename", "unlink", "rmdir", "mkdir", "mknod", "link", "symlink",
+    "readlink", "access", "stat", "lstat", "utime", "utimes", "futimesat", "time", "stime", "fork", "vfork",
+    "chown32", "fchown32", "lchown32", "fchownat32",
+))
+_AUDIT_SYSCALL_RULE = re.compile(r"^\s*-a\s.*-F\s+arch=(\S+)\s.*-S\s")
+
+
+class AllBut:
+    """A syscall table known only by what it lacks (``ausyscall`` missing)."""
+
+    def __init__(self, lacks):
+        self.lacks = frozenset(lacks)
+
+    def __contains__(self, name):
+        return name not in self.lacks
+
+    def __eq__(self, other):
+        return isinstance(other, AllBut) and other.lacks == self.lacks
+
+    __hash__ = None
+
+
+def host_syscall_tables(machine=None):
+    """{audit arch field: syscall names} for the tables of this machine, from ``ausyscall <arch> --dump``."""
+    machine = machine or os.uname().machine
+    arches = AUDIT_ARCHES.get(machine, (("b64", machine),))
+    tables = {}
+    for field, name in arches:
+        rc, out, _err = run(["ausyscall", name, "--dump"])
+        names = {parts[1] for parts in (line.split() for line in out.splitlines())
+                 if len(parts) == 2 and parts[0].isdigit()} if rc == 0 else set()
+        if names:
+            tables[field] = names
+        else:
+            tables[field] = AllBut(GENERIC_TABLE_LACKS if machine not in ("x86_64", "i686", "i386") else ())
+    return tables
+
+
+def is_audit_syscall_rule(line):
+    return bool(_AUDIT_SYSCALL_RULE.match(line))
+
+
+def adapt_audit_rule(line, tables):
+    """The audit rule for the host's syscall tables: None when its arch or all its syscalls are missing."""
+    tokens = line.split()
+    arch = next((t[len("arch="):] for i, t in enumerate(tokens) if t.startswith("arch=") and tokens[i - 1] == "-F"), None)
+    if arch not in tables:
+        return None
+    out, syscalls, at = [], [], None
+    index = 0
+    while index < len(tokens):
+        if tokens[index] == "-S" and index + 1 < len(tokens):
+            syscalls.extend(tokens[index + 1].split(","))
+            if at is None:
+                at = len(out)
+                out.append(None)
+            index += 2
+            continue
+        out.append(tokens[index])
+        index += 1
+    kept = [name for name in syscalls if name in tables[arch]]
+    if not kept:
+        return None
+    out[at:at + 1] = ["-S", ",".join(kept)]
+    return " ".join(out)
+
+
+def adapt_audit_item(item, tables):
+    """(item, note): a ``line`` item with an audit syscall rule made fit for the host's tables.
+
+    A rule the host cannot load becomes an ``absent`` item, so a copy an earlier run wrote goes away."""
+    line = item["line"]
+    adapted = adapt_audit_rule(line, tables)
+    if adapted == line:
+        return item, ""
+    exact = r"^\s*%s\s*$" % re.escape(line)
+    if adapted is None:
+        arch = re.search(r"arch=(\S+)", line).group(1)
+        why = ("%s: no %s syscall table on this host" % (arch, "32-bit" if arch == "b32" else arch) if arch not in tables
+               else "%s: none of its syscalls exist on this host" % arch)
+        return {"path": item["path"], "absent": exact, "adapted": True}, "rule left out (%s)" % why
+    dropped = sorted(set(re.search(r"-S\s+(\S+)", line).group(1).split(",")) - set(adapted.split(" -S ")[1].split()[0].split(",")))
+    return dict(item, line=adapted, match=exact), "without %s (not on this host's table)" % ", ".join(dropped)
+
+
+# The registry of file items: kind -> (check(edit, item) -> (compliant, observed), fix(edit, item) edits the lines).
+FILE_ITEMS = {
+    "key": (FileEdit.check_key, FileEdit.fix_key),
+    "line": (FileEdit.check_line, FileEdit.fix_line),
+    "absent": (FileEdit.check_absent, FileEdit.fix_absent),
+    "grub_arg": (FileEdit.check_grub_arg, FileEdit.fix_grub_arg),
+}
 
 
 def _modules_loaded(path="/proc/modules"):
@@ -183,7 +344,8 @@ def expand(controls, paths):
 
 
 def apply(controls, files=None, modprobe_file="/etc/modprobe.d/cis-hardening.conf", modprobe_unload=True,
-          audit_only=False, check_mode=False, proc_modules="/proc/modules", per_path_values=None):
+          audit_only=False, check_mode=False, proc_modules="/proc/modules", per_path_values=None,
+          proc_cmdline="/proc/cmdline", audit_tables=None):
     """Evaluates and enforces a table of line controls. Returns (results, changed, diffs)."""
     if isinstance(files, list):
         files = {f["path"]: f for f in files}
@@ -203,6 +365,12 @@ def apply(controls, files=None, modprobe_file="/etc/modprobe.d/cis-hardening.con
         entries = []
         for item in control["lines"]:
             kind = item_kind(item)
+            adapted_note = ""
+            if kind == "line" and is_audit_syscall_rule(item["line"]):
+                if audit_tables is None:
+                    audit_tables = host_syscall_tables()
+                item, adapted_note = adapt_audit_item(item, audit_tables)
+                kind = item_kind(item)
             if kind == "kmod":
                 entries.append((item, kind, None, None, None))
                 continue
@@ -216,10 +384,12 @@ def apply(controls, files=None, modprobe_file="/etc/modprobe.d/cis-hardening.con
                 continue
             paths = sorted(glob.glob(item["path"])) if kind == "absent" and glob.has_magic(item["path"]) else [item["path"]]
             for path in paths:
-                if kind == "absent" and not os.path.exists(path):
+                if kind == "absent" and not os.path.exists(path) and not item.get("adapted"):
                     continue
                 edit = edit_for(path)
-                ok, observed = getattr(edit, "check_" + kind)(item)
+                ok, observed = FILE_ITEMS[kind][0](edit, item)
+                if adapted_note:
+                    observed = "; ".join(o for o in (observed, adapted_note) if o)
                 entries.append((item, kind, edit, ok, observed))
         plan.append((control, entries))
 
@@ -250,7 +420,7 @@ def apply(controls, files=None, modprobe_file="/etc/modprobe.d/cis-hardening.con
                 edit.fix_line({"line": "install %s /bin/false" % name, "match": r"^\s*install\s+%s\s" % re.escape(name)})
                 edit.fix_line({"line": "blacklist %s" % name})
             else:
-                getattr(edit, "fix_" + kind)(item)
+                FILE_ITEMS[kind][1](edit, item)
 
     # Write, validate, roll back on failure.
     failed_files = {}
@@ -311,6 +481,7 @@ def apply(controls, files=None, modprobe_file="/etc/modprobe.d/cis-hardening.con
     loaded_now = _modules_loaded(proc_modules)
 
     results = []
+    cmdline = None
     for control, entries in plan:
         statuses, evidence = [], []
         may_change = enforce(control, audit_only, check_mode)
@@ -347,9 +518,18 @@ def apply(controls, files=None, modprobe_file="/etc/modprobe.d/cis-hardening.con
                     status = "pending_reboot"
                     note = "still loaded: %s" % ("the kernel belongs to the machine running this container"
                                                  if not modprobe_unload else "modprobe -r refused")
-                if kind == "grub_arg":
-                    status = "pending_reboot"
-                    note = "takes effect at the next boot"
+            if status != "failed" and item.get("live_command"):
+                problem = live_command_problem(item)
+                if problem:
+                    status, note = "pending_reboot", problem
+            if status != "failed" and (kind == "grub_arg" or (kind == "absent" and edit.has_grub_cmdline())):
+                if cmdline is None:
+                    cmdline = live_kernel_args(proc_cmdline)
+                problem = live_kernel_problem(item, kind, cmdline)
+                if status == "fixed" and cmdline is None:
+                    status, note = "pending_reboot", "takes effect at the next boot"
+                elif problem:
+                    status, note = "pending_reboot", problem + ", takes effect at the next boot"
             statuses.append(status)
             text = observed or ""
             if kind in ("key", "line", "grub_arg"):

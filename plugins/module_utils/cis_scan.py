@@ -10,8 +10,11 @@ A control holds ``check`` and its parameters:
   directories), ``unowned``, ``suid_sgid`` (listed for review): all three share
   ONE walk of the local filesystems, pruning ``prune`` paths and every mount of
   a pseudo or remote filesystem;
-- ``mount`` with ``path``, ``options`` and ``separate`` (fixes: remounts with the
-  options and adds them to the path's /etc/fstab entry);
+- ``mount`` with ``path``, ``options`` and ``separate``: the options live and in the
+  path's /etc/fstab entry (fixes: remounts, and adds them to the entry, or adds an
+  entry for a tmpfs; a mount fixed live only is ``failed``: lost at reboot);
+- ``aide_scheduled``: an enabled AIDE timer or a cron line running ``aide --check``
+  (fixes: enables the packaged timer, else writes /etc/cron.d/cis-aide);
 - ``accounts`` with ``test`` (see ACCOUNT_TESTS);
 - ``regex_absent`` / ``regex_present`` with ``paths`` (globs) and ``pattern``;
 - ``command`` with ``argv`` and ``expect`` (a regex the output must match) or
@@ -248,6 +251,122 @@ def _fstab_add_options(point, options, fstab="/etc/fstab"):
     return changed
 
 
+def fstab_options(point, fstab="/etc/fstab"):
+    """The options of the active /etc/fstab entry for a mount point, or None when it has none."""
+    for line in (read_text(fstab) or "").splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and not line.lstrip().startswith("#") and fields[1] == point:
+            return set(fields[3].split(","))
+    return None
+
+
+KEPT_FLAGS = ("nodev", "nosuid", "noexec", "ro")
+
+
+def persist_mount_options(point, fstype, options, fstab="/etc/fstab", live=()):
+    """Puts the options in /etc/fstab: the entry of the point, or a new entry for a tmpfs (tmp.mount, /dev/shm).
+
+    Returns what was done, or None when the options cannot be persisted (no entry, not a tmpfs)."""
+    if fstab_options(point, fstab) is not None:
+        return "fstab updated" if _fstab_add_options(point, options, fstab) else "fstab already has them"
+    if fstype != "tmpfs":
+        return None
+    text = read_text(fstab) or ""
+    # The new entry keeps the flags the mount has live, or the next control of the same mount finds them missing.
+    flags = [o for o in KEPT_FLAGS if o in live and o not in options] + list(options)
+    entry = "\t".join(("tmpfs", point, "tmpfs", ",".join(["defaults"] + flags), "0", "0"))
+    write_text(fstab, text + ("" if not text or text.endswith("\n") else "\n") + entry + "\n", 0o644)
+    return "fstab entry added (a tmpfs entry in /etc/fstab takes over from tmp.mount)"
+
+
+def check_mount(control, mount_table, may_change, mountinfo, fstab):
+    """(status, evidence, changed) of a mount control: live options, and the fstab entry that keeps them."""
+    point = control["path"]
+    entry = [m for m in mount_table if m[0] == point]
+    if control.get("separate"):
+        return ("pass" if entry else "failed",
+                "%s is %s" % (point, "a separate %s mount" % entry[-1][1] if entry else "not a separate mount"), False)
+    if not entry:
+        return "not_applicable", "%s is not a separate mount" % point, False
+    wanted = control["options"]
+    missing = [o for o in wanted if o not in entry[-1][2]]
+    stored = fstab_options(point, fstab)
+    unpersisted = [o for o in wanted if stored is not None and o not in stored]
+    seen = "%s mounted with %s; missing %s" % (point, ",".join(sorted(entry[-1][2] & set(wanted))) or "none",
+                                               ",".join(missing) or "nothing")
+    if unpersisted:
+        seen += "; %s not in /etc/fstab" % ",".join(unpersisted)
+    if not missing and not unpersisted:
+        return "pass", seen, False
+    if not may_change:
+        return "failed", seen, False
+    persisted = persist_mount_options(point, entry[-1][1], wanted, fstab, entry[-1][2])
+    notes = []
+    if missing:
+        rc, _out, err = run(["mount", "-o", "remount," + ",".join(wanted), point])
+        notes.append("remount %s" % ("ok" if rc == 0 else "failed: " + err.strip()[:150]))
+    now = [m for m in mounts(mountinfo) if m[0] == point]
+    still = [o for o in wanted if not now or o not in now[-1][2]]
+    if persisted:
+        notes.append(persisted)
+    if still:
+        return "failed", "%s; %s" % (seen, "; ".join(notes)), True
+    if not persisted:
+        notes.append("remounted live only: no /etc/fstab entry for %s, lost at reboot" % point)
+        return "failed", "%s; %s" % (seen, "; ".join(notes)), True
+    return "fixed", "%s; %s" % (seen, "; ".join(notes)), True
+
+
+AIDE_TIMERS = ("dailyaidecheck.timer", "aidecheck.timer")
+AIDE_CRON_PATHS = ("/etc/crontab", "/etc/cron.d/*", "/var/spool/cron/crontabs/root", "/var/spool/cron/root")
+_AIDE_CHECK = re.compile(r"(^|[\s/])aide(\.wrapper)?\s.*(--check|\s-C\b)")
+
+
+def aide_schedules(timers, cron_paths):
+    """Where an AIDE check is scheduled: enabled timers and active cron lines that run ``aide --check``."""
+    found = []
+    for timer in timers:
+        _rc, out, _err = run(["systemctl", "is-enabled", timer])
+        if out.strip() == "enabled":
+            found.append("%s enabled" % timer)
+    for spec in cron_paths:
+        for path in sorted(glob.glob(spec)):
+            for line in (read_text(path) or "").splitlines():
+                line = line.strip()
+                if line and not line.startswith("#") and not re.match(r"^\w+\s*=", line) and _AIDE_CHECK.search(line):
+                    found.append("%s: %s" % (path, line))
+    return found
+
+
+def check_aide_scheduled(control, may_change):
+    """(status, evidence, changed): a timer or cron entry runs ``aide --check``; fixed by enabling the packaged
+    timer, else by a cron.d entry."""
+    timers = control.get("timers") or AIDE_TIMERS
+    cron_paths = control.get("cron_paths") or AIDE_CRON_PATHS
+    found = aide_schedules(timers, cron_paths)
+    if found:
+        return "pass", "scheduled: %s" % sample(found, 5), False
+    aide = control.get("aide") or next((p for p in ("/usr/bin/aide", "/usr/sbin/aide") if os.path.exists(p)), None)
+    if not may_change:
+        return "failed", "no enabled timer (%s) and no cron entry running aide --check" % ", ".join(timers), False
+    if not aide or not os.path.exists(aide):
+        return "failed", "aide is not installed: nothing to schedule", False
+    installed = []
+    for timer in timers:
+        _rc, out, _err = run(["systemctl", "is-enabled", timer])
+        if out.strip() and out.strip() not in ("not-found", "masked"):
+            installed.append(timer)
+    if installed:
+        rc, out, err = run(["systemctl", "enable", "--now", installed[0]])
+        done = "systemctl enable --now %s%s" % (installed[0], "" if rc == 0 else " failed: " + (err or out).strip()[:150])
+    else:
+        cron_file = control.get("cron_file") or "/etc/cron.d/cis-aide"
+        write_text(cron_file, "0 5 * * * root %s --check\n" % aide, 0o644)
+        done = "wrote %s" % cron_file
+    found = aide_schedules(timers, cron_paths)
+    return ("fixed" if found else "failed"), "%s; scheduled: %s" % (done, sample(found, 5) or "nothing"), True
+
+
 def _listeners(port):
     found = []
     for path, v6 in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
@@ -266,103 +385,127 @@ def _listeners(port):
     return found
 
 
-def apply(controls, prune=DEFAULT_PRUNE, audit_only=False, check_mode=False, mountinfo="/proc/self/mountinfo"):
+class Context:
+    """What the checks of one run share: the walk's findings, the mount table, the paths to read."""
+
+    def __init__(self, findings=None, scan=None, mount_table=(), mountinfo="/proc/self/mountinfo", fstab="/etc/fstab"):
+        self.findings = findings or {}
+        self.scan = scan or {"entries": 0}
+        self.mount_table = list(mount_table)
+        self.mountinfo = mountinfo
+        self.fstab = fstab
+
+
+# Each check takes (control, may_change, context) and returns (status, evidence, changed).
+def check_world_writable(_control, may_change, ctx):
+    files, dirs = ctx.findings["world_writable_files"], ctx.findings["world_writable_dirs"]
+    if not files and not dirs:
+        return "pass", ("no world-writable files, no world-writable directories without the sticky bit "
+                        "(%d entries scanned)" % ctx.scan["entries"]), False
+    if not may_change:
+        return "failed", "world-writable: %s" % sample(files + dirs), False
+    for path in files:
+        os.chmod(path, stat.S_IMODE(os.lstat(path).st_mode) & ~stat.S_IWOTH)
+    for path in dirs:
+        os.chmod(path, stat.S_IMODE(os.lstat(path).st_mode) | stat.S_ISVTX)
+    return "fixed", "removed o+w from %s; set the sticky bit on %s" % (
+        sample(files) or "no file", sample(dirs) or "no directory"), True
+
+
+def check_unowned(_control, _may_change, ctx):
+    bad = ctx.findings["unowned"]
+    return ("failed" if bad else "pass",
+            "unowned or ungrouped: %s" % (sample(bad) or "none (%d entries scanned)" % ctx.scan["entries"]), False)
+
+
+def check_suid_sgid(_control, _may_change, ctx):
+    found = ctx.findings["suid_sgid"]
+    return "pass", "%d SUID/SGID files for review: %s" % (len(found), sample(found)), False
+
+
+def check_mount_row(control, may_change, ctx):
+    return check_mount(control, ctx.mount_table, may_change, ctx.mountinfo, ctx.fstab)
+
+
+def check_aide_row(control, may_change, _ctx):
+    return check_aide_scheduled(control, may_change)
+
+
+def check_accounts(control, _may_change, _ctx):
+    ok, text = account_test(control["test"])
+    return ("pass" if ok else "failed"), text, False
+
+
+def regex_hits(pattern, paths):
+    """Active lines matching the regex in the files the globs name: ["path: line", ...]."""
+    pattern = re.compile(pattern, re.M)
+    hits = []
+    for spec in paths:
+        for path in sorted(glob.glob(spec)):
+            for line in (read_text(path) or "").splitlines():
+                if line.strip() and not line.lstrip().startswith("#") and pattern.search(line):
+                    hits.append("%s: %s" % (path, line.strip()))
+    return hits
+
+
+def check_regex(control, _may_change, _ctx):
+    hits = regex_hits(control["pattern"], control["paths"])
+    ok = not hits if control["check"] == "regex_absent" else bool(hits)
+    return ("pass" if ok else "failed",
+            sample(hits, 5) if hits else "no line matches /%s/ in %s" % (control["pattern"], ", ".join(control["paths"])),
+            False)
+
+
+def check_command(control, _may_change, _ctx):
+    rc, out, err = run(control["argv"])
+    text = (out + err).strip()
+    if "expect" in control:
+        ok = re.search(control["expect"], text, re.M) is not None
+    else:
+        ok = rc != 127 and re.search(control["expect_absent"], text, re.M) is None
+    return ("pass" if ok else "failed"), "%s: %s" % (" ".join(control["argv"]), text[:300] or "rc %d, no output" % rc), False
+
+
+def check_local_only(control, _may_change, _ctx):
+    found = _listeners(int(control["port"]))
+    bad = [a for a, loopback in found if not loopback]
+    return ("failed" if bad else "pass",
+            "tcp/%s listeners: %s" % (control["port"], "%d, %d not on loopback" % (len(found), len(bad)) if found else "none"),
+            False)
+
+
+CHECKS = {
+    "world_writable": check_world_writable,
+    "unowned": check_unowned,
+    "suid_sgid": check_suid_sgid,
+    "mount": check_mount_row,
+    "aide_scheduled": check_aide_row,
+    "accounts": check_accounts,
+    "regex_absent": check_regex,
+    "regex_present": check_regex,
+    "command": check_command,
+    "local_only": check_local_only,
+}
+
+
+def apply(controls, prune=DEFAULT_PRUNE, audit_only=False, check_mode=False, mountinfo="/proc/self/mountinfo",
+          fstab="/etc/fstab"):
     """Evaluates a table of read-mostly checks. Returns (results, changed, scan)."""
-    checks = WALK_CHECKS + ("mount", "accounts", "regex_absent", "regex_present", "command", "local_only")
     for control in controls:
-        if control.get("check") not in checks:
-            raise CisError("control %s: unknown check %r" % (control.get("id"), control.get("check")))
+        if control.get("check") not in CHECKS:
+            raise CisError("control %s: unknown check %r (known: %s)"
+                           % (control.get("id"), control.get("check"), ", ".join(sorted(CHECKS))))
     mount_table = mounts(mountinfo)
     scan = None
     findings = {}
     if any(c["check"] in WALK_CHECKS for c in controls):
         findings, scan = walk(prune, mount_table)
         scan["suid_sgid"] = findings["suid_sgid"]
+    ctx = Context(findings, scan, mount_table, mountinfo, fstab)
     changed = False
     results = []
     for control in controls:
-        check = control["check"]
-        may_change = enforce(control, audit_only, check_mode)
-        statuses, evidence = [], []
-        if check == "world_writable":
-            bad = findings["world_writable_files"] + findings["world_writable_dirs"]
-            if not bad:
-                statuses.append("pass")
-                evidence.append("no world-writable files, no world-writable directories without the sticky bit "
-                                "(%d entries scanned)" % scan["entries"])
-            elif may_change:
-                for path in findings["world_writable_files"]:
-                    os.chmod(path, stat.S_IMODE(os.lstat(path).st_mode) & ~stat.S_IWOTH)
-                for path in findings["world_writable_dirs"]:
-                    os.chmod(path, stat.S_IMODE(os.lstat(path).st_mode) | stat.S_ISVTX)
-                changed = True
-                statuses.append("fixed")
-                evidence.append("removed o+w from %s; set the sticky bit on %s" % (
-                    sample(findings["world_writable_files"]) or "no file", sample(findings["world_writable_dirs"]) or "no directory"))
-            else:
-                statuses.append("failed")
-                evidence.append("world-writable: %s" % sample(bad))
-        elif check == "unowned":
-            bad = findings["unowned"]
-            statuses.append("failed" if bad else "pass")
-            evidence.append("unowned or ungrouped: %s" % (sample(bad) or "none (%d entries scanned)" % scan["entries"]))
-        elif check == "suid_sgid":
-            statuses.append("pass")
-            evidence.append("%d SUID/SGID files for review: %s" % (len(findings["suid_sgid"]), sample(findings["suid_sgid"])))
-        elif check == "mount":
-            point = control["path"]
-            entry = [m for m in mount_table if m[0] == point]
-            if control.get("separate"):
-                statuses.append("pass" if entry else "failed")
-                evidence.append("%s is %s" % (point, "a separate %s mount" % entry[-1][1] if entry else "not a separate mount"))
-            elif not entry:
-                statuses.append("not_applicable")
-                evidence.append("%s is not a separate mount" % point)
-            else:
-                missing = [o for o in control["options"] if o not in entry[-1][2]]
-                if not missing:
-                    statuses.append("pass")
-                elif may_change:
-                    in_fstab = _fstab_add_options(point, control["options"])
-                    rc, _out, err = run(["mount", "-o", "remount," + ",".join(control["options"]), point])
-                    changed = True
-                    now = [m for m in mounts(mountinfo) if m[0] == point]
-                    still = [o for o in control["options"] if not now or o not in now[-1][2]]
-                    statuses.append("failed" if still else "fixed")
-                    evidence.append("remount %s%s" % ("ok" if rc == 0 else "failed: " + err.strip()[:150],
-                                                      "; fstab updated" if in_fstab else ""))
-                else:
-                    statuses.append("failed")
-                evidence.append("%s mounted with %s; missing %s" % (point, ",".join(sorted(entry[-1][2] & set(control["options"]))) or "none",
-                                                                    ",".join(missing) or "nothing"))
-        elif check == "accounts":
-            ok, text = account_test(control["test"])
-            statuses.append("pass" if ok else "failed")
-            evidence.append(text)
-        elif check in ("regex_absent", "regex_present"):
-            pattern = re.compile(control["pattern"], re.M)
-            hits = []
-            for spec in control["paths"]:
-                for path in sorted(glob.glob(spec)):
-                    for line in (read_text(path) or "").splitlines():
-                        if line.strip() and not line.lstrip().startswith("#") and pattern.search(line):
-                            hits.append("%s: %s" % (path, line.strip()))
-            ok = not hits if check == "regex_absent" else bool(hits)
-            statuses.append("pass" if ok else "failed")
-            evidence.append(sample(hits, 5) if hits else "no line matches /%s/ in %s" % (control["pattern"], ", ".join(control["paths"])))
-        elif check == "command":
-            rc, out, err = run(control["argv"])
-            text = (out + err).strip()
-            if "expect" in control:
-                ok = re.search(control["expect"], text, re.M) is not None
-            else:
-                ok = rc != 127 and re.search(control["expect_absent"], text, re.M) is None
-            statuses.append("pass" if ok else "failed")
-            evidence.append("%s: %s" % (" ".join(control["argv"]), text[:300] or "rc %d, no output" % rc))
-        elif check == "local_only":
-            found = _listeners(int(control["port"]))
-            bad = [a for a, loopback in found if not loopback]
-            statuses.append("failed" if bad else "pass")
-            evidence.append("tcp/%s listeners: %s" % (control["port"], "%d, %d not on loopback" % (len(found), len(bad)) if found else "none"))
-        results.append(finish(control, statuses, evidence))
+        status, text, did_change = CHECKS[control["check"]](control, enforce(control, audit_only, check_mode), ctx)
+        changed = changed or did_change
+        results.append(finish(control, [status], [text]))
     return results, changed, scan

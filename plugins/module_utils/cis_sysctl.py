@@ -88,6 +88,30 @@ def upsert(text, settings):
     return "\n".join(out) + "\n"
 
 
+def write_live(key, value, live_all, proc_root="/proc/sys"):
+    """Applies one key live through /proc/sys. Returns (live value after, written, note)."""
+    if not (live_all or key.startswith(NAMESPACED)):
+        return (read_live(key, proc_root), False,
+                " (not applied live: kernel.*, vm.* and fs.* belong to the machine running this container)")
+    try:
+        with open(proc_path(key, proc_root), "w") as handle:
+            handle.write(value)
+    except OSError as exc:
+        return read_live(key, proc_root), False, " (live write refused: %s)" % exc.strerror
+    return read_live(key, proc_root), True, ""
+
+
+def key_status(value, live, stored, compliant_before, may_change):
+    """The status of one key: live and persisted values against the wanted one."""
+    if compliant_before:
+        return "pass"
+    if live == value and stored == value:
+        return "fixed"
+    if stored == value and may_change:
+        return "pending_reboot"
+    return "failed"
+
+
 def apply(controls, persist_file, live_all=True, audit_only=False, check_mode=False,
           proc_root="/proc/sys", dirs=SYSCTL_DIRS, legacy="/etc/sysctl.conf"):
     """Evaluates and enforces a table of sysctl controls.
@@ -145,25 +169,10 @@ def apply(controls, persist_file, live_all=True, audit_only=False, check_mode=Fa
             compliant_before = live == value and initial.get(key, (None,))[0] == value
             note = ""
             if may_change and live != value:
-                if live_all or key.startswith(NAMESPACED):
-                    try:
-                        with open(proc_path(key, proc_root), "w") as handle:
-                            handle.write(value)
-                        changed = True
-                    except OSError as exc:
-                        note = " (live write refused: %s)" % exc.strerror
-                    live = read_live(key, proc_root)
-                else:
-                    note = " (not applied live: kernel.*, vm.* and fs.* belong to the machine running this container)"
+                live, wrote, note = write_live(key, value, live_all, proc_root)
+                changed = changed or wrote
             stored, source = current.get(key, (None, None))
-            if compliant_before:
-                statuses.append("pass")
-            elif live == value and stored == value:
-                statuses.append("fixed")
-            elif stored == value and may_change:
-                statuses.append("pending_reboot")
-            else:
-                statuses.append("failed")
+            statuses.append(key_status(value, live, stored, compliant_before, may_change))
             where = "persisted %s in %s" % (stored, source) if stored is not None else "not persisted"
             evidence.append("%s: want %s, live %s%s, %s" % (key, value, live, note, where))
         results.append(finish(control, statuses, evidence))

@@ -10,6 +10,8 @@ module: cis_files
 short_description: File modes, owners, contents and absence for a table of CIS controls
 version_added: 0.1.0
 description:
+  - Internal to the C(guardrail.ecs.cis_hardening) role, which calls it with tables built from its
+    catalogue; not a public interface, its options may change in any release.
   - Takes a whole table of controls, each with the files it governs, and returns one result per control.
   - C(mode) is the most permissive mode allowed; extra permission bits are removed and stricter modes pass,
     as the benchmark asks ("or more restrictive").

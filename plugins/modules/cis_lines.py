@@ -10,11 +10,18 @@ module: cis_lines
 short_description: Configuration lines for a table of CIS controls, across many files at once
 version_added: 0.1.0
 description:
+  - Internal to the C(guardrail.ecs.cis_hardening) role, which calls it with tables built from its
+    catalogue; not a public interface, its options may change in any release.
   - Takes a whole table of controls, each with the configuration lines it requires (sshd drop-in, login.defs,
     PAM, journald, auditd.conf, audit rules, modprobe.d, limits, sudoers and the like), edits every file once,
     and returns one result per control.
   - A file with a C(validate) command is checked after writing and restored when the check fails, so a
     broken sshd or sudoers file never stays in place. C(on_change) commands (reloads) run once per changed file.
+  - Audit rules with C(-F arch=) and C(-S) are fitted to the host's syscall tables (C(ausyscall <arch> --dump)),
+    so there is no C(arch=b32) rule on aarch64 and no syscall the table lacks (C(open), C(creat), C(chmod), C(chown),
+    C(rename), C(unlink) on aarch64); a rule left with no syscall is left out and removed if an earlier run wrote it.
+  - Kernel arguments in C(/etc/default/grub) are edited token by token and compared with C(/proc/cmdline);
+    a control whose arguments are not live yet is C(pending_reboot).
 author:
   - guardrail.ecs maintainers (@guardrail-ecs)
 options:

@@ -11,6 +11,8 @@ module: cis_plan
 short_description: Pick the CIS controls of a run from a catalogue
 version_added: 0.1.0
 description:
+  - Internal to the C(guardrail.ecs.cis_hardening) role, which calls it with tables built from its
+    catalogue; not a public interface, its options may change in any release.
   - Runs on the controller only (no remote execution). Splits a control catalogue into one table per module
     kind (C(sysctl), C(lines), C(files), C(services), C(scan), C(pam)) for the benchmark and level.
   - A variable C(cis_hardening_rule_<id with underscores>) set to false turns a control off; it is then

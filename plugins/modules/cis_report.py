@@ -11,6 +11,8 @@ module: cis_report
 short_description: Write a host's CIS compliance report and the fleet page
 version_added: 0.1.0
 description:
+  - Internal to the C(guardrail.ecs.cis_hardening) role, which calls it with tables built from its
+    catalogue; not a public interface, its options may change in any release.
   - Runs on the controller. Merges the selected controls with the results of the CIS modules and writes
     C(<report_dir>/<host>.json) and a self-contained C(<report_dir>/<host>.html) (inline CSS and SVG, no
     external assets), then C(<report_dir>/index.html) linking every host report found in the directory.

@@ -10,14 +10,19 @@ module: cis_scan
 short_description: Read-mostly CIS checks in one pass, including the single filesystem walk
 version_added: 0.1.0
 description:
+  - Internal to the C(guardrail.ecs.cis_hardening) role, which calls it with tables built from its
+    catalogue; not a public interface, its options may change in any release.
   - Takes a whole table of controls whose evaluation reads the system and returns one result per control.
   - The world-writable, unowned and SUID/SGID controls share ONE walk of the local filesystems, which prunes
     O(prune) (container storage, C(/proc), C(/sys), C(/dev), C(/run)) and every mount of a pseudo or remote
     filesystem. It never descends into image layers.
   - "Checks: C(world_writable) (fixes: removes o+w from files, sets the sticky bit on directories), C(unowned),
-    C(suid_sgid) (listed for review), C(mount) (C(path), C(options), C(separate); fixes: remount and the path's
-    fstab entry), C(accounts) (C(test), one of the account database tests), C(regex_absent) and C(regex_present)
-    (C(paths), C(pattern)), C(command) (C(argv), C(expect) or C(expect_absent)) and C(local_only) (C(port))."
+    C(suid_sgid) (listed for review), C(mount) (C(path), C(options), C(separate); the options must be live and in the
+    path's fstab entry; fixes: remount and the fstab entry, a new entry for a tmpfs such as C(/tmp) of tmp.mount; a
+    mount fixed live that cannot be persisted stays C(failed)), C(aide_scheduled) (an enabled AIDE timer or a cron
+    entry running C(aide --check); fixes: enables the packaged timer, else writes C(/etc/cron.d/cis-aide)),
+    C(accounts) (C(test), one of the account database tests), C(regex_absent) and C(regex_present) (C(paths),
+    C(pattern)), C(command) (C(argv), C(expect) or C(expect_absent)) and C(local_only) (C(port))."
 author:
   - guardrail.ecs maintainers (@guardrail-ecs)
 options:

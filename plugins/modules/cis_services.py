@@ -10,6 +10,8 @@ module: cis_services
 short_description: Packages and systemd units for a table of CIS controls
 version_added: 0.1.0
 description:
+  - Internal to the C(guardrail.ecs.cis_hardening) role, which calls it with tables built from its
+    catalogue; not a public interface, its options may change in any release.
   - Takes a whole table of controls and returns one result per control. The table is queried with one package
     query and one C(systemctl show), and changed with one command per kind of change, so a long table costs
     a handful of commands.

@@ -10,6 +10,8 @@ module: cis_sysctl
 short_description: Kernel parameters for a table of CIS controls, key by key
 version_added: 0.1.0
 description:
+  - Internal to the C(guardrail.ecs.cis_hardening) role, which calls it with tables built from its
+    catalogue; not a public interface, its options may change in any release.
   - Takes a whole table of controls, each with the kernel parameters it requires, and returns one result per control.
   - Values are persisted in one drop-in file (O(persist_file)) and applied live one key at a time through C(/proc/sys).
     It never runs C(sysctl --system), which would re-apply every file and reset what Docker and ecs-init set at run time.

@@ -67,7 +67,7 @@ AUDIT_RULE = re.compile(r"^(-w /\S+ -p [rwxa]+ -k \S+|-a always,exit( -F \S+| -S
 # Everything the table tests need, read on the host in ONE command: each testinfra call
 # is a separate ansible run through the podman connection, a few seconds each.
 PROBE = r"""
-import json, os, grp, pwd, subprocess, sys
+import glob, json, os, grp, pwd, subprocess, sys
 def run(*argv):
     p = subprocess.run(argv, capture_output=True, text=True)
     return {"rc": p.returncode, "out": p.stdout, "err": p.stderr}
@@ -91,6 +91,12 @@ print(json.dumps({
     "modprobe": {m: run("modprobe", "-n", "-v", m) for m in q["modules"]},
     "enabled": {u: run("systemctl", "is-enabled", u)["out"].strip() for u in q["units"]},
     "augenrules": run("augenrules", "--check"),
+    "machine": os.uname().machine,
+    "syscalls": {a: run("ausyscall", a, "--dump")["out"] for a in ("x86_64", "i386", "aarch64")},
+    "cron": [run("systemctl", "is-enabled", "cron.service")["out"].strip(),
+             run("systemctl", "is-active", "cron.service")["out"].strip()],
+    "aide_timers": {t: run("systemctl", "is-enabled", t)["out"].strip() for t in ("dailyaidecheck.timer", "aidecheck.timer")},
+    "crontabs": {p: text(p) for p in ["/etc/crontab"] + sorted(glob.glob("/etc/cron.d/*"))},
     "nfs": run("dpkg-query", "-W", "-f", "${db:Status-Status}", "nfs-common"),
     "credentials": run("/usr/local/bin/lab-task-probe", "http://169.254.170.2/v2/credentials"),
     "imds": run("/usr/local/bin/lab-task-probe", "http://169.254.169.254/latest/meta-data/"),
@@ -182,6 +188,52 @@ def test_audit_rules_syntax_and_generated(state):
     # network namespace, which a container lacks: the report's evidence says so instead.
     assert "No change" in state["augenrules"]["out"] + state["augenrules"]["err"]
     assert state["text"]["/etc/audit/rules.d/99-cis-finalize.rules"].strip() == "-e 2"
+
+
+def _table(dump):
+    return {parts[1] for parts in (line.split() for line in dump.splitlines()) if len(parts) == 2 and parts[0].isdigit()}
+
+
+def test_audit_rules_fit_the_host_syscall_tables(state):
+    # From the benchmark's audit: every rule must load; auditctl refuses a syscall the arch's table lacks.
+    tables = {"b64": _table(state["syscalls"]["x86_64" if state["machine"] == "x86_64" else "aarch64"])}
+    if state["machine"] == "x86_64":
+        tables["b32"] = _table(state["syscalls"]["i386"])
+    assert tables["b64"], "ausyscall gave no table"
+    rules = state["text"]["/etc/audit/rules.d/50-cis-hardening.rules"].splitlines()
+    unknown = []
+    for rule in rules:
+        arch = re.search(r"-F arch=(\S+)", rule)
+        if not arch:
+            continue
+        assert arch.group(1) in tables, rule
+        for name in re.search(r"-S (\S+)", rule).group(1).split(","):
+            if name not in tables[arch.group(1)]:
+                unknown.append((arch.group(1), name))
+    assert not unknown
+
+
+def _aide_scheduled(state):
+    if "enabled" in state["aide_timers"].values():
+        return True
+    return any(re.search(r"^[^#]*\baide(\.wrapper)?\s.*--check", text or "", re.M) for text in state["crontabs"].values())
+
+
+def test_cron_installed_enabled_running(state):
+    assert state["cron"] == ["enabled", "active"]
+
+
+def test_report_agrees_with_independent_checks(state):
+    statuses = {c["id"]: c["status"] for c in _report()["controls"]}
+    independent = {
+        "4.1.1": state["cron"] == ["enabled", "active"],
+        "1.3.2": _aide_scheduled(state),
+    }
+    for control, compliant in independent.items():
+        if compliant:
+            assert statuses[control] in ("pass", "fixed"), control
+        else:
+            assert statuses[control] in ("failed", "pending_reboot"), control
 
 
 def test_task_credentials_still_reachable(state):

@@ -96,3 +96,191 @@ def test_check_mode_and_bad_items(tmp_path):
         cis_lines.apply([{"id": "x", "lines": [{"path": str(conf)}]}])
     with pytest.raises(CisError):
         cis_lines.apply([{"id": "x", "lines": []}])
+
+
+GRUB = ('GRUB_DEFAULT=0\n'
+        'GRUB_CMDLINE_LINUX_DEFAULT="quiet apparmor=0"\n'
+        'GRUB_CMDLINE_LINUX="console=ttyS0,115200n8 selinux=0 nvme_core.io_timeout=4294967295 net.ifnames=0"\n')
+
+
+def test_absent_kernel_argument_removes_the_token_not_the_command_line(tmp_path):
+    grub = tmp_path / "grub"
+    grub.write_text(GRUB)
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_text("BOOT_IMAGE=/vmlinuz console=ttyS0,115200n8 selinux=0 net.ifnames=0\n")
+    controls = [
+        {"id": "1.6.1.2", "lines": [{"path": str(grub), "absent": "(selinux|enforcing|apparmor)=0"}]},
+        {"id": "5.2.1.2", "lines": [{"path": str(grub), "grub_arg": "audit=1"}]},
+        {"id": "5.2.1.3", "lines": [{"path": str(grub), "grub_arg": "audit_backlog_limit=8192"}]},
+    ]
+    results, changed, _diffs = cis_lines.apply(controls, proc_cmdline=str(cmdline))
+    assert changed
+    assert grub.read_text() == (
+        'GRUB_DEFAULT=0\n'
+        'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n'
+        'GRUB_CMDLINE_LINUX="console=ttyS0,115200n8 nvme_core.io_timeout=4294967295 net.ifnames=0 audit=1 '
+        'audit_backlog_limit=8192"\n')
+    # The running kernel still has selinux=0 and lacks the audit arguments until the next boot.
+    assert status(results) == {"1.6.1.2": "pending_reboot", "5.2.1.2": "pending_reboot", "5.2.1.3": "pending_reboot"}
+    results, changed, _diffs = cis_lines.apply(controls, proc_cmdline=str(cmdline))
+    assert not changed
+    assert status(results) == {"1.6.1.2": "pending_reboot", "5.2.1.2": "pending_reboot", "5.2.1.3": "pending_reboot"}
+    assert "selinux=0" in {r["id"]: r for r in results}["1.6.1.2"]["evidence"]
+    cmdline.write_text("BOOT_IMAGE=/vmlinuz console=ttyS0,115200n8 net.ifnames=0 audit=1 audit_backlog_limit=8192\n")
+    results, changed, _diffs = cis_lines.apply(controls, proc_cmdline=str(cmdline))
+    assert not changed and set(status(results).values()) == {"pass"}
+
+
+def test_kernel_argument_with_an_unquoted_or_missing_command_line(tmp_path):
+    grub = tmp_path / "grub"
+    grub.write_text("GRUB_CMDLINE_LINUX=quiet\n")
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_text("quiet audit=1\n")
+    controls = [{"id": "5.2.1.2", "lines": [{"path": str(grub), "grub_arg": "audit=1"}]}]
+    results, _changed, _diffs = cis_lines.apply(controls, proc_cmdline=str(cmdline))
+    assert grub.read_text() == 'GRUB_CMDLINE_LINUX="quiet audit=1"\n'
+    assert status(results) == {"5.2.1.2": "fixed"}
+
+
+# Excerpts of `ausyscall <arch> --dump`: aarch64 uses the generic table (no open, creat, chmod, chown,
+# rename, unlink: only their *at forms) and has no 32-bit table; x86_64 has both.
+AARCH64 = {"b64": {"openat", "truncate", "ftruncate", "fchmod", "fchmodat", "fchown", "fchownat", "unlinkat",
+                   "renameat", "renameat2", "mount", "execve", "settimeofday", "adjtimex", "clock_settime",
+                   "sethostname", "setdomainname", "setxattr", "lsetxattr", "fsetxattr", "removexattr",
+                   "lremovexattr", "fremovexattr", "init_module", "finit_module", "delete_module"}}
+X86_64 = {"b64": AARCH64["b64"] | {"open", "creat", "chmod", "chown", "lchown", "rename", "unlink"},
+          "b32": AARCH64["b64"] | {"open", "creat", "chmod", "chown", "lchown", "rename", "unlink", "stime",
+                                   "chown32", "fchown32"}}
+RULES = [
+    "-a always,exit -F arch={a} -S creat,open,openat,truncate,ftruncate -F exit=-EACCES -F auid>=1000 -F auid!=unset -k access",
+    "-a always,exit -F arch={a} -S chmod,fchmod,fchmodat -F auid>=1000 -F auid!=unset -k perm_mod",
+    "-a always,exit -F arch={a} -S rename,unlink,unlinkat,renameat -F auid>=1000 -F auid!=unset -k delete",
+    "-a always,exit -F arch={a} -S creat -k only_legacy",
+    "-w /etc/sudoers -p wa -k scope",
+]
+
+
+def audit_controls(path):
+    return [{"id": "5.2.3.%d" % i, "lines": [{"path": str(path), "line": rule.format(a=a)} for a in ("b64", "b32")]}
+            for i, rule in enumerate(RULES)]
+
+
+def syscalls_in(text, arch):
+    found = set()
+    for line in text.splitlines():
+        if "arch=%s " % arch in line:
+            found |= set(line.split(" -S ")[1].split()[0].split(","))
+    return found
+
+
+def test_audit_rules_follow_the_aarch64_syscall_table(tmp_path):
+    rules = tmp_path / "50-cis.rules"
+    # A rule an older run wrote that augenrules refuses on aarch64: it goes.
+    rules.write_text("-a always,exit -F arch=b32 -S creat -k only_legacy\n")
+    results, changed, _diffs = cis_lines.apply(audit_controls(rules), audit_tables=AARCH64)
+    text = rules.read_text()
+    assert changed and "arch=b32" not in text
+    assert syscalls_in(text, "b64") <= AARCH64["b64"]
+    assert "-a always,exit -F arch=b64 -S openat,truncate,ftruncate -F exit=-EACCES -F auid>=1000 -F auid!=unset -k access" in text
+    assert "-a always,exit -F arch=b64 -S unlinkat,renameat -F auid>=1000" in text
+    assert "only_legacy" not in text and "-w /etc/sudoers -p wa -k scope" in text
+    assert status(results)["5.2.3.0"] == "fixed"
+    evidence = {r["id"]: r["evidence"] for r in results}
+    assert "b32" in evidence["5.2.3.0"] and "no 32-bit" in evidence["5.2.3.0"]
+    results, changed, _diffs = cis_lines.apply(audit_controls(rules), audit_tables=AARCH64)
+    assert not changed and set(status(results).values()) == {"pass"}
+
+
+def test_audit_rules_keep_both_tables_on_x86_64(tmp_path):
+    rules = tmp_path / "50-cis.rules"
+    _results, _changed, _diffs = cis_lines.apply(audit_controls(rules), audit_tables=X86_64)
+    text = rules.read_text()
+    assert syscalls_in(text, "b64") == {"creat", "open", "openat", "truncate", "ftruncate", "chmod", "fchmod",
+                                        "fchmodat", "rename", "unlink", "unlinkat", "renameat"}
+    assert syscalls_in(text, "b32") == syscalls_in(text, "b64")
+
+
+def test_syscall_tables_from_ausyscall_dump(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run(argv, **_kwargs):
+        calls.append(argv)
+        return 0, "Using %s syscall table:\n0\tread\n56\topenat\n" % argv[1], ""
+
+    monkeypatch.setattr(cis_lines, "run", fake_run)
+    assert cis_lines.host_syscall_tables("aarch64") == {"b64": {"read", "openat"}}
+    assert cis_lines.host_syscall_tables("x86_64") == {"b64": {"read", "openat"}, "b32": {"read", "openat"}}
+    assert calls == [["ausyscall", "aarch64", "--dump"], ["ausyscall", "x86_64", "--dump"], ["ausyscall", "i386", "--dump"]]
+
+
+def test_syscall_tables_without_ausyscall_still_drop_what_aarch64_lacks(monkeypatch):
+    monkeypatch.setattr(cis_lines, "run", lambda argv, **_kw: (127, "", "ausyscall: command not found"))
+    tables = cis_lines.host_syscall_tables("aarch64")
+    assert set(tables) == {"b64"}
+    line = cis_lines.adapt_audit_rule(RULES[2].format(a="b64"), tables)
+    assert line == "-a always,exit -F arch=b64 -S unlinkat,renameat -F auid>=1000 -F auid!=unset -k delete"
+
+
+# One test per registered file item: check and fix on an in-memory edit.
+def edit_of(tmp_path, text):
+    path = tmp_path / "f"
+    path.write_text(text)
+    return cis_lines.FileEdit(str(path), {})
+
+
+def test_registry_names_every_file_item():
+    assert set(cis_lines.FILE_ITEMS) == {"key", "line", "absent", "grub_arg"}
+    assert set(cis_lines.FILE_ITEMS) | {"kmod", "command"} == set(cis_lines.ITEM_KINDS)
+
+
+def test_key_item(tmp_path):
+    check, fix = cis_lines.FILE_ITEMS["key"]
+    edit = edit_of(tmp_path, "MaxAuthTries 6\nMatch all\n")
+    item = {"key": "MaxAuthTries", "value": 4, "compare": "le"}
+    assert check(edit, item) == (False, "MaxAuthTries 6")
+    fix(edit, item)
+    assert edit.lines == ["MaxAuthTries 4", "Match all"] and check(edit, item)[0]
+
+
+def test_line_item(tmp_path):
+    check, fix = cis_lines.FILE_ITEMS["line"]
+    edit = edit_of(tmp_path, "umask 022\n")
+    item = {"line": "umask 027", "match": r"^\s*umask\s"}
+    assert not check(edit, item)[0]
+    fix(edit, item)
+    assert edit.lines == ["umask 027"] and check(edit, item)[0]
+
+
+def test_absent_item(tmp_path):
+    check, fix = cis_lines.FILE_ITEMS["absent"]
+    edit = edit_of(tmp_path, "# nullok\nauth sufficient pam_unix.so nullok\nauth required pam_deny.so\n")
+    item = {"absent": r"pam_unix\.so.*nullok"}
+    assert not check(edit, item)[0]
+    fix(edit, item)
+    assert edit.lines == ["# nullok", "auth required pam_deny.so"] and check(edit, item)[0]
+
+
+def test_grub_arg_item(tmp_path):
+    check, fix = cis_lines.FILE_ITEMS["grub_arg"]
+    edit = edit_of(tmp_path, 'GRUB_CMDLINE_LINUX="quiet audit=0"\n')
+    item = {"grub_arg": "audit=1"}
+    assert check(edit, item) == (False, "GRUB_CMDLINE_LINUX has audit=0")
+    fix(edit, item)
+    assert edit.lines == ['GRUB_CMDLINE_LINUX="quiet audit=1"'] and check(edit, item)[0]
+
+
+def test_setting_in_the_file_but_not_in_force_is_pending_reboot(tmp_path):
+    config = tmp_path / "selinux"
+    config.write_text("SELINUX=permissive\nSELINUXTYPE=targeted\n")
+    state = tmp_path / "state"
+    state.write_text("Permissive\n")
+    item = {"path": str(config), "key": "SELINUX", "value": "enforcing", "separator": "=",
+            "live_command": ["cat", str(state)], "live_expect": "^Enforcing"}
+    results, changed, _diffs = cis_lines.apply([{"id": "1.6.1.4", "lines": [item]}])
+    assert changed and config.read_text().startswith("SELINUX=enforcing\n")
+    assert status(results) == {"1.6.1.4": "pending_reboot"} and "Permissive" in results[0]["evidence"]
+    results, changed, _diffs = cis_lines.apply([{"id": "1.6.1.4", "lines": [item]}])
+    assert not changed and status(results) == {"1.6.1.4": "pending_reboot"}
+    state.write_text("Enforcing\n")
+    results, _changed, _diffs = cis_lines.apply([{"id": "1.6.1.4", "lines": [item]}])
+    assert status(results) == {"1.6.1.4": "pass"}

@@ -81,3 +81,24 @@ def test_missing_key_not_applicable_and_bad_table_refused(kernel):
 def test_upsert_keeps_other_lines():
     text = "# mine\nnet.a = 1\nnet.b=2\n"
     assert cis_sysctl.upsert(text, {"net.b": "3", "net.c": "4"}) == "# mine\nnet.a = 1\nnet.b = 3\nnet.c = 4\n"
+
+
+def test_key_status_function():
+    ks = cis_sysctl.key_status
+    assert ks("1", "1", "1", True, True) == "pass"
+    assert ks("1", "1", "1", False, True) == "fixed"
+    # Persisted but not live (a container): true only after the next boot.
+    assert ks("1", "0", "1", False, True) == "pending_reboot"
+    assert ks("1", "1", None, False, True) == "failed"
+    assert ks("1", "0", "1", False, False) == "failed"
+
+
+def test_write_live_function(tmp_path):
+    proc = tmp_path / "net/ipv4"
+    proc.mkdir(parents=True)
+    (proc / "tcp_syncookies").write_text("0\n")
+    assert cis_sysctl.write_live("net.ipv4.tcp_syncookies", "1", False, str(tmp_path)) == ("1", True, "")
+    (tmp_path / "kernel").mkdir()
+    (tmp_path / "kernel/randomize_va_space").write_text("0\n")
+    live, wrote, note = cis_sysctl.write_live("kernel.randomize_va_space", "2", False, str(tmp_path))
+    assert (live, wrote) == ("0", False) and "belong to the machine" in note
