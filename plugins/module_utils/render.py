@@ -252,6 +252,18 @@ def manifest(dest):
     return found
 
 
+CONFIG_SUFFIXES = (".tf", ".tf.json", ".tofu", ".tofu.json")
+
+
+def _config_files(dest):
+    """Names of the files tofu loads as configuration in `dest` (top level)."""
+    try:
+        names = os.listdir(dest)
+    except OSError:
+        return []
+    return [n for n in names if n.endswith(CONFIG_SUFFIXES) and os.path.isfile(os.path.join(dest, n))]
+
+
 def _write_manifest(dest, files):
     path = os.path.join(dest, MANIFEST)
     text = json.dumps({"files": sorted(files)}, indent=1) + "\n"
@@ -275,8 +287,17 @@ def _text(content):
 
 
 def plan_sync(dest, files):
-    """What writing `files` into `dest` would do: (written, removed, diffs)."""
+    """What writing `files` into `dest` would do: (written, removed, diffs).
+
+    Refuses when `dest` holds configuration render did not write (tofu would
+    load it beside the rendered files, so what ran would not be what is
+    committed)."""
     current = manifest(dest)
+    foreign = sorted(name for name in _config_files(dest) if name not in current and name not in files)
+    if foreign:
+        raise RenderError(f"{dest} holds configuration that render did not write ({', '.join(foreign)}): "
+                          "tofu would load it with the rendered files; move or delete it, nothing was "
+                          "written")
     written, diffs = [], []
     for name in sorted(files):
         content, mode = files[name]

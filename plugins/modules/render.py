@@ -22,7 +22,9 @@ description:
     (sorted keys, two-space indent, final newline), so configuration built from data is byte-stable.
     Every other file is copied byte for byte with its mode.
   - Render removes only files it wrote itself and no longer renders (listed in the manifest
-    C(.guardrail-rendered.json) it keeps in the output directory); a file it did not write stays.
+    C(.guardrail-rendered.json) it keeps in the output directory); a file it did not write stays,
+    except that configuration it did not write (C(*.tf), C(*.tf.json), C(*.tofu), C(*.tofu.json))
+    refuses the render, since tofu would load it with the rendered files.
     It never removes or overwrites state in any path (C(*.tfstate), C(*.tfstate.*), such as a local
     backend's relative C(path) or C(errored.tfstate)), plan files (C(*.tfplan)), C(.terraform/) or
     C(terraform.tfstate.d/), since the rendered directory is also where the stack runs. A stack may

@@ -50,6 +50,8 @@ options:
     description:
       - Input variables, passed as C(TF_VAR_<name>) environment variables.
       - Strings are passed as they are; other values as JSON, which tofu reads as HCL.
+      - Values of variables tofu marks sensitive are masked wherever they appear in the result; once a
+        plan has run, the other values are plain and pass through unchanged.
     type: dict
     default: {}
   var_files:
@@ -284,6 +286,19 @@ def saved_plan(tofu, params, check_mode):
     return result
 
 
+def unmask_plain_variables(module, tofu, command):
+    """Once a plan has told which variables tofu treats as sensitive, the
+    others are plain values: they stop being masked wherever an equal
+    string appears (a variable `release=prod` would mask every `prod`)."""
+    if command not in ("plan", "apply", "destroy"):
+        return
+    for value in tofu.variables.values():
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            text = str(value)
+            if text not in tofu.secrets:
+                module.no_log_values.discard(text)
+
+
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     params = module.params
@@ -308,6 +323,7 @@ def main():
         module.fail_json(msg=str(exc), rc=exc.rc, stdout=tofu.stdout if tofu else "",
                          stderr=tofu.stderr if tofu else exc.stderr)
     result.update(stdout=tofu.stdout, stderr=tofu.stderr, binary=tofu.binary)
+    unmask_plain_variables(module, tofu, params["command"])
     if module._diff and result["resources"] and "before" in result["resources"][0]:
         result["diff"] = tofu_utils.diff_text(result["resources"])
     module.exit_json(**result)

@@ -107,7 +107,7 @@ def test_only_files_render_wrote_are_removed(tmp_path):
     dest = repo / ".dist" / "base" / "alpha"
     (repo / "stacks" / "alpha" / "old.tf").unlink()
     (repo / "stacks" / "alpha" / "gone" / "deep.tf").unlink()
-    write(dest / "planted.tf", "not render's")
+    write(dest / "planted.txt", "not render's")
     write(dest / "terraform.tfstate", "{}")
     write(dest / "state" / "custom.tfstate", "{}")
     write(dest / "errored.tfstate", "{}")
@@ -116,9 +116,21 @@ def test_only_files_render_wrote_are_removed(tmp_path):
     result = r.render(str(repo), "alpha", "base", jinja)
     assert result["removed"] == [os.path.join("gone", "deep.tf"), "old.tf"]
     assert not (dest / "gone").exists() and not (dest / "old.tf").exists()
-    for kept in ("planted.tf", "terraform.tfstate", "state/custom.tfstate", "errored.tfstate",
+    for kept in ("planted.txt", "terraform.tfstate", "state/custom.tfstate", "errored.tfstate",
                  "saved.tfplan", ".terraform/environment"):
         assert (dest / kept).exists(), kept
+
+
+def test_configuration_render_did_not_write_refused(tmp_path):
+    repo = make_repo(tmp_path)
+    r.render(str(repo), "alpha", "base", jinja)
+    dest = repo / ".dist" / "base" / "alpha"
+    write(dest / "override.tf", "# planted")
+    with pytest.raises(r.RenderError, match="override.tf"):
+        r.render(str(repo), "alpha", "base", jinja)
+    assert (dest / "override.tf").read_text() == "# planted"
+    (dest / "override.tf").unlink()
+    assert not r.render(str(repo), "alpha", "base", jinja)["changed"]
 
 
 @pytest.mark.parametrize("name", ["x.tfstate", "state/y.tfstate.backup", "saved.tfplan", r.MANIFEST])
