@@ -9,14 +9,18 @@ export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.cache/collections
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export GUARDRAIL_LAB_IMAGE ?= localhost/guardrail-lab:debian12
 
-.PHONY: help bootstrap lab-image demo test unit sanity lint integration molecule benchmarks build clean
+.PHONY: help bootstrap lab-image demo test unit sanity lint integration molecule compat benchmarks build docs \
+	ee-context release clean
 
 help:
 	@echo "make demo    - build the lab host and run the main job on it"
 	@echo "make test    - the whole suite: unit, sanity, lint, integration, molecule"
-	@echo "make unit | sanity | lint | integration | molecule - one stage"
+	@echo "make unit | sanity | lint | integration | molecule | compat - one stage"
 	@echo "make benchmarks - run every benchmark in benchmarks/"
 	@echo "make build   - build the collection tarball"
+	@echo "make docs    - the HTML documentation site in docs/build/html"
+	@echo "make ee-context - the execution environment build context in context/"
+	@echo "make release - CHANGELOG.rst and changelogs/changelog.yaml for galaxy.yml's version"
 
 bootstrap:
 	@scripts/bootstrap
@@ -30,7 +34,7 @@ demo: lab-image
 test: lab-image
 	@scripts/test
 
-unit sanity lint integration molecule: bootstrap
+unit sanity lint integration molecule compat: bootstrap
 	@scripts/test $@
 
 benchmarks: lab-image
@@ -39,5 +43,18 @@ benchmarks: lab-image
 build: bootstrap
 	ansible-galaxy collection build --force --output-path .cache/build
 
+docs: bootstrap
+	@scripts/docs
+
+# The build context only (ansible-builder create): no image is built and
+# nothing is installed on this machine. Needs the tarball of galaxy.yml's version.
+ee-context: build
+	@scripts/ee-context
+
+# Run on the release commit: turns the fragments into the version's entry in
+# changelogs/changelog.yaml and CHANGELOG.rst (see README, Releasing).
+release: bootstrap
+	@scripts/release
+
 clean:
-	rm -rf .cache/build .cache/sanity tests/output reports .dist
+	rm -rf .cache/build .cache/sanity .cache/docs-src docs/build context tests/output reports .dist

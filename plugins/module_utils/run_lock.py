@@ -24,7 +24,7 @@ import zlib
 from ansible_collections.guardrail.ecs.plugins.module_utils import aws
 from ansible_collections.guardrail.ecs.plugins.module_utils.git import GitError, failure, run_git_proc
 
-COLLECTION_VERSION = "0.1.0"
+COLLECTION_VERSION = "0.2.0"
 BACKENDS = ("git", "dynamodb", "s3")
 TAG_PREFIX = "guardrail-lock"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

@@ -145,11 +145,12 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     msg: "{{ alpha.counts }} -> {{ alpha.outputs }}"
 
-- name: Plan a destroy in another workspace
+- name: Plan a destroy in another workspace (in check mode destroy only plans)
   guardrail.ecs.tofu:
     project_path: "{{ repo }}/.dist/prod/alpha"
-    command: plan
+    command: destroy
     workspace: staging
+  check_mode: true
 
 - name: Plan, and keep the plan for review
   guardrail.ecs.tofu:

@@ -55,7 +55,7 @@ def run_playbook(playbook, extra_vars=None, check=False, diff=False, env=None, c
         cmd.append("--check")
     if diff:
         cmd.append("--diff")
-    full_env = ansible_env(ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
+    full_env = ansible_env(ANSIBLE_STDOUT_CALLBACK="json",  # ansible.posix.json before ansible-core 2.19
                            ANSIBLE_CALLBACK_RESULT_FORMAT="json", **(env or {}))
     try:
         proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True,

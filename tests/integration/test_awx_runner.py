@@ -216,3 +216,158 @@ def test_playbook_runs_as_an_awx_job(playbook, request, tmp_path):
     stats = next(e for e in events if e["event"] == "playbook_on_stats")["event_data"]
     assert not stats.get("failures") and not stats.get("dark"), stats
     assert (tmp_path / "private" / "artifacts" / str(AWX_JOB["awx_job_id"]) / "status").read_text() == "successful"
+
+
+# ---- tofu_change: every workflow option a job template sets reaches the workflow
+
+
+def workflow_options():
+    """The options guardrail.ecs.workflow documents, its doc fragments included."""
+    from ansible.plugins.loader import fragment_loader
+    from ansible.utils.plugin_docs import get_docstring
+
+    doc = get_docstring(str(ROOT / "plugins" / "modules" / "workflow.py"), fragment_loader,
+                        collection_name="guardrail.ecs")[0]
+    return set(doc["options"])
+
+
+def test_tofu_change_passes_every_workflow_option():
+    play = yaml.safe_load((PLAYBOOKS / "tofu_change.yml").read_text())[0]
+    task = next(t for t in play["tasks"] if "guardrail.ecs.workflow" in t)
+    passed = set(task["guardrail.ecs.workflow"])
+    options = workflow_options()
+    assert options, "no options parsed from the workflow documentation"
+    assert not options - passed, f"tofu_change drops workflow options: {sorted(options - passed)}"
+    assert not passed - options, f"tofu_change passes unknown options: {sorted(passed - options)}"
+
+
+STACK_EXTRA = """variable "note" {
+  type = string
+}
+
+output "note" {
+  value     = var.note
+  sensitive = true
+}
+
+output "release" {
+  value = var.release
+}
+"""
+
+
+def tofu_repo(tmp_path, clone):
+    """The example stacks under tf/ (stacks_dir, profiles_dir), a stack file
+    with a sensitive output, two unpushed commits, a `locks` remote for the
+    lock tags and a `mirror` remote to push to; origin then unreachable, so
+    only fetch=false lets git_check pass."""
+    import shutil
+    from conftest import git
+
+    for part in ("stacks", "profiles"):
+        shutil.copytree(ROOT / "examples" / part, clone / "tf" / part)
+    git("add", "tf", cwd=clone)
+    git("commit", "-q", "-m", "stacks", cwd=clone)
+    git("push", "-q", cwd=clone)
+    (clone / "tf" / "stacks" / "alpha" / "note.tf").write_text(STACK_EXTRA)
+    git("add", "tf", cwd=clone)
+    git("commit", "-q", "-m", "note", cwd=clone)
+    (clone / "tf" / "NOTES").write_text("second unpushed commit\n")
+    git("add", "tf", cwd=clone)
+    git("commit", "-q", "-m", "notes", cwd=clone)
+    remotes = {}
+    for name in ("locks", "mirror"):
+        remotes[name] = tmp_path / f"{name}.git"
+        git("init", "-q", "--bare", "-b", "main", str(remotes[name]), cwd=tmp_path)
+        git("remote", "add", name, str(remotes[name]), cwd=clone)
+    git("remote", "set-url", "origin", str(tmp_path / "gone.git"), cwd=clone)
+    (tmp_path / "release.tfvars").write_text('release = "from-file"\n')
+    return remotes
+
+
+def runner_result(runner, task="Run the workflow"):
+    events = events_of(runner)
+    found = task_events(events, task) or task_events(events, task, "runner_on_failed")
+    assert found, runner.stdout.read()
+    return found[-1]["event_data"]["res"]
+
+
+def test_tofu_change_options_reach_the_workflow(git_repo, tmp_path):
+    import shutil
+    from conftest import git
+
+    clone = git_repo[0]
+    remotes = tofu_repo(tmp_path, clone)
+    extravars = {
+        "stack": "alpha", "profile": "prod", "repo_path": str(clone),
+        "steps": "render,git_check,lock,exec,git_push", "command": "apply",
+        "stacks_dir": "tf/stacks", "profiles_dir": "tf/profiles", "template_vars": {"zones": ["q"]},
+        "dest": ".dist/custom/alpha", "binary": shutil.which("tofu") or shutil.which("terraform"),
+        "workspace": "blue", "variables": {"note": "from-env"}, "var_files": [str(tmp_path / "release.tfvars")],
+        "tofu_options": {"parallelism": 3}, "show_sensitive": True, "exec_timeout": 600,
+        "max_ahead": 2, "allow_detached": False, "fetch": False, "push_remote": "mirror",
+        "owner": "bob", "run_id": "job-77", "message": "release 7", "lock_backend": "git", "lock_remote": "locks",
+    }
+    runner = awx_launch(tmp_path / "private", "tofu_change.yml", Job(extravars=extravars))
+    res = runner_result(runner)
+    assert runner.status == "successful", res
+    assert [s["step"] for s in res["steps"]] == ["render", "git_check", "lock", "exec", "git_push"]
+    assert (res["owner"], res["run_id"]) == ("bob", "job-77")
+    # lock_remote, owner, run_id, lock_message: the record on the `locks` remote
+    from workflow_helpers import remote_lock
+    assert remote_lock(remotes["locks"]) == "refs/tags/guardrail-lock/alpha/prod"
+    git("fetch", "-q", "locks", "+refs/tags/*:refs/tags/*", cwd=clone)
+    record = git("cat-file", "-p", "refs/tags/guardrail-lock/alpha/prod", cwd=clone)
+    for expected in ("bob", "job-77", "release 7"):
+        assert expected in record, record
+    # push_remote: the mirror got the branch; stacks_dir/profiles_dir/dest/vars: rendered there
+    assert git("rev-parse", "refs/heads/main", cwd=remotes["mirror"]) == git("rev-parse", "HEAD", cwd=clone)
+    rendered = clone / ".dist" / "custom" / "alpha"
+    assert json.loads((rendered / "zones.tf.json").read_text())["output"]["zones"]["value"] == ["q"]
+    # workspace, variables, var_files, show_sensitive, binary, command
+    state = json.loads((rendered / "terraform.tfstate.d" / "blue" / "terraform.tfstate").read_text())
+    outputs = {k: v["value"] for k, v in state["outputs"].items()}
+    assert (outputs["note"], outputs["release"], outputs["zones"]) == ("from-env", "from-file", ["q"]), outputs
+    assert "note" in res["outputs"] and res["outputs"]["release"] == "from-file", res["outputs"]
+
+
+def test_tofu_change_limits_reach_the_workflow(git_repo, tmp_path):
+    """max_ahead, exec_timeout and allow_detached, each at a value that fails
+    (or passes) only when the option arrived."""
+    from conftest import git
+
+    clone = git_repo[0]
+    tofu_repo(tmp_path, clone)
+    base = {"stack": "alpha", "profile": "prod", "repo_path": str(clone), "fetch": False,
+            "stacks_dir": "tf/stacks", "profiles_dir": "tf/profiles"}
+    # two unpushed commits: max_ahead=1 refuses
+    runner = awx_launch(tmp_path / "p1", "tofu_change.yml",
+                        Job(extravars=dict(base, steps="render,git_check", max_ahead=1)))
+    assert runner.status == "failed" and "ahead" in runner_result(runner)["msg"], runner_result(runner)
+    # an argument list past exec_timeout is stopped
+    runner = awx_launch(tmp_path / "p2", "tofu_change.yml",
+                        Job(extravars=dict(base, steps="render,exec", command=["sleep", "30"], exec_timeout=2)))
+    res = runner_result(runner)
+    assert runner.status == "failed" and ("timed out" in res["msg"] or "timeout" in res["msg"]), res
+    # a detached HEAD passes git_check with allow_detached
+    git("checkout", "-q", "--detach", cwd=clone)
+    runner = awx_launch(tmp_path / "p3", "tofu_change.yml",
+                        Job(extravars=dict(base, steps="render,git_check", allow_detached=True, max_ahead=5)))
+    assert runner.status == "successful", runner_result(runner)
+
+
+def test_tofu_change_aws_lock_options_reach_the_workflow(git_repo, tmp_path, moto):
+    import boto3
+    from lock_helpers import TABLE, create_aws_resources
+
+    clone = git_repo[0]
+    tofu_repo(tmp_path, clone)
+    create_aws_resources(moto)
+    extravars = {"stack": "alpha", "profile": "prod", "repo_path": str(clone), "steps": "lock",
+                 "lock_backend": "dynamodb", "lock_table": TABLE, "lock_key": "states/alpha.tfstate",
+                 "aws_region": "us-east-1", "aws_endpoint_url": moto, "access_key": "testing",
+                 "secret_key": "testing", "session_token": "testing", "owner": "carol"}
+    runner = awx_launch(tmp_path / "private", "tofu_change.yml", Job(extravars=extravars))
+    assert runner.status == "successful", runner_result(runner)
+    items = boto3.client("dynamodb", endpoint_url=moto).scan(TableName=TABLE)["Items"]
+    assert any("states/alpha.tfstate" in item["LockID"]["S"] and "carol" in json.dumps(item) for item in items), items

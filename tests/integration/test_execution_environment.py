@@ -112,3 +112,53 @@ def test_collection_ranges_admit_the_tested_versions():
         manifest = yaml.safe_load((installed_root / namespace / collection / "MANIFEST.json").read_text())
         version = manifest["collection_info"]["version"]
         assert Version(version) in SpecifierSet(spec), f"{name} {version} is outside {spec}"
+
+
+def ee_workdir(tmp_path):
+    """A copy of what `make ee-context` reads, without any built tarball."""
+    work = tmp_path / "checkout"
+    (work / "scripts").mkdir(parents=True)
+    for name in EE_FILES + ("galaxy.yml",):
+        shutil.copy(ROOT / name, work / name)
+    shutil.copy(ROOT / "scripts" / "ee-context", work / "scripts" / "ee-context")
+    return work
+
+
+def test_ee_context_without_the_tarball_is_an_error(tmp_path):
+    work = ee_workdir(tmp_path)
+    proc = subprocess.run([str(work / "scripts" / "ee-context")], cwd=work, env=ansible_env(), capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode != 0, proc.stdout
+    assert "missing; run make build first" in proc.stderr
+    assert not (work / "context").exists()
+
+
+def test_ee_context_writes_the_context_with_the_tarball(tmp_path):
+    work = ee_workdir(tmp_path)
+    version = yaml.safe_load((ROOT / "galaxy.yml").read_text())["version"]
+    run([VENV_BIN / "ansible-galaxy", "collection", "build", "--output-path", work / ".cache" / "build", ROOT],
+        cwd=ROOT)
+    run([work / "scripts" / "ee-context"], cwd=work)
+    copied = [p.name for p in (work / "context" / "_build" / "collections").iterdir()]
+    assert copied == [f"guardrail-ecs-{version}.tar.gz"]
+
+
+def test_ee_takes_this_version_and_the_tested_ansible_core():
+    """The tarball named in the EE is galaxy.yml's version, and the EE's
+    ansible-core range admits every version the suite runs on (the dev
+    virtualenv and scripts/compat) and nothing newer than the newest tested."""
+    import re
+
+    ee = yaml.safe_load((ROOT / "execution-environment.yml").read_text())
+    version = yaml.safe_load((ROOT / "galaxy.yml").read_text())["version"]
+    assert [f["src"] for f in ee["additional_build_files"]] == [f".cache/build/guardrail-ecs-{version}.tar.gz"]
+    spec = SpecifierSet(ee["dependencies"]["ansible_core"]["package_pip"].split("ansible-core", 1)[1])
+    compat = re.search(r"GUARDRAIL_COMPAT_CORE:-([0-9. ]+)\}", (ROOT / "scripts" / "compat").read_text()).group(1)
+    tested = [Version(v) for v in compat.split()]
+    dev = re.search(r"^ansible-core==(\S+)$", (ROOT / "requirements-dev.txt").read_text(), re.M).group(1)
+    tested.append(Version(dev))
+    for v in tested:
+        assert v in spec, f"ansible-core {v} is tested but outside the EE's {spec}"
+    newest = max(tested)
+    assert Version(f"{newest.major}.{newest.minor + 1}.0") not in spec, f"{spec} admits an untested ansible-core"
+    assert Version("2.17.0") in spec and Version("2.16.99") not in spec

@@ -303,7 +303,7 @@ def test_module_through_ansible_playbook_with_awx_identity(git_repo):
     assert rc == 0, (err, [(name, r.get('msg')) for name, r in task_results(out)])
     acquired = results["Acquire"]
     assert acquired["changed"] and (acquired["lock"]["owner"], acquired["lock"]["run_id"]) == ("alice", "4711")
-    assert acquired["lock"]["message"] == "rotate keys" and acquired["lock"]["version"] == "0.1.0"
+    assert acquired["lock"]["message"] == "rotate keys" and acquired["lock"]["version"] == run_lock.COLLECTION_VERSION
     assert not results["Acquire again"]["changed"]
     assert results["Acquire again"]["lock"] == acquired["lock"]
     assert results["Query"]["lock"] == acquired["lock"] and results["Query"]["stale"] is False

@@ -88,7 +88,7 @@ def test_new_record_fields():
     made = run_lock.new_record("alpha", "prod", "me@test", 7, operation="destroy", message="why")
     assert set(made) == {"owner", "run_id", "host", "created", "operation", "message", "stack", "profile",
                          "version", "id"}
-    assert (made["run_id"], made["operation"], made["message"], made["version"]) == ("7", "destroy", "why", "0.1.0")
+    assert (made["run_id"], made["operation"], made["message"], made["version"]) == ("7", "destroy", "why", run_lock.COLLECTION_VERSION)
     assert made["created"].endswith("Z")
     age = run_lock.utc_now() - run_lock.parse_time(made["created"])
     assert datetime.timedelta(0) <= age < datetime.timedelta(seconds=5)
