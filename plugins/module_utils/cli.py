@@ -156,17 +156,15 @@ def defaults(params):
     return full
 
 
-def templater():
-    """A render template function on Ansible's templar alone (no inventory,
-    no play), created on first use."""
+def templater(make_templar):
+    """A render template function on the templar `make_templar()` returns
+    (Ansible's templar alone: no inventory, no play), made on first use."""
     state = {}
 
     def template(text, variables):
         if "template" not in state:
-            from ansible.parsing.dataloader import DataLoader
-            from ansible.template import Templar
             from ansible_collections.guardrail.ecs.plugins.action.render import templater as wrap
-            state["template"] = wrap(Templar(loader=DataLoader()))
+            state["template"] = wrap(make_templar())
         return state["template"](text, variables)
     return template
 
@@ -318,7 +316,7 @@ def exec_output(result):
     return "", ""
 
 
-def main(argv=None):
+def main(argv=None, make_templar=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("-h", "--help"):
         sys.stdout.write(parser().format_help())
@@ -332,7 +330,7 @@ def main(argv=None):
         params["always_render"] = always_render
         if not as_json:
             ECHOING.append(True)
-        result = engine.run(params, templater(), workflow_class=fast_workflow(engine))
+        result = engine.run(params, templater(make_templar), workflow_class=fast_workflow(engine))
     except BadInput as exc:
         return _bad(str(exc), as_json)
     except engine.WorkflowError as exc:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -20,7 +21,7 @@ from workflow_helpers import commit, make_stack_repo, remote_lock
 
 GUARDRAIL = ROOT / "bin" / "guardrail"
 GOLDEN = ROOT / "tests" / "integration" / "golden" / "cli"
-STEPS = ["render", "git_check", "lock", "exec", "git_push", "unlock"]
+STEPS = ("render", "git_check", "lock", "exec", "git_push", "unlock")
 BINARY = shutil.which("tofu") or shutil.which("terraform")
 
 
@@ -166,8 +167,8 @@ def test_stale_plan_is_refused_by_tofu(repo):
 
 def test_lock_held_by_another_run_is_refused_with_the_holder(repo):
     clone, remote = repo
-    held = guardrail(clone, "true", steps=["lock"], env={"GUARDRAIL_OWNER": "alice@ops",
-                                                          "GUARDRAIL_RUN_ID": "run-alice"})
+    alice = {"GUARDRAIL_OWNER": "alice@ops", "GUARDRAIL_RUN_ID": "run-alice"}
+    held = guardrail(clone, "true", steps=["lock"], env=alice)
     assert held.returncode == 0, held.stdout + held.stderr
     refused = guardrail(clone, "tofu", "apply")
     assert refused.returncode == 2, refused.stdout + refused.stderr
@@ -238,7 +239,7 @@ def test_no_change_apply_json_and_render_skipped(repo):
     result = json.loads(proc.stdout)
     assert result["changed"] is False
     assert result["counts"] == {"create": 0, "update": 0, "delete": 0, "replace": 0}
-    assert [s["step"] for s in result["steps"]] == STEPS
+    assert [s["step"] for s in result["steps"]] == list(STEPS)
     assert result["steps"][0]["result"].get("skipped") is True
     # A rendered file edited by hand is rendered again.
     main_tf = clone / ".dist" / "prod" / "alpha" / "main.tf"
@@ -275,3 +276,33 @@ def test_ctrl_c_sends_sigint_to_tofu_and_state_is_written(repo):
     # tofu wrote its state: every resource created before the interrupt is in it.
     assert {"terraform_data.service", "terraform_data.zone_a"} <= set(state(clone))
     assert remote_lock(remote) is not None, "the interrupted run's lock was released"
+
+
+def test_installed_collection_runs_its_own_copy(repo, tmp_path):
+    """Built and installed, bin/guardrail runs as an executable (its shebang,
+    python3 on PATH) and imports the installed collection, not a checkout."""
+    clone, _remote = repo
+    galaxy = str(Path(sys.executable).parent / "ansible-galaxy")
+    build = subprocess.run([galaxy, "collection", "build", str(ROOT), "--output-path", str(tmp_path)],
+                           capture_output=True, text=True, timeout=300, check=False)
+    assert build.returncode == 0, build.stdout + build.stderr
+    tarball = next(tmp_path.glob("guardrail-ecs-*.tar.gz"))
+    install = subprocess.run([galaxy, "collection", "install", "--offline", "--no-deps", "--force",
+                              "-p", str(tmp_path / "installed"), str(tarball)],
+                             capture_output=True, text=True, timeout=300, check=False)
+    assert install.returncode == 0, install.stdout + install.stderr
+    home = tmp_path / "installed" / "ansible_collections" / "guardrail" / "ecs"
+    command = home / "bin" / "guardrail"
+    assert os.access(command, os.X_OK)
+    with open(home / "plugins" / "module_utils" / "cli.py", "a", encoding="utf-8") as handle:
+        handle.write('\nEPILOG += "(the installed copy)\\n"\n')
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+               GUARDRAIL_OWNER="tester")
+    env.pop("PYTHONPATH", None)
+    shown = subprocess.run([str(command), "--help"], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=60, check=False)
+    assert "(the installed copy)" in shown.stdout, shown.stdout + shown.stderr
+    applied = subprocess.run([str(command), *STEPS, "--", "alpha", "prod", "tofu", "apply"], cwd=clone,
+                             env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "terraform_data.service" in state(clone)
