@@ -445,6 +445,16 @@ def apply(the_plan, restore_bin, runner=None):
         raise IptablesError("iptables-restore refused table %s: %s (%s)" % (tp.table, err.strip(), state))
 
 
+def prove_loads(text, path, restore_bin, unshare_bin, runner=None):
+    """Loads `text`, the whole rules file, with iptables-restore inside a
+    scratch network namespace: a real load that touches no live rule. Raises
+    IptablesError with the loader's message when it fails."""
+    rc, _out, err = (runner or run)([unshare_bin, "--net", restore_bin], text)
+    if rc != 0:
+        raise IptablesError("the rules file %s would not load at boot, so nothing was changed: %s"
+                            % (path, err.strip() or "%s exited with %d" % (restore_bin, rc)))
+
+
 def merge_save_file(text, specs, effective_rules):
     """`text` (an iptables-save file) with the chains of `specs` and their jumps.
 
