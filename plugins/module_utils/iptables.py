@@ -198,25 +198,56 @@ def target_of(rule):
     return None
 
 
-def could_drop(rule, chains=None, _seen=None):
+def _matches(rule):
+    """The plain (not negated) -i, -p and --dport of a rule: {option: value}."""
+    tokens = canonical(rule)
+    found = {}
+    for index, token in enumerate(tokens[:-1]):
+        if token in ("-i", "-p", "--dport") and (index == 0 or tokens[index - 1] != "!"):
+            found[token] = tokens[index + 1]
+    return found
+
+
+def _interfaces_meet(a, b):
+    if a.endswith("+") or b.endswith("+"):
+        return a.rstrip("+").startswith(b.rstrip("+")) or b.rstrip("+").startswith(a.rstrip("+"))
+    return a == b
+
+
+def disjoint(drop, accept):
+    """Whether no packet can match both rules: they name different input
+    interfaces, protocols or single destination ports."""
+    d, a = _matches(drop), _matches(accept)
+    if "-i" in d and "-i" in a and not _interfaces_meet(d["-i"], a["-i"]):
+        return True
+    if "-p" in d and "-p" in a and d["-p"] != a["-p"]:
+        return True
+    return ("--dport" in d and "--dport" in a and d["--dport"] != a["--dport"]
+            and d["--dport"].isdigit() and a["--dport"].isdigit())
+
+
+def could_drop(rule, chains=None, protect=None, _seen=None):
     """Whether `rule` can end a packet's way through its chain: DROP, REJECT,
     RETURN, or a jump to a chain of `chains` ({name: [rules]}) that holds a
-    DROP or REJECT (a RETURN there only returns)."""
+    DROP or REJECT (a RETURN there only returns). With `protect` (rules), a
+    DROP or REJECT that no packet of those rules can match does not count."""
     target = target_of(rule)
-    if target in (TERMINAL_TARGETS if _seen is None else ("DROP", "REJECT")):
-        return True
+    if target in ("DROP", "REJECT"):
+        return not (protect and all(disjoint(rule, p) for p in protect))
+    if target == "RETURN":
+        return _seen is None
     if not chains or target not in chains:
         return False
     seen = set(_seen or ()) | {target}
-    return any(could_drop(r, chains, seen) for r in chains[target]
+    return any(could_drop(r, chains, protect, seen) for r in chains[target]
                if target_of(r) not in seen)
 
 
-def first_terminal(rules, chains=None, ignore=None):
+def first_terminal(rules, chains=None, ignore=None, protect=None):
     """1-based position of the first rule that could drop (see could_drop), or
     None; jumps to the chain `ignore` do not count."""
     for position, rule in enumerate(rules, 1):
-        if target_of(rule) != ignore and could_drop(rule, chains):
+        if target_of(rule) != ignore and could_drop(rule, chains, protect):
             return position
     return None
 
@@ -349,7 +380,7 @@ def _plan_table(table, chains, specs, result):
             rules = working[source]
             tp.before.setdefault(source, list(chains[source].rules) if source in chains else [])
             at = [n for n, rule in enumerate(rules, 1) if canonical(rule) == canonical(jump)]
-            terminal = first_terminal(rules, working, spec.name)
+            terminal = first_terminal(rules, working, spec.name, spec.rules)
             if len(at) == 1 and (terminal is None or at[0] < terminal):
                 result.placements.append(_placement(table, source, spec.name, at[0], rules, terminal))
                 continue
@@ -357,7 +388,7 @@ def _plan_table(table, chains, specs, result):
                 tp.commands.append("-D %s %d" % (source, position))
                 jump_undo.insert(0, "-I %s %d %s" % (source, position, rules[position - 1]))
                 del rules[position - 1]
-            terminal = first_terminal(rules, working, spec.name)
+            terminal = first_terminal(rules, working, spec.name, spec.rules)
             if terminal is None:
                 tp.commands.append("-A %s %s" % (source, jump))
                 rules.append(jump)

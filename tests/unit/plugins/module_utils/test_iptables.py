@@ -367,3 +367,18 @@ def test_a_jump_goes_ahead_of_a_jump_to_a_log_and_drop_chain():
                                              "-I INPUT 3 -j AGENT-FW-INPUT"]
     assert the_plan.placements == [{"table": "filter", "chain": "INPUT", "jump": "AGENT-FW-INPUT",
                                     "position": 3, "ahead_of": "-j LOGDROP"}]
+
+
+def test_a_drop_that_cannot_match_the_owned_traffic_does_not_move_the_jump():
+    # ecs-init inserts its introspection drop at the top of INPUT at every start.
+    ssh = "-p tcp -m tcp --dport 22 -j ACCEPT"
+    the_specs = [ChainSpec("filter", "AGENT-FW-INPUT", [ssh, AGENT], ["INPUT"])]
+    state = iptables.parse_save(CIS_SAVE)
+    apply_plan(state, iptables.plan(state, the_specs))
+    state["filter"]["INPUT"].rules.insert(0, "-i eth0 -p tcp -m tcp --dport 51678 -j DROP")
+    again = iptables.plan(state, the_specs)
+    assert not again.changed
+    assert again.placements[0]["position"] == 3
+    # A drop that could match SSH or the agent's traffic still moves it.
+    state["filter"]["INPUT"].rules.insert(0, "-i docker0 -j DROP")
+    assert iptables.plan(state, the_specs).commands()["filter"][-1] == "-I INPUT 1 -j AGENT-FW-INPUT"
