@@ -45,7 +45,7 @@ def keys(listing):
 
 def wait_booted():
     out = ""
-    for _ in range(60):
+    for _attempt in range(60):
         out = podman("exec", NAME, "systemctl", "is-system-running", "--wait", timeout=120,
                      check=False).stdout.strip()
         if out in ("running", "degraded"):
