@@ -3,6 +3,7 @@ with the same keys as an unshielded host, and the machine's kernel.*, vm.* and
 fs.* settings stay as they were through writes, a hardening-style
 `sysctl --system`, and a reboot of the lab host."""
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -39,8 +40,13 @@ def machine(key):
     return Path("/proc/sys", *key.split(".")).read_text().strip()
 
 
+# Keys of network interfaces other than lo: a lab host has docker0 and more.
+INTERFACE_KEY = re.compile(r"^net\.ipv[46]\.(conf|neigh)\.(?!(all|default|lo)\.)")
+
+
 def keys(listing):
-    return sorted(line.split(" = ", 1)[0] for line in listing.splitlines() if " = " in line)
+    return sorted(key for key in (line.split(" = ", 1)[0] for line in listing.splitlines() if " = " in line)
+                  if not INTERFACE_KEY.match(key))
 
 
 def wait_booted():
