@@ -14,9 +14,13 @@ already loaded, so a failed rule set leaves the previous rules in place.
 file (/etc/iptables/rules.v4, /etc/sysconfig/iptables) without adding
 anything else of the live ruleset to it.
 
-A jump is placed ahead of the first terminal rule (DROP, REJECT, RETURN) of the
-chain it sits in, so it works under a default-deny firewall; a jump already
-ahead of every terminal rule is left where it is.
+A jump is placed ahead of the first rule of the chain it sits in that could
+drop traffic: a DROP, REJECT or RETURN, or a jump to a chain that holds one
+(a log-and-drop chain), so it works under a default-deny firewall; a jump
+already ahead of every such rule is left where it is. `Plan.placements` says
+where each jump sits and which rule it is ahead of. A table iptables has not
+created yet (nft-backed iptables creates them on first use) counts as one with
+empty built-in chains.
 """
 from __future__ import annotations
 
@@ -27,6 +31,14 @@ from dataclasses import dataclass, field
 
 TABLES = ("filter", "nat", "mangle", "raw")
 TERMINAL_TARGETS = ("DROP", "REJECT", "RETURN")
+BUILTIN_CHAINS = {
+    "filter": ("INPUT", "FORWARD", "OUTPUT"),
+    "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
+    "mangle": ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"),
+    "raw": ("PREROUTING", "OUTPUT"),
+}
+_NEW_CHAIN = ("-N", "--new-chain")
+_POLICY = ("-P", "--policy")
 COMMAND_TIMEOUT = 60
 
 _LONG_OPTIONS = {
@@ -84,6 +96,7 @@ class Plan:
     tables: list = field(default_factory=list)
     omitted: list = field(default_factory=list)
     effective_rules: dict = field(default_factory=dict)
+    placements: list = field(default_factory=list)
 
     @property
     def changed(self):
@@ -185,11 +198,69 @@ def target_of(rule):
     return None
 
 
-def first_terminal(rules):
-    """1-based position of the first DROP/REJECT/RETURN rule, or None."""
+def _matches(rule):
+    """The plain (not negated) -i, -p and --dport of a rule: {option: value}."""
+    tokens = canonical(rule)
+    found = {}
+    for index, token in enumerate(tokens[:-1]):
+        if token in ("-i", "-p", "--dport") and (index == 0 or tokens[index - 1] != "!"):
+            found[token] = tokens[index + 1]
+    return found
+
+
+def _interfaces_meet(a, b):
+    if a.endswith("+") or b.endswith("+"):
+        return a.rstrip("+").startswith(b.rstrip("+")) or b.rstrip("+").startswith(a.rstrip("+"))
+    return a == b
+
+
+def disjoint(drop, accept):
+    """Whether no packet can match both rules: they name different input
+    interfaces, protocols or single destination ports."""
+    d, a = _matches(drop), _matches(accept)
+    if "-i" in d and "-i" in a and not _interfaces_meet(d["-i"], a["-i"]):
+        return True
+    if "-p" in d and "-p" in a and d["-p"] != a["-p"]:
+        return True
+    return ("--dport" in d and "--dport" in a and d["--dport"] != a["--dport"]
+            and d["--dport"].isdigit() and a["--dport"].isdigit())
+
+
+def could_drop(rule, chains=None, protect=None, _seen=None):
+    """Whether `rule` can end a packet's way through its chain: DROP, REJECT,
+    RETURN, or a jump to a chain of `chains` ({name: [rules]}) that holds a
+    DROP or REJECT (a RETURN there only returns). With `protect` (rules), a
+    DROP or REJECT that no packet of those rules can match does not count."""
+    target = target_of(rule)
+    if target in ("DROP", "REJECT"):
+        return not (protect and all(disjoint(rule, p) for p in protect))
+    if target == "RETURN":
+        return _seen is None
+    if not chains or target not in chains:
+        return False
+    seen = set(_seen or ()) | {target}
+    return any(could_drop(r, chains, protect, seen) for r in chains[target]
+               if target_of(r) not in seen)
+
+
+def first_terminal(rules, chains=None, ignore=None, protect=None):
+    """1-based position of the first rule that could drop (see could_drop), or
+    None; jumps to the chain `ignore` do not count."""
     for position, rule in enumerate(rules, 1):
-        if target_of(rule) in TERMINAL_TARGETS:
+        if target_of(rule) != ignore and could_drop(rule, chains, protect):
             return position
+    return None
+
+
+def declared_chain(line):
+    """The chain a declaration line (`:NAME POLICY`, `-N NAME`, `--new-chain
+    NAME`) declares, or None."""
+    line = line.strip()
+    if line.startswith(":"):
+        return (line[1:].split() or [None])[0]
+    parts = line.split()
+    if len(parts) == 2 and parts[0] in _NEW_CHAIN:
+        return parts[1]
     return None
 
 
@@ -213,6 +284,11 @@ def parse_save(text):
         elif line.startswith(":"):
             name, policy = (line[1:].split() + ["-"])[:2]
             current[name] = Chain(name, None if policy == "-" else policy, current.get(name, Chain(name)).rules)
+        elif line.split()[0] in _NEW_CHAIN and len(line.split()) == 2:
+            current.setdefault(line.split()[1], Chain(line.split()[1]))
+        elif line.split()[0] in _POLICY and len(line.split()) == 3:
+            name, policy = line.split()[1:]
+            current[name] = Chain(name, policy, current.get(name, Chain(name)).rules)
         elif line.startswith("-A "):
             parts = line.split(None, 2)
             chain = current.setdefault(parts[1], Chain(parts[1]))
@@ -259,6 +335,9 @@ def plan(live, specs):
 
 def _plan_table(table, chains, specs, result):
     tp = TablePlan(table)
+    chains = dict(chains)
+    for name in BUILTIN_CHAINS.get(table, ()):
+        chains.setdefault(name, Chain(name, "ACCEPT"))
     working = {name: list(chain.rules) for name, chain in chains.items()}
     creates = []
     for spec in specs:
@@ -301,27 +380,35 @@ def _plan_table(table, chains, specs, result):
             rules = working[source]
             tp.before.setdefault(source, list(chains[source].rules) if source in chains else [])
             at = [n for n, rule in enumerate(rules, 1) if canonical(rule) == canonical(jump)]
-            terminal = first_terminal(rules)
+            terminal = first_terminal(rules, working, spec.name, spec.rules)
             if len(at) == 1 and (terminal is None or at[0] < terminal):
+                result.placements.append(_placement(table, source, spec.name, at[0], rules, terminal))
                 continue
             for position in reversed(at):
                 tp.commands.append("-D %s %d" % (source, position))
                 jump_undo.insert(0, "-I %s %d %s" % (source, position, rules[position - 1]))
                 del rules[position - 1]
-            terminal = first_terminal(rules)
+            terminal = first_terminal(rules, working, spec.name, spec.rules)
             if terminal is None:
                 tp.commands.append("-A %s %s" % (source, jump))
                 rules.append(jump)
                 jump_undo.insert(0, "-D %s %d" % (source, len(rules)))
+                result.placements.append(_placement(table, source, spec.name, len(rules), rules, None))
             else:
                 tp.commands.append("-I %s %d %s" % (source, terminal, jump))
                 rules.insert(terminal - 1, jump)
                 jump_undo.insert(0, "-D %s %d" % (source, terminal))
+                result.placements.append(_placement(table, source, spec.name, terminal, rules, terminal + 1))
     for name in tp.before:
         if name not in tp.after:
             tp.after[name] = list(working[name])
     tp.undo = jump_undo + tp.undo + ["-F %s" % name for name in creates] + ["-X %s" % name for name in reversed(creates)]
     return tp
+
+
+def _placement(table, source, name, position, rules, terminal):
+    return {"table": table, "chain": source, "jump": name, "position": position,
+            "ahead_of": rules[terminal - 1] if terminal else None}
 
 
 def unsaved_forms(live, the_plan):
@@ -389,6 +476,16 @@ def apply(the_plan, restore_bin, runner=None):
         raise IptablesError("iptables-restore refused table %s: %s (%s)" % (tp.table, err.strip(), state))
 
 
+def prove_loads(text, path, restore_bin, unshare_bin, runner=None):
+    """Loads `text`, the whole rules file, with iptables-restore inside a
+    scratch network namespace: a real load that touches no live rule. Raises
+    IptablesError with the loader's message when it fails."""
+    rc, _out, err = (runner or run)([unshare_bin, "--net", restore_bin], text)
+    if rc != 0:
+        raise IptablesError("the rules file %s would not load at boot, so nothing was changed: %s"
+                            % (path, err.strip() or "%s exited with %d" % (restore_bin, rc)))
+
+
 def merge_save_file(text, specs, effective_rules):
     """`text` (an iptables-save file) with the chains of `specs` and their jumps.
 
@@ -439,8 +536,8 @@ def _merge_table(body, specs, effective_rules, table):
         return len(rule) == 2 and rule[0] == "-j" and rule[1] in targets
 
     body = [line for line in body if not is_rule_of(line.strip(), owned) and not is_jump_to_ours(line.strip())]
-    declared = {line.strip()[1:].split()[0] for line in body if line.strip().startswith(":")}
-    last_declaration = max([i for i, line in enumerate(body) if line.strip().startswith(":")], default=-1)
+    declared = {declared_chain(line) for line in body} - {None}
+    last_declaration = max([i for i, line in enumerate(body) if declared_chain(line)], default=-1)
     for spec in specs:
         if spec.name not in declared:
             last_declaration += 1
@@ -451,8 +548,14 @@ def _merge_table(body, specs, effective_rules, table):
             body.extend("-A %s %s" % (spec.name, rule) for rule in effective_rules[(table, spec.name)])
     for spec in specs:
         for source in spec.jump_from:
+            chains = {}
+            for line in body:
+                parts = line.strip().split(None, 2)
+                if len(parts) == 3 and parts[0] == "-A":
+                    chains.setdefault(parts[1], []).append(parts[2])
             positions = [i for i, line in enumerate(body) if is_rule_of(line.strip(), {source})]
-            terminal = next((i for i in positions if target_of(body[i].split(None, 2)[2]) in TERMINAL_TARGETS), None)
+            terminal = next((i for i in positions if target_of(body[i].split(None, 2)[2]) != spec.name
+                             and could_drop(body[i].split(None, 2)[2], chains)), None)
             jump = "-A %s -j %s" % (source, spec.name)
             if terminal is not None:
                 body.insert(terminal, jump)

@@ -11,16 +11,24 @@ version_added: 0.1.0
 description:
   - Loads the rules of the chains it owns with C(iptables-restore --noflush), one table per load,
     so Docker's, ecs-init's and the administrator's rules stay untouched.
-  - Places each jump into an owned chain ahead of the first terminal rule (target DROP, REJECT or RETURN)
-    of the chain it sits in, so the owned rules work under a default-deny firewall. A jump already
-    ahead of every terminal rule stays where it is; duplicates are removed.
+  - Places each jump into an owned chain ahead of the first rule of the chain it sits in that could drop
+    traffic (target DROP, REJECT or RETURN, or a jump to a chain holding a DROP or REJECT, such as a
+    log-and-drop chain), so the owned rules work under a default-deny firewall. A jump already ahead of
+    every such rule stays where it is; duplicates are removed. RV(placements) says where each jump is.
+  - A table that iptables has not created yet (nf_tables creates tables on first use) is created with its
+    built-in chains.
   - Compares with C(iptables-save) first and loads nothing when the host already holds the rules,
     so a second run reports no change.
   - When iptables refuses a table, the tables already loaded by this run are put back as they were,
     and the module fails with iptables' own message; the previous rules stay in place.
   - With O(path), merges the same chains and jumps into an iptables-save file that the host restores
     at boot, leaving every other line of that file as it is; nothing else of the live ruleset
-    (such as Docker's or ecs-init's rules) is written to it.
+    (such as Docker's or ecs-init's rules) is written to it. Chains declared as C(:NAME - [0:0]),
+    C(-N NAME) or C(--new-chain NAME) are each declared once.
+  - Before anything changes, the whole merged file is loaded for real with C(iptables-restore) inside a
+    scratch network namespace (C(unshare --net)); when that load fails, the module fails with the
+    loader's message and changes neither the live rules nor the file, so the host never boots with a
+    file that does not load.
   - IPv4 only.
 options:
   chains:
@@ -78,6 +86,10 @@ options:
     description: The iptables-restore command to load rules with.
     type: str
     default: iptables-restore
+  unshare:
+    description: The unshare command (util-linux) that gives the proof load of O(path) its own network namespace.
+    type: str
+    default: unshare
 attributes:
   check_mode:
     support: full
@@ -86,7 +98,7 @@ attributes:
     support: full
     description: Shows the owned chains and the chains holding the jumps, and the file, before and after.
 notes:
-  - Requires root and C(iptables-save)/C(iptables-restore) (legacy or nf_tables).
+  - Requires root and C(iptables-save)/C(iptables-restore) (legacy or nf_tables); with O(path), C(unshare).
 seealso:
   - name: The role guardrail.ecs.agent_firewall
     description: Uses this module to let ECS tasks reach the agent through a CIS-hardened firewall.
@@ -148,6 +160,14 @@ chains:
   elements: dict
   sample: [{"table": "filter", "name": "AGENT-FW-INPUT", "jump_from": ["INPUT"],
             "rules": ["-d 127.0.0.0/8 -i docker0 -p tcp -m tcp --dport 51679 -j ACCEPT"]}]
+placements:
+  description:
+    - Where each jump sits after the run (1-based C(position) in C(chain)), and the first rule that could
+      drop traffic it is ahead of (C(ahead_of), null when no such rule follows).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"table": "filter", "chain": "INPUT", "jump": "AGENT-FW-INPUT", "position": 3, "ahead_of": "-j LOGDROP"}]
 path_changed:
   description: Whether the file in O(path) was (or, in check mode, would be) rewritten.
   returned: always
@@ -197,6 +217,7 @@ def main():
             path=dict(type="path"),
             iptables_save=dict(type="str", default="iptables-save"),
             iptables_restore=dict(type="str", default="iptables-restore"),
+            unshare=dict(type="str", default="unshare"),
         ),
         supports_check_mode=True,
     )
@@ -204,7 +225,7 @@ def main():
     restore_bin = module.get_bin_path(module.params["iptables_restore"], required=True)
     specs = _specs(module.params)
     path = module.params["path"]
-    result = dict(changed=False, commands={}, omitted_rules=[], chains=[], path_changed=False)
+    result = dict(changed=False, commands={}, omitted_rules=[], chains=[], placements=[], path_changed=False)
     try:
         live = iptables.read_live(save_bin)
         the_plan = iptables.plan(live, specs)
@@ -218,11 +239,14 @@ def main():
                 with open(path) as handle:
                     old_text = handle.read()
             new_text = iptables.merge_save_file(old_text, specs, the_plan.effective_rules)
+            unshare_bin = module.get_bin_path(module.params["unshare"], required=True)
+            iptables.prove_loads(new_text, path, restore_bin, unshare_bin)
     except iptables.IptablesError as exc:
         module.fail_json(msg=to_native(exc), **result)
 
     result["commands"] = the_plan.commands()
     result["omitted_rules"] = the_plan.omitted
+    result["placements"] = the_plan.placements
     result["chains"] = [
         dict(table=spec.table, name=spec.name, jump_from=spec.jump_from,
              rules=None if spec.rules is None else the_plan.effective_rules[(spec.table, spec.name)])

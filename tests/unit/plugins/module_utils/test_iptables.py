@@ -322,3 +322,63 @@ def test_unsaved_forms_names_rules_iptables_spells_differently():
     state["filter"]["AGENT-FW-INPUT"] = iptables.Chain("AGENT-FW-INPUT", None, ["-p tcp -m tcp --dport 22 -j ACCEPT"])
     assert iptables.unsaved_forms(state, the_plan) == [("-p tcp --dport ssh -j ACCEPT",
                                                         "-p tcp -m tcp --dport 22 -j ACCEPT")]
+
+
+HAND_WRITTEN = {
+    "save": "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:DOCKER-USER - [0:0]\n"
+            "-A INPUT -i lo -j ACCEPT\n-A INPUT -j DROP\nCOMMIT\n",
+    "-N": "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n-N DOCKER-USER\n"
+          "-A INPUT -i lo -j ACCEPT\n-A INPUT -j DROP\nCOMMIT\n",
+    "--new-chain": "*filter\n-P INPUT DROP\n-P FORWARD DROP\n--new-chain DOCKER-USER\n"
+                   "-A INPUT -i lo -j ACCEPT\n-A INPUT -j DROP\nCOMMIT\n",
+}
+
+
+@pytest.mark.parametrize("spelling", sorted(HAND_WRITTEN))
+def test_merge_declares_each_chain_once_in_any_spelling(spelling):
+    the_specs = specs()
+    merged = iptables.merge_save_file(HAND_WRITTEN[spelling], the_specs, effective(the_specs))
+    declarations = [line for line in merged.splitlines()
+                    if line.split()[:1] in (["-N"], ["--new-chain"]) or line.startswith(":")]
+    names = [line.split()[1] if line.startswith("-") else line[1:].split()[0] for line in declarations]
+    assert names.count("DOCKER-USER") == 1, merged
+    parsed = iptables.parse_save(merged)
+    assert parsed["filter"]["INPUT"].policy == "DROP"
+    assert "DOCKER-USER" in parsed["filter"]
+    assert iptables.merge_save_file(merged, the_specs, effective(the_specs)) == merged
+
+
+def test_a_table_never_used_yet_is_created_with_its_builtin_chains():
+    # nft-backed iptables creates tables lazily: iptables-save lists no nat table.
+    state = iptables.parse_save("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n")
+    the_plan = iptables.plan(state, specs())
+    assert "-A PREROUTING -j AGENT-FW-PREROUTING" in the_plan.commands()["nat"]
+    empty = iptables.plan({}, specs())
+    assert "-A INPUT -j AGENT-FW-INPUT" in empty.commands()["filter"]
+
+
+def test_a_jump_goes_ahead_of_a_jump_to_a_log_and_drop_chain():
+    state = iptables.parse_save(
+        "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:LOGDROP - [0:0]\n"
+        "-A INPUT -i lo -j ACCEPT\n-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT\n-A INPUT -j LOGDROP\n"
+        "-A LOGDROP -j LOG\n-A LOGDROP -j DROP\nCOMMIT\n")
+    the_plan = iptables.plan(state, specs()[:1])
+    assert the_plan.commands()["filter"] == ["-N AGENT-FW-INPUT", "-A AGENT-FW-INPUT " + AGENT,
+                                             "-I INPUT 3 -j AGENT-FW-INPUT"]
+    assert the_plan.placements == [{"table": "filter", "chain": "INPUT", "jump": "AGENT-FW-INPUT",
+                                    "position": 3, "ahead_of": "-j LOGDROP"}]
+
+
+def test_a_drop_that_cannot_match_the_owned_traffic_does_not_move_the_jump():
+    # ecs-init inserts its introspection drop at the top of INPUT at every start.
+    ssh = "-p tcp -m tcp --dport 22 -j ACCEPT"
+    the_specs = [ChainSpec("filter", "AGENT-FW-INPUT", [ssh, AGENT], ["INPUT"])]
+    state = iptables.parse_save(CIS_SAVE)
+    apply_plan(state, iptables.plan(state, the_specs))
+    state["filter"]["INPUT"].rules.insert(0, "-i eth0 -p tcp -m tcp --dport 51678 -j DROP")
+    again = iptables.plan(state, the_specs)
+    assert not again.changed
+    assert again.placements[0]["position"] == 3
+    # A drop that could match SSH or the agent's traffic still moves it.
+    state["filter"]["INPUT"].rules.insert(0, "-i docker0 -j DROP")
+    assert iptables.plan(state, the_specs).commands()["filter"][-1] == "-I INPUT 1 -j AGENT-FW-INPUT"

@@ -34,11 +34,17 @@ CHAINS = [
 class FakeHost:
     def __init__(self, refuse_table=None):
         self.loads = []
+        self.proofs = []
         self.refuse_table = refuse_table
+        self.refuse_proof = None
 
     def run(self, argv, data=None, timeout=None):
         if argv[0].endswith("iptables-save"):
             return 0, LIVE, ""
+        if argv[0].endswith("unshare"):
+            assert argv[1:] == ["--net", "/usr/sbin/iptables-restore"]
+            self.proofs.append(data)
+            return (1, "", self.refuse_proof) if self.refuse_proof else (0, "", "")
         self.loads.append(data)
         if self.refuse_table and data.startswith("*" + self.refuse_table):
             return 2, "", "iptables-restore: line 3 failed"
@@ -96,3 +102,23 @@ def test_bad_input_fails_before_loading(fake_host, capsys):
     result = run_module(capsys, chains=[{"name": "INPUT", "rules": []}])
     assert result["failed"] and "built in" in result["msg"]
     assert fake_host.loads == []
+
+
+def test_the_whole_merged_file_is_proven_to_load_before_anything_changes(fake_host, capsys, tmp_path):
+    rules_file = tmp_path / "rules.v4"
+    hand_written = "*filter\n:INPUT DROP [0:0]\n-N DOCKER-USER\n-A INPUT -j NOWHERE\nCOMMIT\n"
+    rules_file.write_text(hand_written)
+    fake_host.refuse_proof = "iptables-restore v1.8.9 (nf_tables): Couldn't load target `NOWHERE'\nError occurred at line: 4"
+    result = run_module(capsys, chains=CHAINS, path=str(rules_file))
+    assert result["failed"]
+    assert "would not load at boot, so nothing was changed" in result["msg"]
+    assert "Couldn't load target `NOWHERE'" in result["msg"]
+    assert fake_host.proofs and fake_host.proofs[0].startswith("*filter")
+    assert fake_host.loads == [] and rules_file.read_text() == hand_written
+
+
+def test_placements_say_where_each_jump_is(fake_host, capsys, tmp_path):
+    result = run_module(capsys, chains=CHAINS, path=str(tmp_path / "rules.v4"))
+    assert {"table": "filter", "chain": "INPUT", "jump": "AGENT-FW-INPUT", "position": 2,
+            "ahead_of": "-s 127.0.0.0/8 -j DROP"} in result["placements"]
+    assert len(fake_host.proofs) == 1

@@ -1,0 +1,37 @@
+"""What the roles promise on a stock Debian 12 host they were not tuned to."""
+
+
+def test_agent_firewall_chains_are_live_and_persisted(host):
+    rules = host.iptables.rules("filter", "INPUT")
+    jumps = [r for r in rules if r == "-A INPUT -j AGENT-FW-INPUT"]
+    assert len(jumps) == 1
+    assert "-A AGENT-FW-INPUT -d 127.0.0.0/8 -i docker0 -p tcp -m tcp --dport 51679 -j ACCEPT" in \
+        host.iptables.rules("filter", "AGENT-FW-INPUT")
+    assert "-A PREROUTING -j AGENT-FW-PREROUTING" in host.iptables.rules("nat", "PREROUTING")
+    boot = host.file("/etc/iptables/rules.v4")
+    assert boot.mode == 0o600 and ":AGENT-FW-INPUT - [0:0]" in boot.content_string
+    assert host.file("/usr/local/libexec/agent-firewall-apply").mode == 0o755
+    assert host.service("agent-firewall.service").is_enabled
+
+
+def test_the_boot_file_loads_and_holds_only_the_role_and_host_rules(host):
+    boot = host.file("/etc/iptables/rules.v4").content_string
+    assert "MASQUERADE" not in boot and "DOCKER-ISOLATION" not in boot
+    proof = host.run("unshare --net iptables-restore /etc/iptables/rules.v4")
+    assert proof.rc == 0, proof.stderr
+
+
+def test_autosave_was_answered_no(host):
+    answers = host.run("debconf-show iptables-persistent").stdout
+    assert "autosave_v4: false" in answers and "autosave_v6: false" in answers
+
+
+def test_cis_hardening_applied_its_level_1_settings(host):
+    assert host.run("sysctl -n net.ipv4.conf.all.send_redirects").stdout.strip() == "0"
+    assert host.package("auditd").is_installed
+
+
+def test_efs_volume_wrote_the_mount(host):
+    fstab = host.file("/etc/fstab").content_string
+    assert "fs-0123456789abcdef0" in fstab and "/mnt/efs/data" in fstab
+    assert host.file("/mnt/efs/data").is_directory
