@@ -45,12 +45,13 @@ IGNORES_SIGINT = ("import signal, sys, time\nsignal.signal(signal.SIGINT, signal
                   "print('ready', flush=True)\ntime.sleep(60)\n")
 STOPS_ON_SIGINT = ("import signal, sys, time\n"
                    "def stop(*a):\n    print('state written', flush=True)\n    sys.exit(130)\n"
-                   "signal.signal(signal.SIGINT, stop)\nprint('ready', flush=True)\ntime.sleep(60)\n")
+                   "signal.signal(signal.SIGINT, stop)\nopen('ready', 'w').close()\nprint('ready', flush=True)\n"
+                   "time.sleep(60)\n")
 
 
 def test_timeout_sends_sigint_and_lets_the_child_finish(tmp_path):
     rc, out, _err, why = t.run_process([sys.executable, "-c", STOPS_ON_SIGINT], str(tmp_path),
-                                       dict(os.environ), timeout=1, grace=10)
+                                       dict(os.environ), timeout=3, grace=10)
     assert (rc, why) == (130, "timeout") and "state written" in out
 
 
@@ -62,10 +63,18 @@ def test_child_ignoring_sigint_is_escalated_after_the_grace(tmp_path):
     assert time.monotonic() - started < 10
 
 
+def _when_ready(path, action):
+    """Runs `action` once the child has installed its handler (it creates `path`)."""
+    deadline = time.monotonic() + 30
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    action()
+
+
 def test_signal_forwarded_once_as_sigint(tmp_path):
     interrupts = t.Interrupts()
-    threading.Timer(1.0, lambda: (interrupts._handler(signal.SIGTERM, None),
-                                  interrupts._handler(signal.SIGINT, None))).start()
+    threading.Thread(target=_when_ready, args=(tmp_path / "ready", lambda: (
+        interrupts._handler(signal.SIGTERM, None), interrupts._handler(signal.SIGINT, None)))).start()
     rc, out, _err, why = t.run_process([sys.executable, "-c", STOPS_ON_SIGINT], str(tmp_path),
                                        dict(os.environ), timeout=30, grace=10, interrupts=interrupts)
     assert (rc, why) == (130, "SIGTERM") and out.count("state written") == 1
