@@ -3,8 +3,8 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """PAM modules in the PAM stack for a table of CIS controls.
 
-A control holds ``modules``, a list of ``faillock``, ``pwquality`` and
-``pwhistory``. The check reads the stack the services use (Debian:
+A control holds ``modules``, a list of ``unix``, ``faillock``, ``pwquality``
+and ``pwhistory``. The check reads the stack the services use (Debian:
 /etc/pam.d/common-auth, common-account, common-password; Amazon Linux:
 system-auth and password-auth), never the modules' own configuration files.
 How a module is added depends on the platform (``method``):
@@ -24,11 +24,12 @@ import re
 from ansible_collections.guardrail.ecs.plugins.module_utils.cis_common import (
     CisError, enforce, finish, read_text, run, write_text)
 
-MODULES = ("faillock", "pwquality", "pwhistory")
+MODULES = ("unix", "faillock", "pwquality", "pwhistory")
 METHODS = ("pam_auth_update", "authselect", "files")
 
 # What the stack must hold for each module: (PAM type, module file, an argument it must have or None).
 REQUIRED = {
+    "unix": (("auth", "pam_unix.so", None), ("account", "pam_unix.so", None), ("password", "pam_unix.so", None)),
     "faillock": (("auth", "pam_faillock.so", "preauth"), ("auth", "pam_faillock.so", "authfail"),
                  ("account", "pam_faillock.so", None)),
     "pwquality": (("password", "pam_pwquality.so", None),),
@@ -108,11 +109,13 @@ def fix_pam_auth_update(modules, root, pwhistory_args):
     configs = os.path.join(root, "usr", "share", "pam-configs")
     enable, problems = [], []
     for module in modules:
-        if module == "pwquality":
-            if not os.path.exists(os.path.join(configs, "pwquality")):
-                problems.append("pwquality: libpam-pwquality is not installed (no pam-configs profile)")
+        if module in ("unix", "pwquality"):
+            # Both profiles come with their packages (libpam-runtime, libpam-pwquality).
+            if not os.path.exists(os.path.join(configs, module)):
+                package = "libpam-pwquality" if module == "pwquality" else "libpam-runtime"
+                problems.append("%s: %s is not installed (no pam-configs profile)" % (module, package))
                 continue
-            enable.append("pwquality")
+            enable.append(module)
             continue
         for name in names[module]:
             path = os.path.join(configs, name)
@@ -173,7 +176,8 @@ def fix_files(modules, root, pwhistory_args):
             problems.append("%s does not exist" % path)
             continue
         for module in modules:
-            for kind, line, where in AL2_LINES[module]:
+            # pam_unix is the stack's own module: never added here, only checked.
+            for kind, line, where in AL2_LINES.get(module, ()):
                 line = line.format(pwhistory_args=pwhistory_args)
                 entries = stack_entries(line)[0]
                 present = [e for e in stack_entries(text) if e[0] == kind and e[2] == entries[2]

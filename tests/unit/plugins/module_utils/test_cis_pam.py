@@ -103,3 +103,16 @@ def test_bad_rows_are_refused():
         cis_pam.apply([{"id": "5.3.2.9", "modules": ["pam_tally2"]}], "files")
     with pytest.raises(CisError, match="method"):
         cis_pam.apply([{"id": "5.3.2.2", "modules": ["faillock"]}], "yast")
+
+
+
+def test_pam_unix_row_reads_the_stack(debian_root, tmp_path_factory):
+    row = [{"id": "5.3.2.1", "modules": ["unix"]}]
+    results, changed = cis_pam.apply(row, "pam_auth_update", root=str(debian_root), audit_only=True)
+    assert not changed and status(results) == {"5.3.2.1": "pass"}
+    bare = tmp_path_factory.mktemp("bare")
+    (bare / "etc/pam.d").mkdir(parents=True)
+    (bare / "etc/pam.d/common-auth").write_text("auth required pam_permit.so\n")
+    results, changed = cis_pam.apply(row, "pam_auth_update", root=str(bare), audit_only=True)
+    assert not changed and status(results) == {"5.3.2.1": "failed"}
+    assert "common-auth: auth pam_unix.so" in results[0]["evidence"]
