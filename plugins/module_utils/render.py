@@ -23,7 +23,6 @@ import fnmatch
 import hashlib
 import json
 import os
-import re
 import shutil
 import stat
 import subprocess

@@ -2,9 +2,7 @@
 runs of one owner from two clones, a stale clone pushing its tags after a
 release, listing held locks, and the AWS profile reaching the backends."""
 import multiprocessing
-import os
 import time
-from pathlib import Path
 
 import pytest
 
@@ -79,7 +77,7 @@ def test_two_live_runs_of_one_owner_never_overlap(name, tmp_path, two_clones, mo
                for index in range(2)]
     for runner in runners:
         runner.start()
-    for _round in range(ROUNDS):
+    for _round_no in range(ROUNDS):
         barrier.wait()
         barrier.wait()
     for runner in runners:
