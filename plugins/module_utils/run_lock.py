@@ -665,6 +665,10 @@ class GitLockBackend(LockBackend):
         proc = self._git(["push", "--porcelain", "--no-verify", f"--force-with-lease={ref}:{expected}",
                           self.remote, f"{oid}:{ref}"])
         flags = self._porcelain_flags(proc)
+        if proc.returncode == 0 and not expected and flags[:1] == ["="]:
+            # The ref already holds this very record: git reports "up to date"
+            # without checking the lease, so nothing was created.
+            return False
         if proc.returncode == 0 and flags and flags[0] in "*=+ ":
             self._remember(stack, profile, oid, content)
             return True

@@ -417,7 +417,7 @@ def test_module_on_aws_backends_refuses_bad_names(moto, backend):
     assert results["Acquire"]["changed"]
     assert results["Bad name"]["failed"] and "invalid stack name 'alpha; rm -rf /'" in results["Bad name"]["msg"]
     assert results["Stale"]["failed"] and results["Stale"]["stale"] is True
-    assert "(stale): break it with state=absent" in results["Stale"]["msg"]
+    assert "(stale): if its run is gone, break it (run_lock state=absent" in results["Stale"]["msg"]
     assert results["Break it"]["changed"] and results["Break it"]["lock"] == results["Acquire"]["lock"]
     items, keys = aws_contents(moto)
     assert (items, keys) == ([], [])
@@ -498,11 +498,12 @@ def test_git_delete_refused_by_a_hook_is_an_error(tmp_path):
     git("init", "-q", "--bare", "-b", "main", str(remote), cwd=tmp_path)
     work = clone(remote, tmp_path / "work")
     backend = run_lock.get_backend("git", repo_path=str(work))
-    backend.acquire("alpha", "prod", run_lock.new_record("alpha", "prod", "me@test", "run-1"))
+    record = run_lock.new_record("alpha", "prod", "me@test", "run-1")
+    backend.acquire("alpha", "prod", record)
     hook = remote / "hooks" / "pre-receive"
     hook.write_text("#!/bin/sh\necho 'no deletes' >&2\nexit 1\n")
     hook.chmod(0o755)
-    for call in (lambda: backend.release("alpha", "prod", "me@test"), lambda: backend.remove("alpha", "prod")):
+    for call in (lambda: backend.release("alpha", "prod", record), lambda: backend.remove("alpha", "prod")):
         with pytest.raises(run_lock.LockError, match="no deletes"):
             call()
     assert backend.read("alpha", "prod")["owner"] == "me@test"

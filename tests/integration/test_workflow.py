@@ -220,7 +220,8 @@ def test_dynamodb_lock_backend_through_moto(stack_repo, moto):
                           AttributeDefinitions=[{"AttributeName": "LockID", "AttributeType": "S"}],
                           BillingMode="PAY_PER_REQUEST")
     options = {"lock_backend": "dynamodb", "lock_table": "locks", "endpoint_url": moto, "region": "us-east-1"}
-    rc, result, err = workflow(clone, owner="alice", steps=["render", "git_check", "lock"], **options)
+    rc, result, err = workflow(clone, owner="alice", run_id="deploy-1", steps=["render", "git_check", "lock"],
+                               **options)
     assert rc == 0, (result.get("msg"), err)
     items = dynamodb.scan(TableName="locks")["Items"]
     assert [i["LockID"]["S"] for i in items] == ["guardrail/alpha/prod"]
@@ -228,6 +229,9 @@ def test_dynamodb_lock_backend_through_moto(stack_repo, moto):
     rc, result, _err = workflow(clone, owner="bob", **options)
     assert rc != 0 and result["failed_step"] == "lock" and "held by alice" in result["msg"]
     assert remote_lock(remote) is None
-    rc, result, err = workflow(clone, owner="alice", steps=["unlock"], **options)
+    # Another run of the same owner may not release it; the run that took it may.
+    rc, result, _err = workflow(clone, owner="alice", run_id="deploy-2", steps=["unlock"], **options)
+    assert rc != 0 and "held by alice (run deploy-1" in result["msg"]
+    rc, result, err = workflow(clone, owner="alice", run_id="deploy-1", steps=["unlock"], **options)
     assert rc == 0, (result.get("msg"), err)
     assert dynamodb.scan(TableName="locks")["Items"] == []
