@@ -32,7 +32,7 @@ import re
 from ansible_collections.guardrail.ecs.plugins.module_utils.cis_common import (
     CisError, enforce, finish, read_text, run, write_text)
 
-ITEM_KINDS = ("key", "line", "absent", "kmod", "grub_arg", "command")
+ITEM_KINDS = ("key", "line", "absent", "absent_arg", "kmod", "grub_arg", "command")
 
 
 def item_kind(item):
@@ -162,6 +162,22 @@ class FileEdit:
             elif not (_active(raw) and pattern.search(raw)):
                 out.append(raw)
         self.lines = out
+
+    def _arg_lines(self, item):
+        """Indexes of the active lines matching ``match`` whose arguments hold ``absent_arg``."""
+        pattern = re.compile(item["match"])
+        return [index for index, raw in enumerate(self.lines)
+                if _active(raw) and pattern.search(raw) and item["absent_arg"] in raw.split()]
+
+    def check_absent_arg(self, item):
+        # A module's argument is a token of its line: the line itself stays (pam_unix without nullok).
+        found = [self.lines[index].strip() for index in self._arg_lines(item)]
+        return not found, ("%s: %s" % (self.path, "; ".join(found)) if found else "")
+
+    def fix_absent_arg(self, item):
+        for index in self._arg_lines(item):
+            raw = self.lines[index]
+            self.lines[index] = re.sub(r"[ \t]+%s(?=[ \t]|$)" % re.escape(item["absent_arg"]), "", raw)
 
     def has_grub_cmdline(self):
         return any(_grub_cmdline(raw) for raw in self.lines if _active(raw))
@@ -322,6 +338,7 @@ FILE_ITEMS = {
     "key": (FileEdit.check_key, FileEdit.fix_key),
     "line": (FileEdit.check_line, FileEdit.fix_line),
     "absent": (FileEdit.check_absent, FileEdit.fix_absent),
+    "absent_arg": (FileEdit.check_absent_arg, FileEdit.fix_absent_arg),
     "grub_arg": (FileEdit.check_grub_arg, FileEdit.fix_grub_arg),
 }
 

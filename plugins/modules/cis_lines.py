@@ -31,6 +31,7 @@ options:
         C({path, key, value}) (optional C(separator), default a space; C(ignore_case); C(compare) V(le) or V(ge)
         to accept a stricter number), C({path, line}) (optional C(match), a regex naming the lines it replaces),
         C({path, absent}) (a regex no active line may match; C(path) may be a glob),
+        C({path, match, absent_arg}) (an argument no active line matching C(match) may hold; the line stays),
         C({kmod}) (the kernel module is disabled in O(modprobe_file) and not loaded),
         C({path, grub_arg}) (an argument of C(GRUB_CMDLINE_LINUX)) or C({command, expect}) (the command's output
         must match the regex after all writes; C(fix), a command run when it does not).

@@ -229,7 +229,7 @@ def edit_of(tmp_path, text):
 
 
 def test_registry_names_every_file_item():
-    assert set(cis_lines.FILE_ITEMS) == {"key", "line", "absent", "grub_arg"}
+    assert set(cis_lines.FILE_ITEMS) == {"key", "line", "absent", "absent_arg", "grub_arg"}
     assert set(cis_lines.FILE_ITEMS) | {"kmod", "command"} == set(cis_lines.ITEM_KINDS)
 
 
@@ -284,3 +284,28 @@ def test_setting_in_the_file_but_not_in_force_is_pending_reboot(tmp_path):
     state.write_text("Enforcing\n")
     results, _changed, _diffs = cis_lines.apply([{"id": "1.6.1.4", "lines": [item]}])
     assert status(results) == {"1.6.1.4": "pass"}
+
+
+def test_absent_module_argument_keeps_the_module_line(tmp_path):
+    auth = tmp_path / "common-auth"
+    auth.write_text("auth\t[success=2 default=ignore]\tpam_unix.so nullok try_first_pass\n"
+                    "auth\trequisite\t\t\tpam_deny.so\n")
+    profile = tmp_path / "unix"
+    profile.write_text("Auth:\n\t[success=end default=ignore]\tpam_unix.so nullok try_first_pass\n"
+                       "Auth-Initial:\n\t[success=end default=ignore]\tpam_unix.so nullok\n")
+    controls = [{"id": "5.3.3.4.1", "lines": [
+        {"path": str(auth), "match": r"pam_unix\.so", "absent_arg": "nullok"},
+        {"path": str(profile), "match": r"pam_unix\.so", "absent_arg": "nullok"},
+        {"path": str(tmp_path / "absent-profile"), "requires": str(tmp_path / "absent-profile"),
+         "match": r"pam_unix\.so", "absent_arg": "nullok"}]}]
+    results, changed, _diffs = cis_lines.apply(controls, audit_only=True)
+    assert not changed and status(results) == {"5.3.3.4.1": "failed"}
+    results, changed, _diffs = cis_lines.apply(controls)
+    assert changed and status(results) == {"5.3.3.4.1": "fixed"}
+    assert auth.read_text() == ("auth\t[success=2 default=ignore]\tpam_unix.so try_first_pass\n"
+                                "auth\trequisite\t\t\tpam_deny.so\n")
+    assert profile.read_text() == ("Auth:\n\t[success=end default=ignore]\tpam_unix.so try_first_pass\n"
+                                   "Auth-Initial:\n\t[success=end default=ignore]\tpam_unix.so\n")
+    assert not (tmp_path / "absent-profile").exists()
+    results, changed, _diffs = cis_lines.apply(controls)
+    assert not changed and status(results) == {"5.3.3.4.1": "pass"}
