@@ -86,6 +86,8 @@ def normalise(text, clone):
     text = re.sub(r"\d+\.\d\ds$", "N.NNs", text, flags=re.M)
     text = re.sub(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", "<ID>", text)
     text = re.sub(r"\d{4}-\d\d-\d\dT[\d:.]+Z", "<TIME>", text)
+    text = re.sub(r"\b(pid|process) \d+\b", r"\1 <PID>", text)
+    text = re.sub(r"\(\d+[smhd] ago\)", "(<AGE> ago)", text)
     text = re.sub(r"(terraform|tofu)\b", "<TOOL>", text, flags=re.I)
     return text
 

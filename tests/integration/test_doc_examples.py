@@ -26,6 +26,7 @@ LAB_HOST = ("changes the system configuration of the host it runs on (root, real
 NOT_RUN = {
     "cis_files": LAB_HOST,
     "cis_lines": LAB_HOST,
+    "cis_pam": LAB_HOST,
     "cis_scan": LAB_HOST,
     "cis_services": LAB_HOST,
     "cis_sysctl": LAB_HOST,
@@ -34,8 +35,8 @@ NOT_RUN = {
     "iptables_chains": "loads iptables rules into the host's kernel: runs in molecule/agent_firewall",
     "ecs_image_guard": "needs ECS services with deployments and ECR images deleted under them, "
                        "which test_ecs_image_guard builds in moto; the examples name clusters that do not exist",
-    "efs_hydrate": "the examples seed /srv/uploads and /srv/shared as root from package paths and S3; "
-                   "their owner is reworking them",
+    "efs_hydrate": "the examples seed /srv/uploads and /srv/shared as root from package paths; "
+                   "test_efs_hydrate and the adversarial suite run the module",
 }
 
 
