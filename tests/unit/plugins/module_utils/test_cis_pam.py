@@ -105,7 +105,6 @@ def test_bad_rows_are_refused():
         cis_pam.apply([{"id": "5.3.2.2", "modules": ["faillock"]}], "yast")
 
 
-
 def test_pam_unix_row_reads_the_stack(debian_root, tmp_path_factory):
     row = [{"id": "5.3.2.1", "modules": ["unix"]}]
     results, changed = cis_pam.apply(row, "pam_auth_update", root=str(debian_root), audit_only=True)
