@@ -82,7 +82,7 @@ def test_two_live_runs_of_one_owner_never_overlap(name, tmp_path, two_clones, mo
         barrier.wait()
     for runner in runners:
         runner.join(timeout=60)
-    rows = [results.get(timeout=10) for _ in range(2 * ROUNDS)]
+    rows = [results.get(timeout=10) for _round in range(2 * ROUNDS)]
     assert [row[6] for row in rows if row[6]] == []
     overlaps = 0
     for round_no in range(ROUNDS):

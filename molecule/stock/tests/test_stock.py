@@ -29,4 +29,6 @@ def test_autosave_was_answered_no(host):
 def test_efs_volume_wrote_the_mount(host):
     fstab = host.file("/etc/fstab").content_string
     assert "fs-0123456789abcdef0" in fstab and "/mnt/efs/data" in fstab
-    assert host.file("/mnt/efs/data").is_directory
+    # mount_state present writes fstab only (this kernel has no NFS client to mount with).
+    entry = next(line for line in fstab.splitlines() if "/mnt/efs/data" in line)
+    assert "nfsvers=4.1" in entry and "noresvport" in entry, entry
