@@ -315,9 +315,8 @@ def test_tofu_change_options_reach_the_workflow(git_repo, tmp_path):
     assert (res["owner"], res["run_id"]) == ("bob", "job-77")
     # lock_remote, owner, run_id, lock_message: the record on the `locks` remote
     from workflow_helpers import remote_lock
-    assert remote_lock(remotes["locks"]) == "refs/tags/guardrail-lock/alpha/prod"
-    git("fetch", "-q", "locks", "+refs/tags/*:refs/tags/*", cwd=clone)
-    record = git("cat-file", "-p", "refs/tags/guardrail-lock/alpha/prod", cwd=clone)
+    assert remote_lock(remotes["locks"]) == "refs/guardrail/locks/alpha/prod"
+    record = git("cat-file", "-p", "refs/guardrail/locks/alpha/prod", cwd=remotes["locks"])
     for expected in ("bob", "job-77", "release 7"):
         assert expected in record, record
     # push_remote: the mirror got the branch; stacks_dir/profiles_dir/dest/vars: rendered there
