@@ -141,8 +141,8 @@ def test_lifecycle_counts_outputs_and_secrets(project):
     assert [r["address"] for r in replace["resources"]] == ["terraform_data.marker"]
     assert replace["diff"][0]["before_header"] == "terraform_data.marker (replace)"
     assert '"one"' in replace["diff"][0]["before"]
-    # Every value given in `variables` is no_log: Ansible masks it wherever it appears.
-    assert '"two"' not in replace["diff"][0]["after"] and "********" in replace["diff"][0]["after"]
+    # Only secrets are masked: a plain variable's value shows in the diff as tofu reports it.
+    assert '"two"' in replace["diff"][0]["after"] and "********" not in replace["diff"][0]["after"]
     assert replace["outputs"]["marker_id"] != create["outputs"]["marker_id"]
 
     assert results["shrink"]["counts"] == counts(delete=2)
