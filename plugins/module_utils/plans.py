@@ -199,44 +199,24 @@ def apply_once(tofu):
     reading the change from its event stream: the fast path for an apply
     nobody reviews first. Returns the result apply() returns (no plan_id)."""
     tofu.ensure_init()
-    args = ["apply", "-json", "-auto-approve", *tofu._common()]
-    if tofu.parallelism:
-        args.append(f"-parallelism={tofu.parallelism}")
-    args += [f"-var-file={path}" for path in tofu.var_files]
-    args += [f"-target={target}" for target in tofu.targets]
-    args += [f"-replace={address}" for address in tofu.replace]
+    args = ["apply", "-json", "-auto-approve", *tofu._common(), *tofu.change_options()]
     proc = tofu.run(*args, check=False)
     counts = {"create": 0, "update": 0, "delete": 0, "replace": 0}
-    resources, messages, errors, outputs = [], [], [], None
-    for line in proc.stdout.splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            messages.append(line)
-            continue
-        if not isinstance(event, dict):
-            continue
-        messages.append(event.get("@message", ""))
-        kind = event.get("type")
-        if kind == "planned_change":
+    resources = []
+
+    def planned(event):
+        if event.get("type") == "planned_change":
             change = event.get("change") or {}
             action = change.get("action")
             if action in counts:
                 counts[action] += 1
                 resources.append({"address": (change.get("resource") or {}).get("addr"), "action": action})
-        elif kind == "outputs":
-            outputs = event.get("outputs") or {}
-        elif kind == "diagnostic" and event.get("@level") == "error":
-            diagnostic = event.get("diagnostic") or {}
-            errors.append(" ".join(filter(None, (diagnostic.get("summary"), diagnostic.get("detail")))))
-    proc.log_entry["stdout"] = "\n".join(messages) + ("\n" if messages else "")
+
+    proc.log_entry["stdout"], errors, outputs = tofu_utils._json_messages(proc.stdout, on_event=planned)
     if outputs is not None:
         tofu.remember_sensitive(outputs)
     if proc.returncode != 0:
-        detail = tofu._masked("\n".join(errors) or tofu_utils._error_text(proc.stderr))
-        raise tofu_utils.TofuError(f"{os.path.basename(tofu.binary)} apply failed (rc={proc.returncode}): "
-                                   f"{detail}", rc=proc.returncode, stdout=proc.log_entry["stdout"],
-                                   stderr=proc.stderr, cmd=proc.args)
+        raise tofu.apply_error(proc, errors, proc.args)
     if outputs is None:
         outputs = tofu.outputs()
     return {"changed": any(counts.values()), "applied": any(counts.values()), "counts": counts,

@@ -451,12 +451,22 @@ class Tofu:
         args = ["plan", *self._common(), "-detailed-exitcode", f"-out={out}"]
         if destroy:
             args.append("-destroy")
-        if self.parallelism:
-            args.append(f"-parallelism={self.parallelism}")
+        args += self.change_options()
+        return self.run(*args, ok_codes=(2,)).returncode == 2
+
+    def change_options(self):
+        """The options that shape a planned change: parallelism, var files, targets, replacements."""
+        args = [f"-parallelism={self.parallelism}"] if self.parallelism else []
         args += [f"-var-file={path}" for path in self.var_files]
         args += [f"-target={target}" for target in self.targets]
         args += [f"-replace={address}" for address in self.replace]
-        return self.run(*args, ok_codes=(2,)).returncode == 2
+        return args
+
+    def apply_error(self, proc, errors, cmd):
+        """The TofuError of a failed `apply -json`: its error diagnostics, or stderr."""
+        detail = self._masked("\n".join(errors) or _error_text(proc.stderr))
+        return TofuError(f"{os.path.basename(self.binary)} apply failed (rc={proc.returncode}): {detail}",
+                         rc=proc.returncode, stdout=proc.log_entry["stdout"], stderr=proc.stderr, cmd=cmd)
 
     def show_plan(self, planfile):
         proc = self.run("show", "-json", "-no-color", planfile, log_stdout=False)
@@ -476,10 +486,7 @@ class Tofu:
         proc = self.run(*args, planfile, check=False)
         proc.log_entry["stdout"], errors, outputs = _json_messages(proc.stdout)
         if proc.returncode != 0:
-            detail = self._masked("\n".join(errors) or _error_text(proc.stderr))
-            raise TofuError(f"{os.path.basename(self.binary)} apply failed (rc={proc.returncode}): {detail}",
-                            rc=proc.returncode, stdout=proc.log_entry["stdout"], stderr=proc.stderr,
-                            cmd=[self.binary, *args, planfile])
+            raise self.apply_error(proc, errors, [self.binary, *args, planfile])
         return outputs
 
     def outputs(self):
@@ -557,9 +564,9 @@ class Tofu:
         return result
 
 
-def _json_messages(stdout):
+def _json_messages(stdout, on_event=None):
     """(the human messages, the error diagnostics, the outputs or None) of a
-    `-json` event stream."""
+    `-json` event stream; `on_event`, when given, sees every event as well."""
     messages, errors, outputs = [], [], None
     for line in stdout.splitlines():
         try:
@@ -570,6 +577,8 @@ def _json_messages(stdout):
         if not isinstance(event, dict):
             continue
         messages.append(event.get("@message", ""))
+        if on_event is not None:
+            on_event(event)
         if event.get("type") == "diagnostic" and event.get("@level") == "error":
             diagnostic = event.get("diagnostic") or {}
             errors.append(" ".join(filter(None, (diagnostic.get("summary"), diagnostic.get("detail")))))
