@@ -11,6 +11,8 @@ and not enabled). The whole table is queried with one dpkg/rpm call and one
 """
 from __future__ import annotations
 
+import os
+
 from ansible_collections.guardrail.ecs.plugins.module_utils.cis_common import (
     CisError, enforce, finish, run)
 
@@ -69,7 +71,16 @@ def _describe(unit, state):
                             state.get("ActiveState", "?"))
 
 
-def apply(controls, manager="apt", remove_packages=True, install_packages=True, audit_only=False, check_mode=False):
+def apt_lists_missing(lists_dir="/var/lib/apt/lists"):
+    """True when apt has no package lists (a fresh or cleaned host): an install would not find anything."""
+    try:
+        return not any("_Packages" in name for name in os.listdir(lists_dir))
+    except OSError:
+        return True
+
+
+def apply(controls, manager="apt", remove_packages=True, install_packages=True, audit_only=False, check_mode=False,
+          apt_lists="/var/lib/apt/lists"):
     """Evaluates and enforces a table of package and service controls. Returns (results, changed, commands)."""
     for control in controls:
         if not any(control.get(k) for k in KEYS):
@@ -112,6 +123,8 @@ def apply(controls, manager="apt", remove_packages=True, install_packages=True, 
             do([manager, "-y", "-q", "remove"] + sorted(remove), remove)
     if install:
         if manager == "apt":
+            if apt_lists_missing(apt_lists):
+                do(["apt-get", "-q", "update"], install)
             do(["apt-get", "-y", "-q", "install", "--no-install-recommends"] + sorted(install), install)
         else:
             do([manager, "-y", "-q", "install"] + sorted(install), install)

@@ -57,3 +57,15 @@ def test_one_query_one_change_per_kind(monkeypatch):
     results, changed, commands = cis_services.apply(controls)
     assert not commands and not changed
     assert {r["status"] for r in results} <= {"pass", "waived"}
+
+
+def test_install_on_a_host_without_package_lists_updates_them_first(monkeypatch, tmp_path):
+    # A stock host: no apt lists, so `apt-get install` alone cannot locate any package.
+    host = FakeHost(set(), {})
+    monkeypatch.setattr(cis_services, "run", host.run)
+    controls = [{"id": "2.4.1.1", "packages_present": ["cron"]}]
+    _results, _changed, commands = cis_services.apply(controls, apt_lists=str(tmp_path))
+    assert [c["cmd"][:3] for c in commands] == [["apt-get", "-q", "update"], ["apt-get", "-y", "-q"]]
+    (tmp_path / "deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages").write_text("")
+    _results, _changed, commands = cis_services.apply(controls, apt_lists=str(tmp_path))
+    assert [c["cmd"][:3] for c in commands] == [["apt-get", "-y", "-q"]]
