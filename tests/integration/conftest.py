@@ -158,3 +158,15 @@ def git_repo(tmp_path):
     git("commit", "-q", "-m", "initial", cwd=clone)
     git("push", "-q", "-u", "origin", "main", cwd=clone)
     return clone, remote
+
+
+@pytest.fixture(scope="session")
+def busybox_path(tmp_path_factory):
+    """A PATH with only busybox applets, like a minimal (Alpine-style) image."""
+    bindir = tmp_path_factory.mktemp("busybox-bin")
+    applets = subprocess.run(["busybox", "--list"], capture_output=True, text=True, check=True,
+                             timeout=30).stdout.split()
+    assert "sh" in applets and "flock" not in applets
+    for applet in applets:
+        (bindir / applet).symlink_to("/usr/bin/busybox")
+    return str(bindir)

@@ -27,16 +27,6 @@ STAGING = ".guardrail-staging-"
 READY = ".guardrail-ready"
 
 
-@pytest.fixture(scope="module")
-def busybox_path(tmp_path_factory):
-    bindir = tmp_path_factory.mktemp("busybox-adv-bin")
-    applets = subprocess.run(["busybox", "--list"], capture_output=True, text=True, check=True,
-                             timeout=30).stdout.split()
-    assert "sh" in applets and "flock" not in applets
-    for applet in applets:
-        (bindir / applet).symlink_to("/usr/bin/busybox")
-    return str(bindir)
-
 
 @pytest.fixture(params=["module", "dash", "busybox"])
 def tool(request, busybox_path):

@@ -22,17 +22,6 @@ SCRIPT = ROOT / "roles" / "efs_volume" / "files" / "hydrate-entrypoint.sh"
 COMMAND = ["sh", "-c", 'echo "command pid=$$ args=$*"', "cmd", "one", "two"]
 
 
-@pytest.fixture(scope="module")
-def busybox_path(tmp_path_factory):
-    """A PATH with only busybox applets, like a minimal (Alpine-style) image."""
-    bindir = tmp_path_factory.mktemp("busybox-bin")
-    applets = subprocess.run(["busybox", "--list"], capture_output=True, text=True, check=True,
-                             timeout=30).stdout.split()
-    assert "sh" in applets and "flock" not in applets
-    for applet in applets:
-        (bindir / applet).symlink_to("/usr/bin/busybox")
-    return str(bindir)
-
 
 @pytest.fixture(params=["dash", "busybox"])
 def shell(request, busybox_path):
