@@ -26,6 +26,13 @@ def test_autosave_was_answered_no(host):
     assert "autosave_v4: false" in answers and "autosave_v6: false" in answers
 
 
+def test_cis_hardening_applied_its_level_1_settings(host):
+    assert host.run("sysctl -n net.ipv4.conf.all.send_redirects").stdout.strip() == "0"
+    # Installed on the first run, from a host that had no package lists.
+    for package in ("cron", "sudo", "rsyslog", "aide"):
+        assert host.package(package).is_installed, package
+
+
 def test_efs_volume_wrote_the_mount(host):
     fstab = host.file("/etc/fstab").content_string
     assert "fs-0123456789abcdef0" in fstab and "/mnt/efs/data" in fstab
