@@ -27,7 +27,6 @@ STAGING = ".guardrail-staging-"
 READY = ".guardrail-ready"
 
 
-
 @pytest.fixture(params=["module", "dash", "busybox"])
 def tool(request, busybox_path):
     """run(src, dest, **options) -> (rc, all output) of the hydrator as root."""

@@ -22,7 +22,6 @@ SCRIPT = ROOT / "roles" / "efs_volume" / "files" / "hydrate-entrypoint.sh"
 COMMAND = ["sh", "-c", 'echo "command pid=$$ args=$*"', "cmd", "one", "two"]
 
 
-
 @pytest.fixture(params=["dash", "busybox"])
 def shell(request, busybox_path):
     """(argv prefix, PATH) of the shell under test."""
