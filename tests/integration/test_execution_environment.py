@@ -63,7 +63,10 @@ def test_context_holds_every_requirement(ctx):
 def test_containerfile_installs_runner_core_collection_and_tofu(ctx):
     containerfile = (ctx / "Containerfile").read_text()
     assert 'ARG EE_BASE_IMAGE="quay.io/centos/centos:stream9"' in containerfile
-    assert "ansible-core>=2.17,<2.20 ansible-runner>=2.4,<3" in containerfile
+    deps = yaml.safe_load((ROOT / "execution-environment.yml").read_text())["dependencies"]
+    core, runner = deps["ansible_core"]["package_pip"], deps["ansible_runner"]["package_pip"]
+    assert f"{core} {runner}" in containerfile
+    assert f'ARG PYCMD="{deps["python_interpreter"]["python_path"]}"' in containerfile
     assert "-r requirements.yml --collections-path \"/usr/share/ansible/collections\"" in containerfile
     assert "collection install $ANSIBLE_GALAXY_CLI_COLLECTION_OPTS --collections-path /usr/share/ansible/collections " \
            "collections/guardrail-ecs-*.tar.gz" in containerfile
