@@ -377,21 +377,28 @@ def test_without_root_refusals_come_before_the_lock(lab, which, problem):
 SWAPPER = """
 import os, sys, time
 dirs, victim, stop, count = sys.argv[1].split(":"), sys.argv[2], sys.argv[3], sys.argv[4]
-swaps = 0
+# Every other directory is a symlink at any instant, and each flips every turn.
+linked = [False] * len(dirs)
+swaps = turn = 0
 while not os.path.exists(stop):
-    for state in ("link", "dir"):
-        for d in dirs:
-            try:
-                if state == "link":
-                    os.rename(d, d + ".x")
-                    os.symlink(victim, d)
-                else:
-                    os.unlink(d)
-                    os.rename(d + ".x", d)
+    for i, d in enumerate(dirs):
+        want = (turn + i) % 2 == 0
+        try:
+            if want and not linked[i]:
+                os.rename(d, d + ".x")
+                os.symlink(victim, d)
                 swaps += 1
-            except OSError:
-                pass
-        time.sleep(0.0005)
+            elif linked[i] and not want:
+                os.unlink(d)
+                os.rename(d + ".x", d)
+                swaps += 1
+            linked[i] = want
+        except OSError:
+            pass
+    turn += 1
+    if swaps and not os.path.exists(count + ".ready"):
+        open(count + ".ready", "w").close()
+    time.sleep(0.0005)
 open(count, "w").write(str(swaps))
 """
 
@@ -407,10 +414,15 @@ def test_a_dest_directory_swapped_for_a_symlink_during_the_move(lab, tool, reque
         request.applymarker(pytest.mark.xfail(
             strict=True, reason="sh has no directory descriptors: between its check of DEST/d0 and its mv "
             "into it, the attacker's symlink can take the name (the residual race the README states)"))
-    src = make_tree(lab.root / "wide", files=400, size=64)
+    # Many files right below a few directories: each one a rename the attacker can race.
+    src = lab.root / "wide"
+    tops = [f"d{i}" for i in range(4)]
+    for top in tops:
+        (src / top).mkdir(parents=True)
+        for i in range(60):
+            (src / top / f"f{i:03d}").write_text(f"{top} {i}\n")
     subprocess.run(["chmod", "-R", "a+rX", str(src)], check=True, timeout=30)
     lab.before = lab.snapshot()
-    tops = sorted(p.name for p in src.iterdir() if p.is_dir() and not p.is_symlink())
     outputs = []
     swaps = 0
     for attempt in range(2):
@@ -424,7 +436,9 @@ def test_a_dest_directory_swapped_for_a_symlink_during_the_move(lab, tool, reque
              ":".join(str(dest / d) for d in tops), str(lab.outside / "victim-dir"), str(stop), str(count)],
             cwd="/")
         try:
-            time.sleep(0.2)
+            deadline = time.monotonic() + 60
+            while not Path(f"{count}.ready").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
             rc, out = tool(src, dest, on_existing="merge")
             outputs.append(out)
             if tool.name == "helper":

@@ -967,6 +967,14 @@ static void finish(int dest_fd, int staging_fd, const char *staging_name, const 
     if (unlinkat(staging_fd, MARKER_TMP, 0) != 0 && errno != ENOENT)
         die_errno("cannot remove", MARKER_TMP);
     move_into(staging_fd, dest_fd, r->overwrite, "");
+    /* What stays (files a merge keeps) goes before the marker: after it, only
+     * two unlinks remain, the smallest window a kill can leave a tree in. */
+    size_t n;
+    char **names = list_dir(staging_fd, &n);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(names[i], READY))
+            remove_at(staging_fd, names[i]);
+    free_names(names, n);
     sync_fs(dest_fd);
     int fd = openat(staging_fd, MARKER_TMP, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0)
@@ -980,7 +988,8 @@ static void finish(int dest_fd, int staging_fd, const char *staging_name, const 
     if (renameat(staging_fd, MARKER_TMP, dest_fd, MARKER) != 0)
         die("cannot write the marker %s/%s: %s", dest_path, MARKER, strerror(errno));
     fsync(dest_fd);
-    remove_at(dest_fd, staging_name);
+    if (unlinkat(staging_fd, READY, 0) != 0 || unlinkat(dest_fd, staging_name, AT_REMOVEDIR) != 0)
+        remove_at(dest_fd, staging_name);
 }
 
 /* ------------------------------------------------------------ the lock */
