@@ -987,9 +987,9 @@ static void finish(int dest_fd, int staging_fd, const char *staging_name, const 
     /* rename replaces whatever is at the marker's name and never follows it. */
     if (renameat(staging_fd, MARKER_TMP, dest_fd, MARKER) != 0)
         die("cannot write the marker %s/%s: %s", dest_path, MARKER, strerror(errno));
-    fsync(dest_fd);
     if (unlinkat(staging_fd, READY, 0) != 0 || unlinkat(dest_fd, staging_name, AT_REMOVEDIR) != 0)
         remove_at(dest_fd, staging_name);
+    fsync(dest_fd);
 }
 
 /* ------------------------------------------------------------ the lock */
