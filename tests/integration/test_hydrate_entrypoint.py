@@ -300,3 +300,23 @@ def test_the_module_finishes_a_ready_staging_tree_of_the_script(tmp_path):
     assert result["rc"] == 0 and result["recovered"] and result["seeded"], result
     assert tree_listing(dest) == tree_listing(src)
     assert json.loads((dest / MARKER).read_text())["digest"] == "sha256-content:prepared"
+
+
+def test_the_helper_needs_nothing_from_the_image(tmp_path):
+    """A root holding only the helper, the source and the volume (no shell, no
+    libc, no /etc): it seeds, then reports the missing command with exit 127."""
+    root = tmp_path / "image"
+    (root / "volume").mkdir(parents=True)
+    make_tree(root / "seed", files=20)
+    shutil.copy(build_helper(), root / "guardrail-hydrate")
+    proc = subprocess.run(
+        [shutil.which("chroot"), str(root), "/guardrail-hydrate", "/no-such-command"], capture_output=True, text=True,
+        timeout=120, check=False,
+        env={"GUARDRAIL_HYDRATE_SRC": "/seed", "GUARDRAIL_HYDRATE_DEST": "/volume", "GUARDRAIL_HYDRATE_OWNER": "33",
+             "GUARDRAIL_HYDRATE_FILE_MODE": "0640"})
+    assert proc.returncode == 127 and "seeded from /seed" in proc.stderr and "/no-such-command" in proc.stderr, \
+        proc.stderr
+    assert tree_listing(root / "volume", ignore=(MARKER, LOCK_FILE)) == {
+        k: (kind, digest, 0o640 if kind == "file" else mode)
+        for k, (kind, digest, mode) in tree_listing(root / "seed").items()}
+    assert os.stat(root / "volume" / "README.txt").st_uid == 33
