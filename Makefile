@@ -10,7 +10,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export GUARDRAIL_LAB_IMAGE ?= localhost/guardrail-lab:debian12
 
 .PHONY: help bootstrap lab-image demo test unit sanity lint integration molecule compat benchmarks build docs \
-	ee-context release clean
+	ee-context release clean hydrate-helper
 
 help:
 	@echo "make demo    - build the lab host and run the main job on it"
@@ -18,6 +18,7 @@ help:
 	@echo "make unit | sanity | lint | integration | molecule | compat - one stage"
 	@echo "make benchmarks - run every benchmark in benchmarks/"
 	@echo "make build   - build the collection tarball"
+	@echo "make hydrate-helper - the static guardrail-hydrate binary in .cache/build"
 	@echo "make docs    - the HTML documentation site in docs/build/html"
 	@echo "make ee-context - the execution environment build context in context/"
 	@echo "make release - CHANGELOG.rst and changelogs/changelog.yaml for galaxy.yml's version"
@@ -42,6 +43,11 @@ benchmarks: lab-image
 
 build: bootstrap
 	ansible-galaxy collection build --force --output-path .cache/build
+
+# The efs_volume role's container-start helper, static so any image can carry it.
+hydrate-helper: bootstrap
+	@mkdir -p .cache/build
+	gcc -static -O2 -Wall -Wextra -o .cache/build/guardrail-hydrate roles/efs_volume/files/guardrail-hydrate.c
 
 docs: bootstrap
 	@scripts/docs

@@ -1,4 +1,5 @@
-"""Hydration speed: guardrail.ecs.efs_hydrate against `cp -a` of the same data.
+"""Hydration speed: guardrail.ecs.efs_hydrate and the static helper
+guardrail-hydrate against `cp -a` of the same data.
 
 Builds a source of 20,000 files (about 200 MB; --quick: 4,000 files, 40 MB),
 then, side by side in one run and alternating so neither gets a warmer cache:
@@ -6,8 +7,10 @@ then, side by side in one run and alternating so neither gets a warmer cache:
   - `cp -a src/. dest/ && sync -f dest`       (the same with the durability the module gives)
   - the module's logic, called in-process     (module_utils.efs_hydrate.hydrate)
   - the module as Ansible runs it on a host   (python -m ...modules.efs_hydrate args.json)
+  - the helper as a container starts it       (guardrail-hydrate true, built here with gcc -static)
 and a re-run of the module on the hydrated volume. Each round runs them in a
-different order, each one starting after a sync.
+different order, each one starting after a sync. Then the disk usage of a
+2 GiB sparse file (8 MiB of data) after the helper hydrated it.
 Targets: module <= 1.3 x cp -a; re-run <= 0.3 s.
 
 Usage: .venv/bin/python benchmarks/hydrate.py [--quick] [--rounds N] [--dir PATH]
@@ -30,6 +33,7 @@ sys.path.insert(0, str(COLLECTIONS))
 from ansible_collections.guardrail.ecs.plugins.module_utils.efs_hydrate import hydrate  # noqa: E402
 
 MODULE = "ansible_collections.guardrail.ecs.plugins.modules.efs_hydrate"
+HELPER_SOURCE = ROOT / "roles" / "efs_volume" / "files" / "guardrail-hydrate.c"
 
 
 def make_source(root, files, total_bytes):
@@ -86,6 +90,40 @@ def entry_point(src, dest, workdir):
     return run
 
 
+def build_helper(workdir):
+    out = workdir / "guardrail-hydrate"
+    subprocess.run(["gcc", "-static", "-O2", "-o", str(out), str(HELPER_SOURCE)], check=True, timeout=300)
+    return out
+
+
+def helper(binary, src, dest):
+    env = {"PATH": "/usr/bin:/bin", "GUARDRAIL_HYDRATE_SRC": str(src), "GUARDRAIL_HYDRATE_DEST": str(dest)}
+
+    def run():
+        proc = subprocess.run([str(binary), "true"], env=env, check=False, capture_output=True, text=True,
+                              timeout=600)
+        assert proc.returncode == 0 and "seeded from" in proc.stderr, proc.stderr
+    return run
+
+
+def sparse_usage(binary, work):
+    """Bytes allocated for a 2 GiB sparse file with 8 MiB of data, in the
+    source and after the helper hydrated it."""
+    src = work / "sparse-src"
+    src.mkdir()
+    with open(src / "disk.img", "wb") as f:
+        for offset in range(0, 2 << 30, 256 << 20):
+            f.seek(offset)
+            f.write(os.urandom(1 << 20))
+        f.truncate(2 << 30)
+    dest = work / "sparse-dest"
+    helper(binary, src, dest)()
+    allocated = [os.stat(d / "disk.img").st_blocks * 512 for d in (src, dest)]
+    du = subprocess.run(["du", "-s", "--block-size=1", str(dest)], check=True, capture_output=True, text=True,
+                        timeout=60).stdout.split()[0]
+    return os.stat(dest / "disk.img").st_size, allocated, int(du)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4,000 files, 40 MB")
@@ -102,13 +140,15 @@ def main():
         subprocess.run(["sync", "-f", str(work)], check=True, timeout=600)
         print(f"source: {files} files, {nbytes / 1e6:.0f} MB in {work}")
 
-        times = {"cp -a": [], "cp -a + sync": [], "module_utils": [], "module entry point": []}
+        binary = build_helper(work)
+        times = {"cp -a": [], "cp -a + sync": [], "module_utils": [], "module entry point": [], "helper": []}
         for r in range(opts.rounds):
             runs = [
                 ("cp -a", cp_a(src, work / f"cp{r}", sync=False)),
                 ("cp -a + sync", cp_a(src, work / f"cps{r}", sync=True)),
                 ("module_utils", in_process(src, work / f"mu{r}")),
                 ("module entry point", entry_point(src, work / f"ep{r}", work)),
+                ("helper", helper(binary, src, work / f"hp{r}")),
             ]
             # A different order each round, and no dirty pages left by the
             # previous copy, so no contender pays for another's writeback.
@@ -118,7 +158,7 @@ def main():
                 times[name].append(timed(fn))
             # Each round's copies go before the next, so the disk is not filling up.
             subprocess.run(["sync", "-f", str(work)], check=True, timeout=600)
-            for name in ("cp", "cps", "mu"):
+            for name in ("cp", "cps", "mu", "hp"):
                 shutil.rmtree(work / f"{name}{r}")
             if r != opts.rounds - 1:
                 shutil.rmtree(work / f"ep{r}")
@@ -136,9 +176,14 @@ def main():
         print(f"ratio module_utils / cp -a:               {med['module_utils'] / med['cp -a']:.2f}x (target <= 1.3x)")
         print(f"ratio module entry point / cp -a:         {med['module entry point'] / med['cp -a']:.2f}x")
         print(f"ratio module_utils / (cp -a + sync):      {med['module_utils'] / med['cp -a + sync']:.2f}x")
+        print(f"ratio helper / cp -a:                     {med['helper'] / med['cp -a']:.2f}x")
+        print(f"ratio helper / (cp -a + sync):            {med['helper'] / med['cp -a + sync']:.2f}x")
         print(f"re-run on the hydrated volume, module_utils:       {min(rerun_in_process):.4f} s (target <= 0.3 s)")
         print(f"re-run on the hydrated volume, module entry point: {min(rerun_entry_times):.4f} s"
               " (includes starting Python and importing Ansible)")
+        size, (src_alloc, dest_alloc), du = sparse_usage(binary, work)
+        print(f"sparse file of {size / 2 ** 30:.0f} GiB: {src_alloc / 2 ** 20:.1f} MiB allocated in the source, "
+              f"{dest_alloc / 2 ** 20:.1f} MiB after the helper (du -s of dest: {du / 2 ** 20:.1f} MiB)")
     finally:
         shutil.rmtree(work)
 

@@ -1,9 +1,12 @@
-"""Helpers for the hydration tests: source trees, tree comparison, and the
+"""Helpers for the hydration tests: source trees, tree comparison, the
 module run the way Ansible runs it on a host (a separate Python process
-reading its arguments file)."""
+reading its arguments file), and the static helper built with gcc."""
+import atexit
+import functools
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -15,6 +18,24 @@ MARKER = ".guardrail-hydrated"
 LOCK_FILE = ".guardrail-hydrate.lock"
 STAGING_PREFIX = ".guardrail-staging-"
 OURS = (MARKER, LOCK_FILE)
+SCRIPT = ROOT / "roles" / "efs_volume" / "files" / "hydrate-entrypoint.sh"
+HELPER_SOURCE = ROOT / "roles" / "efs_volume" / "files" / "guardrail-hydrate.c"
+
+
+@functools.lru_cache(maxsize=None)
+def build_helper():
+    """guardrail-hydrate built once per session as `make hydrate-helper` builds
+    it (static, warnings as errors), in a directory every uid can enter. A
+    machine without gcc or a static libc fails the tests that need it."""
+    out_dir = Path(tempfile.mkdtemp(prefix="guardrail-hydrate-bin-"))
+    atexit.register(shutil.rmtree, out_dir, True)
+    out_dir.chmod(0o755)
+    out = out_dir / "guardrail-hydrate"
+    proc = subprocess.run(["gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(out),
+                           str(HELPER_SOURCE)], capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, f"gcc could not build {HELPER_SOURCE} (scripts/bootstrap installs gcc " \
+        f"and libc6-dev): {proc.stderr}"
+    return str(out)
 
 
 def make_tree(root, files=200, size=4096, seed=1):

@@ -1,6 +1,8 @@
-"""roles/efs_volume/files/hydrate-entrypoint.sh under dash (with util-linux
-flock) and under busybox sh with nothing but busybox applets on PATH (no
-flock: the mkdir lock). Races, kills, refusals, then exec of the command."""
+"""The container-start hydrators: roles/efs_volume/files/hydrate-entrypoint.sh
+under dash (with util-linux flock) and under busybox sh with nothing but
+busybox applets on PATH (no flock: the mkdir lock), and the static helper
+guardrail-hydrate built from guardrail-hydrate.c. Races, kills, refusals, then
+exec of the command."""
 import collections
 import json
 import os
@@ -14,33 +16,44 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
-from efs_hydrate_helpers import LOCK_FILE, MARKER, leftovers, make_tree, run_module, tree_listing
+from efs_hydrate_helpers import (
+    LOCK_FILE,
+    MARKER,
+    SCRIPT,
+    build_helper,
+    leftovers,
+    make_tree,
+    run_module,
+    tree_listing,
+)
 
-SCRIPT = ROOT / "roles" / "efs_volume" / "files" / "hydrate-entrypoint.sh"
-# Prints the pid it runs as: equal to the script's pid only if the script exec'd it.
+# Prints the pid it runs as: equal to the hydrator's pid only if the hydrator exec'd it.
 COMMAND = ["sh", "-c", 'echo "command pid=$$ args=$*"', "cmd", "one", "two"]
+SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+Tool = collections.namedtuple("Tool", "argv path name")
 
 
-@pytest.fixture(params=["dash", "busybox"])
+@pytest.fixture(params=["dash", "busybox", "helper"])
 def shell(request, busybox_path):
-    """(argv prefix, PATH) of the shell under test."""
+    """The hydrator under test: the argv that runs it, its PATH and its name."""
     if request.param == "dash":
         assert os.path.realpath("/bin/sh").endswith("dash"), "sh here is expected to be dash"
-        return ["/bin/sh"], "/usr/sbin:/usr/bin:/sbin:/bin"
-    return ["/usr/bin/busybox", "sh"], busybox_path
+        return Tool(["/bin/sh", str(SCRIPT)], SYSTEM_PATH, "dash")
+    if request.param == "busybox":
+        return Tool(["/usr/bin/busybox", "sh", str(SCRIPT)], busybox_path, "busybox")
+    return Tool([build_helper()], SYSTEM_PATH, "helper")
 
 
 Run = collections.namedtuple("Run", "rc out err pid")
 
 
 def start(shell, src, dest, command=None, **settings):
-    argv, path = shell
-    env = {"PATH": path, "HOME": "/root", "GUARDRAIL_HYDRATE_SRC": str(src),
+    env = {"PATH": shell.path, "HOME": "/root", "GUARDRAIL_HYDRATE_SRC": str(src),
            "GUARDRAIL_HYDRATE_DEST": str(dest)}
     env.update({f"GUARDRAIL_HYDRATE_{k.upper()}": str(v) for k, v in settings.items()})
     # Its own session: a kill takes the whole container-like process group.
-    return subprocess.Popen([*argv, str(SCRIPT), *(command or COMMAND)], env=env, stdout=subprocess.PIPE,
+    return subprocess.Popen([*shell.argv, *(command or COMMAND)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
@@ -77,7 +90,9 @@ def test_ten_concurrent_starts_seed_once_then_exec(shell, tmp_path):
     assert [n for n in os.listdir(dest) if n.startswith(MARKER)] == [MARKER]
     assert leftovers(dest) == [] and not (dest / (LOCK_FILE + ".d")).exists()
     marker = json.loads((dest / MARKER).read_text())
-    assert marker["digest"].startswith("sha256-content:") and marker["files"] == 402
+    # The helper lists the source as the module does; the script hashes content.
+    digest = "sha256-listing:" if shell.name == "helper" else "sha256-content:"
+    assert marker["digest"].startswith(digest) and marker["files"] == 402
     # The module reads the script's marker: the volume counts as hydrated.
     assert not run_module({"src": str(src), "dest": str(dest)})["changed"]
 
@@ -184,12 +199,13 @@ def test_a_stale_mkdir_lock_of_a_dead_process_is_broken(busybox_path, tmp_path):
     dead = subprocess.Popen(["true"])
     dead.wait()
     (lockdir / "owner").write_text(f"{os.uname().nodename} {dead.pid}\n")
-    rc, out, err = run3((["/usr/bin/busybox", "sh"], busybox_path), src, dest)
+    rc, out, err = run3(Tool(["/usr/bin/busybox", "sh", str(SCRIPT)], busybox_path, "busybox"), src, dest)
     assert rc == 0 and "seeded from" in err, err
     assert not lockdir.exists()
 
 
-def test_without_root():
+@pytest.mark.parametrize("which", ["script", "helper"])
+def test_without_root(which):
     """As an unprivileged user: read-only directory modes are refused up front,
     writable ones apply."""
     work = Path(tempfile.mkdtemp(prefix="hydrate-entrypoint-nonroot-"))
@@ -197,17 +213,18 @@ def test_without_root():
         work.chmod(0o777)
         src = make_tree(work / "src", files=10)
         # The checkout may sit in a directory only root can enter: run a copy.
-        script = work / "hydrate-entrypoint.sh"
-        shutil.copyfile(SCRIPT, script)
-        subprocess.run(["chmod", "-R", "a+rX", str(src), str(script)], check=True, timeout=30)
+        tool = work / ("hydrate-entrypoint.sh" if which == "script" else "guardrail-hydrate")
+        shutil.copy(SCRIPT if which == "script" else build_helper(), tool)
+        subprocess.run(["chmod", "-R", "a+rX", str(src), str(tool)], check=True, timeout=30)
+        argv = ["sh", str(tool)] if which == "script" else [str(tool)]
         base = ["runuser", "-u", "nobody", "--", "env", "PATH=/usr/bin:/bin",
                 f"GUARDRAIL_HYDRATE_SRC={src}", f"GUARDRAIL_HYDRATE_DEST={work / 'dest'}"]
-        refused = subprocess.run([*base, "GUARDRAIL_HYDRATE_DIR_MODE=0555", "sh", str(script), "true"],
+        refused = subprocess.run([*base, "GUARDRAIL_HYDRATE_DIR_MODE=0555", *argv, "true"],
                                  capture_output=True, text=True, timeout=120, check=False)
         assert refused.returncode == 70 and "must let the owner write" in refused.stderr
         assert not (work / "dest").exists()
         done = subprocess.run([*base, "GUARDRAIL_HYDRATE_DIR_MODE=0750", "GUARDRAIL_HYDRATE_FILE_MODE=0440",
-                               "sh", str(script), "echo", "ran"],
+                               *argv, "echo", "ran"],
                               capture_output=True, text=True, timeout=120, check=False)
         assert done.returncode == 0 and done.stdout == "ran\n", done.stderr
         assert (work / "dest" / "d0").stat().st_mode & 0o7777 == 0o750
@@ -283,3 +300,23 @@ def test_the_module_finishes_a_ready_staging_tree_of_the_script(tmp_path):
     assert result["rc"] == 0 and result["recovered"] and result["seeded"], result
     assert tree_listing(dest) == tree_listing(src)
     assert json.loads((dest / MARKER).read_text())["digest"] == "sha256-content:prepared"
+
+
+def test_the_helper_needs_nothing_from_the_image(tmp_path):
+    """A root holding only the helper, the source and the volume (no shell, no
+    libc, no /etc): it seeds, then reports the missing command with exit 127."""
+    root = tmp_path / "image"
+    (root / "volume").mkdir(parents=True)
+    make_tree(root / "seed", files=20)
+    shutil.copy(build_helper(), root / "guardrail-hydrate")
+    proc = subprocess.run(
+        [shutil.which("chroot"), str(root), "/guardrail-hydrate", "/no-such-command"], capture_output=True, text=True,
+        timeout=120, check=False,
+        env={"GUARDRAIL_HYDRATE_SRC": "/seed", "GUARDRAIL_HYDRATE_DEST": "/volume", "GUARDRAIL_HYDRATE_OWNER": "33",
+             "GUARDRAIL_HYDRATE_FILE_MODE": "0640"})
+    assert proc.returncode == 127 and "seeded from /seed" in proc.stderr and "/no-such-command" in proc.stderr, \
+        proc.stderr
+    assert tree_listing(root / "volume", ignore=(MARKER, LOCK_FILE)) == {
+        k: (kind, digest, 0o640 if kind == "file" else mode)
+        for k, (kind, digest, mode) in tree_listing(root / "seed").items()}
+    assert os.stat(root / "volume" / "README.txt").st_uid == 33
