@@ -28,7 +28,7 @@ options:
       - C(audit_only) on one control evaluates it without changing it.
       - C(waived_settings), a mapping of parameter to reason (empty for none), leaves those parameters as found
         and shows them; C(keep_for_docker_ipv6), a list of parameters left as found when Docker runs IPv6
-        networks (C("ipv6": true) in /etc/docker/daemon.json). The other parameters are enforced, and the
+        networks (C(ipv6) true in /etc/docker/daemon.json). The other parameters are enforced, and the
         control is C(waived) when a parameter left as found is not the wanted value.
     type: list
     elements: dict
