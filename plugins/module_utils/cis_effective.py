@@ -138,8 +138,17 @@ def pam_arg(args, key):
     return value
 
 
-def without_pam_arg(raw, key):
-    return re.sub(r"[ \t]+%s(?:=\S*)?(?=[ \t]|$)" % re.escape(key), "", raw)
+def with_pam_arg(raw, key, value):
+    """The PAM line with ``key=value`` (a bare ``key`` when value is True) in place of any ``key`` argument."""
+    wanted = key if value is True else "%s=%s" % (key, value)
+    pattern = re.compile(r"(?<=[ \t])%s(?:=\S*)?(?=[ \t]|$)" % re.escape(key))
+    if pattern.search(raw):
+        return pattern.sub(wanted, raw, count=1)
+    return raw.rstrip() + " " + wanted
+
+
+def truthy(value):
+    return value is True or str(value).strip().lower() in ("true", "yes", "1")
 
 
 # ---------------------------------------------------------------- sudoers Defaults

@@ -364,35 +364,61 @@ def _effective_sources(item, extra=()):
     return eff.layered_sources(item.get("main"), item.get("dirs") or [], extra)
 
 
-def check_effective(book, item):
-    """(compliant, observed) for a layered setting and its PAM module arguments."""
-    key = item["effective"]
-    value, source = eff.conf_value(_effective_sources(item), book.lines, item)
-    if item.get("flag"):
-        ok = bool(value)
-    else:
-        ok = eff.item_satisfies(value, item)
-    seen = ["%s %s (%s)" % (key, "set" if value is True else value if value is not None else "unset", source or "nowhere")]
+def _pam(item):
+    """The PAM side of an effective item: (module, files, args_only) or None."""
     pam = item.get("pam")
+    if not pam:
+        return None
+    return pam["module"], eff.pam_files(pam["paths"]), eff.truthy(pam.get("args_only", False))
+
+
+def check_effective(book, item):
+    """(compliant, observed) for a layered setting and its PAM module arguments.
+
+    With ``pam.args_only`` the module reads no configuration file (PAM before 1.4): each of its lines
+    must carry the argument, else the module's ``default`` applies."""
+    key, pam = item["effective"], _pam(item)
+    args_only = bool(pam and pam[2])
+    value, source = (item.get("default"), "default") if args_only else eff.conf_value(_effective_sources(item), book.lines, item)
+    ok = bool(value) if item.get("flag") else eff.item_satisfies(value, item)
+    seen = ["%s %s (%s)" % (key, "set" if value is True else value if value is not None else "unset", source or "nowhere")]
     if pam:
-        lines = eff.pam_lines(eff.pam_files(pam["paths"]), pam["module"], book.lines)
+        module, files, _args_only = pam
+        lines = eff.pam_lines(files, module, book.lines)
+        line_ok = []
         for path, _index, args in lines:
             arg = eff.pam_arg(args, key)
-            if arg is None:
-                continue
-            if item.get("flag"):
-                continue
-            if not eff.item_satisfies(arg, item):
-                ok = False
-                seen.append("%s %s=%s in %s" % (pam["module"], key, arg, path))
-        if item.get("flag") and not ok and lines and all(eff.pam_arg(a, key) for _p, _i, a in lines):
-            ok = True
-            seen.append("%s %s on every line" % (pam["module"], key))
+            good = (bool(arg) or ok) if item.get("flag") else (ok if arg is None else eff.item_satisfies(arg, item))
+            line_ok.append(good)
+            if not good:
+                seen.append("%s %s in %s" % (module, "without %s" % key if arg is None else "%s=%s" % (key, arg), path))
+        if item.get("flag"):
+            ok = bool(lines) and all(line_ok) if (args_only or not ok) else ok
+        else:
+            ok = all(line_ok) and (ok or (args_only and bool(lines)))
     return ok, "; ".join(seen)
 
 
 def fix_effective(book, item):
-    key, dirs = item["effective"], list(item.get("dirs") or [])
+    key, dirs, pam = item["effective"], list(item.get("dirs") or []), _pam(item)
+    if not (pam and pam[2]):
+        _fix_layers(book, item, key, dirs)
+    if pam:
+        module, files, args_only = pam
+        wanted = True if item.get("flag") else item["value"]
+        for path, index, args in eff.pam_lines(files, module, book.lines):
+            arg = eff.pam_arg(args, key)
+            weak = (not arg) if item.get("flag") else (arg is not None and not eff.item_satisfies(arg, item))
+            if weak and (args_only or arg is not None):
+                # Normalised, not removed: the line keeps saying what it enforces.
+                edit = book.edit(path)
+                edit.lines[index] = eff.with_pam_arg(edit.lines[index], key, wanted)
+            elif args_only and arg is None and not eff.item_satisfies(item.get("default"), item):
+                edit = book.edit(path)
+                edit.lines[index] = eff.with_pam_arg(edit.lines[index], key, wanted)
+
+
+def _fix_layers(book, item, key, dirs):
     target = book.edit(item["path"])
     if item.get("flag"):
         target.fix_line({"line": key})
@@ -406,18 +432,10 @@ def fix_effective(book, item):
         if not values or eff.item_satisfies(values[-1], item):
             continue
         kept = [raw for raw in book.lines(path) if not (eff.active(raw) and pattern.match(raw))]
-        home = os.path.dirname(path)
-        if dirs and home in dirs[1:]:
+        if dirs and os.path.dirname(path) in dirs[1:]:
             # A vendor or runtime drop-in: a file of the same name in the first directory hides it.
             path = os.path.join(dirs[0], os.path.basename(path))
         book.edit(path).lines = kept
-    pam = item.get("pam")
-    if pam:
-        for path, index, args in eff.pam_lines(eff.pam_files(pam["paths"]), pam["module"], book.lines):
-            arg = eff.pam_arg(args, key)
-            if arg is not None and not eff.item_satisfies(arg, item):
-                edit = book.edit(path)
-                edit.lines[index] = eff.without_pam_arg(edit.lines[index], key)
 
 
 def _sudo_entries(book, item):
@@ -504,8 +522,8 @@ class SshdConnections:
             rc, out, err = self.outputs[key]
             ran += 1
             if rc != 0 or not re.search(item["expect"], out, re.M):
-                wanted = re.sub(r"[^a-z]", "", item["expect"].split("\\s")[0].split("^")[-1].lower()) or "setting"
-                got = [line for line in out.splitlines() if line.lower().startswith(wanted + " ")][:3]
+                named = re.search(r"\^(\w+)", item["expect"])
+                got = [line for line in out.splitlines() if named and line.lower().startswith(named.group(1).lower() + " ")][:3]
                 misses.append("%s: %s" % (label, "; ".join(got) or (err or out).strip()[:120] or "rc %d" % rc))
         if misses:
             return "failed", "sshd -T -C: " + "; ".join(misses + notes)

@@ -475,3 +475,21 @@ def test_systemd_drop_in_that_wins_decides_and_the_fix_wins_back(tmp_path, platf
     assert evaluate(row, tmp_path, {})["status"] == "pass"
     hidden = tmp_path / ("etc/systemd/%s.conf.d/" % unit + later.rsplit("/", 1)[-1])
     assert "Other=1" in hidden.read_text() and "%s=%s" % (key, weak) not in hidden.read_text()
+
+
+@pytest.mark.parametrize("control_id,stack,weak,wanted", [
+    ("4.4.2.1.2", "auth required pam_faillock.so preauth silent deny=10\nauth required pam_unix.so\n", "deny=10",
+     ["deny=5", "unlock_time=900"]),
+    ("4.4.2.3.2", "password required pam_pwhistory.so remember=5 use_authtok\n", "remember=5", ["remember=24", "enforce_for_root"]),
+])
+def test_al2_pam_modules_read_their_lines_only(tmp_path, control_id, stack, weak, wanted, al2):
+    """PAM 1.1.8 has no faillock.conf or pwhistory.conf: a compliant file there changes nothing, the line decides."""
+    row = rows(al2)[control_id]
+    files = {"/etc/security/faillock.conf": "deny = 5\nunlock_time = 900\n",
+             "/etc/security/pwhistory.conf": "remember = 24\nenforce_for_root\n", "/etc/pam.d/system-auth": stack}
+    result = evaluate(row, tmp_path, files)
+    assert result["status"] == "failed" and weak in result["evidence"], result
+    evaluate(row, tmp_path, {}, audit_only=False)
+    text = (tmp_path / "etc/pam.d/system-auth").read_text()
+    assert weak not in text and all(w in text for w in wanted), text
+    assert evaluate(row, tmp_path, {})["status"] == "pass"
