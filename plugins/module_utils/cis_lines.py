@@ -390,8 +390,9 @@ def check_effective(book, item):
             arg = eff.pam_arg(args, key)
             good = (bool(arg) or ok) if item.get("flag") else (ok if arg is None else eff.item_satisfies(arg, item))
             line_ok.append(good)
-            if not good:
-                seen.append("%s %s in %s" % (module, "without %s" % key if arg is None else "%s=%s" % (key, arg), path))
+            note = "%s %s in %s" % (module, "without %s" % key if arg is None else "%s=%s" % (key, arg), path)
+            if not good and (arg is not None or args_only) and note not in seen:
+                seen.append(note)
         if item.get("flag"):
             ok = bool(lines) and all(line_ok) if (args_only or not ok) else ok
         else:
@@ -431,11 +432,15 @@ def _fix_layers(book, item, key, dirs):
         values = eff.file_values(book.lines(path), item)
         if not values or eff.item_satisfies(values[-1], item):
             continue
-        kept = [raw for raw in book.lines(path) if not (eff.active(raw) and pattern.match(raw))]
         if dirs and os.path.dirname(path) in dirs[1:]:
-            # A vendor or runtime drop-in: a file of the same name in the first directory hides it.
-            path = os.path.join(dirs[0], os.path.basename(path))
-        book.edit(path).lines = kept
+            # A vendor or runtime drop-in: a file of the same name in the first directory hides it (made
+            # once, from the drop-in, then edited like any file when several keys need it).
+            shadow = os.path.join(dirs[0], os.path.basename(path))
+            if shadow not in book.edits:
+                book.edit(shadow).lines = list(book.lines(path))
+            path = shadow
+        edit = book.edit(path)
+        edit.lines = [raw for raw in edit.lines if not (eff.active(raw) and pattern.match(raw))]
 
 
 def _sudo_entries(book, item):

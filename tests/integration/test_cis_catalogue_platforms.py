@@ -493,3 +493,18 @@ def test_al2_pam_modules_read_their_lines_only(tmp_path, control_id, stack, weak
     text = (tmp_path / "etc/pam.d/system-auth").read_text()
     assert weak not in text and all(w in text for w in wanted), text
     assert evaluate(row, tmp_path, {})["status"] == "pass"
+
+
+def test_one_vendor_drop_in_weakening_two_journald_keys_is_hidden_once(tmp_path, debian):
+    """Two rows fixing the same vendor drop-in in one run: the copy in /etc loses both keys, keeps the rest."""
+    by_id = rows(debian)
+    from ansible_collections.guardrail.ecs.plugins.module_utils import cis_lines
+    vendor = tmp_path / "usr/lib/systemd/journald.conf.d/99-vendor.conf"
+    vendor.parent.mkdir(parents=True)
+    vendor.write_text("[Journal]\nCompress=no\nStorage=volatile\nSplitMode=uid\n")
+    table = [{k: v for k, v in rebase(by_id[i], tmp_path).items() if k != "kind"} for i in ("6.1.2.3", "6.1.2.4")]
+    results, changed, _diffs = cis_lines.apply(table)
+    assert changed and [r["status"] for r in results] == ["fixed", "fixed"], results
+    assert (tmp_path / "etc/systemd/journald.conf.d/99-vendor.conf").read_text() == "[Journal]\nSplitMode=uid\n"
+    results, changed, _diffs = cis_lines.apply(table)
+    assert not changed and [r["status"] for r in results] == ["pass", "pass"], results
