@@ -453,8 +453,8 @@ def check_sudo_default(book, item):
     weak = [e for e in entries if not eff.item_satisfies(eff.sudoers_value(e[3]), item)]
     effective = eff.sudoers_value(globals_[-1][3]) if globals_ else None
     ok = effective is not None and eff.item_satisfies(effective, item) and not weak
-    seen = ["%s %s globally (%s)" % (item["sudo_default"], effective if effective is not None else "unset",
-                                      globals_[-1][0] if globals_ else "no Defaults")]
+    where = globals_[-1][0] if globals_ else "no Defaults"
+    seen = ["%s %s globally (%s)" % (item["sudo_default"], effective if effective is not None else "unset", where)]
     seen.extend("Defaults%s %s=%s in %s" % (scope, item["sudo_default"], eff.sudoers_value(value), path)
                 for path, _indexes, scope, value in weak)
     return ok, "; ".join(seen)

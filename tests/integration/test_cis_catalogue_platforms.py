@@ -115,7 +115,7 @@ def test_missing_al2023_controls_are_evaluated(al2023):
     assert [i for i in missing if i not in meta] == []
     by_id = rows(al2023)
     assert [i["effective"] for i in by_id["5.1.2.6"]["lines"]] == ["SystemMaxUse", "SystemKeepFree", "RuntimeMaxUse",
-                                                             "RuntimeKeepFree", "MaxFileSec"]
+                                                                   "RuntimeKeepFree", "MaxFileSec"]
 
 
 def test_check_only_controls_are_remediated_or_say_why(al2023):
@@ -318,8 +318,6 @@ def test_ip_forward_waiver_leaves_ipv6_forwarding_enforced(platform, control_id,
     assert row["keep_for_docker_ipv6"] == ["net.ipv6.conf.all.forwarding"]
 
 
-
-
 # ---------------------------------------------------------------- values that another file or a PAM line decides
 @pytest.mark.parametrize("platform,control_id,conf,module,good,weak", [
     ("debian", "5.3.3.1.1", "/etc/security/faillock.conf", "pam_faillock.so", "deny = 5\n", "preauth deny=10"),
@@ -327,8 +325,8 @@ def test_ip_forward_waiver_leaves_ipv6_forwarding_enforced(platform, control_id,
     ("al2023", "4.5.2", "/etc/security/faillock.conf", "pam_faillock.so", "deny = 5\nunlock_time = 900\n", "preauth unlock_time=60"),
     ("debian", "5.3.3.3.1", "/etc/security/pwhistory.conf", "pam_pwhistory.so", "remember = 24\nenforce_for_root\n", "remember=1"),
 ])
-def test_pam_line_arguments_weaker_than_the_conf_file_fail_and_are_removed(tmp_path, platform, control_id, conf, module,
-                                                                             good, weak, request):
+def test_pam_line_arguments_weaker_than_the_conf_file_fail_and_are_normalised(tmp_path, platform, control_id, conf,
+                                                                              module, good, weak, request):
     """pam_faillock and pam_pwhistory take an argument on their line over their .conf file."""
     row = rows(request.getfixturevalue(platform))[control_id]
     kind = "password" if module == "pam_pwhistory.so" else "auth"
@@ -372,10 +370,9 @@ def test_every_pwquality_setting_counts_conf_d_and_the_pam_line(tmp_path, key, c
             pam: "password requisite pam_pwquality.so retry=3\npassword required pam_unix.so\n"}
     assert evaluate(row, tmp_path / "ok", base)["status"] == "pass"
     # A later drop-in that fixes it again wins over a weak earlier one.
+    good_line = "dcredit = -1" if key == "dcredit" else [line for line in PWQUALITY_GOOD.splitlines() if line.startswith(key)][0]
     masked = dict(base, **{"/etc/security/pwquality.conf.d/10-weak.conf": in_conf_d + "\n",
-                           "/etc/security/pwquality.conf.d/20-good.conf": [l for l in PWQUALITY_GOOD.splitlines()
-                                                                            if l.startswith(key)][0] + "\n"
-                           if key != "dcredit" else "dcredit = -1\n"})
+                           "/etc/security/pwquality.conf.d/20-good.conf": good_line + "\n"})
     assert evaluate(row, tmp_path / "masked", masked)["status"] == "pass"
     weak = dict(base, **{"/etc/security/pwquality.conf.d/50-site.conf": in_conf_d + "\n"})
     result = evaluate(row, tmp_path / "conf_d", weak)
@@ -458,8 +455,8 @@ def test_sudo_timestamp_timeout_overridden_in_sudoers_d(tmp_path, other, expecte
 ])
 @pytest.mark.parametrize("where", ["/etc/systemd/{0}.conf.d/90-local.conf", "/usr/lib/systemd/{0}.conf.d/99-vendor.conf",
                                    "/run/systemd/{0}.conf.d/70-runtime.conf"])
-def test_systemd_drop_in_that_wins_decides_and_the_fix_wins_back(tmp_path, platform, control_id, key, value, weak, where,
-                                                                  request):
+def test_systemd_drop_in_that_wins_decides_and_the_fix_wins_back(tmp_path, platform, control_id, key, value, weak,
+                                                                  where, request):
     row = rows(request.getfixturevalue(platform))[control_id]
     unit = "journald" if control_id.startswith("6.") else "coredump"
     section = "Journal" if unit == "journald" else "Coredump"

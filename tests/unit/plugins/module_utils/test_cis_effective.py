@@ -92,7 +92,6 @@ def test_ipv6_forwarding_stays_enforced_when_ipv4_is_waived(tmp_path):
     assert not changed and results[0]["status"] == "waived"
 
 
-
 def test_docker_ipv6_networks_keep_ipv6_forwarding(tmp_path):
     proc = tmp_path / "proc"
     (proc / "net/ipv6/conf/all").mkdir(parents=True)
