@@ -456,7 +456,7 @@ def test_sudo_timestamp_timeout_overridden_in_sudoers_d(tmp_path, other, expecte
 @pytest.mark.parametrize("where", ["/etc/systemd/{0}.conf.d/90-local.conf", "/usr/lib/systemd/{0}.conf.d/99-vendor.conf",
                                    "/run/systemd/{0}.conf.d/70-runtime.conf"])
 def test_systemd_drop_in_that_wins_decides_and_the_fix_wins_back(tmp_path, platform, control_id, key, value, weak,
-                                                                  where, request):
+                                                                 where, request):
     row = rows(request.getfixturevalue(platform))[control_id]
     unit = "journald" if control_id.startswith("6.") else "coredump"
     section = "Journal" if unit == "journald" else "Coredump"
