@@ -17,7 +17,21 @@ A control holds ``lines``, each one of:
 - any file item may add ``live_command`` and ``live_expect`` (a regex): set in the file
   but not in force (``getenforce`` for SELinux) is ``pending_reboot``;
 - ``{command, expect}``: the command's output matches (evaluated after all writes);
-  ``fix`` is a command that makes it match.
+  ``fix`` is a command that makes it match;
+- ``{effective, value, path}``: the value the program uses (see cis_effective) for the key
+  ``effective``, read from ``main`` and the drop-in directories ``dirs`` (highest priority
+  first) and from the arguments of the PAM module ``pam: {module, paths}``; ``flag: true`` for a
+  bare keyword. The fix sets it in ``path`` and takes a weaker value out of every file and PAM
+  line that would win over it (a weaker drop-in below the first directory is hidden by a copy
+  of the same name there, without the key);
+- ``{sudo_default, value, path}``: the sudoers ``Defaults`` parameter, globally (the last one
+  read wins) and in every scoped ``Defaults``; the fix sets it in ``path`` and takes weaker
+  values out of the other sudoers files (each one validated with ``visudo -cf``);
+- ``{sshd, expect}``: ``sshd -T -C`` (``sshd`` is the argv without ``-C``) matches ``expect`` for
+  root, a normal user and a connection matching each ``Match`` block of ``config``.
+
+``key``, ``effective`` and ``sudo_default`` take ``compare: le|ge`` (a stricter number passes)
+and ``min`` (a number below it fails: -1 for "never").
 
 Per-file settings (``files``) give the mode of a new file, its first lines, a
 ``validate`` command (``%s`` is the path; a failed validation restores the
@@ -29,10 +43,11 @@ import glob
 import os
 import re
 
+from ansible_collections.guardrail.ecs.plugins.module_utils import cis_effective as eff
 from ansible_collections.guardrail.ecs.plugins.module_utils.cis_common import (
     CisError, enforce, finish, read_text, run, write_text)
 
-ITEM_KINDS = ("key", "line", "absent", "absent_arg", "kmod", "grub_arg", "command")
+ITEM_KINDS = ("key", "line", "absent", "absent_arg", "kmod", "grub_arg", "command", "effective", "sudo_default", "sshd")
 
 
 def item_kind(item):
@@ -42,28 +57,8 @@ def item_kind(item):
     raise CisError("line item %r names none of %s" % (item, ", ".join(ITEM_KINDS)))
 
 
-def _active(raw):
-    stripped = raw.strip()
-    return bool(stripped) and not stripped.startswith(("#", ";"))
-
-
-def _key_pattern(key, separator, ignore_case):
-    sep = r"\s*=\s*" if separator.strip() == "=" else r"\s+"
-    return re.compile(r"^\s*%s(?:%s)(.*?)\s*$" % (re.escape(key), sep), re.I if ignore_case else 0)
-
-
-def _compare(current, wanted, how, ignore_case):
-    if current is None:
-        return False
-    if how in ("le", "ge"):
-        try:
-            number = int(current.split()[0])
-        except (ValueError, IndexError):
-            return False
-        return number <= int(wanted) if how == "le" else number >= int(wanted)
-    if ignore_case:
-        return current.lower() == str(wanted).lower()
-    return current == str(wanted)
+_active = eff.active
+_key_pattern = eff.key_pattern
 
 
 class FileEdit:
@@ -89,7 +84,7 @@ class FileEdit:
         pattern = _key_pattern(item["key"], item.get("separator", " "), item.get("ignore_case", False))
         values = [m.group(1) for m in (pattern.match(raw) for raw in self.lines if _active(raw)) if m]
         first = values[0] if values else None
-        ok = _compare(first, item["value"], item.get("compare", "eq"), item.get("ignore_case", False))
+        ok = eff.item_satisfies(first, item)
         ok = ok and all(v == first for v in values)
         return ok, "%s %s" % (item["key"], first if first is not None else "unset")
 
@@ -343,6 +338,205 @@ FILE_ITEMS = {
 }
 
 
+class EditBook:
+    """Every file a run reads or edits, each edited once in memory."""
+
+    def __init__(self, files):
+        self.files = files
+        self.edits = {}
+
+    def edit(self, path, validate=None):
+        if path not in self.edits:
+            self.edits[path] = FileEdit(path, self.files.get(path))
+        edit = self.edits[path]
+        if validate and not edit.options.get("validate"):
+            edit.options = dict(edit.options, validate=validate)
+        return edit
+
+    def lines(self, path):
+        """A file's lines as edited so far, without creating an edit (no header for a file not written)."""
+        if path in self.edits:
+            return self.edits[path].lines
+        return (read_text(path) or "").splitlines() if os.path.isfile(path) else []
+
+
+def _effective_sources(item, extra=()):
+    return eff.layered_sources(item.get("main"), item.get("dirs") or [], extra)
+
+
+def _pam(item):
+    """The PAM side of an effective item: (module, files, args_only) or None."""
+    pam = item.get("pam")
+    if not pam:
+        return None
+    return pam["module"], eff.pam_files(pam["paths"]), eff.truthy(pam.get("args_only", False))
+
+
+def check_effective(book, item):
+    """(compliant, observed) for a layered setting and its PAM module arguments.
+
+    With ``pam.args_only`` the module reads no configuration file (PAM before 1.4): each of its lines
+    must carry the argument, else the module's ``default`` applies."""
+    key, pam = item["effective"], _pam(item)
+    args_only = bool(pam and pam[2])
+    value, source = (item.get("default"), "default") if args_only else eff.conf_value(_effective_sources(item), book.lines, item)
+    ok = bool(value) if item.get("flag") else eff.item_satisfies(value, item)
+    seen = ["%s %s (%s)" % (key, "set" if value is True else value if value is not None else "unset", source or "nowhere")]
+    if pam:
+        module, files, _args_only = pam
+        lines = eff.pam_lines(files, module, book.lines)
+        line_ok = []
+        for path, _index, args in lines:
+            arg = eff.pam_arg(args, key)
+            good = (bool(arg) or ok) if item.get("flag") else (ok if arg is None else eff.item_satisfies(arg, item))
+            line_ok.append(good)
+            note = "%s %s in %s" % (module, "without %s" % key if arg is None else "%s=%s" % (key, arg), path)
+            if not good and (arg is not None or args_only) and note not in seen:
+                seen.append(note)
+        if item.get("flag"):
+            ok = bool(lines) and all(line_ok) if (args_only or not ok) else ok
+        else:
+            ok = all(line_ok) and (ok or (args_only and bool(lines)))
+    return ok, "; ".join(seen)
+
+
+def fix_effective(book, item):
+    key, dirs, pam = item["effective"], list(item.get("dirs") or []), _pam(item)
+    if not (pam and pam[2]):
+        _fix_layers(book, item, key, dirs)
+    if pam:
+        module, files, args_only = pam
+        wanted = True if item.get("flag") else item["value"]
+        for path, index, args in eff.pam_lines(files, module, book.lines):
+            arg = eff.pam_arg(args, key)
+            weak = (not arg) if item.get("flag") else (arg is not None and not eff.item_satisfies(arg, item))
+            if weak and (args_only or arg is not None):
+                # Normalised, not removed: the line keeps saying what it enforces.
+                edit = book.edit(path)
+                edit.lines[index] = eff.with_pam_arg(edit.lines[index], key, wanted)
+            elif args_only and arg is None and not eff.item_satisfies(item.get("default"), item):
+                edit = book.edit(path)
+                edit.lines[index] = eff.with_pam_arg(edit.lines[index], key, wanted)
+
+
+def _fix_layers(book, item, key, dirs):
+    target = book.edit(item["path"])
+    if item.get("flag"):
+        target.fix_line({"line": key})
+        return
+    target.fix_key({"key": key, "value": item["value"], "separator": item.get("separator", "="),
+                    "ignore_case": item.get("ignore_case", False)})
+    sources = _effective_sources(item, [item["path"]])
+    pattern = eff.key_pattern(key, item.get("separator", "="), item.get("ignore_case", False))
+    for path in sources[sources.index(item["path"]) + 1:] if item["path"] in sources else sources:
+        values = eff.file_values(book.lines(path), item)
+        if not values or eff.item_satisfies(values[-1], item):
+            continue
+        if dirs and os.path.dirname(path) in dirs[1:]:
+            # A vendor or runtime drop-in: a file of the same name in the first directory hides it (made
+            # once, from the drop-in, then edited like any file when several keys need it).
+            shadow = os.path.join(dirs[0], os.path.basename(path))
+            if shadow not in book.edits:
+                book.edit(shadow).lines = list(book.lines(path))
+            path = shadow
+        edit = book.edit(path)
+        edit.lines = [raw for raw in edit.lines if not (eff.active(raw) and pattern.match(raw))]
+
+
+def _sudo_entries(book, item):
+    return eff.sudoers_entries(item.get("sudoers", "/etc/sudoers"), book.lines, item["sudo_default"])
+
+
+def check_sudo_default(book, item):
+    entries = _sudo_entries(book, item)
+    globals_ = [e for e in entries if not e[2]]
+    weak = [e for e in entries if not eff.item_satisfies(eff.sudoers_value(e[3]), item)]
+    effective = eff.sudoers_value(globals_[-1][3]) if globals_ else None
+    ok = effective is not None and eff.item_satisfies(effective, item) and not weak
+    where = globals_[-1][0] if globals_ else "no Defaults"
+    seen = ["%s %s globally (%s)" % (item["sudo_default"], effective if effective is not None else "unset", where)]
+    seen.extend("Defaults%s %s=%s in %s" % (scope, item["sudo_default"], eff.sudoers_value(value), path)
+                for path, _indexes, scope, value in weak)
+    return ok, "; ".join(seen)
+
+
+def fix_sudo_default(book, item):
+    name, validate = item["sudo_default"], item.get("validate", ["visudo", "-cf", "%s"])
+    line = "Defaults %s=%s" % (name, item["value"])
+    book.edit(item["path"], validate).fix_line(
+        {"line": line, "match": r"^\s*Defaults\s+%s\s*=\s*\S+\s*$" % re.escape(name)})
+    weak = [e for e in _sudo_entries(book, item) if not eff.item_satisfies(eff.sudoers_value(e[3]), item)]
+    for path, indexes, _scope, _value in sorted(weak, key=lambda e: (e[0], -e[1][0])):
+        edit = book.edit(path, validate)
+        text = " ".join(edit.lines[i].rstrip().rstrip("\\") for i in indexes)
+        kept = eff.without_sudoers_param(text, name)
+        edit.lines[indexes[0]:indexes[-1] + 1] = [kept] if kept else []
+
+
+# Items that read and edit several files: kind -> (check(book, item), fix(book, item)).
+BOOK_ITEMS = {
+    "effective": (check_effective, fix_effective),
+    "sudo_default": (check_sudo_default, fix_sudo_default),
+}
+
+
+class SshdConnections:
+    """``sshd -T -C`` for each representative connection, run once per connection."""
+
+    def __init__(self, item, uid_min=1000):
+        self.item = item
+        self.outputs = {}
+        self.uid_min = uid_min
+        self._connections = None
+
+    def _accounts(self):
+        return [line.split(":") for line in (read_text("/etc/passwd") or "").splitlines() if line.count(":") >= 6]
+
+    def _member(self, group):
+        rows = [line.split(":") for line in (read_text("/etc/group") or "").splitlines() if line.count(":") >= 3]
+        row = next((r for r in rows if r[0] == group), None)
+        if row is None:
+            return None
+        members = [m for m in row[3].split(",") if m]
+        primary = [a[0] for a in self._accounts() if a[3] == row[2]]
+        return (members + primary or [None])[0]
+
+    def connections(self):
+        if self._connections is None:
+            accounts = self._accounts()
+            normal = next((a[0] for a in accounts if a[2].isdigit() and int(a[2]) >= self.uid_min
+                           and not a[6].endswith(("nologin", "false"))), "nobody")
+            base = [{"user": user, "host": "client.example", "addr": "192.0.2.10", "laddr": "192.0.2.1", "lport": "22"}
+                    for user in ("root", normal)]
+            config = eff.sshd_config_lines(self.item.get("config", "/etc/ssh/sshd_config"),
+                                           lambda p: (read_text(p) or "").splitlines())
+            self._connections = eff.sshd_connections(config, base, self._member)
+        return self._connections
+
+    def check(self, item):
+        """(status, evidence): failed when any connection's effective configuration misses ``expect``."""
+        misses, notes, ran = [], [], 0
+        for label, spec in self.connections():
+            if spec is None:
+                notes.append("%s: no account matches it" % label)
+                continue
+            argv = eff.sshd_argv(item["sshd"], spec)
+            key = tuple(argv)
+            if key not in self.outputs:
+                self.outputs[key] = run(argv)
+            rc, out, err = self.outputs[key]
+            ran += 1
+            if rc != 0 or not re.search(item["expect"], out, re.M):
+                named = re.search(r"\^(\w+)", item["expect"])
+                got = [line for line in out.splitlines() if named and line.lower().startswith(named.group(1).lower() + " ")][:3]
+                misses.append("%s: %s" % (label, "; ".join(got) or (err or out).strip()[:120] or "rc %d" % rc))
+        if misses:
+            # Not fixed: a Match block is written for the logins it matches, and rewriting it can cut them off.
+            return "failed", "sshd -T -C: %s (a Match block is left to its owner: fix or remove it)" % "; ".join(misses + notes)
+        return "pass", "sshd -T -C: %d connections (root, a normal user, each Match block) match%s" % (
+            ran, "; " + "; ".join(notes) if notes else "")
+
+
 def _modules_loaded(path="/proc/modules"):
     return {line.split()[0] for line in (read_text(path) or "").splitlines() if line.strip()}
 
@@ -368,13 +562,11 @@ def apply(controls, files=None, modprobe_file="/etc/modprobe.d/cis-hardening.con
         files = {f["path"]: f for f in files}
     files = files or {}
     controls = expand(controls, per_path_values or [])
-    edits = {}
+    book = EditBook(files)
+    edits = book.edits
+    edit_for = book.edit
+    sshd = {}
     plan = []  # (control, [(item, kind, edit or None, compliant, observed)])
-
-    def edit_for(path):
-        if path not in edits:
-            edits[path] = FileEdit(path, files.get(path))
-        return edits[path]
 
     for control in controls:
         if not isinstance(control.get("lines"), list) or not (control["lines"] or control.get("per_path")):
@@ -391,13 +583,17 @@ def apply(controls, files=None, modprobe_file="/etc/modprobe.d/cis-hardening.con
             if kind == "kmod":
                 entries.append((item, kind, None, None, None))
                 continue
-            if kind == "command":
+            if kind in ("command", "sshd"):
                 entries.append((item, kind, None, None, None))
                 continue
             if "path" not in item:
                 raise CisError("control %s: line item %r needs a path" % (control["id"], item))
             if item.get("requires") and not os.path.exists(item["requires"]):
                 entries.append((item, "skip", None, True, "%s is not installed" % item["requires"]))
+                continue
+            if kind in BOOK_ITEMS:
+                ok, observed = BOOK_ITEMS[kind][0](book, item)
+                entries.append((item, kind, None if ok else edit_for(item["path"]), ok, observed))
                 continue
             paths = sorted(glob.glob(item["path"])) if kind == "absent" and glob.has_magic(item["path"]) else [item["path"]]
             for path in paths:
@@ -436,6 +632,8 @@ def apply(controls, files=None, modprobe_file="/etc/modprobe.d/cis-hardening.con
                 name = item["kmod"]
                 edit.fix_line({"line": "install %s /bin/false" % name, "match": r"^\s*install\s+%s\s" % re.escape(name)})
                 edit.fix_line({"line": "blacklist %s" % name})
+            elif kind in BOOK_ITEMS:
+                BOOK_ITEMS[kind][1](book, item)
             else:
                 FILE_ITEMS[kind][1](edit, item)
 
@@ -507,6 +705,12 @@ def apply(controls, files=None, modprobe_file="/etc/modprobe.d/cis-hardening.con
                 statuses.append("not_applicable")
                 evidence.append(observed)
                 continue
+            if kind == "sshd":
+                connections = sshd.setdefault(item.get("config", "/etc/ssh/sshd_config"), SshdConnections(item))
+                status, text = connections.check(item)
+                statuses.append(status)
+                evidence.append(text)
+                continue
             if kind == "command":
                 rc, out, err = run(item["command"])
                 matched = re.search(item["expect"], out + err, re.M) is not None
@@ -535,6 +739,11 @@ def apply(controls, files=None, modprobe_file="/etc/modprobe.d/cis-hardening.con
                     status = "pending_reboot"
                     note = "still loaded: %s" % ("the kernel belongs to the machine running this container"
                                                  if not modprobe_unload else "modprobe -r refused")
+            if status == "fixed" and kind in BOOK_ITEMS and not check_mode:
+                # What the program will read now, from the files as written.
+                ok_now, observed = BOOK_ITEMS[kind][0](EditBook(files), item)
+                if not ok_now:
+                    status = "failed"
             if status != "failed" and item.get("live_command"):
                 problem = live_command_problem(item)
                 if problem:

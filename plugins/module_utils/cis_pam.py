@@ -105,7 +105,8 @@ def missing(method, module, root="/"):
 
 def fix_pam_auth_update(modules, root, pwhistory_args):
     """Writes the profiles the modules need and enables them. Returns problems (empty on success)."""
-    names, texts = debian_profiles(pwhistory_args)
+    # PAM 1.5 reads remember from pwhistory.conf, which the rows set: a value on the line would override it.
+    names, texts = debian_profiles(" ".join(a for a in pwhistory_args.split() if not a.startswith("remember=")))
     configs = os.path.join(root, "usr", "share", "pam-configs")
     enable, problems = [], []
     for module in modules:
@@ -180,8 +181,10 @@ def fix_files(modules, root, pwhistory_args):
             for kind, line, where in AL2_LINES.get(module, ()):
                 line = line.format(pwhistory_args=pwhistory_args)
                 entries = stack_entries(line)[0]
-                present = [e for e in stack_entries(text) if e[0] == kind and e[2] == entries[2]
-                           and set(entries[3][:1]) <= set(e[3])]
+                # A mode word (preauth, authfail) tells faillock's lines apart; a key=value is a setting,
+                # which the lines rows keep at the wanted value.
+                mode = [a for a in entries[3][:1] if "=" not in a]
+                present = [e for e in stack_entries(text) if e[0] == kind and e[2] == entries[2] and set(mode) <= set(e[3])]
                 if not present:
                     text = insert_around_unix(text, kind, line, where)
         if text != read_text(path):

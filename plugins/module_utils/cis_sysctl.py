@@ -11,6 +11,7 @@ re-applies every file and resets what Docker and ecs-init set at run time
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 
@@ -112,13 +113,34 @@ def key_status(value, live, stored, compliant_before, may_change):
     return "failed"
 
 
+def docker_ipv6(path="/etc/docker/daemon.json"):
+    """Whether Docker is configured with IPv6 networks, which need IPv6 forwarding."""
+    try:
+        config = json.loads(read_text(path) or "{}")
+    except ValueError:
+        return False
+    return isinstance(config, dict) and config.get("ipv6") is True
+
+
+def waived_keys(control, docker_config="/etc/docker/daemon.json"):
+    """{key: reason} of the keys a control leaves as found (``waived_settings``, and ``keep_for_docker_ipv6``
+    when Docker runs IPv6 networks); the other keys are enforced."""
+    waived = {normalize_key(k): str(v) for k, v in (control.get("waived_settings") or {}).items() if v}
+    if control.get("keep_for_docker_ipv6") and docker_ipv6(docker_config):
+        for key in control["keep_for_docker_ipv6"]:
+            waived.setdefault(normalize_key(key), "Docker runs IPv6 networks (%s: ipv6 true), which need it" % docker_config)
+    return waived
+
+
 def apply(controls, persist_file, live_all=True, audit_only=False, check_mode=False,
-          proc_root="/proc/sys", dirs=SYSCTL_DIRS, legacy="/etc/sysctl.conf"):
+          proc_root="/proc/sys", dirs=SYSCTL_DIRS, legacy="/etc/sysctl.conf", docker_config="/etc/docker/daemon.json"):
     """Evaluates and enforces a table of sysctl controls.
 
     ``live_all`` false means only namespaced keys (net.*) are applied live, as
     on a host running inside a container, where kernel.*, vm.* and fs.* belong
     to the machine; the rest is persisted and reported pending_reboot.
+    A control's ``waived_settings`` ({key: reason}) are left as found and shown; when one of
+    them is not the wanted value, the control is ``waived`` (unless an enforced key failed).
     Returns (results, changed, diff).
     """
     for control in controls:
@@ -135,10 +157,13 @@ def apply(controls, persist_file, live_all=True, audit_only=False, check_mode=Fa
     initial = boot_values()
     initial_live = {}
     wanted = {}
+    waivers = {control["id"]: waived_keys(control, docker_config) for control in controls}
     for control in controls:
         for key, value in control["settings"].items():
             key = normalize_key(key)
             initial_live[key] = read_live(key, proc_root)
+            if key in waivers[control["id"]]:
+                continue
             if enforce(control, audit_only, check_mode) and initial_live[key] is not None:
                 wanted[key] = normalize_value(value)
 
@@ -157,7 +182,7 @@ def apply(controls, persist_file, live_all=True, audit_only=False, check_mode=Fa
 
     results = []
     for control in controls:
-        statuses, evidence = [], []
+        statuses, evidence, left = [], [], []
         may_change = enforce(control, audit_only, check_mode)
         for key, value in control["settings"].items():
             key, value = normalize_key(key), normalize_value(value)
@@ -165,6 +190,13 @@ def apply(controls, persist_file, live_all=True, audit_only=False, check_mode=Fa
             if live is None:
                 statuses.append("not_applicable")
                 evidence.append("%s: not in the running kernel" % key)
+                continue
+            if key in waivers[control["id"]]:
+                stored, source = current.get(key, (None, None))
+                if live != value or stored not in (None, value):
+                    left.append("%s: %s" % (key, waivers[control["id"]][key]))
+                evidence.append("%s: left as found (waived), live %s%s" % (
+                    key, live, ", persisted %s in %s" % (stored, source) if stored is not None else ""))
                 continue
             compliant_before = live == value and initial.get(key, (None,))[0] == value
             note = ""
@@ -175,5 +207,9 @@ def apply(controls, persist_file, live_all=True, audit_only=False, check_mode=Fa
             statuses.append(key_status(value, live, stored, compliant_before, may_change))
             where = "persisted %s in %s" % (stored, source) if stored is not None else "not persisted"
             evidence.append("%s: want %s, live %s%s, %s" % (key, value, live, note, where))
-        results.append(finish(control, statuses, evidence))
+        result = finish(control, statuses, evidence)
+        if left and result["status"] in ("pass", "fixed", "not_applicable"):
+            result["status"] = "waived"
+            result["reason"] = "; ".join(left)
+        results.append(result)
     return results, changed, diff

@@ -35,6 +35,19 @@ options:
         C({kmod}) (the kernel module is disabled in O(modprobe_file) and not loaded),
         C({path, grub_arg}) (an argument of C(GRUB_CMDLINE_LINUX)) or C({command, expect}) (the command's output
         must match the regex after all writes; C(fix), a command run when it does not).
+      - Items whose value several places decide. C({effective, value, path}) is the key C(effective) as the program
+        uses it, read from C(main), then the C(*.conf) drop-ins of C(dirs) by name (highest priority directory
+        first), then the arguments of the PAM module C(pam.module) in the files C(pam.paths); C(flag) for a bare
+        keyword, C(default) when nothing sets it. The fix sets it in C(path), removes a weaker value from files
+        read later and from the PAM lines, and hides a weaker drop-in outside the first directory with a copy of
+        the same name there.
+      - C({sudo_default, value, path}) is a sudoers C(Defaults) parameter, read from C(sudoers) and its includes
+        (the last global one wins; every scoped one counts); the fix sets it in C(path) and removes weaker ones
+        from the other files, each validated with C(validate) (default C(visudo -cf)).
+      - C({sshd, expect}) runs C(sshd) (an argv) with C(-C) for root, a normal user and a connection matching
+        each C(Match) block of C(config); each output must match C(expect).
+      - C(key), C(effective) and C(sudo_default) take C(compare) V(le) or V(ge) and C(min), a number below which
+        the value fails (-1 meaning never).
       - An item with C(requires) (a path) is not applicable when that path does not exist.
       - C(waived) (a reason) evaluates the control without changing it and reports it C(waived).
     type: list

@@ -26,6 +26,10 @@ options:
       - The table. Each control has C(id) and C(settings), a mapping of parameter name to value.
       - C(waived) (a reason) evaluates the control without changing it and reports it C(waived).
       - C(audit_only) on one control evaluates it without changing it.
+      - C(waived_settings), a mapping of parameter to reason (empty for none), leaves those parameters as found
+        and shows them; C(keep_for_docker_ipv6), a list of parameters left as found when Docker runs IPv6
+        networks (C(ipv6) true in /etc/docker/daemon.json). The other parameters are enforced, and the
+        control is C(waived) when a parameter left as found is not the wanted value.
     type: list
     elements: dict
     required: true

@@ -114,8 +114,8 @@ def test_missing_al2023_controls_are_evaluated(al2023):
     missing = ["1.2.1", "1.2.3", "1.6.1.6", "1.8", "2.4", "3.1.1", "5.1.1.5", "5.1.2.6", "5.1.2.7", "6.1.10"]
     assert [i for i in missing if i not in meta] == []
     by_id = rows(al2023)
-    assert [i["key"] for i in by_id["5.1.2.6"]["lines"]] == ["SystemMaxUse", "SystemKeepFree", "RuntimeMaxUse",
-                                                             "RuntimeKeepFree", "MaxFileSec"]
+    assert [i["effective"] for i in by_id["5.1.2.6"]["lines"]] == ["SystemMaxUse", "SystemKeepFree", "RuntimeMaxUse",
+                                                                   "RuntimeKeepFree", "MaxFileSec"]
 
 
 def test_check_only_controls_are_remediated_or_say_why(al2023):
@@ -142,7 +142,7 @@ def test_a_value_set_once_reaches_every_row(tmp_path):
     al2023 = rows(plan(tmp_path, "Amazon-2023", cis_hardening_password_min_length=16))
     debian = rows(plan(tmp_path, "Debian-12", cis_hardening_password_min_length=16))
     minlen = [i for table in (al2["4.4.2.2.3"], al2023["4.5.1"], debian["5.3.3.2.2"]) for i in table["lines"]
-              if i.get("key") == "minlen"]
+              if i.get("effective") == "minlen"]
     assert len(minlen) == 3 and {int(i["value"]) for i in minlen} == {16}
 
 
@@ -183,24 +183,24 @@ def test_a_bad_extension_names_the_row_and_field(tmp_path, extra, message):
 # against files under a temporary root: the check must fail the host an auditor fails.
 
 def rebase(value, root):
-    """The row with every /etc path moved under root."""
+    """The row with every /etc, /run and /usr path moved under root."""
     if isinstance(value, dict):
         return {k: rebase(v, root) for k, v in value.items()}
     if isinstance(value, list):
         return [rebase(v, root) for v in value]
-    if isinstance(value, str) and value.startswith("/etc/"):
+    if isinstance(value, str) and value.startswith(("/etc/", "/run/", "/usr/")):
         return str(root) + value
     return value
 
 
-def evaluate(row, root, files):
+def evaluate(row, root, files, audit_only=True):
     from ansible_collections.guardrail.ecs.plugins.module_utils import cis_lines
     for path, text in files.items():
         target = root / path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
     table = {k: v for k, v in rebase(row, root).items() if k != "kind"}
-    results, _changed, _diffs = cis_lines.apply([table], audit_only=True, modprobe_file=str(root / "modprobe.conf"),
+    results, _changed, _diffs = cis_lines.apply([table], audit_only=audit_only, modprobe_file=str(root / "modprobe.conf"),
                                                 proc_modules=str(root / "modules"))
     return results[0]
 
@@ -210,7 +210,7 @@ def sshd_rows(planned):
     for row in planned["tables"]["lines"]:
         keys = [i for i in row["lines"] if "key" in i and i["path"].startswith("/etc/ssh/sshd_config")]
         if keys and not row.get("waived"):
-            found[row["id"]] = (keys, [i for i in row["lines"] if i.get("command") == ["/usr/sbin/sshd", "-T"]])
+            found[row["id"]] = (keys, [i for i in row["lines"] if i.get("sshd") == ["/usr/sbin/sshd", "-T"]])
     return found
 
 
@@ -248,7 +248,7 @@ def test_minlen_weakened_in_conf_d_or_on_the_pam_line_fails(tmp_path, platform, 
     assert evaluate(row, tmp_path / "ok", base)["status"] == "pass"
     conf_d = dict(base, **{"/etc/security/pwquality.conf.d/50-site.conf": "minlen = 8\n"})
     result = evaluate(row, tmp_path / "conf_d", conf_d)
-    assert result["status"] == "failed" and "minlen = 8" in result["evidence"]
+    assert result["status"] == "failed" and "minlen 8 (%s" % (tmp_path / "conf_d") in result["evidence"]
     stricter = dict(base, **{"/etc/security/pwquality.conf.d/50-site.conf": "minlen = 20\n"})
     assert evaluate(row, tmp_path / "stricter", stricter)["status"] == "pass"
     on_line = dict(base, **{pam: "password requisite pam_pwquality.so retry=3 minlen=8\npassword required pam_unix.so\n"})
@@ -291,7 +291,7 @@ def test_journald_setting_overridden_by_a_later_drop_in_fails(tmp_path, platform
     assert evaluate(row, tmp_path / "ok", ours)["status"] == "pass"
     later = dict(ours, **{"/etc/systemd/journald.conf.d/90-local.conf": "[Journal]\nForwardToSyslog=no\n"})
     result = evaluate(row, tmp_path / "later", later)
-    assert result["status"] == "failed" and "ForwardToSyslog=no" in result["evidence"]
+    assert result["status"] == "failed" and "ForwardToSyslog no (%s" % (tmp_path / "later") in result["evidence"]
 
 
 @pytest.mark.parametrize("platform,control_id", [("debian", "6.1.3.4"), ("al2023", "5.1.1.4")])
@@ -306,7 +306,202 @@ def test_rsyslog_wider_file_mode_elsewhere_fails(tmp_path, platform, control_id,
     assert result["status"] == "failed" and "0644" in result["evidence"]
 
 
-def test_ip_forward_waiver_names_everything_it_leaves(debian):
-    row = rows(debian)["3.3.1"]
+@pytest.mark.parametrize("platform,control_id", [("debian", "3.3.1"), ("al2023", "3.2.1"), ("al2", "3.3.1")])
+def test_ip_forward_waiver_leaves_ipv6_forwarding_enforced(platform, control_id, request):
+    """Docker needs IPv4 forwarding, not IPv6 forwarding: only the IPv4 key is waived (naming its variable);
+    IPv6 forwarding is left as found only when Docker runs IPv6 networks."""
+    row = rows(request.getfixturevalue(platform))[control_id]
+    assert "waived" not in row, row
     assert set(row["settings"]) == {"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"}
-    assert "IPv4" in row["waived"] and "IPv6" in row["waived"] and "cis_hardening_keep_ip_forward" in row["waived"]
+    assert "cis_hardening_keep_ip_forward" in row["waived_settings"]["net.ipv4.ip_forward"]
+    assert not row["waived_settings"]["net.ipv6.conf.all.forwarding"]
+    assert row["keep_for_docker_ipv6"] == ["net.ipv6.conf.all.forwarding"]
+
+
+# ---------------------------------------------------------------- values that another file or a PAM line decides
+@pytest.mark.parametrize("platform,control_id,conf,module,good,weak", [
+    ("debian", "5.3.3.1.1", "/etc/security/faillock.conf", "pam_faillock.so", "deny = 5\n", "preauth deny=10"),
+    ("debian", "5.3.3.1.1", "/etc/security/faillock.conf", "pam_faillock.so", "deny = 5\n", "authfail deny=0"),
+    ("al2023", "4.5.2", "/etc/security/faillock.conf", "pam_faillock.so", "deny = 5\nunlock_time = 900\n", "preauth unlock_time=60"),
+    ("debian", "5.3.3.3.1", "/etc/security/pwhistory.conf", "pam_pwhistory.so", "remember = 24\nenforce_for_root\n", "remember=1"),
+])
+def test_pam_line_arguments_weaker_than_the_conf_file_fail_and_are_normalised(tmp_path, platform, control_id, conf,
+                                                                              module, good, weak, request):
+    """pam_faillock and pam_pwhistory take an argument on their line over their .conf file."""
+    row = rows(request.getfixturevalue(platform))[control_id]
+    kind = "password" if module == "pam_pwhistory.so" else "auth"
+    stack = "/etc/pam.d/common-%s" % kind
+    files = {conf: good, stack: "%s requisite %s use_authtok\n%s required pam_unix.so\n" % (kind, module, kind)}
+    assert evaluate(row, tmp_path / "ok", files)["status"] == "pass"
+    files[stack] = "%s requisite %s %s\n%s required pam_unix.so\n" % (kind, module, weak, kind)
+    profile = "/usr/share/pam-configs/cis-local"
+    files[profile] = "Auth:\n\trequisite\t%s %s\n" % (module, weak)
+    result = evaluate(row, tmp_path / "weak", files)
+    assert result["status"] == "failed" and weak.split()[-1] in result["evidence"], result
+    fixed = evaluate(row, tmp_path / "weak", {}, audit_only=False)
+    assert fixed["status"] == "fixed", fixed
+    for path in (stack, profile):
+        text = (tmp_path / "weak" / path.lstrip("/")).read_text()
+        assert weak.split()[-1] not in text and module in text, text
+    assert evaluate(row, tmp_path / "weak", {}, audit_only=False)["status"] == "pass"
+
+
+PWQUALITY_WEAK = [
+    ("minlen", "5.3.3.2.2", "minlen = 8", "minlen=8"),
+    ("difok", "5.3.3.2.1", "difok = 0", "difok=1"),
+    ("minclass", "5.3.3.2.3", "minclass = 1", "minclass=2"),
+    ("dcredit", "5.3.3.2.3", "dcredit = 2", "dcredit=3"),
+    ("maxrepeat", "5.3.3.2.4", "maxrepeat = 0", "maxrepeat=9"),
+    ("maxsequence", "5.3.3.2.5", "maxsequence = 0", "maxsequence=8"),
+    ("dictcheck", "5.3.3.2.6", "dictcheck = 0", "dictcheck=0"),
+    ("enforcing", "5.3.3.2.7", "enforcing = 0", "enforcing=0"),
+]
+PWQUALITY_GOOD = ("minlen = 14\nminclass = 4\ndifok = 2\nmaxrepeat = 3\nmaxsequence = 3\ndictcheck = 1\nenforcing = 1\n"
+                  "enforce_for_root\n")
+
+
+@pytest.mark.parametrize("key,control_id,in_conf_d,on_line", PWQUALITY_WEAK)
+def test_every_pwquality_setting_counts_conf_d_and_the_pam_line(tmp_path, key, control_id, in_conf_d, on_line, debian):
+    """Every pwquality row reads pwquality.conf, then pwquality.conf.d/*.conf (later files win), then the
+    pam_pwquality arguments; a weaker value anywhere that wins fails, and the fix takes it out."""
+    row = rows(debian)[control_id]
+    pam = "/etc/pam.d/common-password"
+    base = {"/etc/security/pwquality.conf": PWQUALITY_GOOD,
+            pam: "password requisite pam_pwquality.so retry=3\npassword required pam_unix.so\n"}
+    assert evaluate(row, tmp_path / "ok", base)["status"] == "pass"
+    # A later drop-in that fixes it again wins over a weak earlier one.
+    good_line = "dcredit = -1" if key == "dcredit" else [line for line in PWQUALITY_GOOD.splitlines() if line.startswith(key)][0]
+    masked = dict(base, **{"/etc/security/pwquality.conf.d/10-weak.conf": in_conf_d + "\n",
+                           "/etc/security/pwquality.conf.d/20-good.conf": good_line + "\n"})
+    assert evaluate(row, tmp_path / "masked", masked)["status"] == "pass"
+    weak = dict(base, **{"/etc/security/pwquality.conf.d/50-site.conf": in_conf_d + "\n"})
+    result = evaluate(row, tmp_path / "conf_d", weak)
+    assert result["status"] == "failed" and "50-site.conf" in result["evidence"], result
+    fixed = evaluate(row, tmp_path / "conf_d", {}, audit_only=False)
+    assert fixed["status"] == "fixed" and evaluate(row, tmp_path / "conf_d", {})["status"] == "pass"
+    on_pam = dict(base, **{pam: "password requisite pam_pwquality.so retry=3 %s\npassword required pam_unix.so\n" % on_line})
+    result = evaluate(row, tmp_path / "pam", on_pam)
+    assert result["status"] == "failed" and on_line in result["evidence"], result
+    assert evaluate(row, tmp_path / "pam", {}, audit_only=False)["status"] == "fixed"
+    assert on_line not in (tmp_path / "pam" / pam.lstrip("/")).read_text()
+
+
+def test_enforce_for_root_on_the_pam_line_counts(tmp_path, debian):
+    row = rows(debian)["5.3.3.2.8"]
+    pam = {"/etc/pam.d/common-password": "password requisite pam_pwquality.so retry=3 enforce_for_root\n",
+           "/etc/security/pwquality.conf": "minlen = 14\n"}
+    assert evaluate(row, tmp_path / "line", pam)["status"] == "pass"
+    pam["/etc/pam.d/common-password"] = "password requisite pam_pwquality.so retry=3\n"
+    assert evaluate(row, tmp_path / "none", pam)["status"] == "failed"
+
+
+@pytest.mark.parametrize("platform,control_id", [("debian", "5.4.1.5"), ("al2023", "4.6.1.4")])
+@pytest.mark.parametrize("useradd,expected", [("INACTIVE=30\n", "pass"), ("INACTIVE=10\n", "pass"), ("INACTIVE=-1\n", "failed"),
+                                              ("INACTIVE=\n", "failed"), ("INACTIVE=45\n", "failed"), ("# INACTIVE=-1\n", "failed")])
+def test_inactive_is_at_most_the_limit_and_never_disabled(tmp_path, platform, control_id, useradd, expected, request):
+    row = rows(request.getfixturevalue(platform))[control_id]
+    shadow = "root:*:19000:0:99999:7:::\nalice:$6$salt$hash:19000:1:365:7:::30\n".replace(":::30", ":30::")
+    result = evaluate(row, tmp_path, {"/etc/default/useradd": useradd, "/etc/shadow": shadow})
+    assert result["status"] == expected, result
+    if expected == "failed":
+        assert evaluate(row, tmp_path, {}, audit_only=False)["status"] in ("fixed", "failed")
+        assert "INACTIVE=30" in (tmp_path / "etc/default/useradd").read_text()
+    else:
+        assert useradd in (tmp_path / "etc/default/useradd").read_text()
+
+
+@pytest.mark.parametrize("shadow_inactive", ["", "-1", "60"])
+def test_inactive_of_existing_accounts_is_checked(tmp_path, shadow_inactive, debian):
+    row = rows(debian)["5.4.1.5"]
+    shadow = "root:*:19000:0:99999:7:::\nalice:$6$salt$hash:19000:1:365:7:%s::\n" % shadow_inactive
+    result = evaluate(row, tmp_path, {"/etc/default/useradd": "INACTIVE=30\n", "/etc/shadow": shadow})
+    assert result["status"] == "failed" and "alice" in result["evidence"]
+
+
+SUDOERS = "Defaults env_reset\n@includedir /etc/sudoers.d\n"
+
+
+@pytest.mark.parametrize("other,expected", [
+    ("", "pass"),
+    ("Defaults timestamp_timeout=30\n", "failed"),
+    ("Defaults env_reset, timestamp_timeout=-1\n", "failed"),
+    ("Defaults:deploy timestamp_timeout=-1\n", "failed"),
+    ("Defaults    env_keep += \"HOME\", \\\n    timestamp_timeout = 60\n", "failed"),
+    ("Defaults !timestamp_timeout\n", "pass"),
+    ("Defaults timestamp_timeout=5\n", "pass"),
+])
+def test_sudo_timestamp_timeout_overridden_in_sudoers_d(tmp_path, other, expected, debian):
+    """sudo reads /etc/sudoers then sudoers.d in name order: the last global Defaults wins, a Defaults:user wins
+    for that user, and -1 never asks again."""
+    row = rows(debian)["5.2.6"]
+    row = dict(row, lines=[dict(i, validate=["true"]) for i in row["lines"]])
+    files = {"/etc/sudoers": SUDOERS.replace("/etc/", str(tmp_path) + "/etc/"),
+             "/etc/sudoers.d/cis-hardening": "Defaults timestamp_timeout=15\n"}
+    if other:
+        files["/etc/sudoers.d/zz-local"] = other
+    result = evaluate(row, tmp_path, files)
+    assert result["status"] == expected, result
+    if expected == "failed":
+        assert evaluate(row, tmp_path, {}, audit_only=False)["status"] == "fixed"
+        assert "timestamp_timeout" not in (tmp_path / "etc/sudoers.d/zz-local").read_text()
+        assert evaluate(row, tmp_path, {})["status"] == "pass"
+
+
+@pytest.mark.parametrize("platform,control_id,key,value,weak", [
+    ("debian", "6.1.2.3", "Compress", "yes", "no"),
+    ("debian", "6.1.2.4", "Storage", "persistent", "volatile"),
+    ("al2023", "1.5.3", "Storage", "none", "external"),
+    ("al2023", "1.5.4", "ProcessSizeMax", "0", "2G"),
+])
+@pytest.mark.parametrize("where", ["/etc/systemd/{0}.conf.d/90-local.conf", "/usr/lib/systemd/{0}.conf.d/99-vendor.conf",
+                                   "/run/systemd/{0}.conf.d/70-runtime.conf"])
+def test_systemd_drop_in_that_wins_decides_and_the_fix_wins_back(tmp_path, platform, control_id, key, value, weak,
+                                                                 where, request):
+    row = rows(request.getfixturevalue(platform))[control_id]
+    unit = "journald" if control_id.startswith("6.") else "coredump"
+    section = "Journal" if unit == "journald" else "Coredump"
+    ours = "/etc/systemd/%s.conf.d/60-cis-hardening.conf" % unit
+    files = {ours: "[%s]\n%s=%s\n" % (section, key, value),
+             "/etc/systemd/%s.conf" % unit: "[%s]\n%s=%s\n" % (section, key, weak)}
+    assert evaluate(row, tmp_path, files)["status"] == "pass"
+    later = where.format(unit)
+    files = {later: "[%s]\n%s=%s\nOther=1\n" % (section, key, weak)}
+    result = evaluate(row, tmp_path, files)
+    assert result["status"] == "failed" and later.rsplit("/", 1)[-1] in result["evidence"], result
+    assert evaluate(row, tmp_path, {}, audit_only=False)["status"] == "fixed"
+    assert evaluate(row, tmp_path, {})["status"] == "pass"
+    hidden = tmp_path / ("etc/systemd/%s.conf.d/" % unit + later.rsplit("/", 1)[-1])
+    assert "Other=1" in hidden.read_text() and "%s=%s" % (key, weak) not in hidden.read_text()
+
+
+@pytest.mark.parametrize("control_id,stack,weak,wanted", [
+    ("4.4.2.1.2", "auth required pam_faillock.so preauth silent deny=10\nauth required pam_unix.so\n", "deny=10",
+     ["deny=5", "unlock_time=900"]),
+    ("4.4.2.3.2", "password required pam_pwhistory.so remember=5 use_authtok\n", "remember=5", ["remember=24", "enforce_for_root"]),
+])
+def test_al2_pam_modules_read_their_lines_only(tmp_path, control_id, stack, weak, wanted, al2):
+    """PAM 1.1.8 has no faillock.conf or pwhistory.conf: a compliant file there changes nothing, the line decides."""
+    row = rows(al2)[control_id]
+    files = {"/etc/security/faillock.conf": "deny = 5\nunlock_time = 900\n",
+             "/etc/security/pwhistory.conf": "remember = 24\nenforce_for_root\n", "/etc/pam.d/system-auth": stack}
+    result = evaluate(row, tmp_path, files)
+    assert result["status"] == "failed" and weak in result["evidence"], result
+    evaluate(row, tmp_path, {}, audit_only=False)
+    text = (tmp_path / "etc/pam.d/system-auth").read_text()
+    assert weak not in text and all(w in text for w in wanted), text
+    assert evaluate(row, tmp_path, {})["status"] == "pass"
+
+
+def test_one_vendor_drop_in_weakening_two_journald_keys_is_hidden_once(tmp_path, debian):
+    """Two rows fixing the same vendor drop-in in one run: the copy in /etc loses both keys, keeps the rest."""
+    by_id = rows(debian)
+    from ansible_collections.guardrail.ecs.plugins.module_utils import cis_lines
+    vendor = tmp_path / "usr/lib/systemd/journald.conf.d/99-vendor.conf"
+    vendor.parent.mkdir(parents=True)
+    vendor.write_text("[Journal]\nCompress=no\nStorage=volatile\nSplitMode=uid\n")
+    table = [{k: v for k, v in rebase(by_id[i], tmp_path).items() if k != "kind"} for i in ("6.1.2.3", "6.1.2.4")]
+    results, changed, _diffs = cis_lines.apply(table)
+    assert changed and [r["status"] for r in results] == ["fixed", "fixed"], results
+    assert (tmp_path / "etc/systemd/journald.conf.d/99-vendor.conf").read_text() == "[Journal]\nSplitMode=uid\n"
+    results, changed, _diffs = cis_lines.apply(table)
+    assert not changed and [r["status"] for r in results] == ["pass", "pass"], results

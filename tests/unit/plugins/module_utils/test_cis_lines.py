@@ -230,7 +230,7 @@ def edit_of(tmp_path, text):
 
 def test_registry_names_every_file_item():
     assert set(cis_lines.FILE_ITEMS) == {"key", "line", "absent", "absent_arg", "grub_arg"}
-    assert set(cis_lines.FILE_ITEMS) | {"kmod", "command"} == set(cis_lines.ITEM_KINDS)
+    assert set(cis_lines.FILE_ITEMS) | set(cis_lines.BOOK_ITEMS) | {"kmod", "command", "sshd"} == set(cis_lines.ITEM_KINDS)
 
 
 def test_key_item(tmp_path):

@@ -55,7 +55,8 @@ def test_pam_auth_update_profiles_reach_the_stack(debian_root):
     assert "pam_deny.so" in modules
     assert "pam_faillock.so" in (debian_root / "etc/pam.d/common-account").read_text()
     password = (debian_root / "etc/pam.d/common-password").read_text()
-    assert "pam_pwquality.so" in password and "pam_pwhistory.so remember=24" in password
+    # remember comes from pwhistory.conf (the lines rows); on the line it would override that file.
+    assert "pam_pwquality.so" in password and "pam_pwhistory.so enforce_for_root" in password and "remember=" not in password
     results, changed = cis_pam.apply(DEBIAN_ROWS, "pam_auth_update", root=str(debian_root))
     assert not changed and set(status(results).values()) == {"pass"}
 
