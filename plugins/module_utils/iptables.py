@@ -374,13 +374,16 @@ def _plan_table(table, chains, specs, result):
     jump_undo = []
     for spec in specs:
         jump = "-j %s" % spec.name
+        # What the jump must keep from being dropped: the traffic the owned chain
+        # lets through. Its own DROP and REJECT rules lose nothing to a drop ahead.
+        protect = None if spec.rules is None else [r for r in spec.rules if target_of(r) not in ("DROP", "REJECT")]
         for source in spec.jump_from:
             if source not in working:
                 raise IptablesError("chain %s (jump to %s) does not exist in table %s" % (source, spec.name, table))
             rules = working[source]
             tp.before.setdefault(source, list(chains[source].rules) if source in chains else [])
             at = [n for n, rule in enumerate(rules, 1) if canonical(rule) == canonical(jump)]
-            terminal = first_terminal(rules, working, spec.name, spec.rules)
+            terminal = first_terminal(rules, working, spec.name, protect)
             if len(at) == 1 and (terminal is None or at[0] < terminal):
                 result.placements.append(_placement(table, source, spec.name, at[0], rules, terminal))
                 continue
@@ -388,7 +391,7 @@ def _plan_table(table, chains, specs, result):
                 tp.commands.append("-D %s %d" % (source, position))
                 jump_undo.insert(0, "-I %s %d %s" % (source, position, rules[position - 1]))
                 del rules[position - 1]
-            terminal = first_terminal(rules, working, spec.name, spec.rules)
+            terminal = first_terminal(rules, working, spec.name, protect)
             if terminal is None:
                 tp.commands.append("-A %s %s" % (source, jump))
                 rules.append(jump)

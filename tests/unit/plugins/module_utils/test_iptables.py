@@ -382,3 +382,15 @@ def test_a_drop_that_cannot_match_the_owned_traffic_does_not_move_the_jump():
     # A drop that could match SSH or the agent's traffic still moves it.
     state["filter"]["INPUT"].rules.insert(0, "-i docker0 -j DROP")
     assert iptables.plan(state, the_specs).commands()["filter"][-1] == "-I INPUT 1 -j AGENT-FW-INPUT"
+
+
+def test_the_owned_chains_own_drops_do_not_move_its_jump_below_a_drop_of_the_same_traffic():
+    # After a reboot ecs-init inserts its introspection drop above the jump; the
+    # owned chain drops that port too, so the drop ahead changes nothing for it.
+    ssh = "-p tcp -m tcp --dport 22 -j ACCEPT"
+    introspection = "! -i lo -p tcp -m tcp --dport 51678 -j DROP"
+    the_specs = [ChainSpec("filter", "AGENT-FW-INPUT", [ssh, AGENT, introspection], ["INPUT"])]
+    state = iptables.parse_save(CIS_SAVE)
+    apply_plan(state, iptables.plan(state, the_specs))
+    state["filter"]["INPUT"].rules.insert(0, "-i eth0 -p tcp -m tcp --dport 51678 -j DROP")
+    assert not iptables.plan(state, the_specs).changed
