@@ -237,7 +237,7 @@ def fast_workflow(engine):
                 with tofu_utils.INTERRUPTS.guard(), streaming(tofu_utils, echo_events):
                     result = plans.apply_once(tofu)
                 outputs = result.pop("outputs_raw")
-                result.update(command="apply", outputs_changed=[],
+                result.update(command="apply",
                               outputs=tofu_utils.mask_outputs(outputs, self.params["show_sensitive"]))
                 return result
             return super()._saved_plan(tofu)

@@ -582,9 +582,20 @@ def _json_messages(stdout, on_event=None):
         if event.get("type") == "diagnostic" and event.get("@level") == "error":
             diagnostic = event.get("diagnostic") or {}
             errors.append(" ".join(filter(None, (diagnostic.get("summary"), diagnostic.get("detail")))))
-        elif event.get("type") == "outputs":
+        elif event.get("type") == "outputs" and not planned_output_actions(event):
             outputs = event.get("outputs") or {}
     return "\n".join(messages) + ("\n" if messages else ""), errors, outputs
+
+
+def planned_output_actions(event):
+    """{name: action} of an `outputs` event that reports planned output
+    changes (each output carries an "action"); {} for the event that reports
+    the applied values."""
+    outputs = event.get("outputs") or {}
+    if not isinstance(outputs, dict) or not outputs:
+        return {}
+    actions = {name: output.get("action") for name, output in outputs.items() if isinstance(output, dict)}
+    return actions if all(actions.values()) and len(actions) == len(outputs) else {}
 
 
 def _error_text(text):
