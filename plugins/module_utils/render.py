@@ -50,11 +50,13 @@ KEEP = (
 )
 # The files render wrote, so a re-render removes only those.
 MANIFEST = ".guardrail-rendered.json"
+# The committed inputs of the last render and digests of what it wrote (see rendered_from).
+RENDER_KEY = ".guardrail-render.json"
 # Patterns (matched on every path component) render never removes or
 # overwrites: state in any backend path, plans, tofu's data directory.
-PROTECTED = ("*.tfstate", "*.tfstate.*", "*.tfplan", ".terraform", "terraform.tfstate.d", MANIFEST)
+PROTECTED = ("*.tfstate", "*.tfstate.*", "*.tfplan", ".terraform", "terraform.tfstate.d", MANIFEST, RENDER_KEY)
 # A stack may carry its own dependency lock file; tofu's other files are never templates.
-RESERVED = tuple(name for name in KEEP if name != ".terraform.lock.hcl") + (MANIFEST,)
+RESERVED = tuple(name for name in KEEP if name != ".terraform.lock.hcl") + (MANIFEST, RENDER_KEY)
 
 
 class RenderError(Exception):
@@ -419,11 +421,9 @@ def _work_tree(repo):
     """The top of the git work tree holding `repo`, or None outside git."""
     repo = os.path.realpath(repo)
     if repo not in _WORK_TREES:
-        top = None
-        if any(os.path.exists(os.path.join(d, ".git")) for d in _ancestors(repo)):
-            proc = _git(repo, "rev-parse", "--show-toplevel")
-            top = os.path.realpath(proc.stdout.strip()) if proc.returncode == 0 else None
-        _WORK_TREES[repo] = top
+        # Where git itself looks (GIT_DIR is never passed on): the nearest
+        # directory holding .git, a directory or a worktree's file. No process.
+        _WORK_TREES[repo] = next((d for d in _ancestors(repo) if os.path.exists(os.path.join(d, ".git"))), None)
     return _WORK_TREES[repo]
 
 
@@ -476,6 +476,37 @@ def check_committed(repo, paths, required=False):
         raise RenderError(f"sources not committed: {shown}; commit or remove them: only committed "
                           "content is rendered, and no template was evaluated")
     return top
+
+
+def rendered_from(dest, key):
+    """Whether `dest` holds exactly the files a render keyed `key` (see
+    record_key) wrote: same key, and every file render wrote unchanged."""
+    try:
+        with open(os.path.join(dest, RENDER_KEY), encoding="utf-8") as handle:
+            saved = json.load(handle)
+        files = manifest(dest)
+        # A rendered file replaced by a symlink is rendered again, whatever it points to.
+        return bool(saved.get("key") == key and files and sorted(files) == sorted(saved.get("files", {}))
+                    and not any(os.path.islink(f) for f in files.values())
+                    and all(_digest(files[n]) == saved["files"][n] for n in files))
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return False
+
+
+def record_key(dest, key):
+    """Records in `dest` the key of the render that just wrote it, with a
+    digest of every file it wrote."""
+    files = manifest(dest)
+    path = os.path.join(dest, RENDER_KEY)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump({"key": key, "files": {n: _digest(f) for n, f in files.items()}}, handle)
+    os.replace(tmp, path)
+
+
+def _digest(path):
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
 
 
 def ensure_ignored(repo_path, path, check_mode=False):
