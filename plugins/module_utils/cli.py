@@ -170,8 +170,20 @@ def templater(make_templar):
 
 
 def echo_line(line):
-    sys.stdout.write(line)
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        discard_stdout()
+
+
+def discard_stdout():
+    """Whoever read our output went away (`| head`): the run goes on to its
+    end (an apply is not cut short, the lock is released), its output
+    discarded."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def echo_events(line):
@@ -231,6 +243,16 @@ def main(argv=None, make_templar=None):
     except engine.WorkflowError as exc:
         return _bad(str(exc), as_json)
     result["command_kind"] = params["command"] if isinstance(params["command"], str) else "exec"
+    try:
+        report(result, as_json)
+    except BrokenPipeError:
+        discard_stdout()
+    if not result.get("failed"):
+        return EXIT_OK
+    return EXIT_REFUSED if result.get("refused") else EXIT_FAILED
+
+
+def report(result, as_json):
     if as_json:
         json.dump(result, sys.stdout, indent=2, sort_keys=True, default=str)
         sys.stdout.write("\n")
@@ -242,9 +264,7 @@ def main(argv=None, make_templar=None):
         if kind == "exec" or result.get("failed"):
             sys.stderr.write(err)
         human(result, sys.stdout)
-    if not result.get("failed"):
-        return EXIT_OK
-    return EXIT_REFUSED if result.get("refused") else EXIT_FAILED
+    sys.stdout.flush()
 
 
 def _bad(message, as_json):

@@ -17,7 +17,6 @@ import json
 import os
 import re
 import subprocess
-import tempfile
 import time
 
 from ansible_collections.guardrail.ecs.plugins.module_utils import tofu as tofu_utils
@@ -86,6 +85,8 @@ def save(tofu, commit=None, stack=None, profile=None, destroy=False):
     directory = plans_dir(tofu.project_path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     os.chmod(directory, 0o700)
+    import tempfile  # pylint: disable=import-outside-toplevel  (only a saved plan needs it)
+
     handle, tmp = tempfile.mkstemp(dir=directory, prefix=".new-", suffix=".tfplan")
     os.close(handle)
     try:

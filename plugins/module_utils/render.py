@@ -29,10 +29,6 @@ import subprocess
 
 from ansible_collections.guardrail.ecs.plugins.module_utils import names
 
-try:
-    import yaml
-except ImportError:  # pragma: no cover - rendering runs on the controller, which has PyYAML
-    yaml = None
 
 TEMPLATE_SUFFIX = ".j2"
 # A template whose output name ends like this is parsed as YAML (JSON is YAML)
@@ -101,12 +97,16 @@ def profile_path(profiles_dir, name):
 
 
 def _require_yaml():
-    if yaml is None:
-        raise RenderError("PyYAML is required to read profiles and *.tf.json templates")
+    """PyYAML, imported when a render first needs it (a skipped render never does)."""
+    try:
+        import yaml  # pylint: disable=import-outside-toplevel
+    except ImportError as exc:  # pragma: no cover - rendering runs on the controller, which has PyYAML
+        raise RenderError("PyYAML is required to read profiles and *.tf.json templates") from exc
+    return yaml
 
 
 def _read_profile(path):
-    _require_yaml()
+    yaml = _require_yaml()
     try:
         with open(path, encoding="utf-8") as handle:
             data = yaml.safe_load(handle)
@@ -203,7 +203,7 @@ def build(stack_root, variables, template):
             except Exception as exc:
                 raise RenderError(f"template {rel}: {exc}") from exc
             if name.endswith(TF_JSON_SUFFIX):
-                _require_yaml()
+                yaml = _require_yaml()
                 try:
                     content = canonical_json(yaml.safe_load(rendered))
                 except yaml.YAMLError as exc:

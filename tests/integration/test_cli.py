@@ -341,3 +341,19 @@ def test_output_only_change_is_applied_and_reported_changed(repo):
 def exec_changed(result):
     """The exec step's own `changed` (a render that wrote files changes the run too)."""
     return next(s for s in result["steps"] if s["step"] == "exec")["changed"]
+
+
+def test_output_closed_early_does_not_cut_the_run_short(repo):
+    """`guardrail ... | head -1`: the reader goes away while tofu still
+    prints; the apply runs to its end, the lock is released, no traceback."""
+    clone, remote = repo
+    env = dict(os.environ, GUARDRAIL_OWNER="tester", GUARDRAIL_RUN_ID="run-1")
+    proc = subprocess.Popen([sys.executable, str(GUARDRAIL), *STEPS, "--", "alpha", "prod", "tofu", "apply"],
+                            cwd=clone, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert "terraform_data.deployment" in state(clone)
+    assert remote_lock(remote) is None
