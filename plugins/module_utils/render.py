@@ -18,7 +18,6 @@ never tofu's working files (state, plans, .terraform/).
 """
 from __future__ import annotations
 
-import copy
 import fnmatch
 import hashlib
 import json
@@ -77,6 +76,10 @@ def inside(root, path):
 def deep_merge(base, override):
     """`override` on top of `base`: dicts merge key by key, anything else
     (lists included) is replaced. Neither input is modified."""
+    # Imported here: only a render merges, and `copy` probes for a Jython
+    # module, which would make the guardrail command search site-packages.
+    import copy  # pylint: disable=import-outside-toplevel
+
     if not isinstance(base, dict) or not isinstance(override, dict):
         return copy.deepcopy(override)
     merged = copy.deepcopy(base)
