@@ -34,6 +34,7 @@ def __getattr__(name):
         return None if has_boto3() else ImportError("No module named 'boto3' (or 'botocore')")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 # The argument spec matching doc fragment guardrail.ecs.aws.
 AWS_ARGUMENT_SPEC = dict(
     region=dict(type="str", aliases=["aws_region"]),

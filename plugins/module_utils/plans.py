@@ -85,7 +85,8 @@ def save(tofu, commit=None, stack=None, profile=None, destroy=False):
     directory = plans_dir(tofu.project_path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     os.chmod(directory, 0o700)
-    import tempfile  # pylint: disable=import-outside-toplevel  (only a saved plan needs it)
+    # Only a saved plan needs it.
+    import tempfile  # pylint: disable=import-outside-toplevel
 
     handle, tmp = tempfile.mkstemp(dir=directory, prefix=".new-", suffix=".tfplan")
     os.close(handle)
