@@ -28,8 +28,13 @@ TAG = "guardrail-lock/alpha/prod"
 
 
 def guardrail_cmd():
-    return [sys.executable, str(GUARDRAIL), "--json", "--owner", "bench", *STEPS, "--",
-            "alpha", "prod", "tofu", "apply"]
+    """As a user runs it: the executable itself (its shebang starts Python the
+    way it chooses), on this benchmark's Python."""
+    return [str(GUARDRAIL), "--json", "--owner", "bench", *STEPS, "--", "alpha", "prod", "tofu", "apply"]
+
+
+def guardrail_run(cmd, cwd):
+    return run(cmd, cwd, extra_env={"GUARDRAIL_PYTHON": sys.executable})
 
 
 def raw_sequence(clone):
@@ -48,7 +53,7 @@ def raw_sequence(clone):
 
 
 def ours(clone, shares):
-    proc = run(guardrail_cmd(), clone)
+    proc = guardrail_run(guardrail_cmd(), clone)
     result = json.loads(proc.stdout)
     if result.get("failed") or result.get("counts") != {"create": 0, "update": 0, "delete": 0, "replace": 0}:
         sys.exit(f"guardrail run was not a no-change apply: {proc.stdout[-3000:]}")
@@ -68,7 +73,7 @@ def main():
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory(prefix="bench-cli-") as tmp:
         clone = make_repo(Path(tmp))
-        first = run(guardrail_cmd(), clone)  # renders and creates everything; not counted
+        first = guardrail_run(guardrail_cmd(), clone)  # renders and creates everything; not counted
         if not json.loads(first.stdout).get("changed"):
             sys.exit(f"the first run changed nothing: {first.stdout[-2000:]}")
         times = {"guardrail": [], "raw": [], "ansible": []}

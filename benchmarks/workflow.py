@@ -54,6 +54,9 @@ output "fleet_size" {
 
 def env():
     result = dict(os.environ)
+    # As on a user's machine, Python caches compiled bytecode: a shell that
+    # disables it would time compiling the collection on every run instead.
+    result.pop("PYTHONDONTWRITEBYTECODE", None)
     result.update(
         PATH=f"{VENV_BIN}:{result.get('PATH', '')}",
         ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".cache" / "collections"),
@@ -67,9 +70,9 @@ def env():
     return result
 
 
-def run(cmd, cwd, **kwargs):
-    proc = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=900,
-                          check=False, **kwargs)
+def run(cmd, cwd, extra_env=None, **kwargs):
+    proc = subprocess.run(cmd, cwd=cwd, env=dict(env(), **(extra_env or {})), capture_output=True, text=True,
+                          timeout=900, check=False, **kwargs)
     if proc.returncode != 0:
         sys.exit(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc

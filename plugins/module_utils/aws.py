@@ -8,15 +8,32 @@ retry policy (jittered exponential backoff on throttling) for every call.
 """
 from __future__ import annotations
 
-import importlib.util
 import random
 import time
 
 # boto3 takes a noticeable fraction of a second to import; plugins that may
 # never call AWS (the git lock backend, the workflow) must not pay for it.
 # HAS_BOTO3 is known without importing it, and the import happens on first use.
-HAS_BOTO3 = importlib.util.find_spec("boto3") is not None and importlib.util.find_spec("botocore") is not None
-BOTO3_IMPORT_ERROR = None if HAS_BOTO3 else ImportError("No module named 'boto3' (or 'botocore')")
+# Even looking for it waits for first use (module __getattr__): looking
+# searches site-packages, which the guardrail command adds only when needed.
+_FOUND = []
+
+
+def has_boto3():
+    if not _FOUND:
+        import importlib.util  # pylint: disable=import-outside-toplevel
+        _FOUND.append(importlib.util.find_spec("boto3") is not None
+                      and importlib.util.find_spec("botocore") is not None)
+    return _FOUND[0]
+
+
+def __getattr__(name):
+    if name == "HAS_BOTO3":
+        return has_boto3()
+    if name == "BOTO3_IMPORT_ERROR":
+        return None if has_boto3() else ImportError("No module named 'boto3' (or 'botocore')")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # The argument spec matching doc fragment guardrail.ecs.aws.
 AWS_ARGUMENT_SPEC = dict(
@@ -80,8 +97,8 @@ def aws_options(params):
 
 
 def session(options):
-    if not HAS_BOTO3:
-        raise AWSError(f"boto3 is required: {BOTO3_IMPORT_ERROR}")
+    if not has_boto3():
+        raise AWSError("boto3 is required: No module named 'boto3' (or 'botocore')")
     import boto3  # pylint: disable=import-outside-toplevel
     return boto3.session.Session(
         aws_access_key_id=options.get("access_key"),
@@ -117,7 +134,7 @@ def error_code(exc):
 
 
 def _is_botocore_error(exc):
-    if not HAS_BOTO3:
+    if not has_boto3():
         return False
     import botocore.exceptions  # pylint: disable=import-outside-toplevel
     return isinstance(exc, botocore.exceptions.BotoCoreError)

@@ -169,36 +169,21 @@ def templater(make_templar):
     return template
 
 
-RENDER_KEY = ".guardrail-render.json"
-
-
-STREAMED = []
-
-
-class streaming:  # pylint: disable=invalid-name
-    """Shows the standard output of the commands run inside it as it comes."""
-
-    def __init__(self, tofu_utils, echo):
-        self.tofu_utils, self.echo = tofu_utils, echo
-
-    def __enter__(self):
-        if ECHOING:
-            self.tofu_utils.ECHO = self.echo
-            STREAMED.append(True)
-
-    def __exit__(self, *exc):
-        self.tofu_utils.ECHO = None
-        sys.stdout.flush()
-        return False
-
-
-# Whether output is streamed (human output; --json prints only the result).
-ECHOING = []
-
-
 def echo_line(line):
-    sys.stdout.write(line)
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        discard_stdout()
+
+
+def discard_stdout():
+    """Whoever read our output went away (`| head`): the run goes on to its
+    end (an apply is not cut short, the lock is released), its output
+    discarded."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def echo_events(line):
@@ -209,83 +194,6 @@ def echo_events(line):
     except ValueError:
         pass
     echo_line(line)
-
-
-def fast_workflow(engine):
-    """The engine's Workflow whose render step is skipped when the committed
-    inputs (the stack's and the profiles' git trees, the vars) and the files
-    it wrote last time are unchanged: rendering the same commit again would
-    write the same files."""
-    import hashlib
-
-    from ansible_collections.guardrail.ecs.plugins.module_utils import git as git_utils
-    from ansible_collections.guardrail.ecs.plugins.module_utils import render as render_utils
-
-    def digest(path):
-        with open(path, "rb") as handle:
-            return hashlib.sha256(handle.read()).hexdigest()
-
-    class FastWorkflow(engine.Workflow):
-        def _saved_plan(self, tofu):
-            # An apply nobody reviewed first: one tofu invocation plans,
-            # applies and reports the change.
-            if (self.command == "apply" and not self.params["plan_id"] and not self.check_mode
-                    and not self.diff):
-                from ansible_collections.guardrail.ecs.plugins.module_utils import plans
-                from ansible_collections.guardrail.ecs.plugins.module_utils import tofu as tofu_utils
-
-                with tofu_utils.INTERRUPTS.guard(), streaming(tofu_utils, echo_events):
-                    result = plans.apply_once(tofu)
-                outputs = result.pop("outputs_raw")
-                result.update(command="apply", outputs_changed=[],
-                              outputs=tofu_utils.mask_outputs(outputs, self.params["show_sensitive"]))
-                return result
-            return super()._saved_plan(tofu)
-
-        def _exec_argv(self):
-            from ansible_collections.guardrail.ecs.plugins.module_utils import tofu as tofu_utils
-
-            with streaming(tofu_utils, echo_line):
-                return super()._exec_argv()
-
-        def render_key(self):
-            p = self.params
-            stack_root, profiles, _dest = render_utils.resolve(
-                self.repo_path, self.stack, self.profile, p["stacks_dir"], p["profiles_dir"], p["dest"])
-            # A dirty source refuses in the render step proper, before any
-            # template is evaluated; a clean one is keyed by its git trees.
-            specs = [f"HEAD:./{os.path.relpath(d, self.repo_path)}" for d in (stack_root, profiles)]
-            try:
-                render_utils.check_committed(self.repo_path, [stack_root, profiles], required=True)
-                trees = git_utils.run_git(["rev-parse", *specs], self.repo_path).split()
-            except (render_utils.RenderError, git_utils.GitError):
-                return None
-            return {"trees": trees, "vars": p["vars"], "stack": self.stack, "profile": self.profile,
-                    "var_files": p["var_files"]}
-
-        def step_render(self):
-            key = self.render_key() if not self.params.get("always_render") else None
-            path = os.path.join(self.dest, RENDER_KEY)
-            if key is not None:
-                try:
-                    with open(path, encoding="utf-8") as handle:
-                        saved = json.load(handle)
-                    files = render_utils.manifest(self.dest)
-                    if (saved.get("key") == key and files and sorted(files) == sorted(saved.get("files", {}))
-                            and all(digest(files[n]) == saved["files"][n] for n in files)):
-                        return {"changed": False, "dest": self.dest, "skipped": True,
-                                "msg": "inputs unchanged since the last render: files kept"}
-                except (OSError, ValueError, AttributeError, KeyError):
-                    pass
-            result = super().step_render()
-            if key is not None and not self.check_mode:
-                files = render_utils.manifest(self.dest)
-                tmp = f"{path}.tmp-{os.getpid()}"
-                with open(tmp, "w", encoding="utf-8") as handle:
-                    json.dump({"key": key, "files": {n: digest(f) for n, f in files.items()}}, handle)
-                os.replace(tmp, path)
-            return result
-    return FastWorkflow
 
 
 def human(result, stream):
@@ -328,28 +236,35 @@ def main(argv=None, make_templar=None):
         params, always_render = parse(argv)
         params = defaults(params)
         params["always_render"] = always_render
-        if not as_json:
-            ECHOING.append(True)
-        result = engine.run(params, templater(make_templar), workflow_class=fast_workflow(engine))
+        result = engine.run(params, templater(make_templar), fast=True,
+                            echo=None if as_json else (echo_line, echo_events))
     except BadInput as exc:
         return _bad(str(exc), as_json)
     except engine.WorkflowError as exc:
         return _bad(str(exc), as_json)
     result["command_kind"] = params["command"] if isinstance(params["command"], str) else "exec"
+    try:
+        report(result, as_json)
+    except BrokenPipeError:
+        discard_stdout()
+    if not result.get("failed"):
+        return EXIT_OK
+    return EXIT_REFUSED if result.get("refused") else EXIT_FAILED
+
+
+def report(result, as_json):
     if as_json:
         json.dump(result, sys.stdout, indent=2, sort_keys=True, default=str)
         sys.stdout.write("\n")
     else:
         out, err = exec_output(result)
         kind = result["command_kind"]
-        if (kind != "plan" or result.get("failed")) and not STREAMED:
+        if (kind != "plan" or result.get("failed")) and not result.get("streamed"):
             sys.stdout.write(out)
         if kind == "exec" or result.get("failed"):
             sys.stderr.write(err)
         human(result, sys.stdout)
-    if not result.get("failed"):
-        return EXIT_OK
-    return EXIT_REFUSED if result.get("refused") else EXIT_FAILED
+    sys.stdout.flush()
 
 
 def _bad(message, as_json):

@@ -114,18 +114,41 @@ def upstream_of(repo_path, branch, timeout=DEFAULT_TIMEOUT):
     return (remote or None), (ref or None)
 
 
+def checked_out(repo_path, timeout=DEFAULT_TIMEOUT):
+    """(branch, HEAD commit, upstream remote, upstream ref) of the branch
+    checked out, the last two None without an upstream; GitError when HEAD
+    is detached. One git process in the usual case."""
+    proc = run_git_proc(["for-each-ref", "--points-at=HEAD", "--format=%(HEAD)%00%(refname)%00%(objectname)"
+                         "%00%(upstream:remotename)%00%(upstream:remoteref)", "refs/heads"],
+                        repo_path, timeout=timeout)
+    for line in proc.stdout.splitlines() if proc.returncode == 0 else []:
+        fields = line.split("\0")
+        if len(fields) == 5 and fields[0] == "*":
+            return (fields[1][len("refs/heads/"):], fields[2], fields[3] or None, fields[4] or None)
+    proc = run_git_proc(["symbolic-ref", "-q", "--short", "HEAD"], repo_path, timeout=timeout)
+    if proc.returncode not in (0, 1):
+        raise failure(proc)
+    branch = proc.stdout.strip()
+    if not branch:
+        raise GitError(f"HEAD is detached in {repo_path}: check out the branch to push")
+    head = run_git(["rev-parse", "--verify", "HEAD"], repo_path, timeout=timeout).strip()
+    return (branch, head, *upstream_of(repo_path, branch, timeout=timeout))
+
+
 def check(repo_path, max_ahead=1, allow_detached=False, fetch=True, timeout=DEFAULT_TIMEOUT):
     """Whether the clone is fit to run a change from. Never raises for a refusing
     condition (that is ok=False and a sentence in problems); raises GitError when
     git itself fails (not a repository, remote unreachable on fetch)."""
+    fetched = None
+    if fetch:
+        # Without a remote named, git fetches the remote of the branch's
+        # upstream: no process to look it up first. A failure matters only
+        # when there is an upstream to compare with.
+        fetched = run_git_proc(["fetch", "--quiet", "--no-tags", "--no-auto-gc"], repo_path, timeout=timeout)
     info = status(repo_path, timeout=timeout)
-    if fetch and info["upstream"]:
+    if fetched is not None and fetched.returncode != 0 and info["upstream"]:
         remote, _ref = upstream_of(repo_path, info["branch"], timeout=timeout)
-        proc = run_git_proc(["fetch", "--quiet", "--no-tags", "--no-auto-gc", remote or "origin"],
-                            repo_path, timeout=timeout)
-        if proc.returncode != 0:
-            raise failure(proc, f"cannot fetch {remote or 'origin'} to compare with {info['upstream']}")
-        info = status(repo_path, timeout=timeout)
+        raise failure(fetched, f"cannot fetch {remote or 'origin'} to compare with {info['upstream']}")
 
     problems = []
     if info["head"] is None:
@@ -170,18 +193,11 @@ def push(repo_path, remote=None, check_mode=False, timeout=DEFAULT_TIMEOUT):
 
     Compares with the remote itself (not a possibly stale tracking ref), so a
     branch behind or diverged is refused before anything is sent."""
-    proc = run_git_proc(["symbolic-ref", "-q", "--short", "HEAD"], repo_path, timeout=timeout)
-    if proc.returncode not in (0, 1):
-        raise failure(proc)
-    branch = proc.stdout.strip()
-    if not branch:
-        raise GitError(f"HEAD is detached in {repo_path}: check out the branch to push")
-    up_remote, up_ref = upstream_of(repo_path, branch, timeout=timeout)
+    branch, head, up_remote, up_ref = checked_out(repo_path, timeout=timeout)
     if not up_ref:
         raise GitError(f"branch {branch} has no upstream: set one with 'git push -u <remote> {branch}'")
     remote = remote or up_remote
     upstream = f"{remote}/{up_ref[len('refs/heads/'):] if up_ref.startswith('refs/heads/') else up_ref}"
-    head = run_git(["rev-parse", "--verify", "HEAD"], repo_path, timeout=timeout).strip()
 
     listing = run_git_proc(["ls-remote", "--exit-code", remote, up_ref], repo_path, timeout=timeout)
     remote_oid = None
@@ -191,6 +207,8 @@ def push(repo_path, remote=None, check_mode=False, timeout=DEFAULT_TIMEOUT):
     elif listing.returncode != 2:  # 2 = the remote answered and has no such ref
         raise failure(listing, f"cannot read {up_ref} from {remote}")
 
+    if remote_oid == head:
+        return {"changed": False, "branch": branch, "upstream": upstream, "range": "", "commits": 0}
     if remote_oid:
         if run_git_proc(["cat-file", "-e", f"{remote_oid}^{{commit}}"], repo_path, timeout=timeout).returncode != 0:
             fetched = run_git_proc(["fetch", "--quiet", "--no-tags", "--no-auto-gc", remote, up_ref],

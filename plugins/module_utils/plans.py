@@ -17,7 +17,6 @@ import json
 import os
 import re
 import subprocess
-import tempfile
 import time
 
 from ansible_collections.guardrail.ecs.plugins.module_utils import tofu as tofu_utils
@@ -86,6 +85,9 @@ def save(tofu, commit=None, stack=None, profile=None, destroy=False):
     directory = plans_dir(tofu.project_path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     os.chmod(directory, 0o700)
+    # Only a saved plan needs it.
+    import tempfile  # pylint: disable=import-outside-toplevel
+
     handle, tmp = tempfile.mkstemp(dir=directory, prefix=".new-", suffix=".tfplan")
     os.close(handle)
     try:
@@ -203,6 +205,7 @@ def apply_once(tofu):
     proc = tofu.run(*args, check=False)
     counts = {"create": 0, "update": 0, "delete": 0, "replace": 0}
     resources = []
+    outputs_changed = []
 
     def planned(event):
         if event.get("type") == "planned_change":
@@ -211,6 +214,11 @@ def apply_once(tofu):
             if action in counts:
                 counts[action] += 1
                 resources.append({"address": (change.get("resource") or {}).get("addr"), "action": action})
+        elif event.get("type") == "outputs":
+            # The planned output changes, before apply: an output added,
+            # changed or removed changes no resource but is applied all the same.
+            actions = tofu_utils.planned_output_actions(event)
+            outputs_changed.extend(sorted(name for name, action in actions.items() if action != "noop"))
 
     proc.log_entry["stdout"], errors, outputs = tofu_utils._json_messages(proc.stdout, on_event=planned)
     if outputs is not None:
@@ -219,6 +227,7 @@ def apply_once(tofu):
         raise tofu.apply_error(proc, errors, proc.args)
     if outputs is None:
         outputs = tofu.outputs()
-    return {"changed": any(counts.values()), "applied": any(counts.values()), "counts": counts,
-            "resources": resources, "summary": summary_lines(resources, counts) if resources else [],
-            "outputs_raw": outputs}
+    changed = any(counts.values()) or bool(outputs_changed)
+    return {"changed": changed, "applied": changed, "counts": counts, "resources": resources,
+            "outputs_changed": outputs_changed,
+            "summary": summary_lines(resources, counts) if resources else [], "outputs_raw": outputs}

@@ -18,7 +18,6 @@ never tofu's working files (state, plans, .terraform/).
 """
 from __future__ import annotations
 
-import copy
 import fnmatch
 import hashlib
 import json
@@ -29,10 +28,6 @@ import subprocess
 
 from ansible_collections.guardrail.ecs.plugins.module_utils import names
 
-try:
-    import yaml
-except ImportError:  # pragma: no cover - rendering runs on the controller, which has PyYAML
-    yaml = None
 
 TEMPLATE_SUFFIX = ".j2"
 # A template whose output name ends like this is parsed as YAML (JSON is YAML)
@@ -50,11 +45,13 @@ KEEP = (
 )
 # The files render wrote, so a re-render removes only those.
 MANIFEST = ".guardrail-rendered.json"
+# The committed inputs of the last render and digests of what it wrote (see rendered_from).
+RENDER_KEY = ".guardrail-render.json"
 # Patterns (matched on every path component) render never removes or
 # overwrites: state in any backend path, plans, tofu's data directory.
-PROTECTED = ("*.tfstate", "*.tfstate.*", "*.tfplan", ".terraform", "terraform.tfstate.d", MANIFEST)
+PROTECTED = ("*.tfstate", "*.tfstate.*", "*.tfplan", ".terraform", "terraform.tfstate.d", MANIFEST, RENDER_KEY)
 # A stack may carry its own dependency lock file; tofu's other files are never templates.
-RESERVED = tuple(name for name in KEEP if name != ".terraform.lock.hcl") + (MANIFEST,)
+RESERVED = tuple(name for name in KEEP if name != ".terraform.lock.hcl") + (MANIFEST, RENDER_KEY)
 
 
 class RenderError(Exception):
@@ -79,6 +76,10 @@ def inside(root, path):
 def deep_merge(base, override):
     """`override` on top of `base`: dicts merge key by key, anything else
     (lists included) is replaced. Neither input is modified."""
+    # Imported here: only a render merges, and `copy` probes for a Jython
+    # module, which would make the guardrail command search site-packages.
+    import copy  # pylint: disable=import-outside-toplevel
+
     if not isinstance(base, dict) or not isinstance(override, dict):
         return copy.deepcopy(override)
     merged = copy.deepcopy(base)
@@ -99,12 +100,16 @@ def profile_path(profiles_dir, name):
 
 
 def _require_yaml():
-    if yaml is None:
-        raise RenderError("PyYAML is required to read profiles and *.tf.json templates")
+    """PyYAML, imported when a render first needs it (a skipped render never does)."""
+    try:
+        import yaml  # pylint: disable=import-outside-toplevel
+    except ImportError as exc:  # pragma: no cover - rendering runs on the controller, which has PyYAML
+        raise RenderError("PyYAML is required to read profiles and *.tf.json templates") from exc
+    return yaml
 
 
 def _read_profile(path):
-    _require_yaml()
+    yaml = _require_yaml()
     try:
         with open(path, encoding="utf-8") as handle:
             data = yaml.safe_load(handle)
@@ -201,7 +206,7 @@ def build(stack_root, variables, template):
             except Exception as exc:
                 raise RenderError(f"template {rel}: {exc}") from exc
             if name.endswith(TF_JSON_SUFFIX):
-                _require_yaml()
+                yaml = _require_yaml()
                 try:
                     content = canonical_json(yaml.safe_load(rendered))
                 except yaml.YAMLError as exc:
@@ -419,11 +424,9 @@ def _work_tree(repo):
     """The top of the git work tree holding `repo`, or None outside git."""
     repo = os.path.realpath(repo)
     if repo not in _WORK_TREES:
-        top = None
-        if any(os.path.exists(os.path.join(d, ".git")) for d in _ancestors(repo)):
-            proc = _git(repo, "rev-parse", "--show-toplevel")
-            top = os.path.realpath(proc.stdout.strip()) if proc.returncode == 0 else None
-        _WORK_TREES[repo] = top
+        # Where git itself looks (GIT_DIR is never passed on): the nearest
+        # directory holding .git, a directory or a worktree's file. No process.
+        _WORK_TREES[repo] = next((d for d in _ancestors(repo) if os.path.exists(os.path.join(d, ".git"))), None)
     return _WORK_TREES[repo]
 
 
@@ -476,6 +479,37 @@ def check_committed(repo, paths, required=False):
         raise RenderError(f"sources not committed: {shown}; commit or remove them: only committed "
                           "content is rendered, and no template was evaluated")
     return top
+
+
+def rendered_from(dest, key):
+    """Whether `dest` holds exactly the files a render keyed `key` (see
+    record_key) wrote: same key, and every file render wrote unchanged."""
+    try:
+        with open(os.path.join(dest, RENDER_KEY), encoding="utf-8") as handle:
+            saved = json.load(handle)
+        files = manifest(dest)
+        # A rendered file replaced by a symlink is rendered again, whatever it points to.
+        return bool(saved.get("key") == key and files and sorted(files) == sorted(saved.get("files", {}))
+                    and not any(os.path.islink(f) for f in files.values())
+                    and all(_digest(files[n]) == saved["files"][n] for n in files))
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return False
+
+
+def record_key(dest, key):
+    """Records in `dest` the key of the render that just wrote it, with a
+    digest of every file it wrote."""
+    files = manifest(dest)
+    path = os.path.join(dest, RENDER_KEY)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump({"key": key, "files": {n: _digest(f) for n, f in files.items()}}, handle)
+    os.replace(tmp, path)
+
+
+def _digest(path):
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
 
 
 def ensure_ignored(repo_path, path, check_mode=False):

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 COMMANDS = ("init", "validate", "plan", "apply", "destroy", "output")
 MASK = "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
@@ -149,13 +148,11 @@ def run_process(cmd, cwd, env, timeout, grace=DEFAULT_GRACE, interrupts=INTERRUP
         reader.start()
     deadline = time.monotonic() + timeout if timeout else None
     reason, stop_at, step = None, None, 0
+    exited = _exit_waiter(proc)
     try:
         while True:
-            try:
-                proc.wait(timeout=0.2 if reason is None else 0.1)
+            if exited(0.2 if reason is None else 0.1):
                 break
-            except subprocess.TimeoutExpired:
-                pass
             now = time.monotonic()
             if reason is None:
                 if interrupts.received:
@@ -172,6 +169,7 @@ def run_process(cmd, cwd, env, timeout, grace=DEFAULT_GRACE, interrupts=INTERRUP
             # The forwarded SIGINT stopped it before this loop looked.
             reason = interrupts.received
     finally:
+        exited.close()
         if reason is not None:
             _signal_group(proc.pid, signal.SIGTERM)
         interrupts.unregister(proc.pid)
@@ -180,6 +178,35 @@ def run_process(cmd, cwd, env, timeout, grace=DEFAULT_GRACE, interrupts=INTERRUP
         for stream in (proc.stdout, proc.stderr):
             stream.close()
     return proc.returncode, "".join(out), "".join(err), reason
+
+
+class _exit_waiter:  # pylint: disable=invalid-name
+    """waiter(seconds) -> whether `proc` exited, waiting at most that long.
+    It wakes the moment the process exits (a pidfd where Linux has them;
+    Popen.wait's own polling sleeps up to 50 ms past the exit otherwise)."""
+
+    def __init__(self, proc):
+        self.proc = proc
+        try:
+            self.pidfd = os.pidfd_open(proc.pid)
+        except (AttributeError, OSError):
+            self.pidfd = None
+
+    def __call__(self, seconds):
+        if self.pidfd is not None:
+            if not select.select([self.pidfd], [], [], seconds)[0]:
+                return False
+            seconds = None
+        try:
+            self.proc.wait(timeout=seconds)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    def close(self):
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
 
 
 def find_binary(binary=None):
@@ -530,6 +557,10 @@ class Tofu:
         if command == "validate":
             self.validate()
             return result
+        # Imported here: the guardrail command's fast apply never needs them.
+        import tempfile  # pylint: disable=import-outside-toplevel
+        from concurrent.futures import ThreadPoolExecutor  # pylint: disable=import-outside-toplevel
+
         handle, planfile = tempfile.mkstemp(prefix="guardrail-", suffix=".tfplan")
         os.close(handle)
         try:
@@ -582,9 +613,20 @@ def _json_messages(stdout, on_event=None):
         if event.get("type") == "diagnostic" and event.get("@level") == "error":
             diagnostic = event.get("diagnostic") or {}
             errors.append(" ".join(filter(None, (diagnostic.get("summary"), diagnostic.get("detail")))))
-        elif event.get("type") == "outputs":
+        elif event.get("type") == "outputs" and not planned_output_actions(event):
             outputs = event.get("outputs") or {}
     return "\n".join(messages) + ("\n" if messages else ""), errors, outputs
+
+
+def planned_output_actions(event):
+    """{name: action} of an `outputs` event that reports planned output
+    changes (each output carries an "action"); {} for the event that reports
+    the applied values."""
+    outputs = event.get("outputs") or {}
+    if not isinstance(outputs, dict) or not outputs:
+        return {}
+    actions = {name: output.get("action") for name, output in outputs.items() if isinstance(output, dict)}
+    return actions if all(actions.values()) and len(actions) == len(outputs) else {}
 
 
 def _error_text(text):

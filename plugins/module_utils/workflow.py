@@ -11,6 +11,7 @@ same steps.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -27,6 +28,11 @@ STEPS = ("render", "git_check", "lock", "exec", "git_push", "unlock", "unlock_an
 DEFAULT_STEPS = ["render", "git_check", "lock", "exec", "git_push", "unlock"]
 # Commands after which git_push pushes: a plan (or anything else) never does.
 PUSHING = ("apply", "destroy")
+# Seconds within which the upstream git_check fetched counts as fresh for
+# exec: the lock step in between never waits, so a second fetch would see
+# what the first saw (a push landing meanwhile is refused by git_push, as one
+# landing during exec is).
+UPSTREAM_FRESH = 5
 # backend_config keys whose values are credentials, masked in results.
 SECRET_KEY_RE = re.compile(r"(secret|token|password|access_key|credentials|sas|client_key)", re.I)
 TOFU_OPTIONS = ("backend_config", "backend_config_files", "lock", "lock_timeout", "parallelism",
@@ -110,10 +116,19 @@ def validate_command(command):
 class Workflow:
     """The steps of one run and everything they share."""
 
-    def __init__(self, params, template, check_mode=False, diff=False, variables=None):
+    def __init__(self, params, template, check_mode=False, diff=False, variables=None, fast=False, echo=None):
         """`params` as validated by WORKFLOW_ARGUMENT_SPEC; `template` renders
         one template text with a dict of variables; `variables` (Ansible's
-        task variables, or None) give the default owner and run id."""
+        task variables, or None) give the default owner and run id.
+
+        `fast` (the guardrail command) skips a render whose committed inputs
+        are unchanged (unless params["always_render"]) and runs an apply
+        nobody reviewed first as one `apply -json`. `echo`, when given, is
+        (lines, events): callables shown each line of an exec'd command's
+        output and of tofu's -json event stream as they come."""
+        self.fast = fast
+        self.echo = echo
+        self.streamed = False
         self.params = params
         self.template = template
         self.check_mode = check_mode
@@ -136,11 +151,12 @@ class Workflow:
         self.tofu_secrets = set()
         self.interrupted = None
         self.lock_taken = False
+        self.upstream_checked = None  # (monotonic time, HEAD) of git_check's fetch in this run
         try:
             render_utils.validate_name("stack", self.stack)
             render_utils.validate_name("profile", self.profile)
             run_lock.validate_identity(self.stack, self.profile)
-            _root, _profiles, self.dest = render_utils.resolve(
+            self.stack_root, self.profiles_root, self.dest = render_utils.resolve(
                 self.repo_path, self.stack, self.profile, params["stacks_dir"],
                 params["profiles_dir"], params["dest"])
         except (render_utils.RenderError, run_lock.LockError) as exc:
@@ -162,7 +178,34 @@ class Workflow:
         return self._backend
 
     # -- steps ---------------------------------------------------------------
+    def render_key(self):
+        """What the render step reads, as committed: the git trees of the
+        stack and the profiles, the vars and var files; None when any of it
+        is not committed (the render step proper then refuses)."""
+        p = self.params
+        specs = [f"HEAD:./{os.path.relpath(d, self.repo_path)}" for d in (self.stack_root, self.profiles_root)]
+        try:
+            render_utils.check_committed(self.repo_path, [self.stack_root, self.profiles_root], required=True)
+            trees = git_utils.run_git(["rev-parse", *specs], self.repo_path).split()
+        except (render_utils.RenderError, git_utils.GitError):
+            return None
+        return {"trees": trees, "vars": p["vars"], "stack": self.stack, "profile": self.profile,
+                "var_files": p["var_files"]}
+
     def step_render(self):
+        """Renders; with `fast`, keeps the rendered files when the committed
+        inputs and the files it wrote last time are unchanged: rendering the
+        same trees again would write the same files."""
+        key = self.render_key() if self.fast and not self.params.get("always_render") else None
+        if key is not None and render_utils.rendered_from(self.dest, key):
+            return {"changed": False, "dest": self.dest, "skipped": True,
+                    "msg": "inputs unchanged since the last render: files kept"}
+        result = self._render()
+        if key is not None and not self.check_mode:
+            render_utils.record_key(self.dest, key)
+        return result
+
+    def _render(self):
         p = self.params
         try:
             # The rendered directory is written even in check mode: it is
@@ -192,6 +235,8 @@ class Workflow:
         result["changed"] = False
         if not result["ok"]:
             raise StepFailed("git check refused the work tree: " + "; ".join(result["problems"]), result)
+        if p["fetch"] and result["upstream"]:
+            self.upstream_checked = (time.monotonic(), result["head"])
         return result
 
     def step_lock(self):
@@ -253,9 +298,12 @@ class Workflow:
 
     def recheck_upstream(self):
         """Just before exec, with the lock held: the branch must not be behind
-        its upstream, so what is applied is what is then pushed."""
+        its upstream, so what is applied is what is then pushed. Returns the
+        commit checked out, or None when there was nothing to re-check."""
         if "lock" not in self.steps or not self.params["fetch"] or self.check_mode:
-            return
+            return None
+        if self.upstream_checked and time.monotonic() - self.upstream_checked[0] < UPSTREAM_FRESH:
+            return self.upstream_checked[1]
         try:
             info = git_utils.check(self.repo_path, max_ahead=10 ** 6, allow_detached=True, fetch=True)
         except git_utils.GitError as exc:
@@ -270,6 +318,7 @@ class Workflow:
                 f"{info['upstream']} (pushed while this run waited): nothing was applied"
                 f"{'; the run lock was released' if released else ''}. Pull, then run again",
                 {"behind": info["behind"], "upstream": info["upstream"], "released": released})
+        return info["head"]
 
     def _release_quietly(self):
         try:
@@ -297,9 +346,7 @@ class Workflow:
     def step_exec(self):
         if not os.path.isdir(self.dest):
             raise StepFailed(f"exec: the rendered directory {self.dest} does not exist; add the render step")
-        if self.pushing():
-            self.recheck_upstream()
-        commit = self.head() if self.pushing() else None
+        commit = (self.recheck_upstream() or self.head()) if self.pushing() else None
         try:
             result = self._exec()
         except StepFailed as exc:
@@ -344,8 +391,17 @@ class Workflow:
         return result
 
     def _saved_plan(self, tofu):
-        """Plans that are saved (command plan) and applies of a saved plan
-        (plan_id); None for every other command."""
+        """Plans that are saved (command plan), applies of a saved plan
+        (plan_id) and, with `fast`, an apply nobody reviewed first in one tofu
+        invocation; None for every other command."""
+        if (self.fast and self.command == "apply" and not self.params["plan_id"] and not self.check_mode
+                and not self.diff):
+            with tofu_utils.INTERRUPTS.guard(), self.streaming(1):
+                result = plans.apply_once(tofu)
+            outputs = result.pop("outputs_raw")
+            result.update(command="apply",
+                          outputs=tofu_utils.mask_outputs(outputs, self.params["show_sensitive"]))
+            return result
         context = dict(commit=self.head(), stack=self.stack, profile=self.profile)
         if self.command == "plan" and not self.check_mode:
             with tofu_utils.INTERRUPTS.guard():
@@ -380,8 +436,9 @@ class Workflow:
             return {"changed": False, "skipped": True, "msg": "check mode: the command was not run",
                     "cmd": self.command}
         try:
-            rc, stdout, stderr, interrupted = tofu_utils.run_process(
-                self.command, self.dest, dict(os.environ), self.params["exec_timeout"])
+            with self.streaming(0):
+                rc, stdout, stderr, interrupted = tofu_utils.run_process(
+                    self.command, self.dest, dict(os.environ), self.params["exec_timeout"])
         except OSError as exc:
             raise StepFailed(f"exec ({self.operation}) failed: {exc}") from exc
         result = {"changed": True, "cmd": self.command, "rc": rc, "stdout": stdout, "stderr": stderr,
@@ -396,6 +453,20 @@ class Workflow:
                              f"{stderr.strip() or stdout.strip()}", result)
         self.exec_result = result
         return result
+
+    @contextlib.contextmanager
+    def streaming(self, which):
+        """Shows the standard output of the commands run inside it as it
+        comes, through echo[which] (0: plain lines, 1: a -json event stream)."""
+        if self.echo is None:
+            yield
+            return
+        tofu_utils.ECHO = self.echo[which]
+        self.streamed = True
+        try:
+            yield
+        finally:
+            tofu_utils.ECHO = None
 
     def step_git_push(self):
         if "exec" in self.steps and not self.applied and not (self.check_mode and self.pushing()):
@@ -591,13 +662,14 @@ def secrets_of(params):
     return {s for s in found if isinstance(s, str) and s}
 
 
-def run(params, template, check_mode=False, diff=False, variables=None, workflow_class=None):
+def run(params, template, check_mode=False, diff=False, variables=None, fast=False, echo=None):
     """Validates and runs the steps in `params`. Returns the result a task
     reports (without no_log masking: the caller applies its own). Raises
-    WorkflowError for bad input, before any step runs. `workflow_class` is
-    Workflow or a subclass of it."""
+    WorkflowError for bad input, before any step runs. `fast` and `echo`:
+    see Workflow."""
     steps = validate_steps(params["steps"])
-    workflow = (workflow_class or Workflow)(params, template, check_mode=check_mode, diff=diff, variables=variables)
+    workflow = Workflow(params, template, check_mode=check_mode, diff=diff, variables=variables,
+                        fast=fast, echo=echo)
     started = time.monotonic()
     records, failure = workflow.run(steps)
     result = dict(
@@ -626,6 +698,8 @@ def run(params, template, check_mode=False, diff=False, variables=None, workflow
         result["msg"] = "; ".join(f"{r['step']} {'changed' if r['changed'] else 'ok'}" for r in records)
     if workflow.applied:
         result["applied_commit"] = workflow.applied["commit"]
+    if workflow.streamed:
+        result["streamed"] = True
     # Masked: credentials given as options and every value tofu marks
     # sensitive (variables, attributes, outputs), wherever they appear.
     return redact(result, secrets_of(params) | workflow.tofu_secrets)

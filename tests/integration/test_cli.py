@@ -308,3 +308,52 @@ def test_installed_collection_runs_its_own_copy(repo, tmp_path):
                              env=env, capture_output=True, text=True, timeout=300, check=False)
     assert applied.returncode == 0, applied.stdout + applied.stderr
     assert "terraform_data.service" in state(clone)
+
+
+def test_output_only_change_is_applied_and_reported_changed(repo):
+    """A change to an output block alone changes no resource: the one-invocation
+    apply must still apply it and report it."""
+    clone, remote = repo
+    assert guardrail(clone, "tofu", "apply").returncode == 0
+    commit(clone, "stacks/alpha/extra_output.tf", 'output "extra" {\n  value = "one"\n}\n', push=False)
+    added = guardrail(clone, "tofu", "apply", options=["--json"])
+    assert added.returncode == 0, added.stdout + added.stderr
+    result = json.loads(added.stdout)
+    assert exec_changed(result) is True, result
+    assert result["outputs"]["extra"] == "one"
+    assert git("rev-parse", "main", cwd=remote) == git("rev-parse", "HEAD", cwd=clone)
+    applied = json.loads((clone / ".dist" / "prod" / "alpha" / "terraform.tfstate").read_text())
+    assert applied["outputs"]["extra"]["value"] == "one"
+
+    commit(clone, "stacks/alpha/extra_output.tf", 'output "extra" {\n  value = "two"\n}\n', push=False)
+    updated = json.loads(guardrail(clone, "tofu", "apply", options=["--json"]).stdout)
+    assert exec_changed(updated) is True and updated["outputs"]["extra"] == "two", updated
+
+    git("rm", "-q", "stacks/alpha/extra_output.tf", cwd=clone)
+    git("commit", "-q", "-m", "no extra output", cwd=clone)
+    removed = json.loads(guardrail(clone, "tofu", "apply", options=["--json"]).stdout)
+    assert exec_changed(removed) is True and "extra" not in removed["outputs"], removed
+
+    same = json.loads(guardrail(clone, "tofu", "apply", options=["--json"]).stdout)
+    assert same["changed"] is False and exec_changed(same) is False, same
+
+
+def exec_changed(result):
+    """The exec step's own `changed` (a render that wrote files changes the run too)."""
+    return next(s for s in result["steps"] if s["step"] == "exec")["changed"]
+
+
+def test_output_closed_early_does_not_cut_the_run_short(repo):
+    """`guardrail ... | head -1`: the reader goes away while tofu still
+    prints; the apply runs to its end, the lock is released, no traceback."""
+    clone, remote = repo
+    env = dict(os.environ, GUARDRAIL_OWNER="tester", GUARDRAIL_RUN_ID="run-1")
+    proc = subprocess.Popen([sys.executable, str(GUARDRAIL), *STEPS, "--", "alpha", "prod", "tofu", "apply"],
+                            cwd=clone, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert "terraform_data.deployment" in state(clone)
+    assert remote_lock(remote) is None
