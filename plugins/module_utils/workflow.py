@@ -28,11 +28,6 @@ STEPS = ("render", "git_check", "lock", "exec", "git_push", "unlock", "unlock_an
 DEFAULT_STEPS = ["render", "git_check", "lock", "exec", "git_push", "unlock"]
 # Commands after which git_push pushes: a plan (or anything else) never does.
 PUSHING = ("apply", "destroy")
-# Seconds within which the upstream git_check fetched counts as fresh for
-# exec: the lock step in between never waits, so a second fetch would see
-# what the first saw (a push landing meanwhile is refused by git_push, as one
-# landing during exec is).
-UPSTREAM_FRESH = 5
 # backend_config keys whose values are credentials, masked in results.
 SECRET_KEY_RE = re.compile(r"(secret|token|password|access_key|credentials|sas|client_key)", re.I)
 TOFU_OPTIONS = ("backend_config", "backend_config_files", "lock", "lock_timeout", "parallelism",
@@ -151,7 +146,6 @@ class Workflow:
         self.tofu_secrets = set()
         self.interrupted = None
         self.lock_taken = False
-        self.upstream_checked = None  # (monotonic time, HEAD) of git_check's fetch in this run
         try:
             render_utils.validate_name("stack", self.stack)
             render_utils.validate_name("profile", self.profile)
@@ -235,8 +229,6 @@ class Workflow:
         result["changed"] = False
         if not result["ok"]:
             raise StepFailed("git check refused the work tree: " + "; ".join(result["problems"]), result)
-        if p["fetch"] and result["upstream"]:
-            self.upstream_checked = (time.monotonic(), result["head"])
         return result
 
     def step_lock(self):
@@ -302,8 +294,6 @@ class Workflow:
         commit checked out, or None when there was nothing to re-check."""
         if "lock" not in self.steps or not self.params["fetch"] or self.check_mode:
             return None
-        if self.upstream_checked and time.monotonic() - self.upstream_checked[0] < UPSTREAM_FRESH:
-            return self.upstream_checked[1]
         try:
             info = git_utils.check(self.repo_path, max_ahead=10 ** 6, allow_detached=True, fetch=True)
         except git_utils.GitError as exc:

@@ -28,9 +28,9 @@ description:
     tofu's own state lock (O(lock_key) on the rendered C(s3) backend's key) is refused before any lock
     is taken, since tofu would wait for it forever.
   - V(exec) runs O(command) in the rendered directory. With the lock among the steps, an V(apply) or
-    V(destroy) first fetches the upstream again (unless V(git_check) fetched it moments before in the
-    same run); a branch now behind it applies nothing and releases the lock. When exec fails the lock
-    stays held by this run and nothing is pushed; the message says so and how to release the lock.
+    V(destroy) first fetches the upstream again; a branch now behind it applies nothing and releases
+    the lock. When exec fails the lock stays held by this run and nothing is pushed; the message says
+    so and how to release the lock.
   - On a timeout, or SIGINT or SIGTERM of the task (Ctrl-C), tofu (in its own process group) is sent
     SIGINT and given a grace period to write its state, then SIGTERM, then SIGKILL; the lock stays
     held and is marked interrupted, and the message reports what tofu said.
