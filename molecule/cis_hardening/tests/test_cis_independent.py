@@ -626,9 +626,8 @@ def _journald(h, key):
 
 control("6.1.1.1")(lambda h: [] if h["units"]["systemd-journald.service"].get("ActiveState") == "active" else [
     "systemd-journald not active"])
-control("6.1.1.3")(lambda h: [] if all(_journald(h, k) for k in ("SystemMaxUse", "SystemKeepFree", "RuntimeMaxUse",
-                                                                  "RuntimeKeepFree", "MaxFileSec")) else [
-    "journald rotation keys unset"])
+JOURNALD_ROTATION = ("SystemMaxUse", "SystemKeepFree", "RuntimeMaxUse", "RuntimeKeepFree", "MaxFileSec")
+control("6.1.1.3")(lambda h: ["journald %s unset" % k for k in JOURNALD_ROTATION if not _journald(h, k)])
 control("6.1.2.3")(lambda h: [] if _journald(h, "Compress") in ("yes", None) else ["Compress=%s" % _journald(h, "Compress")])
 control("6.1.2.4")(lambda h: [] if _journald(h, "Storage") == "persistent" else ["Storage=%s" % _journald(h, "Storage")])
 control("6.1.3.2")(lambda h: _running(h, "rsyslog.service"))
@@ -647,8 +646,8 @@ def rsyslog_file_mode(h):
     return [] if modes and int(modes[-1], 8) & 0o137 == 0 else ["$FileCreateMode %s" % modes]
 
 
-control("6.1.3.7")(lambda h: re.findall(r"^\s*(?:\$ModLoad\s+imtcp|\$InputTCPServerRun.*|module\(load=\"imtcp\"\)|"
-                                         r"input\(type=\"imtcp\".*)$", _rsyslog(h), re.M))
+RSYSLOG_TCP_INPUT = r"^\s*(?:\$ModLoad\s+imtcp|\$InputTCPServerRun.*|module\(load=\"imtcp\"\)|input\(type=\"imtcp\".*)$"
+control("6.1.3.7")(lambda h: re.findall(RSYSLOG_TCP_INPUT, _rsyslog(h), re.M))
 
 
 # ------------------------------------------------------------------ 6.2 auditd configuration and rules
@@ -753,8 +752,7 @@ control("6.2.3.13")(lambda h: _syscall_rules(h, "delete", ["unlink", "unlinkat",
 control("6.2.3.14")(lambda h: _watches(h, "MAC-policy", ["/etc/apparmor", "/etc/apparmor.d"]))
 control("6.2.3.15")(lambda h: _exec_rule(h, "perm_chng", "/usr/bin/chcon"))
 control("6.2.3.18")(lambda h: _exec_rule(h, "usermod", "/usr/sbin/usermod"))
-control("6.2.3.19")(lambda h: _syscall_rules(h, "kernel_modules", ["init_module", "finit_module", "delete_module",
-                                                                   "create_module", "query_module"], AUID)
+control("6.2.3.19")(lambda h: _syscall_rules(h, "kernel_modules", ["init_module", "finit_module", "delete_module"], AUID)
                     + _exec_rule(h, "kernel_modules", "/usr/bin/kmod"))
 control("6.2.3.20")(lambda h: [] if _rules(h) and _rules(h)[-1] == ["-e", "2"] else [
     "the last rule is %s, not -e 2" % (_rules(h)[-1:] or "none")])
