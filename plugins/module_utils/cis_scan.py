@@ -338,15 +338,38 @@ def aide_schedules(timers, cron_paths):
     return found
 
 
+def aide_database(control, may_change, aide):
+    """(ok, evidence, changed): the database a scheduled check compares with exists (``database``); made,
+    when missing, by ``init`` (``aide --init``, bounded by ``init_timeout``) and moving what it wrote
+    (``database_new``) into place. An interrupted init leaves only ``database_new``, redone next run."""
+    database = control.get("database")
+    if not database or os.path.exists(database):
+        return True, ("database %s" % database) if database else "", False
+    if not aide or not os.path.exists(aide):
+        return False, "aide is not installed: no database at %s" % database, False
+    if not may_change:
+        return False, "no AIDE database at %s (aide --init)" % database, False
+    started = time.monotonic()
+    rc, out, err = run(control["init"], timeout=int(control.get("init_timeout") or 900))
+    if rc == 0 and os.path.exists(control["database_new"]):
+        os.replace(control["database_new"], database)
+    took = "%s: rc %d in %.0f s" % (" ".join(control["init"]), rc, time.monotonic() - started)
+    if not os.path.exists(database):
+        return False, "no AIDE database at %s; %s %s" % (database, took, (err or out).strip()[-150:]), True
+    return True, "database %s written (%s)" % (database, took), True
+
+
 def check_aide_scheduled(control, may_change):
-    """(status, evidence, changed): a timer or cron entry runs ``aide --check``; fixed by enabling the packaged
-    timer, else by a cron.d entry."""
+    """(status, evidence, changed): an AIDE database exists and a timer or cron entry runs ``aide --check``;
+    fixed by ``aide --init`` and by enabling the packaged timer, else by a cron.d entry."""
     timers = control.get("timers") or AIDE_TIMERS
     cron_paths = control.get("cron_paths") or AIDE_CRON_PATHS
-    found = aide_schedules(timers, cron_paths)
-    if found:
-        return "pass", "scheduled: %s" % sample(found, 5), False
     aide = control.get("aide") or next((p for p in ("/usr/bin/aide", "/usr/sbin/aide") if os.path.exists(p)), None)
+    db_ok, db_evidence, db_changed = aide_database(control, may_change, aide)
+    found = aide_schedules(timers, cron_paths)
+    if found or not db_ok:
+        status = ("fixed" if db_changed else "pass") if db_ok else "failed"
+        return status, "; ".join(e for e in (db_evidence, "scheduled: %s" % (sample(found, 5) or "nothing")) if e), db_changed
     if not may_change:
         return "failed", "no enabled timer (%s) and no cron entry running aide --check" % ", ".join(timers), False
     if not aide or not os.path.exists(aide):
@@ -364,7 +387,8 @@ def check_aide_scheduled(control, may_change):
         write_text(cron_file, "0 5 * * * root %s --check\n" % aide, 0o644)
         done = "wrote %s" % cron_file
     found = aide_schedules(timers, cron_paths)
-    return ("fixed" if found else "failed"), "%s; scheduled: %s" % (done, sample(found, 5) or "nothing"), True
+    return ("fixed" if found else "failed"), "; ".join(e for e in (db_evidence, done, "scheduled: %s" % (
+        sample(found, 5) or "nothing")) if e), True
 
 
 def _listeners(port):

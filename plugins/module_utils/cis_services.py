@@ -61,6 +61,11 @@ def _enabled(state):
         "enabled", "enabled-runtime", "static", "alias", "indirect", "generated")
 
 
+def _running(state):
+    """Enabled and active: what "enabled and active" controls (cron, auditd, rsyslog...) ask."""
+    return _enabled(state) and state.get("ActiveState") == "active"
+
+
 def _disabled(state):
     return (state.get("LoadState") != "loaded" or state.get("UnitFileState") not in ("enabled", "enabled-runtime")) \
         and state.get("ActiveState") != "active"
@@ -164,7 +169,7 @@ def apply(controls, manager="apt", remove_packages=True, install_packages=True, 
             evidence.append("%s %s" % (pkg, "installed" if now else "not installed")
                             + (" (%s)" % notes[pkg] if pkg in notes else "")
                             + (" (installation disabled: cis_hardening_install_packages)" if not now and not install_packages else ""))
-        for key, test in (("services_masked", _masked), ("services_enabled", _enabled), ("services_disabled", _disabled)):
+        for key, test in (("services_masked", _masked), ("services_enabled", _running), ("services_disabled", _disabled)):
             for name in control.get(key) or []:
                 unit = _unit(name)
                 was, now = test(before_units[unit]), test(after_units[unit])
