@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -348,6 +349,36 @@ def test_upstream_rechecked_after_lock_and_nothing_applied(stack_repo, tmp_path)
     assert "behind" in result["msg"] and "nothing was applied" in result["msg"], result["msg"]
     assert not (dest(clone) / "terraform.tfstate").exists()
     assert remote_lock(remote) is None  # this run took it and gives it back
+
+
+def test_push_landing_as_the_lock_is_taken_in_one_run_is_seen_and_nothing_applied(stack_repo):
+    """One run, all steps: git_check fetched a moment ago, then someone's push
+    lands exactly while this run takes the lock (a post-receive hook on the
+    remote moves main when the lock ref arrives). exec must fetch again."""
+    clone, remote = stack_repo
+    commit(clone, "stacks/alpha/note.tf", "# mine\n")
+    hook = remote / "hooks" / "post-receive"
+    hook.write_text(textwrap.dedent("""\
+        #!/bin/sh
+        while read -r old new ref; do
+            case "$ref" in refs/guardrail/locks/*)
+                [ "$new" = 0000000000000000000000000000000000000000 ] && continue
+                tree=$(git rev-parse 'refs/heads/main^{tree}')
+                theirs=$(GIT_AUTHOR_NAME=T GIT_AUTHOR_EMAIL=t@x GIT_COMMITTER_NAME=T GIT_COMMITTER_EMAIL=t@x \\
+                    git commit-tree "$tree" -p refs/heads/main -m theirs)
+                git update-ref refs/heads/main "$theirs"
+                rm -f "$0" ;;
+            esac
+        done
+        """))
+    hook.chmod(0o755)
+    before = remote_head(remote)
+    rc, result, err = workflow(clone)
+    assert remote_head(remote) != before, "the hook did not fire: the race was not staged"
+    assert rc != 0 and result["failed_step"] == "exec", (result.get("msg"), err)
+    assert "behind" in result["msg"] and "nothing was applied" in result["msg"], result["msg"]
+    assert not (dest(clone) / "terraform.tfstate").exists()
+    assert remote_lock(remote) is None
 
 
 def test_push_lost_after_apply_keeps_lock_and_says_what_was_applied(stack_repo, tmp_path):
