@@ -29,6 +29,7 @@ Usage: .venv/bin/python benchmarks/cis.py [--peer NAME=PATH ...] [--no-lynis]
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -134,6 +135,10 @@ def run_playbook(collections, inventory, playbook, roles_path=None):
             "rc": proc.returncode, "load": (load, os.getloadavg()[0])}
 
 
+def progress(message):
+    print("%s %s" % (time.strftime("%H:%M:%S"), message), file=sys.stderr, flush=True)
+
+
 def summary(report_dir):
     reports = list(report_dir.glob("*.json"))
     if not reports:
@@ -171,13 +176,18 @@ class Subject:
 
     def converge(self):
         first = run_playbook(self.collections, self.inventory, self.playbook, self.roles_path)
+        self.result["first"] = first
+        progress("%s converge: %.1f s, rc %d, changed %d, failures %d"
+                 % (self.label, first["seconds"], first["rc"], first["changed"], first["failures"]))
         if self.report_dir:
             self.result["first_statuses"] = summary(self.report_dir)["statuses"]
             self.result["controls"] = summary(self.report_dir)["total"]
         rerun = run_playbook(self.collections, self.inventory, self.playbook, self.roles_path)
+        self.result["rerun"] = rerun
+        progress("%s re-run: %.1f s, rc %d, changed %d, failures %d"
+                 % (self.label, rerun["seconds"], rerun["rc"], rerun["changed"], rerun["failures"]))
         if self.report_dir:
             self.result["statuses"] = summary(self.report_dir)["statuses"]
-        self.result.update(first=first, rerun=rerun)
 
 
 def guardrail_subject(label, tree, work, install_packages):
@@ -242,6 +252,7 @@ def lynis_step(key):
         subject.result[key] = index
         subject.result[key + "_seconds"] = took
         subject.result[key + "_tests"] = tests
+        progress("%s %s: index %d, %s tests, %.0f s" % (subject.label, key, index, tests, took))
     return step
 
 
@@ -318,7 +329,12 @@ def targets_met(current, install_packages):
     return ok
 
 
+def interrupted(signum, _frame):
+    raise KeyboardInterrupt("signal %d" % signum)
+
+
 def main():
+    signal.signal(signal.SIGTERM, interrupted)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--peer", action="append", default=[], metavar="NAME=PATH",
                         help="checkout of a peer role to measure: %s" % ", ".join(PEERS))
@@ -355,6 +371,10 @@ def main():
                         subject.result["error"] = str(exc)
             if args.lynis:
                 concurrently(subjects, lynis_step("lynis_after"))
+        except KeyboardInterrupt:
+            # What was measured so far is still printed below, marked as such.
+            for subject in subjects:
+                subject.result["error"] = subject.result["error"] or "interrupted before the end"
         finally:
             for subject in subjects:
                 podman("rm", "-f", subject.host, check=False)
