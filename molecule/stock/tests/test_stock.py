@@ -39,3 +39,11 @@ def test_efs_volume_wrote_the_mount(host):
     # mount_state present writes fstab only (this kernel has no NFS client to mount with).
     entry = next(line for line in fstab.splitlines() if "/mnt/efs/data" in line)
     assert "nfsvers=4.1" in entry and "noresvport" in entry, entry
+
+
+def test_aide_database_was_initialised(host):
+    # Debian 12 6.3.1: AIDE installed and its database initialised (aideinit / aide --init).
+    database = host.file("/var/lib/aide/aide.db")
+    assert database.exists and database.user == "root" and database.size > 0
+    assert not host.file("/var/lib/aide/aide.db.new").exists, "an unfinished init was left behind"
+    assert host.run("test -x /usr/bin/aide").rc == 0
