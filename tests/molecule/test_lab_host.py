@@ -13,9 +13,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = os.environ.get("GUARDRAIL_LAB_IMAGE", "localhost/guardrail-lab:debian12")
-NAME = "lab-host-sysctl"
-# One lab host serves every test of this module: they run on one xdist worker.
-pytestmark = pytest.mark.xdist_group("lab-host-sysctl")
+# One lab host per test process: the suite runs tests of this module on
+# several pytest-xdist workers at once.
+NAME = f"lab-host-sysctl-{os.getpid()}"
 # Settings a CIS level 1 run writes, each set inside the lab host to a value
 # other than the machine's, so a leak through the shield would show.
 PROBES = {
