@@ -355,7 +355,8 @@ def aide_database(control, may_change, aide):
         os.replace(control["database_new"], database)
     took = "%s: rc %d in %.0f s" % (" ".join(control["init"]), rc, time.monotonic() - started)
     if not os.path.exists(database):
-        return False, "no AIDE database at %s; %s %s" % (database, took, (err or out).strip()[-150:]), True
+        # Nothing was put in place: a failed init is no change (a partial database_new is redone next run).
+        return False, "no AIDE database at %s; %s %s" % (database, took, (err or out).strip()[-150:]), False
     return True, "database %s written (%s)" % (database, took), True
 
 

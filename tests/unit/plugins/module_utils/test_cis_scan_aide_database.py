@@ -36,7 +36,7 @@ def test_a_scheduled_check_without_a_database_fails_and_is_fixed_by_init_once(tm
 def test_an_init_stopped_by_the_timeout_leaves_no_database_and_is_redone(tmp_path):
     control = _control(tmp_path, 'echo "@@begin_db partial" > %s/aide.db.new\nsleep 30\n' % tmp_path, timeout=1)
     results, changed, _scan = cis_scan.apply([control])
-    assert changed and _status(results) == {"6.3.2": "failed"}
+    assert not changed and _status(results) == {"6.3.2": "failed"}  # nothing put in place
     assert "timed out" in results[0]["evidence"] and not (tmp_path / "aide.db").exists()
     fixed = _control(tmp_path, 'echo "@@begin_db" > %s/aide.db.new\n' % tmp_path)
     results, changed, _scan = cis_scan.apply([fixed])
