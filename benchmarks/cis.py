@@ -175,19 +175,18 @@ class Subject:
             "roles": [dict({"role": role}, vars=role_vars) if role_vars else {"role": role}]}], sort_keys=False))
 
     def converge(self):
-        first = run_playbook(self.collections, self.inventory, self.playbook, self.roles_path)
-        self.result["first"] = first
-        progress("%s converge: %.1f s, rc %d, changed %d, failures %d"
-                 % (self.label, first["seconds"], first["rc"], first["changed"], first["failures"]))
-        if self.report_dir:
-            self.result["first_statuses"] = summary(self.report_dir)["statuses"]
-            self.result["controls"] = summary(self.report_dir)["total"]
-        rerun = run_playbook(self.collections, self.inventory, self.playbook, self.roles_path)
-        self.result["rerun"] = rerun
-        progress("%s re-run: %.1f s, rc %d, changed %d, failures %d"
-                 % (self.label, rerun["seconds"], rerun["rc"], rerun["changed"], rerun["failures"]))
-        if self.report_dir:
-            self.result["statuses"] = summary(self.report_dir)["statuses"]
+        for key, name in (("first", "converge"), ("rerun", "re-run")):
+            run = run_playbook(self.collections, self.inventory, self.playbook, self.roles_path)
+            self.result[key] = run
+            progress("%s %s: %.1f s, rc %d, changed %d, failures %d"
+                     % (self.label, name, run["seconds"], run["rc"], run["changed"], run["failures"]))
+            if self.report_dir:
+                statuses = summary(self.report_dir)
+                if key == "first":
+                    self.result["first_statuses"] = statuses["statuses"]
+                    self.result["controls"] = statuses["total"]
+                else:
+                    self.result["statuses"] = statuses["statuses"]
 
 
 def guardrail_subject(label, tree, work, install_packages):
