@@ -45,13 +45,16 @@ def _number(text):
         return None
 
 
-def satisfies(current, wanted, how="eq", ignore_case=False, minimum=None):
+def satisfies(current, wanted, how="eq", ignore_case=False, minimum=None, also=()):
     """Whether a value meets the wanted one: ``le``/``ge`` accept a stricter number, ``minimum``
-    refuses numbers below it (-1 meaning "never" for a limit)."""
+    refuses numbers below it (-1 meaning "never" for a limit), ``also`` lists numbers that pass
+    whatever the comparison says (faillock's ``unlock_time = 0``: never unlock by time)."""
     if current is None:
         return False
     if how in ("le", "ge"):
         number = _number(current)
+        if number is not None and any(number == float(value) for value in also or ()):
+            return True
         if number is None or (minimum is not None and number < float(minimum)):
             return False
         return number <= float(wanted) if how == "le" else number >= float(wanted)
@@ -62,7 +65,7 @@ def satisfies(current, wanted, how="eq", ignore_case=False, minimum=None):
 
 def item_satisfies(current, item):
     return satisfies(current, item.get("value"), item.get("compare", "eq"), item.get("ignore_case", False),
-                     item.get("min"))
+                     item.get("min"), item.get("also"))
 
 
 # ---------------------------------------------------------------- layered configuration files

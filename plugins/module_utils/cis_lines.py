@@ -31,7 +31,8 @@ A control holds ``lines``, each one of:
   root, a normal user and a connection matching each ``Match`` block of ``config``.
 
 ``key``, ``effective`` and ``sudo_default`` take ``compare: le|ge`` (a stricter number passes)
-and ``min`` (a number below it fails: -1 for "never").
+and ``min`` (a number below it fails: -1 for "never"); ``also`` lists numbers that pass besides
+(``unlock_time`` 0: an account stays locked until an administrator unlocks it).
 
 Per-file settings (``files``) give the mode of a new file, its first lines, a
 ``validate`` command (``%s`` is the path; a failed validation restores the

@@ -239,8 +239,8 @@ def test_sshd_rows_check_the_effective_configuration(platform, request):
 
 @pytest.mark.parametrize("platform,control_id", [("debian", "5.3.3.2.2"), ("al2", "4.4.2.2.3"), ("al2023", "4.5.1")])
 def test_minlen_weakened_in_conf_d_or_on_the_pam_line_fails(tmp_path, platform, control_id, request):
-    """libpwquality reads pwquality.conf.d after pwquality.conf, and arguments on the pam_pwquality line win
-    over both: a minlen of 8 in either is what the host enforces."""
+    """libpwquality reads pwquality.conf.d after pwquality.conf (from 1.3.0: not AL2's 1.2.3), and arguments
+    on the pam_pwquality line win over both: a minlen of 8 in either is what the host enforces."""
     row = rows(request.getfixturevalue(platform))[control_id]
     pam = "/etc/pam.d/common-password" if platform == "debian" else "/etc/pam.d/system-auth"
     base = {"/etc/security/pwquality.conf": "minlen = 14\nminclass = 4\n",
@@ -248,7 +248,10 @@ def test_minlen_weakened_in_conf_d_or_on_the_pam_line_fails(tmp_path, platform, 
     assert evaluate(row, tmp_path / "ok", base)["status"] == "pass"
     conf_d = dict(base, **{"/etc/security/pwquality.conf.d/50-site.conf": "minlen = 8\n"})
     result = evaluate(row, tmp_path / "conf_d", conf_d)
-    assert result["status"] == "failed" and "minlen 8 (%s" % (tmp_path / "conf_d") in result["evidence"]
+    if platform == "al2":
+        assert result["status"] == "pass", result
+    else:
+        assert result["status"] == "failed" and "minlen 8 (%s" % (tmp_path / "conf_d") in result["evidence"]
     stricter = dict(base, **{"/etc/security/pwquality.conf.d/50-site.conf": "minlen = 20\n"})
     assert evaluate(row, tmp_path / "stricter", stricter)["status"] == "pass"
     on_line = dict(base, **{pam: "password requisite pam_pwquality.so retry=3 minlen=8\npassword required pam_unix.so\n"})
@@ -346,6 +349,20 @@ def test_pam_line_arguments_weaker_than_the_conf_file_fail_and_are_normalised(tm
     assert evaluate(row, tmp_path / "weak", {}, audit_only=False)["status"] == "pass"
 
 
+@pytest.mark.parametrize("platform,control_id", [("debian", "5.3.3.1.2"), ("al2023", "4.5.2")])
+def test_unlock_time_zero_is_compliant_and_short_times_are_not(tmp_path, platform, control_id, request):
+    """The benchmark accepts unlock_time = 0 (locked until an administrator unlocks) or >= 900."""
+    row = rows(request.getfixturevalue(platform))[control_id]
+    stack = "/etc/pam.d/common-auth"
+    for name, conf, line, status in (("zero", "deny = 5\nunlock_time = 0\n", "preauth", "pass"),
+                                     ("zero-line", "deny = 5\nunlock_time = 900\n", "preauth unlock_time=0", "pass"),
+                                     ("short", "deny = 5\nunlock_time = 1\n", "preauth", "failed")):
+        files = {"/etc/security/faillock.conf": conf,
+                 stack: "auth requisite pam_faillock.so %s\nauth required pam_unix.so\n" % line}
+        result = evaluate(row, tmp_path / name, files)
+        assert result["status"] == status, (name, result)
+
+
 PWQUALITY_WEAK = [
     ("minlen", "5.3.3.2.2", "minlen = 8", "minlen=8"),
     ("difok", "5.3.3.2.1", "difok = 0", "difok=1"),
@@ -384,6 +401,23 @@ def test_every_pwquality_setting_counts_conf_d_and_the_pam_line(tmp_path, key, c
     assert result["status"] == "failed" and on_line in result["evidence"], result
     assert evaluate(row, tmp_path / "pam", {}, audit_only=False)["status"] == "fixed"
     assert on_line not in (tmp_path / "pam" / pam.lstrip("/")).read_text()
+
+
+def test_amazon_linux_2_pwquality_reads_no_conf_d(tmp_path, al2):
+    """AL2 ships libpwquality 1.2.3; pwquality.conf.d is read from 1.3.0 on. A drop-in there changes
+    nothing on AL2, so it neither fails nor satisfies a row, and the fix leaves it alone."""
+    row = rows(al2)["4.4.2.2.3"]
+    pam = {"/etc/pam.d/system-auth": "password requisite pam_pwquality.so try_first_pass retry=3\n"}
+    ignored_weak = dict(pam, **{"/etc/security/pwquality.conf": "minlen = 14\n",
+                                "/etc/security/pwquality.conf.d/50-site.conf": "minlen = 8\n"})
+    assert evaluate(row, tmp_path / "weak", ignored_weak)["status"] == "pass"
+    ignored_good = dict(pam, **{"/etc/security/pwquality.conf": "minlen = 8\n",
+                                "/etc/security/pwquality.conf.d/50-site.conf": "minlen = 14\n"})
+    result = evaluate(row, tmp_path / "good", ignored_good)
+    assert result["status"] == "failed" and "pwquality.conf.d" not in result["evidence"], result
+    assert evaluate(row, tmp_path / "good", {}, audit_only=False)["status"] == "fixed"
+    assert "minlen = 14" in (tmp_path / "good/etc/security/pwquality.conf").read_text()
+    assert (tmp_path / "good/etc/security/pwquality.conf.d/50-site.conf").read_text() == "minlen = 14\n"
 
 
 def test_enforce_for_root_on_the_pam_line_counts(tmp_path, debian):
