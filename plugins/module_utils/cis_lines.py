@@ -26,7 +26,8 @@ A control holds ``lines``, each one of:
   of the same name there, without the key);
 - ``{sudo_default, value, path}``: the sudoers ``Defaults`` parameter, globally (the last one
   read wins) and in every scoped ``Defaults``; the fix sets it in ``path`` and takes weaker
-  values out of the other sudoers files (each one validated with ``visudo -cf``);
+  values out of the other sudoers files (each one validated with ``visudo -cf``); with
+  ``flag: true`` instead of ``value`` a boolean parameter must be on and ``!name`` is weaker;
 - ``{sshd, expect}``: ``sshd -T -C`` (``sshd`` is the argv without ``-C``) matches ``expect`` for
   root, a normal user and a connection matching each ``Match`` block of ``config``.
 
@@ -448,25 +449,41 @@ def _sudo_entries(book, item):
     return eff.sudoers_entries(item.get("sudoers", "/etc/sudoers"), book.lines, item["sudo_default"])
 
 
+def _sudo_ok(value, item):
+    """A Defaults value meets the item: a ``flag`` must be on (``!name`` turns it off)."""
+    if item.get("flag"):
+        return value is True
+    return eff.item_satisfies(eff.sudoers_value(value), item)
+
+
+def _sudo_text(name, value):
+    if value is True or value is False:
+        return ("" if value else "!") + name
+    return "%s=%s" % (name, value)
+
+
 def check_sudo_default(book, item):
     entries = _sudo_entries(book, item)
     globals_ = [e for e in entries if not e[2]]
-    weak = [e for e in entries if not eff.item_satisfies(eff.sudoers_value(e[3]), item)]
-    effective = eff.sudoers_value(globals_[-1][3]) if globals_ else None
-    ok = effective is not None and eff.item_satisfies(effective, item) and not weak
+    weak = [e for e in entries if not _sudo_ok(e[3], item)]
+    effective = globals_[-1][3] if globals_ else None
+    ok = effective is not None and _sudo_ok(effective, item) and not weak
     where = globals_[-1][0] if globals_ else "no Defaults"
-    seen = ["%s %s globally (%s)" % (item["sudo_default"], effective if effective is not None else "unset", where)]
-    seen.extend("Defaults%s %s=%s in %s" % (scope, item["sudo_default"], eff.sudoers_value(value), path)
+    shown = ("on" if effective else "off") if item.get("flag") and effective is not None else eff.sudoers_value(effective)
+    seen = ["%s %s globally (%s)" % (item["sudo_default"], shown if effective is not None else "unset", where)]
+    seen.extend("Defaults%s %s in %s" % (scope, _sudo_text(item["sudo_default"], value), path)
                 for path, _indexes, scope, value in weak)
     return ok, "; ".join(seen)
 
 
 def fix_sudo_default(book, item):
     name, validate = item["sudo_default"], item.get("validate", ["visudo", "-cf", "%s"])
-    line = "Defaults %s=%s" % (name, item["value"])
-    book.edit(item["path"], validate).fix_line(
-        {"line": line, "match": r"^\s*Defaults\s+%s\s*=\s*\S+\s*$" % re.escape(name)})
-    weak = [e for e in _sudo_entries(book, item) if not eff.item_satisfies(eff.sudoers_value(e[3]), item)]
+    if item.get("flag"):
+        line, match = "Defaults %s" % name, r"^\s*Defaults\s+!*\s*%s\s*$" % re.escape(name)
+    else:
+        line, match = "Defaults %s=%s" % (name, item["value"]), r"^\s*Defaults\s+%s\s*=\s*\S+\s*$" % re.escape(name)
+    book.edit(item["path"], validate).fix_line({"line": line, "match": match})
+    weak = [e for e in _sudo_entries(book, item) if not _sudo_ok(e[3], item)]
     for path, indexes, _scope, _value in sorted(weak, key=lambda e: (e[0], -e[1][0])):
         edit = book.edit(path, validate)
         text = " ".join(edit.lines[i].rstrip().rstrip("\\") for i in indexes)

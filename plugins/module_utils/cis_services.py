@@ -86,7 +86,11 @@ def apt_lists_missing(lists_dir="/var/lib/apt/lists"):
 
 def apply(controls, manager="apt", remove_packages=True, install_packages=True, audit_only=False, check_mode=False,
           apt_lists="/var/lib/apt/lists"):
-    """Evaluates and enforces a table of package and service controls. Returns (results, changed, commands)."""
+    """Evaluates and enforces a table of package and service controls. Returns (results, changed, commands).
+
+    In check mode nothing runs and ``changed`` says whether the run would run a change: a package it
+    may install or remove, a unit to mask, disable, enable or start. A unit whose last start failed
+    (ActiveState ``failed``) is not counted: the run tries again, and reports a change only if it starts."""
     for control in controls:
         if not any(control.get(k) for k in KEYS):
             raise CisError("control %s: give at least one of %s" % (control.get("id"), ", ".join(KEYS)))
@@ -99,7 +103,7 @@ def apply(controls, manager="apt", remove_packages=True, install_packages=True, 
 
     remove, install, mask, enable, disable = set(), set(), set(), set(), set()
     for control in controls:
-        if not enforce(control, audit_only, check_mode):
+        if not enforce(control, audit_only, False):
             continue
         if remove_packages:
             remove |= {p for p in control.get("packages_absent") or [] if p in before_pkgs}
@@ -110,6 +114,11 @@ def apply(controls, manager="apt", remove_packages=True, install_packages=True, 
                    if not _enabled(before_units[_unit(u)]) or before_units[_unit(u)].get("ActiveState") != "active"}
         disable |= {_unit(u) for u in control.get("services_disabled") or [] if not _disabled(before_units[_unit(u)])}
 
+    would = False
+    if check_mode:
+        would = bool(remove or install or mask or disable) or any(
+            not _enabled(before_units[u]) or before_units[u].get("ActiveState") != "failed" for u in enable)
+        remove, install, mask, enable, disable = set(), set(), set(), set(), set()
     commands = []
     notes = {}
 
@@ -150,7 +159,7 @@ def apply(controls, manager="apt", remove_packages=True, install_packages=True, 
             else:
                 notes.setdefault(unit, "start failed: %s" % err.strip()[:200])
 
-    changed = any(c["rc"] == 0 for c in commands) or started
+    changed = would if check_mode else any(c["rc"] == 0 for c in commands) or started
     after_pkgs = installed_packages(packages, manager) if (remove or install) else before_pkgs
     after_units = unit_states(units) if (mask or enable or disable) else before_units
 

@@ -47,7 +47,9 @@ options:
     type: bool
     default: false
 notes:
-  - Check mode evaluates and reports like O(audit_only), and returns C(changed) when enforcing would change the host.
+  - Check mode evaluates and reports like O(audit_only), and returns C(changed) when enforcing would run a change
+    (install or remove a package, mask, disable, enable or start a unit). A failed control the run may not fix
+    (O(install_packages=false), a unit whose last start failed) is reported C(failed) without C(changed).
 """
 
 EXAMPLES = r"""
@@ -86,7 +88,7 @@ commands:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.guardrail.ecs.plugins.module_utils.cis_common import CisError, would_change
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis_common import CisError
 from ansible_collections.guardrail.ecs.plugins.module_utils.cis_services import apply
 
 
@@ -107,7 +109,6 @@ def main():
                                            p["install_packages"], p["audit_only"], module.check_mode)
     except CisError as exc:
         module.fail_json(msg=str(exc))
-    changed = changed or would_change(results, module.check_mode, p["audit_only"])
     module.exit_json(changed=changed, results=results, commands=commands)
 
 

@@ -481,6 +481,29 @@ def test_sudo_timestamp_timeout_overridden_in_sudoers_d(tmp_path, other, expecte
         assert evaluate(row, tmp_path, {})["status"] == "pass"
 
 
+@pytest.mark.parametrize("platform,control_id", [("debian", "5.2.2"), ("al2023", "4.3.2"), ("al2", "4.3.2")])
+def test_sudo_use_pty_is_read_where_sudo_reads_it(tmp_path, platform, control_id, request):
+    """The benchmark's audit: ``Defaults use_pty`` somewhere in the sudoers files and ``!use_pty`` nowhere. Set in
+    /etc/sudoers already (Debian's default) it passes and nothing is written twice; negated later, it fails
+    and the fix takes the negation out."""
+    row = rows(request.getfixturevalue(platform))[control_id]
+    row = dict(row, lines=[dict(i, validate=["true"]) for i in row["lines"]])
+    sudoers = SUDOERS.replace("/etc/", str(tmp_path) + "/etc/")
+    files = {"/etc/sudoers": "Defaults\tuse_pty\n" + sudoers}
+    assert evaluate(row, tmp_path, files, audit_only=False)["status"] == "pass"
+    assert not (tmp_path / "etc/sudoers.d/cis-hardening").exists()
+    negated = {"/etc/sudoers.d/zz-local": "Defaults env_reset, !use_pty\nDefaults:deploy !use_pty\n"}
+    result = evaluate(row, tmp_path, negated)
+    assert result["status"] == "failed" and "zz-local" in result["evidence"], result
+    assert evaluate(row, tmp_path, {}, audit_only=False)["status"] == "fixed"
+    assert (tmp_path / "etc/sudoers.d/zz-local").read_text() == "Defaults env_reset\n"
+    assert evaluate(row, tmp_path, {})["status"] == "pass"
+    unset = tmp_path / "unset"
+    result = evaluate(row, unset, {"/etc/sudoers": SUDOERS.replace("/etc/", str(unset) + "/etc/")}, audit_only=False)
+    assert result["status"] == "fixed", result
+    assert (unset / "etc/sudoers.d/cis-hardening").read_text().splitlines().count("Defaults use_pty") == 1
+
+
 @pytest.mark.parametrize("platform,control_id,key,value,weak", [
     ("debian", "6.1.2.3", "Compress", "yes", "no"),
     ("debian", "6.1.2.4", "Storage", "persistent", "volatile"),

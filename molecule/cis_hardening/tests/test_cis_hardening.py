@@ -55,7 +55,8 @@ LINES = [
     # dumps through limits and fs.suid_dumpable instead.
     ("/etc/rsyslog.d/60-cis-hardening.conf", r"^\$FileCreateMode 0640$"),
     ("/etc/pam.d/su", r"^auth required pam_wheel\.so use_uid group=sugroup$"),
-    ("/etc/sudoers.d/cis-hardening", r"^Defaults use_pty$"),
+    # use_pty is Debian's default in /etc/sudoers, where the role leaves it (5.2.2 reads every sudoers file).
+    ("/etc/sudoers.d/cis-hardening", r'^Defaults logfile="/var/log/sudo\.log"$'),
 ]
 MODULES = ["cramfs", "squashfs", "udf", "freevxfs", "jffs2", "hfs", "hfsplus", "usb-storage", "dccp", "sctp", "rds", "tipc"]
 MASKED = ["rpcbind.service", "rpcbind.socket"]

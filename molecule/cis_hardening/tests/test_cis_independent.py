@@ -431,8 +431,10 @@ def _sudoers(h):
 
 
 control("5.2.1")(lambda h: [] if {"sudo", "sudo-ldap"} & h["installed"] else ["sudo is not installed"])
-control("5.2.2")(lambda h: [] if re.search(r"^\s*Defaults\s+([^#\n]+,\s*)?use_pty\b", _sudoers(h), re.M)
-                 else ["no 'Defaults use_pty'"])
+control("5.2.2")(lambda h: ([] if re.search(r"^\s*Defaults\s+([^#\n]+,\s*)?use_pty\b", _sudoers(h), re.M)
+                            else ["no 'Defaults use_pty'"])
+                 + ["'!use_pty' in sudoers"] * bool(re.search(r"^\s*Defaults\S*\s+([^#\n]+,\s*)?!\s*use_pty\b",
+                                                              _sudoers(h), re.M)))
 control("5.2.3")(lambda h: [] if re.search(r'^\s*Defaults\s+([^#\n]+,\s*)?logfile\s*=\s*"?/\S+', _sudoers(h), re.M)
                  else ["no 'Defaults logfile='"])
 

@@ -70,3 +70,29 @@ def test_install_on_a_host_without_package_lists_updates_them_first(monkeypatch,
     (tmp_path / "deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages").write_text("")
     _results, _changed, commands = cis_services.apply(controls, apt_lists=str(tmp_path))
     assert [c["cmd"][:3] for c in commands] == [["apt-get", "-y", "-q"]]
+
+
+def test_check_mode_predicts_only_what_the_run_would_change(monkeypatch):
+    """Check mode says changed when the run would run a change, not for every failed control: a package
+    the run may not install, or a unit whose last start failed, is failed in both and changes nothing."""
+    host = FakeHost({"avahi-daemon"}, {
+        "auditd.service": {"LoadState": "loaded", "UnitFileState": "enabled", "ActiveState": "failed"},
+        "cron.service": {"LoadState": "loaded", "UnitFileState": "enabled", "ActiveState": "active"},
+    })
+    monkeypatch.setattr(cis_services, "run", host.run)
+    cannot = [{"id": "6.3.1", "packages_present": ["aide", "aide-common"]},
+              {"id": "6.2.1.2", "services_enabled": ["auditd.service"]},
+              {"id": "2.4.1.1", "services_enabled": ["cron.service"]}]
+    for check_mode in (True, False):
+        results, changed, commands = cis_services.apply(cannot, install_packages=False, check_mode=check_mode)
+        assert not changed, (check_mode, commands)
+        assert {r["id"]: r["status"] for r in results} == {"6.3.1": "failed", "6.2.1.2": "failed", "2.4.1.1": "pass"}
+    would = cannot + [{"id": "2.2.2", "packages_absent": ["avahi-daemon"]}]
+    results, changed, commands = cis_services.apply(would, install_packages=False, check_mode=True)
+    assert changed and not commands and "avahi-daemon" in host.installed
+    assert cis_services.apply(cannot, install_packages=True, check_mode=True)[1]
+    stopped = [{"id": "2.4.1.1", "services_enabled": ["cron.service"]}]
+    host.units["cron.service"]["ActiveState"] = "inactive"
+    assert cis_services.apply(stopped, check_mode=True)[1]
+    assert not cis_services.apply(stopped, check_mode=True, audit_only=True)[1]
+    assert not cis_services.apply([dict(stopped[0], waived="kept")], check_mode=True)[1]
