@@ -153,6 +153,31 @@ def validate_row(row, source, index, benchmark=None):
         wanted = _REQUIRED_SETTINGS[row["kind"]]
         if not any(key in settings for key in wanted):
             raise CatalogueError("%s: field settings needs %s for kind %s" % (label, " or ".join(wanted), row["kind"]))
+        if row["kind"] == "lines" and isinstance(settings.get("lines"), list):
+            for number, item in enumerate(settings["lines"]):
+                problem = line_item_problem(item) if isinstance(item, dict) else None
+                if problem:
+                    raise CatalogueError("%s: field settings.lines[%d] %s" % (label, number, problem))
+
+
+def _is_number(value):
+    if isinstance(value, bool):
+        return False
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def line_item_problem(item):
+    """None when a ``lines`` item's comparison keys fit together, else what is wrong."""
+    also = item.get("also")
+    if also is not None and (not isinstance(also, (list, tuple)) or not all(_is_number(v) for v in also)):
+        return "also must be a list of numbers, not %r" % (also,)
+    if "sudo_default" in item and ("value" in item) == bool(item.get("flag")):
+        return "sudo_default %s needs either value or flag: true" % item["sudo_default"]
+    return None
 
 
 def _deep_merge(base, change):

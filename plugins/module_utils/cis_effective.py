@@ -23,6 +23,8 @@ import ipaddress
 import os
 import re
 
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis_common import CisError
+
 # systemd's configuration directories, highest priority first (a name in /etc hides the same name below).
 SYSTEMD_DIRS = ("/etc/systemd/{0}.conf.d", "/run/systemd/{0}.conf.d", "/usr/local/lib/systemd/{0}.conf.d",
                 "/usr/lib/systemd/{0}.conf.d")
@@ -38,22 +40,26 @@ def key_pattern(key, separator=" ", ignore_case=False):
     return re.compile(r"^\s*%s(?:%s)(.*?)\s*$" % (re.escape(key), sep), re.I if ignore_case else 0)
 
 
+_LEADING_NUMBER = re.compile(r"^\s*([+-]?\d+(?:\.\d+)?)")
+
+
 def _number(text):
-    try:
-        return float(str(text).split()[0])
-    except (ValueError, IndexError):
-        return None
+    """The number a program's integer parser reads at the start (``9e2`` is 9), or None."""
+    match = _LEADING_NUMBER.match(str(text))
+    return float(match.group(1)) if match else None
 
 
-def satisfies(current, wanted, how="eq", ignore_case=False, minimum=None, also=()):
+def satisfies(current, wanted, how="eq", ignore_case=False, minimum=None, also=None):
     """Whether a value meets the wanted one: ``le``/``ge`` accept a stricter number, ``minimum``
     refuses numbers below it (-1 meaning "never" for a limit), ``also`` lists numbers that pass
     whatever the comparison says (faillock's ``unlock_time = 0``: never unlock by time)."""
+    if also is not None and (not isinstance(also, (list, tuple)) or any(_number(v) is None for v in also)):
+        raise CisError("also must be a list of numbers, not %r" % (also,))
     if current is None:
         return False
     if how in ("le", "ge"):
         number = _number(current)
-        if number is not None and any(number == float(value) for value in also or ()):
+        if number is not None and any(number == _number(value) for value in also or ()):
             return True
         if number is None or (minimum is not None and number < float(minimum)):
             return False
@@ -156,15 +162,32 @@ def truthy(value):
 
 # ---------------------------------------------------------------- sudoers Defaults
 _INCLUDE = re.compile(r"^\s*[@#]include(dir)?\s+(\S+|\"[^\"]+\")\s*$")
-_DEFAULTS = re.compile(r"^\s*Defaults([:@>!]\S+)?\s+(.*)$")
+# Defaults, a scope (":users", "@hosts", ">runas", "!commands": a list, blanks allowed after the
+# sigil and around commas, names may be quoted), then the parameters.
+_SCOPE_NAME = r"(?:\"[^\"]*\"|[^\s,\"]+)"
+_DEFAULTS = re.compile(r"^\s*Defaults((?:[:@>!]\s*%s(?:\s*,\s*%s)*)?)\s+(.*)$" % (_SCOPE_NAME, _SCOPE_NAME))
+# A comment: '#' outside quotes that is not a uid ("#1000") and not an #include.
+_COMMENT = re.compile(r"\s*#(?!\d)(?=(?:[^\"]*\"[^\"]*\")*[^\"]*$).*$")
+
+
+def _is_comment_line(raw):
+    stripped = raw.lstrip()
+    return stripped.startswith("#") and not re.match(r"#(include|includedir)\s|#\d", stripped)
+
+
+def without_comment(text):
+    """(code, comment) of a sudoers line: sudo ignores everything from a comment's '#'."""
+    match = _COMMENT.search(text)
+    return (text[:match.start()], text[match.start():]) if match else (text, "")
 
 
 def _logical_lines(lines):
-    """[(first index, [indexes], text)] with backslash continuations joined."""
+    """[(first index, [indexes], text)] with backslash continuations joined (a comment line ends
+    with its own backslash: sudo drops it with the comment)."""
     out, current, indexes = [], "", []
     for index, raw in enumerate(lines):
         indexes.append(index)
-        if raw.rstrip().endswith("\\"):
+        if raw.rstrip().endswith("\\") and not _is_comment_line(raw):
             current += raw.rstrip()[:-1] + " "
             continue
         out.append((indexes[0], indexes, current + raw))
@@ -212,7 +235,7 @@ def sudoers_entries(root, lines_of, name, depth=0, seen=None):
             continue
         if not active(text):
             continue
-        match = _DEFAULTS.match(text)
+        match = _DEFAULTS.match(without_comment(text)[0])
         if match:
             for param, value in sudoers_params(match.group(2)):
                 if param == name:
@@ -226,11 +249,14 @@ def sudoers_value(value):
 
 
 def without_sudoers_param(text, name):
-    """The Defaults line without ``name``; None when nothing else is left on it."""
-    match = _DEFAULTS.match(text)
+    """The Defaults line without ``name`` (its comment kept); None when nothing else is left on it."""
+    code, comment = without_comment(text)
+    match = _DEFAULTS.match(code)
+    if not match:
+        return text
     kept = [p.strip() for p in re.split(r",(?=(?:[^\"]*\"[^\"]*\")*[^\"]*$)", match.group(2))
             if p.strip() and not re.match(r"^!*\s*%s\b" % re.escape(name), p.strip())]
-    return "Defaults%s %s" % (match.group(1) or "", ", ".join(kept)) if kept else None
+    return "Defaults%s %s%s" % (match.group(1) or "", ", ".join(kept), comment) if kept else None
 
 
 # ---------------------------------------------------------------- sshd connections

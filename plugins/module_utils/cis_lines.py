@@ -33,7 +33,8 @@ A control holds ``lines``, each one of:
 
 ``key``, ``effective`` and ``sudo_default`` take ``compare: le|ge`` (a stricter number passes)
 and ``min`` (a number below it fails: -1 for "never"); ``also`` lists numbers that pass besides
-(``unlock_time`` 0: an account stays locked until an administrator unlocks it).
+(``unlock_time`` 0: an account stays locked until an administrator unlocks it). A number is read as
+the programs read it: its leading digits (``9e2`` is 9).
 
 Per-file settings (``files``) give the mode of a new file, its first lines, a
 ``validate`` command (``%s`` is the path; a failed validation restores the
@@ -46,6 +47,7 @@ import os
 import re
 
 from ansible_collections.guardrail.ecs.plugins.module_utils import cis_effective as eff
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis_catalogue import line_item_problem
 from ansible_collections.guardrail.ecs.plugins.module_utils.cis_common import (
     CisError, enforce, finish, read_text, run, write_text)
 
@@ -483,7 +485,8 @@ def fix_sudo_default(book, item):
     else:
         line, match = "Defaults %s=%s" % (name, item["value"]), r"^\s*Defaults\s+%s\s*=\s*\S+\s*$" % re.escape(name)
     book.edit(item["path"], validate).fix_line({"line": line, "match": match})
-    weak = [e for e in _sudo_entries(book, item) if not _sudo_ok(e[3], item)]
+    # One edit per line, from the bottom of each file (a line may negate the parameter twice).
+    weak = {(e[0], e[1][0]): e for e in _sudo_entries(book, item) if not _sudo_ok(e[3], item)}.values()
     for path, indexes, _scope, _value in sorted(weak, key=lambda e: (e[0], -e[1][0])):
         edit = book.edit(path, validate)
         text = " ".join(edit.lines[i].rstrip().rstrip("\\") for i in indexes)
@@ -592,6 +595,9 @@ def apply(controls, files=None, modprobe_file="/etc/modprobe.d/cis-hardening.con
         entries = []
         for item in control["lines"]:
             kind = item_kind(item)
+            problem = line_item_problem(item)
+            if problem:
+                raise CisError("control %s: line item %s" % (control.get("id"), problem))
             adapted_note = ""
             if kind == "line" and is_audit_syscall_rule(item["line"]):
                 if audit_tables is None:

@@ -90,7 +90,8 @@ def apply(controls, manager="apt", remove_packages=True, install_packages=True, 
 
     In check mode nothing runs and ``changed`` says whether the run would run a change: a package it
     may install or remove, a unit to mask, disable, enable or start. A unit whose last start failed
-    (ActiveState ``failed``) is not counted: the run tries again, and reports a change only if it starts."""
+    (ActiveState ``failed``) is not counted: the run tries again, and reports a change only if it starts;
+    nor is a unit that is not installed or is masked, which the run cannot enable."""
     for control in controls:
         if not any(control.get(k) for k in KEYS):
             raise CisError("control %s: give at least one of %s" % (control.get("id"), ", ".join(KEYS)))
@@ -116,8 +117,10 @@ def apply(controls, manager="apt", remove_packages=True, install_packages=True, 
 
     would = False
     if check_mode:
+        # A unit that is not installed (or is masked) cannot be enabled: the run fails on it, changing nothing.
         would = bool(remove or install or mask or disable) or any(
-            not _enabled(before_units[u]) or before_units[u].get("ActiveState") != "failed" for u in enable)
+            before_units[u].get("LoadState") == "loaded"
+            and (not _enabled(before_units[u]) or before_units[u].get("ActiveState") != "failed") for u in enable)
         remove, install, mask, enable, disable = set(), set(), set(), set(), set()
     commands = []
     notes = {}

@@ -43,11 +43,13 @@ options:
         the same name there.
       - C({sudo_default, value, path}) is a sudoers C(Defaults) parameter, read from C(sudoers) and its includes
         (the last global one wins; every scoped one counts); the fix sets it in C(path) and removes weaker ones
-        from the other files, each validated with C(validate) (default C(visudo -cf)).
+        from the other files, each validated with C(validate) (default C(visudo -cf)). With C(flag=true) instead of
+        C(value) it is a boolean parameter that must be on, and C(!name) is weaker.
       - C({sshd, expect}) runs C(sshd) (an argv) with C(-C) for root, a normal user and a connection matching
         each C(Match) block of C(config); each output must match C(expect).
-      - C(key), C(effective) and C(sudo_default) take C(compare) V(le) or V(ge) and C(min), a number below which
-        the value fails (-1 meaning never).
+      - C(key), C(effective) and C(sudo_default) take C(compare) V(le) or V(ge), C(min), a number below which
+        the value fails (-1 meaning never), and C(also), a list of numbers that pass besides (faillock's
+        C(unlock_time=0)). A number is read as programs read it, from its leading digits.
       - An item with C(requires) (a path) is not applicable when that path does not exist.
       - C(waived) (a reason) evaluates the control without changing it and reports it C(waived).
     type: list

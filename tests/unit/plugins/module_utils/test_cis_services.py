@@ -96,3 +96,23 @@ def test_check_mode_predicts_only_what_the_run_would_change(monkeypatch):
     assert cis_services.apply(stopped, check_mode=True)[1]
     assert not cis_services.apply(stopped, check_mode=True, audit_only=True)[1]
     assert not cis_services.apply([dict(stopped[0], waived="kept")], check_mode=True)[1]
+
+
+def test_check_mode_agrees_with_the_run_for_a_unit_that_is_not_installed_or_masked(monkeypatch):
+    """chrony not installed and installs disabled: the run's systemctl enable fails and changes nothing."""
+    class Host(FakeHost):
+        def run(self, argv, timeout=120, data=None):
+            if argv[:2] in (["systemctl", "enable"], ["systemctl", "start"]):
+                self.calls.append(argv)
+                return 1, "", "Failed to enable unit: Unit file chronyd.service does not exist."
+            return super().run(argv, timeout, data)
+
+    for state in ({"LoadState": "not-found", "UnitFileState": "", "ActiveState": "inactive"},
+                  {"LoadState": "masked", "UnitFileState": "masked", "ActiveState": "inactive"}):
+        host = Host(set(), {"chronyd.service": dict(state)})
+        monkeypatch.setattr(cis_services, "run", host.run)
+        control = [{"id": "2.1.1", "packages_present": ["chrony"], "services_enabled": ["chronyd.service"]}]
+        real = cis_services.apply(control, install_packages=False)[1]
+        check = cis_services.apply(control, install_packages=False, check_mode=True)[1]
+        assert check == real is False, (state, check, real)
+        assert cis_services.apply(control, install_packages=True, check_mode=True)[1]
