@@ -93,8 +93,41 @@ def layered_sources(main, dirs, extra=()):
     return files + [chosen[name] for name in sorted(chosen)]
 
 
+def _known_name(raw):
+    """(name, value) of a line as libpwquality before 1.3.0 reads it: a comment starts at '#', the name
+    ends at a blank only, then blanks and one '=' are skipped. None for an empty line."""
+    text = raw.split("#", 1)[0].strip()
+    if not text:
+        return None
+    parts = text.split(None, 1)
+    value = parts[1].lstrip() if len(parts) > 1 else ""
+    return parts[0], (value[1:].lstrip() if value.startswith("=") else value)
+
+
+def read_stops_at(lines, known):
+    """With ``known`` (the settings a reader knows), the first active line it stops at, else None."""
+    for raw in lines if known else ():
+        setting = _known_name(raw)
+        if setting and setting[0] not in known:
+            return raw.strip()
+    return None
+
+
 def file_values(lines, item):
-    """The values the active lines give the item's key, in order (a flag gives True)."""
+    """The values the active lines give the item's key, in order (a flag gives True). With ``known``
+    the file is read as a reader that stops at the first setting it does not know (libpwquality 1.2)."""
+    known = item.get("known")
+    if known:
+        values = []
+        for raw in lines:
+            setting = _known_name(raw)
+            if not setting:
+                continue
+            if setting[0] not in known:
+                break
+            if setting[0] == item["effective"]:
+                values.append(True if item.get("flag") else setting[1])
+        return values
     if item.get("flag"):
         return [True for raw in lines if active(raw) and raw.strip() == item["effective"]]
     pattern = key_pattern(item["effective"], item.get("separator", "="), item.get("ignore_case", False))
@@ -104,10 +137,17 @@ def file_values(lines, item):
 def conf_value(sources, lines_of, item):
     """(value, source) from the layered files; the item's ``default`` when none sets it."""
     value, source = item.get("default"), "default" if "default" in item else None
+    stops = []
     for path in sources:
-        values = file_values(lines_of(path), item)
+        lines = lines_of(path)
+        values = file_values(lines, item)
         if values:
             value, source = values[-1], path
+        stop = read_stops_at(lines, item.get("known"))
+        if stop:
+            stops.append("%s is not read past %r, a setting it does not know" % (path, stop))
+    if stops:
+        source = "; ".join([source or "nowhere"] + stops)
     return value, source
 
 

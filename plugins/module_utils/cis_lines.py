@@ -96,18 +96,23 @@ class FileEdit:
         separator = item.get("separator", " ")
         pattern = _key_pattern(item["key"], separator, item.get("ignore_case", False))
         wanted = "%s%s%s" % (item["key"], separator, item["value"])
-        out, placed = [], False
+        out, placed = [], None
         for raw in self.lines:
             if _active(raw) and pattern.match(raw):
-                if not placed:
+                if placed is None:
+                    placed = len(out)
                     out.append(wanted)
-                    placed = True
                 continue
             out.append(raw)
-        if not placed:
+        # A reader that stops at a setting it does not know (``known``) never sees a line after it.
+        stop = next((i for i, raw in enumerate(out) if i != placed and eff.read_stops_at([raw], item.get("known"))),
+                    None)
+        if placed is None:
             # sshd reads the first value of a key, and a Match block runs to the end of the file.
             at = next((i for i, raw in enumerate(out) if re.match(r"^\s*Match\s", raw)), len(out))
-            out.insert(at, wanted)
+            out.insert(at if stop is None else min(at, stop), wanted)
+        elif stop is not None and stop < placed:
+            out.insert(stop, out.pop(placed))
         self.lines = out
 
     def check_line(self, item):
@@ -429,7 +434,7 @@ def _fix_layers(book, item, key, dirs):
         target.fix_line({"line": key})
         return
     target.fix_key({"key": key, "value": item["value"], "separator": item.get("separator", "="),
-                    "ignore_case": item.get("ignore_case", False)})
+                    "ignore_case": item.get("ignore_case", False), "known": item.get("known")})
     sources = _effective_sources(item, [item["path"]])
     pattern = eff.key_pattern(key, item.get("separator", "="), item.get("ignore_case", False))
     for path in sources[sources.index(item["path"]) + 1:] if item["path"] in sources else sources:

@@ -420,6 +420,33 @@ def test_amazon_linux_2_pwquality_reads_no_conf_d(tmp_path, al2):
     assert (tmp_path / "good/etc/security/pwquality.conf.d/50-site.conf").read_text() == "minlen = 14\n"
 
 
+@pytest.mark.parametrize("conf,stops", [
+    ("minlen=14\n", "minlen=14"),                        # 1.2.3 ends a name at a blank only
+    ("dictcheck = 1\nminlen = 14\n", "dictcheck"),       # no dictcheck before 1.3.0: reading stops there
+    ("difok = 5\nenforce_for_root\nminlen = 14 # site\n", "enforce_for_root"),
+])
+def test_amazon_linux_2_pwquality_conf_is_read_as_libpwquality_1_2_3_reads_it(tmp_path, al2, conf, stops):
+    """libpwquality 1.2.3 stops reading pwquality.conf at the first setting it does not know; the fix puts the
+    setting where it is read, and the evidence says where reading stopped."""
+    row = rows(al2)["4.4.2.2.3"]
+    files = {"/etc/pam.d/system-auth": "password requisite pam_pwquality.so try_first_pass retry=3\n",
+             "/etc/security/pwquality.conf": conf}
+    result = evaluate(row, tmp_path, files)
+    assert result["status"] == "failed" and stops in result["evidence"], result
+    assert evaluate(row, tmp_path, {}, audit_only=False)["status"] == "fixed"
+    lines = (tmp_path / "etc/security/pwquality.conf").read_text().splitlines()
+    assert all(lines.index("minlen = 14") < i for i, line in enumerate(lines) if line.startswith(stops)), lines
+    assert evaluate(row, tmp_path, {})["status"] == "pass"
+
+
+def test_amazon_linux_2_has_no_dictcheck_to_set(al2, debian):
+    """1.2.3 always runs the cracklib check and has no dictcheck setting (a dictcheck line would stop the file
+    being read): not applicable on AL2, written on Debian."""
+    decided = {d["id"]: d for d in al2["decided"]}
+    assert decided["4.4.2.2.7"]["status"] == "not_applicable" and "1.2.3" in decided["4.4.2.2.7"]["reason"]
+    assert "5.3.3.2.6" in rows(debian)
+
+
 def test_enforce_for_root_on_the_pam_line_counts(tmp_path, debian):
     row = rows(debian)["5.3.3.2.8"]
     pam = {"/etc/pam.d/common-password": "password requisite pam_pwquality.so retry=3 enforce_for_root\n",
