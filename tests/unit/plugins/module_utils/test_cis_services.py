@@ -114,5 +114,5 @@ def test_check_mode_agrees_with_the_run_for_a_unit_that_is_not_installed_or_mask
         control = [{"id": "2.1.1", "packages_present": ["chrony"], "services_enabled": ["chronyd.service"]}]
         real = cis_services.apply(control, install_packages=False)[1]
         check = cis_services.apply(control, install_packages=False, check_mode=True)[1]
-        assert check == real is False, (state, check, real)
+        assert check is False and real is False, (state, check, real)
         assert cis_services.apply(control, install_packages=True, check_mode=True)[1]
