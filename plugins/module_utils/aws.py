@@ -8,7 +8,6 @@ retry policy (jittered exponential backoff on throttling) for every call.
 """
 from __future__ import annotations
 
-import random
 import time
 
 # boto3 takes a noticeable fraction of a second to import; plugins that may
@@ -164,9 +163,15 @@ def retry_kind(exc):
     return None
 
 
+def _uniform(low, high):
+    """random.uniform, imported when a call is retried (the command line's no-change run never is)."""
+    import random  # pylint: disable=import-outside-toplevel
+    return random.uniform(low, high)
+
+
 def backoff(attempt, base_delay=0.2, max_delay=20.0):
     """Full jitter: a uniform wait between 0 and base_delay * 2**attempt, capped."""
-    return random.uniform(0, min(max_delay, base_delay * (2 ** attempt)))
+    return _uniform(0, min(max_delay, base_delay * (2 ** attempt)))
 
 
 def call(api_client, action, retries=8, transient_retries=2, base_delay=0.2, max_delay=20.0,

@@ -67,6 +67,18 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         raise BadInput(message)
 
+    def _get_formatter(self):
+        # argparse makes a formatter for every add_argument, and a formatter without a width imports
+        # shutil for the terminal's: the same width, found as shutil finds it, without that import.
+        try:
+            width = int(os.environ["COLUMNS"])
+        except (KeyError, ValueError):
+            try:
+                width = os.get_terminal_size(sys.__stdout__.fileno()).columns
+            except (AttributeError, OSError, ValueError):
+                width = 80
+        return self.formatter_class(prog=self.prog, width=max(width - 2, 20))
+
 
 def parser():
     p = _Parser(prog="guardrail", usage=USAGE, epilog=EPILOG,

@@ -22,7 +22,6 @@ import fnmatch
 import hashlib
 import json
 import os
-import shutil
 import stat
 import subprocess
 
@@ -342,6 +341,7 @@ def sync(dest, files, check_mode=False):
                 os.unlink(parent)
             os.makedirs(parent, exist_ok=True)
             if os.path.isdir(path) and not os.path.islink(path):
+                import shutil  # pylint: disable=import-outside-toplevel  # rare; the command line's run never needs it
                 shutil.rmtree(path)
             tmp = f"{path}.tmp-{os.getpid()}"
             with open(tmp, "wb") as handle:

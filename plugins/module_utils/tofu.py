@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import select
-import shutil
 import signal
 import subprocess
 import threading
@@ -209,12 +208,23 @@ class _exit_waiter:  # pylint: disable=invalid-name
             self.pidfd = None
 
 
+def which(name):
+    """shutil.which(name) for an executable file, without importing shutil."""
+    if os.sep in name:
+        return name if os.path.isfile(name) and os.access(name, os.X_OK) else None
+    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        path = os.path.join(folder or os.curdir, name)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
 def find_binary(binary=None):
     """The executable to run: `binary` when given (a name on PATH or a path),
     else `tofu` when on PATH, else `terraform`."""
     candidates = [binary] if binary else ["tofu", "terraform"]
     for name in candidates:
-        path = shutil.which(name)
+        path = which(name)
         if path:
             return path
     raise TofuError(f"no {' or '.join(candidates)} executable found on PATH "
