@@ -11,7 +11,25 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/containers.conf}
-mirror=${GUARDRAIL_LAB_MIRROR:-http://deb.debian.org/debian}
+# GUARDRAIL_LAB_MIRROR picks a Debian mirror; unset, debootstrap uses its own default.
+mirror=${GUARDRAIL_LAB_MIRROR:-}
+# The build directory of the image being built, removed on return and on exit
+# (an interrupted build leaves nothing behind, and mounts debootstrap left are
+# unmounted first so that rm never crosses into them).
+lab_work=""
+
+cleanup() {
+    [ -n "$lab_work" ] || return 0
+    local m
+    for m in proc sys dev; do
+        if mountpoint -q "$lab_work/root/$m" 2>/dev/null; then
+            umount -R "$lab_work/root/$m" || echo "build-image: cannot unmount $lab_work/root/$m" >&2
+        fi
+    done
+    rm -rf --one-file-system "$lab_work" || echo "build-image: cannot remove $lab_work" >&2
+    lab_work=""
+}
+trap cleanup EXIT
 
 recipe_hash() {
     (echo "$1"; cat "$here/build-image.sh" "$here/packages.txt" "$here/lab-init") | sha256sum | cut -c1-12
@@ -33,12 +51,13 @@ build() {
         return 0
     fi
     start=$(date +%s)
-    work=$(mktemp -d /var/tmp/guardrail-lab.XXXXXX)
-    # shellcheck disable=SC2064
-    trap "umount -R '$work/root/proc' '$work/root/sys' '$work/root/dev' 2>/dev/null; rm -rf --one-file-system '$work'" RETURN
-    echo "building $image with debootstrap from $mirror"
+    lab_work=$(mktemp -d /var/tmp/guardrail-lab.XXXXXX)
+    work=$lab_work
+    local mirror_arg=()
+    [ -z "$mirror" ] || mirror_arg=("$mirror")
+    echo "building $image with debootstrap${mirror:+ from $mirror}"
     DEBIAN_FRONTEND=noninteractive debootstrap --variant=minbase --include="$packages" \
-        bookworm "$work/root" "$mirror" > "$work/debootstrap.log" 2>&1 || {
+        bookworm "$work/root" "${mirror_arg[@]}" > "$work/debootstrap.log" 2>&1 || {
         tail -n 30 "$work/debootstrap.log" >&2; return 1; }
     install -m 0755 "$here/lab-init" "$work/root/usr/local/sbin/lab-init"
     # Lab hosts have no console and no hardware: keep units that expect them quiet.
@@ -74,6 +93,7 @@ build() {
         - "$image" >/dev/null
     podman tag "$image" "$alias_tag"
     echo "built $image ($alias_tag) in $(( $(date +%s) - start ))s"
+    cleanup
 }
 
 for tool in debootstrap podman; do

@@ -67,7 +67,7 @@ def test_install_on_a_host_without_package_lists_updates_them_first(monkeypatch,
     controls = [{"id": "2.4.1.1", "packages_present": ["cron"]}]
     _results, _changed, commands = cis_services.apply(controls, apt_lists=str(tmp_path))
     assert [c["cmd"][:3] for c in commands] == [["apt-get", "-q", "update"], ["apt-get", "-y", "-q"]]
-    (tmp_path / "deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages").write_text("")
+    (tmp_path / "mirror_debian_dists_bookworm_main_binary-amd64_Packages").write_text("")
     _results, _changed, commands = cis_services.apply(controls, apt_lists=str(tmp_path))
     assert [c["cmd"][:3] for c in commands] == [["apt-get", "-y", "-q"]]
 
