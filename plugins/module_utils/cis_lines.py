@@ -65,6 +65,11 @@ _active = eff.active
 _key_pattern = eff.key_pattern
 
 
+def _is_arg(token, name):
+    """A module argument by name: ``nullok``, or ``remember`` in ``remember=5``."""
+    return token == name or token.startswith(name + "=")
+
+
 class FileEdit:
     """The lines of one file, edited in memory."""
 
@@ -171,7 +176,7 @@ class FileEdit:
         """Indexes of the active lines matching ``match`` whose arguments hold ``absent_arg``."""
         pattern = re.compile(item["match"])
         return [index for index, raw in enumerate(self.lines)
-                if _active(raw) and pattern.search(raw) and item["absent_arg"] in raw.split()]
+                if _active(raw) and pattern.search(raw) and any(_is_arg(token, item["absent_arg"]) for token in raw.split())]
 
     def check_absent_arg(self, item):
         # A module's argument is a token of its line: the line itself stays (pam_unix without nullok).
@@ -181,7 +186,7 @@ class FileEdit:
     def fix_absent_arg(self, item):
         for index in self._arg_lines(item):
             raw = self.lines[index]
-            self.lines[index] = re.sub(r"[ \t]+%s(?=[ \t]|$)" % re.escape(item["absent_arg"]), "", raw)
+            self.lines[index] = re.sub(r"[ \t]+%s(=\S*)?(?=[ \t]|$)" % re.escape(item["absent_arg"]), "", raw)
 
     def has_grub_cmdline(self):
         return any(_grub_cmdline(raw) for raw in self.lines if _active(raw))

@@ -19,7 +19,13 @@ A control holds ``check`` and its parameters:
 - ``regex_absent`` / ``regex_present`` with ``paths`` (globs) and ``pattern``;
 - ``command`` with ``argv`` and ``expect`` (a regex the output must match) or
   ``expect_absent``;
-- ``local_only`` with ``port``: nothing but loopback listens on the TCP port.
+- ``local_only`` with ``port``: nothing but loopback listens on the TCP port;
+- ``shell_less_locked``: accounts whose shell is not in /etc/shells are locked
+  (fixes: ``usermod -L``);
+- ``listeners_have_rules`` with ``family`` (4 or 6): every TCP and UDP port open
+  on an address other than loopback has an ACCEPT rule in INPUT;
+- ``unused_fs_modules`` with ``keep``: every filesystem module of the running
+  kernel is mounted, disabled in modprobe.d (``install <module> /bin/false``) or kept.
 """
 from __future__ import annotations
 
@@ -46,7 +52,8 @@ WALK_CHECKS = ("world_writable", "unowned", "suid_sgid")
 ACCOUNT_TESTS = (
     "shadowed", "empty_password", "groups_exist", "duplicate_uid", "duplicate_gid", "duplicate_user",
     "duplicate_group", "uid0_only", "root_gid0", "root_path", "root_password_set", "system_accounts_nologin",
-    "last_change_past", "home_dirs", "dot_files", "shells_no_nologin",
+    "last_change_past", "home_dirs", "dot_files", "shells_no_nologin", "gid0_only", "gid0_group_only",
+    "root_access_controlled",
 )
 
 
@@ -163,6 +170,18 @@ def account_test(test, exempt=("root", "sync", "shutdown", "halt", "nobody")):
     if test == "uid0_only":
         bad = [p[0] for p in passwd if p[2] == "0" and p[0] != "root"]
         return not bad, "UID 0 accounts besides root: %s" % (sample(bad) or "none")
+    if test == "gid0_only":
+        bad = [p[0] for p in passwd if p[3] == "0" and p[0] not in ("root", "sync", "shutdown", "halt", "operator")]
+        return not bad, "accounts with primary GID 0 besides root: %s" % (sample(bad) or "none")
+    if test == "gid0_group_only":
+        bad = [g[0] for g in group if g[2] == "0" and g[0] != "root"]
+        return not bad, "groups with GID 0 besides root: %s" % (sample(bad) or "none")
+    if test == "root_access_controlled":
+        # passwd -S: P (a password), L (locked: ! or *) pass; NP (empty) fails.
+        root = [s for s in shadow if s[0] == "root"]
+        field = root[0][1] if root else ""
+        state = "NP" if not field else ("L" if field.startswith(("!", "*")) else "P")
+        return state != "NP", "root password status %s" % state
     if test == "root_gid0":
         root = [p for p in passwd if p[0] == "root"]
         return bool(root) and root[0][3] == "0", "root primary GID %s" % (root[0][3] if root else "missing")
@@ -482,13 +501,15 @@ def check_regex(control, _may_change, _ctx):
 
 
 def check_command(control, _may_change, _ctx):
-    rc, out, err = run(control["argv"])
+    # A number in a YAML argv (-maxdepth 2) is an argument like any other.
+    argv = [str(arg) for arg in control["argv"]]
+    rc, out, err = run(argv)
     text = (out + err).strip()
     if "expect" in control:
         ok = re.search(control["expect"], text, re.M) is not None
     else:
         ok = rc != 127 and re.search(control["expect_absent"], text, re.M) is None
-    return ("pass" if ok else "failed"), "%s: %s" % (" ".join(control["argv"]), text[:300] or "rc %d, no output" % rc), False
+    return ("pass" if ok else "failed"), "%s: %s" % (" ".join(argv), text[:300] or "rc %d, no output" % rc), False
 
 
 def check_local_only(control, _may_change, _ctx):
@@ -497,6 +518,128 @@ def check_local_only(control, _may_change, _ctx):
     return ("failed" if bad else "pass",
             "tcp/%s listeners: %s" % (control["port"], "%d, %d not on loopback" % (len(found), len(bad)) if found else "none"),
             False)
+
+
+def _login_shells():
+    return {line.strip() for line in (read_text("/etc/shells") or "").splitlines()
+            if line.strip() and not line.lstrip().startswith("#") and not line.strip().endswith("/nologin")}
+
+
+def check_shell_less_locked(_control, may_change, _ctx):
+    """Accounts other than root without a login shell of /etc/shells have a locked password (! or *)."""
+    shells = _login_shells()
+    locked = {s[0] for s in _colon_file("/etc/shadow") if s[1].startswith(("!", "*"))}
+    bad = [p[0] for p in _passwd() if p[0] != "root" and p[6] not in shells and p[0] not in locked]
+    if not bad:
+        return "pass", "accounts without a login shell that are not locked: none", False
+    if not may_change:
+        return "failed", "accounts without a login shell that are not locked: %s" % sample(bad), False
+    failed = [name for name in bad if run(["usermod", "-L", name])[0] != 0]
+    if failed:
+        return "failed", "usermod -L failed for %s (of %s)" % (sample(failed), sample(bad)), len(failed) < len(bad)
+    return "fixed", "locked (usermod -L): %s" % sample(bad), True
+
+
+def open_ports(family, root="/proc/net"):
+    """{(protocol, port)} listened on (TCP LISTEN, bound UDP) on addresses other than loopback."""
+    found = set()
+    for proto in ("tcp", "udp"):
+        path = os.path.join(root, proto + ("6" if family == 6 else ""))
+        for line in (read_text(path) or "").splitlines()[1:]:
+            fields = line.split()
+            if len(fields) < 4 or fields[3] != ("0A" if proto == "tcp" else "07"):
+                continue
+            address, hexport = fields[1].split(":")
+            if address in ("0100007F", "00000000000000000000000001000000") or (family == 4 and address.endswith("7F")):
+                continue
+            found.add((proto, int(hexport, 16)))
+    return found
+
+
+def accepted_ports(rules):
+    """{(protocol, port)} that an ``iptables -S INPUT`` listing accepts by destination port (None: any)."""
+    found = set()
+    for rule in rules.splitlines():
+        tokens = rule.split()
+        if tokens[:2] != ["-A", "INPUT"] or "ACCEPT" not in tokens[-1:]:
+            continue
+        proto = tokens[tokens.index("-p") + 1] if "-p" in tokens else None
+        ports = []
+        for flag in ("--dport", "--dports"):
+            if flag in tokens:
+                for part in tokens[tokens.index(flag) + 1].split(","):
+                    low, _sep, high = part.partition(":")
+                    ports.extend(range(int(low), int(high or low) + 1))
+        if len(tokens) == 4 and tokens[2] == "-j":
+            found.add((None, None))  # -A INPUT -j ACCEPT accepts everything
+        for port in ports:
+            found.add((proto, port))
+    return found
+
+
+def check_listeners_have_rules(control, _may_change, _ctx):
+    family = int(control.get("family", 4))
+    ports = open_ports(family, control.get("proc_net", "/proc/net"))
+    rc, out, err = run(["iptables" if family == 4 else "ip6tables", "-S", "INPUT"])
+    if rc != 0:
+        return "failed", "%s -S INPUT: %s" % ("iptables" if family == 4 else "ip6tables", (out + err).strip()[:200]), False
+    accepted = accepted_ports(out)
+    bad = sorted("%s/%d" % p for p in ports
+                 if (None, None) not in accepted and p not in accepted and (None, p[1]) not in accepted)
+    return ("failed" if bad else "pass",
+            "IPv%d ports open beyond loopback without an INPUT ACCEPT rule: %s (of %d open)"
+            % (family, sample(bad) or "none", len(ports)), False)
+
+
+MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
+# Directories of kernel/fs whose modules are libraries of filesystems, not filesystems.
+FS_HELPER_DIRS = ("nls", "nfs_common", "quota", "netfs", "fscache", "cachefiles", "jbd2", "lockd", "exportfs", "dlm",
+                  "smbfs_common", "unicode")
+
+
+def fs_modules(release, modules_root="/lib/modules"):
+    """Names of the filesystem modules of a kernel release, or None when its modules are not on the host."""
+    base = os.path.join(modules_root, release, "kernel", "fs")
+    if not os.path.isdir(base):
+        return None
+    names = set()
+    for dirpath, _dirs, files in os.walk(base):
+        if os.path.relpath(dirpath, base).split(os.sep)[0] in FS_HELPER_DIRS:
+            continue
+        for name in files:
+            for suffix in MODULE_SUFFIXES:
+                if name.endswith(suffix):
+                    names.add(name[:-len(suffix)].replace("-", "_"))
+    return names
+
+
+MODPROBE_DIRS = ("/etc/modprobe.d", "/run/modprobe.d", "/usr/local/lib/modprobe.d", "/lib/modprobe.d", "/usr/lib/modprobe.d")
+
+
+def disabled_modules(dirs=MODPROBE_DIRS):
+    """Modules that modprobe will not load: ``install <name> /bin/false`` (or /bin/true) in modprobe.d."""
+    found = set()
+    for directory in dirs:
+        for path in sorted(glob.glob(os.path.join(directory, "*.conf"))):
+            for line in (read_text(path) or "").splitlines():
+                parts = line.split()
+                if len(parts) >= 3 and parts[0] == "install" and parts[2] in ("/bin/false", "/bin/true",
+                                                                              "/usr/bin/false", "/usr/bin/true"):
+                    found.add(parts[1].replace("-", "_"))
+    return found
+
+
+def check_unused_fs_modules(control, _may_change, ctx):
+    release = os.uname().release
+    names = fs_modules(release, control.get("modules_root", "/lib/modules"))
+    if names is None:
+        return "not_applicable", "no modules of kernel %s on this host" % release, False
+    mounted = {fstype.replace("-", "_") for _point, fstype, _options in ctx.mount_table}
+    keep = {name.replace("-", "_") for name in control.get("keep", [])}
+    open_ = sorted(names - mounted - keep - disabled_modules(control.get("modprobe_dirs") or MODPROBE_DIRS))
+    return ("failed" if open_ else "pass",
+            "filesystem modules of %s neither mounted, disabled nor kept (%s): %s"
+            % (release, ", ".join(sorted(keep)) or "none kept", sample(open_, 12) or "none"), False)
 
 
 CHECKS = {
@@ -510,6 +653,9 @@ CHECKS = {
     "regex_present": check_regex,
     "command": check_command,
     "local_only": check_local_only,
+    "shell_less_locked": check_shell_less_locked,
+    "unused_fs_modules": check_unused_fs_modules,
+    "listeners_have_rules": check_listeners_have_rules,
 }
 
 

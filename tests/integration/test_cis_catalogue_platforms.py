@@ -109,6 +109,21 @@ def test_amazon_levels_follow_the_benchmarks(tmp_path, al2023, al2):
     assert set(mount_options) <= level_one
 
 
+def test_each_amazon_benchmark_reports_its_own_titles(al2023, al2):
+    # AL2's firewall section is iptables (3.4.4.x; nftables is 3.4.3.x, not applicable here):
+    # the ids the rows share with AL2023's nftables/firewalld controls must not carry AL2023's titles.
+    meta = {c["id"]: c["title"] for c in al2["controls"]}
+    assert meta["3.4.1.1"] == "Ensure iptables is installed"
+    assert meta["3.4.4.2.1"] == "Ensure iptables loopback traffic is configured"
+    assert meta["3.4.4.2.2"] == "Ensure iptables outbound and established connections are configured"
+    assert meta["3.4.4.2.4"] == "Ensure iptables default deny firewall policy"
+    assert meta["1.5.1.4"] == "Ensure the SELinux state is enforcing or permissive"
+    assert {i: t for i, t in meta.items() if i.startswith("3.4.4.") and "nftables" in t} == {}
+    for planned in (al2023, al2):
+        assert [c["id"] for c in planned["controls"] if "Debian" in c["title"] or "AppArmor" in c["title"]] == []
+    assert {c["id"]: c["title"] for c in al2023["controls"]}["1.6.1.1"] == "Ensure SELinux is installed"
+
+
 def test_missing_al2023_controls_are_evaluated(al2023):
     meta = {c["id"]: c for c in al2023["controls"]}
     missing = ["1.2.1", "1.2.3", "1.6.1.6", "1.8", "2.4", "3.1.1", "5.1.1.5", "5.1.2.6", "5.1.2.7", "6.1.10"]
@@ -589,3 +604,108 @@ def test_one_vendor_drop_in_weakening_two_journald_keys_is_hidden_once(tmp_path,
     assert (tmp_path / "etc/systemd/journald.conf.d/99-vendor.conf").read_text() == "[Journal]\nSplitMode=uid\n"
     results, changed, _diffs = cis_lines.apply(table)
     assert not changed and [r["status"] for r in results] == ["pass", "pass"], results
+
+
+# ---------------------------------------------------------------- the whole Debian 12 benchmark
+DEBIAN_ROWS_ADDED = {
+    "1.1.1.6": 2, "1.1.1.10": 1, "1.3.1.3": 1, "1.3.1.4": 2, "1.4.1": 1, "1.7.2": 1, "1.7.3": 1, "1.7.4": 1, "1.7.5": 1,
+    "1.7.6": 1, "1.7.7": 1, "1.7.8": 1, "1.7.9": 1, "1.7.10": 1, "2.3.2.1": 1, "2.3.2.2": 1, "3.1.2": 1, "4.4.2.4": 1,
+    "4.4.3.1": 1, "4.4.3.4": 1, "5.3.1.1": 1, "5.3.3.1.3": 2, "5.3.3.3.2": 1, "5.3.3.3.3": 1, "5.3.3.4.2": 1,
+    "5.3.3.4.3": 1, "5.3.3.4.4": 1, "5.4.2.2": 1, "5.4.2.3": 1, "5.4.2.4": 1, "5.4.2.6": 1, "5.4.2.8": 1, "6.1.1.4": 1}
+
+
+def test_every_debian_12_recommendation_is_reported(debian):
+    """CIS Debian Linux 12 v1.1.0 has 310 recommendations; each is a row, with the benchmark's level, and
+    each one not applied says why."""
+    meta = {c["id"]: c for c in debian["controls"]}
+    assert len(meta) == 310
+    assert {i: meta[i]["level"] for i in DEBIAN_ROWS_ADDED} == DEBIAN_ROWS_ADDED
+    decided = {d["id"]: d for d in debian["decided"]}
+    assert "overlay2" in rows(debian)["1.1.1.6"]["waived"] and rows(debian)["1.1.1.6"]["lines"] == [{"kmod": "overlay"}]
+    assert decided["2.3.2.1"]["status"] == "not_applicable" and "chrony" in decided["2.3.2.1"]["reason"]
+    for control_id in ("1.1.1.10", "1.3.1.3", "4.4.2.4", "5.3.1.1", "5.4.2.2", "5.4.2.6"):
+        assert meta[control_id].get("check_only"), control_id
+    assert rows(debian)["5.4.2.8"]["check"] == "shell_less_locked" and not rows(debian)["5.4.2.8"].get("audit_only")
+
+
+def test_gdm_rows_apply_only_where_gdm_is_installed(tmp_path, debian):
+    import yaml
+    config = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())["cis_hardening_config_files"]
+    files = {str(tmp_path) + f["path"]: {"path": str(tmp_path) + f["path"], "header": f.get("header")}
+             for f in config if isinstance(f["path"], str) and f["path"].startswith("/etc/dconf/")}
+    from ansible_collections.guardrail.ecs.plugins.module_utils import cis_lines
+    gdm_rows = [{k: v for k, v in rebase(rows(debian)[i], tmp_path).items() if k != "kind"}
+                for i in ("1.7.2", "1.7.3", "1.7.4", "1.7.5", "1.7.6", "1.7.7", "1.7.8", "1.7.9", "1.7.10")]
+
+    def run(audit_only):
+        results, changed, _diffs = cis_lines.apply(gdm_rows, files=files, audit_only=audit_only,
+                                                   modprobe_file=str(tmp_path / "modprobe.conf"),
+                                                   proc_modules=str(tmp_path / "modules"))
+        return {r["id"]: r["status"] for r in results}, changed
+
+    statuses, changed = run(False)
+    assert set(statuses.values()) == {"not_applicable"} and not changed
+    assert not (tmp_path / "etc" / "dconf").exists()
+    (tmp_path / "usr/sbin").mkdir(parents=True)
+    (tmp_path / "usr/sbin/gdm3").write_text("")
+    (tmp_path / "etc/gdm3").mkdir(parents=True)
+    (tmp_path / "etc/gdm3/custom.conf").write_text("[daemon]\n[xdmcp]\nEnable=true\n")
+    assert set(run(True)[0].values()) == {"failed"}
+    statuses, changed = run(False)
+    assert set(statuses.values()) == {"fixed"} and changed, statuses
+    assert (tmp_path / "etc/dconf/db/gdm.d/00-login-screen").read_text() == "[org/gnome/login-screen]\ndisable-user-list=true\n"
+    assert (tmp_path / "etc/dconf/db/local.d/00-session-idle").read_text().splitlines()[0] == "[org/gnome/desktop/session]"
+    assert "Enable=true" not in (tmp_path / "etc/gdm3/custom.conf").read_text()
+    assert (tmp_path / "etc/dconf/db/local.d/locks/00-media-autorun").read_text() == "/org/gnome/desktop/media-handling/autorun-never\n"
+    assert run(False) == ({i: "pass" for i in statuses}, False)
+
+
+COMMON_PASSWORD = ("password\trequisite\tpam_pwquality.so retry=3\n"
+                   "password\t[success=1 default=ignore]\tpam_unix.so obscure use_authtok try_first_pass yescrypt remember=5\n"
+                   "password\trequisite\tpam_deny.so\n")
+
+
+def test_pam_unix_remember_is_taken_out_and_the_rest_of_the_line_kept(tmp_path, debian):
+    row = rows(debian)["5.3.3.4.2"]
+    pam = {"/etc/pam.d/common-password": COMMON_PASSWORD}
+    assert evaluate(row, tmp_path, pam)["status"] == "failed"
+    assert evaluate(row, tmp_path, {}, audit_only=False)["status"] == "fixed"
+    text = (tmp_path / "etc/pam.d/common-password").read_text()
+    assert "pam_unix.so obscure use_authtok try_first_pass yescrypt\n" in text and "remember" not in text
+    for control_id in ("5.3.3.4.3", "5.3.3.4.4"):
+        assert evaluate(rows(debian)[control_id], tmp_path, {})["status"] == "pass"
+    weak = COMMON_PASSWORD.replace(" use_authtok", "").replace(" yescrypt", " md5")
+    for control_id in ("5.3.3.4.3", "5.3.3.4.4"):
+        assert evaluate(rows(debian)[control_id], tmp_path / "weak", {"/etc/pam.d/common-password": weak})["status"] == "failed"
+
+
+def test_root_in_pwhistory_and_faillock_is_one_setting_each(tmp_path, debian):
+    """5.3.3.3.1 and 5.3.3.3.2 both need enforce_for_root in pwhistory.conf: one run fixes both and writes it once;
+    5.3.3.1.3 needs even_deny_root in faillock.conf."""
+    from ansible_collections.guardrail.ecs.plugins.module_utils import cis_lines
+    files = {"/etc/security/pwhistory.conf": "remember = 24\n", "/etc/security/faillock.conf": "deny = 5\n",
+             "/etc/pam.d/common-password": COMMON_PASSWORD.replace(
+                 "password\trequisite\tpam_deny.so", "password\trequisite\tpam_pwhistory.so use_authtok")}
+    for path, text in files.items():
+        (tmp_path / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path.lstrip("/")).write_text(text)
+    table = [{k: v for k, v in rebase(rows(debian)[i], tmp_path).items() if k != "kind"}
+             for i in ("5.3.3.3.1", "5.3.3.3.2", "5.3.3.1.3")]
+    results, changed, _diffs = cis_lines.apply(table, modprobe_file=str(tmp_path / "m.conf"), proc_modules=str(tmp_path / "p"))
+    assert {r["id"]: r["status"] for r in results} == {"5.3.3.3.1": "fixed", "5.3.3.3.2": "fixed", "5.3.3.1.3": "fixed"}
+    assert (tmp_path / "etc/security/pwhistory.conf").read_text().split().count("enforce_for_root") == 1
+    assert "even_deny_root" in (tmp_path / "etc/security/faillock.conf").read_text().split()
+    results, changed, _diffs = cis_lines.apply(table, modprobe_file=str(tmp_path / "m.conf"), proc_modules=str(tmp_path / "p"))
+    assert not changed and {r["status"] for r in results} == {"pass"}
+    assert evaluate(rows(debian)["5.3.3.3.3"], tmp_path, {})["status"] == "pass"
+
+
+@pytest.mark.parametrize("platform", ["debian", "al2023", "al2"])
+def test_every_command_a_row_runs_is_a_list_of_strings(platform, request):
+    """YAML reads `-maxdepth 2` as a number: a row's command must still reach the engines as strings."""
+    bad = []
+    for kind, table in request.getfixturevalue(platform)["tables"].items():
+        for row in table:
+            commands = [row.get("argv")] + [item.get("command") for item in row.get("lines", []) if isinstance(item, dict)]
+            bad += ["%s %s: %r" % (kind, row["id"], c) for c in commands if c and not all(isinstance(a, str) for a in c)]
+    assert bad == []

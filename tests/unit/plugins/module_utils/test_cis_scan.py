@@ -167,7 +167,8 @@ def test_aide_scheduled_by_cron_or_written_to_cron(tmp_path, monkeypatch):
 # One test per registered check function, called directly.
 def test_every_check_kind_is_a_registered_function():
     assert set(cis_scan.CHECKS) == {"world_writable", "unowned", "suid_sgid", "mount", "aide_scheduled", "accounts",
-                                    "regex_absent", "regex_present", "command", "local_only"}
+                                    "regex_absent", "regex_present", "command", "local_only", "shell_less_locked",
+                                    "unused_fs_modules", "listeners_have_rules"}
     assert all(callable(f) for f in cis_scan.CHECKS.values())
 
 
