@@ -709,3 +709,39 @@ def test_every_command_a_row_runs_is_a_list_of_strings(platform, request):
             commands = [row.get("argv")] + [item.get("command") for item in row.get("lines", []) if isinstance(item, dict)]
             bad += ["%s %s: %r" % (kind, row["id"], c) for c in commands if c and not all(isinstance(a, str) for a in c)]
     assert bad == []
+
+
+AL2_ROWS_ADDED = [
+    "1.2.1", "1.2.4", "1.2.5", "1.3.1", "1.5.1.6", "2.2.22", "3.1.1", "3.1.2", "3.1.3", "3.4.2.2", "3.4.2.3", "3.4.2.4",
+    "3.4.3.2", "3.4.3.3", "3.4.3.4", "3.4.3.5", "3.4.3.6", "3.4.3.7", "3.4.3.8", "3.4.3.9", "3.4.4.1.1", "3.4.4.2.3",
+    "3.4.4.2.5", "3.4.4.2.6", "3.4.4.3.3", "3.4.4.3.4", "3.4.4.3.5", "3.4.4.3.6", "4.3.4", "4.4.1.1", "4.4.1.2",
+    "4.4.2.1.1", "4.4.2.1.3", "4.4.2.1.4", "4.4.2.3.1", "4.4.2.3.3", "4.4.2.3.4", "4.4.2.4.2", "4.4.2.4.3", "4.4.2.4.4",
+    "4.5.2.2", "5.1.1.5", "5.1.2.6", "6.1.14"]
+
+
+def test_every_amazon_linux_2_recommendation_is_reported(al2):
+    """CIS Amazon Linux 2 v3.0.0: 289 recommendations, each a row; nftables and firewalld are not applicable where
+    the firewall is iptables, the PAM rows read AL2's system-auth and password-auth."""
+    meta = {c["id"]: c for c in al2["controls"]}
+    assert len(meta) == 289 and [i for i in AL2_ROWS_ADDED if i not in meta] == []
+    levels = {i: meta[i]["level"] for i in ("3.1.1", "4.3.4", "4.4.2.1.4", "6.1.14", "3.4.4.1.1")}
+    assert levels == {"3.1.1": 2, "4.3.4": 2, "4.4.2.1.4": 1, "6.1.14": 2, "3.4.4.1.1": 1}
+    decided = {d["id"]: d for d in al2["decided"]}
+    for control_id in ("3.4.2.2", "3.4.2.3", "3.4.2.4", "3.4.3.2", "3.4.3.5", "3.4.3.9"):
+        assert decided[control_id]["status"] == "not_applicable" and "iptables" in decided[control_id]["reason"]
+    by_id = rows(al2)
+    assert by_id["4.4.2.1.1"]["kind"] == "pam" and by_id["4.4.2.1.1"]["modules"] == ["faillock"]
+    assert by_id["3.4.4.1.1"]["packages_present"] == ["iptables", "iptables-services"]
+    assert meta["4.4.2.4.2"]["title"] == "Ensure pam_unix does not include remember"
+
+
+def test_amazon_linux_2_pam_unix_remember_is_taken_out_of_both_stacks(tmp_path, al2):
+    row = rows(al2)["4.4.2.4.2"]
+    unix = "password    sufficient    pam_unix.so sha512 shadow try_first_pass use_authtok remember=5\n"
+    stacks = {"/etc/pam.d/system-auth": unix, "/etc/pam.d/password-auth": unix}
+    result = evaluate(row, tmp_path, stacks)
+    assert result["status"] == "failed" and "password-auth" in result["evidence"] and "system-auth" in result["evidence"]
+    assert evaluate(row, tmp_path, {}, audit_only=False)["status"] == "fixed"
+    for name in ("system-auth", "password-auth"):
+        assert (tmp_path / "etc/pam.d" / name).read_text() == unix.replace(" remember=5", "")
+    assert evaluate(rows(al2)["4.4.2.4.3"], tmp_path, {})["status"] == "pass"
