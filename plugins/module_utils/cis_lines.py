@@ -617,14 +617,14 @@ def apply(controls, files=None, modprobe_file="/etc/modprobe.d/cis-hardening.con
             if kind == "kmod":
                 entries.append((item, kind, None, None, None))
                 continue
+            if item.get("requires") and not os.path.exists(item["requires"]):
+                entries.append((item, "skip", None, True, "%s is not installed" % item["requires"]))
+                continue
             if kind in ("command", "sshd"):
                 entries.append((item, kind, None, None, None))
                 continue
             if "path" not in item:
                 raise CisError("control %s: line item %r needs a path" % (control["id"], item))
-            if item.get("requires") and not os.path.exists(item["requires"]):
-                entries.append((item, "skip", None, True, "%s is not installed" % item["requires"]))
-                continue
             if kind in BOOK_ITEMS:
                 ok, observed = BOOK_ITEMS[kind][0](book, item)
                 entries.append((item, kind, None if ok else edit_for(item["path"]), ok, observed))
@@ -682,15 +682,17 @@ def apply(controls, files=None, modprobe_file="/etc/modprobe.d/cis-hardening.con
         if audit_only or check_mode:
             continue
         mode = int(str(edit.options.get("mode", "0644")), 8)
-        write_text(path, edit.text(), mode)
+        # A link is kept and its target edited (AL2: /etc/pam.d/password-auth -> password-auth-ac).
+        target = os.path.realpath(path)
+        write_text(target, edit.text(), mode)
         validate = edit.options.get("validate")
         if validate:
             rc, out, err = run([a.replace("%s", path) for a in validate])
             if rc != 0:
                 if edit.before is None:
-                    os.unlink(path)
+                    os.unlink(target)
                 else:
-                    write_text(path, edit.before)
+                    write_text(target, edit.before)
                 failed_files[path] = "validation failed, file restored: %s" % (err or out).strip()[:300]
                 continue
         written.append(path)

@@ -34,6 +34,7 @@ import grp
 import os
 import pwd
 import re
+import socket
 import stat
 import time
 
@@ -421,11 +422,7 @@ def _listeners(port):
             address, hexport = fields[1].split(":")
             if int(hexport, 16) != port:
                 continue
-            if v6:
-                loopback = address == "0" * 31 + "1" or address.endswith("0100007F")
-            else:
-                loopback = address.endswith("7F")
-            found.append((address, loopback))
+            found.append((address, _is_loopback(address, v6)))
     return found
 
 
@@ -528,8 +525,18 @@ def _login_shells():
 def check_shell_less_locked(_control, may_change, _ctx):
     """Accounts other than root without a login shell of /etc/shells have a locked password (! or *)."""
     shells = _login_shells()
-    locked = {s[0] for s in _colon_file("/etc/shadow") if s[1].startswith(("!", "*"))}
-    bad = [p[0] for p in _passwd() if p[0] != "root" and p[6] not in shells and p[0] not in locked]
+    if not shells:
+        # Without the list every account looks shell-less: locking them all would lock out every login.
+        return "failed", "/etc/shells lists no login shell: nothing locked", False
+    shadow = {s[0]: s[1] for s in _colon_file("/etc/shadow")}
+    bad = [p[0] for p in _passwd() if p[0] != "root" and p[6] not in shells
+           and not shadow.get(p[0], "").startswith(("!", "*"))]
+    # usermod -L of an account missing from /etc/shadow would write "!x" into /etc/passwd (7.2.1 fails).
+    unshadowed = [name for name in bad if name not in shadow]
+    bad = [name for name in bad if name in shadow]
+    if unshadowed:
+        return "failed", "accounts without a login shell missing from /etc/shadow (7.2.1): %s; not locked: %s" % (
+            sample(unshadowed), sample(bad) or "none"), False
     if not bad:
         return "pass", "accounts without a login shell that are not locked: none", False
     if not may_change:
@@ -540,105 +547,163 @@ def check_shell_less_locked(_control, may_change, _ctx):
     return "fixed", "locked (usermod -L): %s" % sample(bad), True
 
 
+IPV4_LOOPBACK_IN_V6 = "0000000000000000FFFF0000"
+
+
+def _is_loopback(address, v6):
+    if not v6:
+        return address.endswith("7F")
+    # /proc/net/tcp6 prints each 32-bit word in host order: ::1 is 00000000000000000000000001000000 on
+    # little-endian hosts; ::ffff:127.x.y.z is an IPv4 loopback address.
+    return (address in ("00000000000000000000000001000000", "0" * 31 + "1")
+            or (address.startswith(IPV4_LOOPBACK_IN_V6) and address.endswith("7F")))
+
+
 def open_ports(family, root="/proc/net"):
-    """{(protocol, port)} listened on (TCP LISTEN, bound UDP) on addresses other than loopback."""
+    """{(protocol, port)} listened on (TCP LISTEN, bound UDP) on addresses other than loopback. A wildcard IPv6
+    socket ([::]) takes IPv4 connections too (net.ipv6.bindv6only=0), so it counts for IPv4 as well."""
     found = set()
     for proto in ("tcp", "udp"):
-        path = os.path.join(root, proto + ("6" if family == 6 else ""))
-        for line in (read_text(path) or "").splitlines()[1:]:
-            fields = line.split()
-            if len(fields) < 4 or fields[3] != ("0A" if proto == "tcp" else "07"):
-                continue
-            address, hexport = fields[1].split(":")
-            if address in ("0100007F", "00000000000000000000000001000000") or (family == 4 and address.endswith("7F")):
-                continue
-            found.add((proto, int(hexport, 16)))
+        for v6 in (False, True):
+            path = os.path.join(root, proto + ("6" if v6 else ""))
+            for line in (read_text(path) or "").splitlines()[1:]:
+                fields = line.split()
+                if len(fields) < 4 or fields[3] != ("0A" if proto == "tcp" else "07") or ":" not in fields[1]:
+                    continue
+                address, hexport = fields[1].split(":", 1)
+                if _is_loopback(address, v6):
+                    continue
+                if (family == 6) == v6 or (family == 4 and v6 and address == "0" * 32):
+                    found.add((proto, int(hexport, 16)))
     return found
 
 
-def accepted_ports(rules):
-    """{(protocol, port)} that an ``iptables -S INPUT`` listing accepts by destination port (None: any)."""
-    found = set()
+def _port_numbers(text, proto):
+    """Ports of a --dport/--dports value (22, 8000:8100, 80,443, ssh); names that do not resolve are left out."""
+    ports = []
+    for part in text.split(","):
+        low, _sep, high = part.partition(":")
+        try:
+            bounds = [int(low) if low.isdigit() else socket.getservbyname(low, proto or "tcp")]
+            bounds.append(int(high) if high.isdigit() else socket.getservbyname(high, proto or "tcp") if high else bounds[0])
+        except OSError:
+            continue
+        ports.extend(range(bounds[0], bounds[1] + 1))
+    return ports
+
+
+def rule_ports(rules, start="INPUT"):
+    """What the rules reachable from ``start`` of an ``iptables -S`` listing say about destination ports:
+    ({(protocol, port)} named by a rule, {protocol} accepted whatever the port). Jumps (-j, -g) to the
+    table's own chains are followed; a negated port or protocol names nothing."""
+    chains = {}
     for rule in rules.splitlines():
         tokens = rule.split()
-        if tokens[:2] != ["-A", "INPUT"] or "ACCEPT" not in tokens[-1:]:
-            continue
-        proto = tokens[tokens.index("-p") + 1] if "-p" in tokens else None
-        ports = []
-        for flag in ("--dport", "--dports"):
-            if flag in tokens:
-                for part in tokens[tokens.index(flag) + 1].split(","):
-                    low, _sep, high = part.partition(":")
-                    ports.extend(range(int(low), int(high or low) + 1))
-        if len(tokens) == 4 and tokens[2] == "-j":
-            found.add((None, None))  # -A INPUT -j ACCEPT accepts everything
-        for port in ports:
-            found.add((proto, port))
-    return found
+        if len(tokens) >= 2 and tokens[0] == "-A":
+            chains.setdefault(tokens[1], []).append(tokens[2:])
+    named, wholesale = set(), set()
+    seen, todo = {start}, [start]
+    while todo:
+        for tokens in chains.get(todo.pop(), []):
+            flags = {t: i for i, t in enumerate(tokens)}
+            target = next((tokens[i + 1] for i, t in enumerate(tokens[:-1]) if t in ("-j", "-g")), None)
+            if target in chains and target not in seen:
+                seen.add(target)
+                todo.append(target)
+            negated = any(tokens[i - 1] == "!" for i, t in enumerate(tokens) if i and t in ("-p", "--dport", "--dports",
+                                                                                            "--destination-port"))
+            if negated:
+                continue
+            proto = tokens[flags["-p"] + 1] if "-p" in flags and flags["-p"] + 1 < len(tokens) else None
+            port_flags = [f for f in ("--dport", "--dports", "--destination-port", "--destination-ports") if f in flags]
+            ports = []
+            for flag in port_flags:
+                if flags[flag] + 1 < len(tokens):
+                    ports += _port_numbers(tokens[flags[flag] + 1], proto)
+            if ports and target in ("ACCEPT", "DROP", "REJECT"):
+                named.update((proto, port) for port in ports)
+            elif not port_flags and target == "ACCEPT" and not (
+                    {"--state", "--ctstate"} & set(flags) or ("-i" in flags and tokens[flags["-i"] + 1:][:1] == ["lo"])):
+                wholesale.add(proto)
+    return named, wholesale
 
 
 def check_listeners_have_rules(control, _may_change, _ctx):
     family = int(control.get("family", 4))
     ports = open_ports(family, control.get("proc_net", "/proc/net"))
-    rc, out, err = run(["iptables" if family == 4 else "ip6tables", "-S", "INPUT"])
+    tool = "iptables" if family == 4 else "ip6tables"
+    rc, out, err = run([tool, "-S"])
     if rc != 0:
-        return "failed", "%s -S INPUT: %s" % ("iptables" if family == 4 else "ip6tables", (out + err).strip()[:200]), False
-    accepted = accepted_ports(out)
-    bad = sorted("%s/%d" % p for p in ports
-                 if (None, None) not in accepted and p not in accepted and (None, p[1]) not in accepted)
+        return "failed", "%s -S: %s" % (tool, (out + err).strip()[:200] or "rc %d" % rc), False
+    named, wholesale = rule_ports(out)
+    bad = sorted("%s/%d" % (proto, port) for proto, port in ports
+                 if not ({None, proto} & wholesale or {(None, port), (proto, port)} & named))
     return ("failed" if bad else "pass",
-            "IPv%d ports open beyond loopback without an INPUT ACCEPT rule: %s (of %d open)"
+            "IPv%d ports open beyond loopback with no rule in INPUT or the chains it jumps to: %s (of %d open)"
             % (family, sample(bad) or "none", len(ports)), False)
 
 
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
-# Directories of kernel/fs whose modules are libraries of filesystems, not filesystems.
+# Directories of kernel/fs that hold libraries of filesystems, not filesystems.
 FS_HELPER_DIRS = ("nls", "nfs_common", "quota", "netfs", "fscache", "cachefiles", "jbd2", "lockd", "exportfs", "dlm",
-                  "smbfs_common", "unicode")
+                  "smbfs_common", "unicode", "crypto", "verity")
+# Filesystem types whose kernel/fs directory has another name.
+FSTYPE_DIRS = {"vfat": "fat", "msdos": "fat", "iso9660": "isofs", "nfs4": "nfs", "overlay": "overlayfs",
+               "cifs": "smb", "smb3": "smb", "ntfs3": "ntfs3", "fuseblk": "fuse", "fusectl": "fuse", "autofs": "autofs"}
 
 
 def fs_modules(release, modules_root="/lib/modules"):
-    """Names of the filesystem modules of a kernel release, or None when its modules are not on the host."""
+    """{filesystem (a directory of kernel/fs): [its module names]} of a kernel release, or None when its modules
+    are not on the host. Modules directly in kernel/fs (binfmt_misc, mbcache) are not filesystems."""
     base = os.path.join(modules_root, release, "kernel", "fs")
     if not os.path.isdir(base):
         return None
-    names = set()
-    for dirpath, _dirs, files in os.walk(base):
-        if os.path.relpath(dirpath, base).split(os.sep)[0] in FS_HELPER_DIRS:
+    found = {}
+    for entry in sorted(os.listdir(base)):
+        if entry in FS_HELPER_DIRS or not os.path.isdir(os.path.join(base, entry)):
             continue
-        for name in files:
-            for suffix in MODULE_SUFFIXES:
-                if name.endswith(suffix):
-                    names.add(name[:-len(suffix)].replace("-", "_"))
-    return names
+        for _dirpath, _dirs, files in os.walk(os.path.join(base, entry)):
+            for name in files:
+                for suffix in MODULE_SUFFIXES:
+                    if name.endswith(suffix):
+                        found.setdefault(entry, []).append(name[:-len(suffix)].replace("-", "_"))
+    return found
 
 
 MODPROBE_DIRS = ("/etc/modprobe.d", "/run/modprobe.d", "/usr/local/lib/modprobe.d", "/lib/modprobe.d", "/usr/lib/modprobe.d")
 
 
 def disabled_modules(dirs=MODPROBE_DIRS):
-    """Modules that modprobe will not load: ``install <name> /bin/false`` (or /bin/true) in modprobe.d."""
-    found = set()
+    """Modules modprobe will neither load on request (``install <name> /bin/false``) nor by alias
+    (``blacklist <name>``): both lines, as the benchmarks ask."""
+    install, blacklist = set(), set()
     for directory in dirs:
         for path in sorted(glob.glob(os.path.join(directory, "*.conf"))):
             for line in (read_text(path) or "").splitlines():
                 parts = line.split()
                 if len(parts) >= 3 and parts[0] == "install" and parts[2] in ("/bin/false", "/bin/true",
                                                                               "/usr/bin/false", "/usr/bin/true"):
-                    found.add(parts[1].replace("-", "_"))
-    return found
+                    install.add(parts[1].replace("-", "_"))
+                elif len(parts) >= 2 and parts[0] == "blacklist":
+                    blacklist.add(parts[1].replace("-", "_"))
+    return install & blacklist
 
 
 def check_unused_fs_modules(control, _may_change, ctx):
     release = os.uname().release
-    names = fs_modules(release, control.get("modules_root", "/lib/modules"))
-    if names is None:
+    filesystems = fs_modules(release, control.get("modules_root", "/lib/modules"))
+    if filesystems is None:
         return "not_applicable", "no modules of kernel %s on this host" % release, False
-    mounted = {fstype.replace("-", "_") for _point, fstype, _options in ctx.mount_table}
-    keep = {name.replace("-", "_") for name in control.get("keep", [])}
-    open_ = sorted(names - mounted - keep - disabled_modules(control.get("modprobe_dirs") or MODPROBE_DIRS))
+    mounted = set()
+    for _point, fstype, _options in ctx.mount_table:
+        base = fstype.split(".")[0]
+        mounted.update((fstype, base, FSTYPE_DIRS.get(fstype, base)))
+    keep = set(control.get("keep", []))
+    disabled = disabled_modules(control.get("modprobe_dirs") or MODPROBE_DIRS)
+    open_ = sorted(name for name, modules in filesystems.items()
+                   if name not in mounted and name not in keep and not set(modules) <= disabled)
     return ("failed" if open_ else "pass",
-            "filesystem modules of %s neither mounted, disabled nor kept (%s): %s"
+            "filesystems of kernel %s neither mounted, disabled (install and blacklist) nor kept (%s): %s"
             % (release, ", ".join(sorted(keep)) or "none kept", sample(open_, 12) or "none"), False)
 
 

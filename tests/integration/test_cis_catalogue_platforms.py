@@ -649,13 +649,16 @@ def test_gdm_rows_apply_only_where_gdm_is_installed(tmp_path, debian):
     (tmp_path / "usr/sbin").mkdir(parents=True)
     (tmp_path / "usr/sbin/gdm3").write_text("")
     (tmp_path / "etc/gdm3").mkdir(parents=True)
-    (tmp_path / "etc/gdm3/custom.conf").write_text("[daemon]\n[xdmcp]\nEnable=true\n")
+    # Debian's gdm3 reads daemon.conf (custom.conf is other distributions' name for it).
+    (tmp_path / "etc/gdm3/daemon.conf").write_text("[daemon]\n[xdmcp]\nEnable=true\n")
     assert set(run(True)[0].values()) == {"failed"}
     statuses, changed = run(False)
     assert set(statuses.values()) == {"fixed"} and changed, statuses
     assert (tmp_path / "etc/dconf/db/gdm.d/00-login-screen").read_text() == "[org/gnome/login-screen]\ndisable-user-list=true\n"
     assert (tmp_path / "etc/dconf/db/local.d/00-session-idle").read_text().splitlines()[0] == "[org/gnome/desktop/session]"
-    assert "Enable=true" not in (tmp_path / "etc/gdm3/custom.conf").read_text()
+    assert "Enable=true" not in (tmp_path / "etc/gdm3/daemon.conf").read_text()
+    assert (tmp_path / "etc/dconf/profile/gdm").read_text().splitlines() == [
+        "user-db:user", "system-db:gdm", "file-db:/var/lib/gdm3/greeter-dconf-defaults"]
     assert (tmp_path / "etc/dconf/db/local.d/locks/00-media-autorun").read_text() == "/org/gnome/desktop/media-handling/autorun-never\n"
     assert run(False) == ({i: "pass" for i in statuses}, False)
 
@@ -745,3 +748,37 @@ def test_amazon_linux_2_pam_unix_remember_is_taken_out_of_both_stacks(tmp_path, 
     for name in ("system-auth", "password-auth"):
         assert (tmp_path / "etc/pam.d" / name).read_text() == unix.replace(" remember=5", "")
     assert evaluate(rows(al2)["4.4.2.4.3"], tmp_path, {})["status"] == "pass"
+
+
+def test_amazon_linux_2_pam_unix_rows_read_password_auth_too(tmp_path, al2):
+    """sshd's stack on Amazon Linux is password-auth (a link to password-auth-ac): nullok there fails and is taken
+    out of the link's target, and the link stays."""
+    good = "password    sufficient    pam_unix.so sha512 shadow try_first_pass use_authtok\n"
+    (tmp_path / "etc/pam.d").mkdir(parents=True)
+    (tmp_path / "etc/pam.d/system-auth").write_text("auth sufficient pam_unix.so try_first_pass\n" + good)
+    weak = good.replace(" sha512", "").replace(" use_authtok", "")
+    (tmp_path / "etc/pam.d/password-auth-ac").write_text("auth sufficient pam_unix.so nullok try_first_pass\n" + weak)
+    (tmp_path / "etc/pam.d/password-auth").symlink_to("password-auth-ac")
+    nullok = rows(al2)["4.4.2.4.1"]
+    assert evaluate(nullok, tmp_path, {})["status"] == "failed"
+    for control_id in ("4.4.2.4.3", "4.4.2.4.4"):
+        result = evaluate(rows(al2)[control_id], tmp_path, {})
+        assert result["status"] == "failed" and "password-auth" in result["evidence"], result
+    assert evaluate(nullok, tmp_path, {}, audit_only=False)["status"] == "fixed"
+    assert (tmp_path / "etc/pam.d/password-auth").is_symlink()
+    assert "nullok" not in (tmp_path / "etc/pam.d/password-auth-ac").read_text()
+
+
+@pytest.mark.parametrize("grub,ok", [
+    ('set superusers="root"\npassword_pbkdf2 root grub.pbkdf2.sha512.10000.ABC.DEF\n', True),
+    ("password_pbkdf2 root grub.pbkdf2.sha512.10000.ABC.DEF\n", False),
+    ('set superusers="root"\npassword root plain\n', False)])
+def test_bootloader_password_needs_superusers_and_a_pbkdf2_hash(debian, grub, ok):
+    row = rows(debian)["1.4.1"]
+    assert (re.search(row["expect"], grub, re.M) is not None) == ok
+
+
+def test_each_debian_title_is_its_own(debian):
+    meta = {c["id"]: c["title"] for c in debian["controls"]}
+    assert meta["4.3.3"] == "Ensure iptables are flushed with nftables"
+    assert meta["1.7.10"] == "Ensure XDMCP is not enabled"

@@ -65,24 +65,42 @@ def test_accounts_without_a_login_shell_are_locked(accounts, monkeypatch):
     assert cis_scan.check_shell_less_locked({}, True, None)[0] == "pass"
 
 
-def test_unused_filesystem_modules_are_listed_unless_mounted_disabled_or_kept(tmp_path):
+def test_unused_filesystems_are_listed_unless_mounted_disabled_or_kept(tmp_path):
     release = os.uname().release
     fs = tmp_path / "modules" / release / "kernel" / "fs"
-    for rel in ("cramfs/cramfs.ko.xz", "ext4/ext4.ko", "nfs/nfsv4.ko.zst", "hfs/hfs.ko", "btrfs/btrfs.ko.xz",
-                "nls/nls_utf8.ko", "quota/quota_v2.ko"):
+    for rel in ("cramfs/cramfs.ko.xz", "ext4/ext4.ko", "nfs/nfsv4.ko.zst", "nfs/nfs.ko", "hfs/hfs.ko", "btrfs/btrfs.ko.xz",
+                "fat/fat.ko", "fat/vfat.ko", "isofs/isofs.ko", "nls/nls_utf8.ko", "quota/quota_v2.ko", "mbcache.ko",
+                "binfmt_misc.ko"):
         (fs / rel).parent.mkdir(parents=True, exist_ok=True)
         (fs / rel).write_text("")
     modprobe = tmp_path / "modprobe.d"
     modprobe.mkdir()
+    # hfs is only refused on request, not blacklisted: the benchmark asks for both lines.
     (modprobe / "cis.conf").write_text("install cramfs /bin/false\nblacklist cramfs\ninstall hfs /bin/true\n")
-    ctx = cis_scan.Context(mount_table=[("/", "ext4", set())])
-    row = {"modules_root": str(tmp_path / "modules"), "modprobe_dirs": [str(modprobe)], "keep": ["nfsv4"]}
+    # vfat (/boot/efi) is the fat directory, iso9660 the isofs one; modules directly in kernel/fs are libraries.
+    ctx = cis_scan.Context(mount_table=[("/", "ext4", set()), ("/boot/efi", "vfat", set()), ("/cdrom", "iso9660", set())])
+    row = {"modules_root": str(tmp_path / "modules"), "modprobe_dirs": [str(modprobe)], "keep": ["nfs"]}
     status, evidence, _changed = cis_scan.check_unused_fs_modules(row, False, ctx)
-    assert status == "failed" and evidence.endswith(": btrfs"), evidence
-    (modprobe / "cis.conf").write_text("install cramfs /bin/false\ninstall hfs /bin/true\ninstall btrfs /bin/false\n")
+    assert status == "failed" and evidence.endswith(": btrfs, hfs"), evidence
+    (modprobe / "cis.conf").write_text("install cramfs /bin/false\nblacklist cramfs\ninstall hfs /bin/true\nblacklist hfs\n"
+                                       "install btrfs /bin/false\nblacklist btrfs\n")
     assert cis_scan.check_unused_fs_modules(row, False, ctx)[0] == "pass"
+    row["keep"] = []
+    assert cis_scan.check_unused_fs_modules(row, False, ctx)[1].endswith(": nfs")
     row["modules_root"] = str(tmp_path / "none")
     assert cis_scan.check_unused_fs_modules(row, False, ctx)[0] == "not_applicable"
+
+
+def test_no_login_shells_listed_or_no_shadow_entry_locks_nothing(accounts, monkeypatch):
+    calls = []
+    monkeypatch.setattr(cis_scan, "run", lambda argv: calls.append(argv) or (0, "", ""))
+    accounts["/etc/shells"] = "# no shells\n"
+    status, evidence, changed = cis_scan.check_shell_less_locked({}, True, None)
+    assert (status, changed, calls) == ("failed", False, []) and "nothing locked" in evidence
+    accounts["/etc/shells"] = SHELLS
+    accounts["/etc/shadow"] = SHADOW.replace("svc:$y$j9T$ghi:19000:0:99999:7:::\n", "")
+    status, evidence, changed = cis_scan.check_shell_less_locked({}, True, None)
+    assert (status, changed, calls) == ("failed", False, []) and "missing from /etc/shadow (7.2.1): svc" in evidence
 
 
 TCP = """\
@@ -98,21 +116,44 @@ UDP = """\
 """
 
 
-def test_open_ports_need_an_input_accept_rule(tmp_path, monkeypatch):
+TCP6 = """\
+  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when
+   0: 00000000000000000000000000000000:1F91 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000
+   1: 00000000000000000000000001000000:1F92 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000
+   2: 0000000000000000FFFF00000100007F:1F93 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000
+"""
+
+RULES = """\
+-P INPUT DROP
+-N AGENT-FW-INPUT
+-A INPUT -i lo -j ACCEPT
+-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -j AGENT-FW-INPUT
+-A INPUT -p udp -m multiport --dports 100:200 -j ACCEPT
+-A INPUT -p tcp -m tcp ! --dport 8080 -j ACCEPT
+-A AGENT-FW-INPUT -p tcp -m tcp --dport ssh -j ACCEPT
+-A AGENT-FW-INPUT -p tcp -m tcp --dport 51678 -j DROP
+-A AGENT-FW-INPUT -p tcp -m tcp --dport no-such-service -j ACCEPT
+"""
+
+
+def test_open_ports_need_a_rule_in_input_or_a_chain_it_jumps_to(tmp_path, monkeypatch):
     (tmp_path / "tcp").write_text(TCP)
     (tmp_path / "udp").write_text(UDP)
-    assert cis_scan.open_ports(4, str(tmp_path)) == {("tcp", 22), ("tcp", 8080), ("udp", 123)}
-    rules = ("-P INPUT DROP\n-A INPUT -i lo -j ACCEPT\n-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT\n"
-             "-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT\n-A INPUT -p udp -m multiport --dports 100:200 -j ACCEPT\n")
-    monkeypatch.setattr(cis_scan, "run", lambda argv: (0, rules, ""))
-    status, evidence, _changed = cis_scan.check_listeners_have_rules({"family": 4, "proc_net": str(tmp_path)}, True, None)
-    assert status == "failed" and "tcp/8080 (of 3 open)" in evidence, evidence
-    rules += "-A INPUT -p tcp -m tcp --dport 8080 -j ACCEPT\n"
-    assert cis_scan.check_listeners_have_rules({"family": 4, "proc_net": str(tmp_path)}, True, None)[0] == "pass"
-    monkeypatch.setattr(cis_scan, "run", lambda argv: (0, "-P INPUT ACCEPT\n-A INPUT -j ACCEPT\n", ""))
-    assert cis_scan.check_listeners_have_rules({"family": 4, "proc_net": str(tmp_path)}, True, None)[0] == "pass"
-
-
-def test_a_number_in_a_command_is_passed_as_an_argument():
-    status, evidence, _changed = cis_scan.check_command({"argv": ["printf", "%s-%s", 2, 3], "expect": "^2-3$"}, True, None)
-    assert status == "pass", evidence
+    (tmp_path / "tcp6").write_text(TCP6)
+    (tmp_path / "udp6").write_text("  sl  local_address\n")
+    # [::]:8081 takes IPv4 connections too; ::1 and ::ffff:127.0.0.1 are loopback.
+    assert cis_scan.open_ports(4, str(tmp_path)) == {("tcp", 22), ("tcp", 8080), ("udp", 123), ("tcp", 8081)}
+    assert cis_scan.open_ports(6, str(tmp_path)) == {("tcp", 8081)}
+    rules = {"text": RULES}
+    monkeypatch.setattr(cis_scan, "run", lambda argv: (0, rules["text"], ""))
+    row = {"family": 4, "proc_net": str(tmp_path)}
+    status, evidence, _changed = cis_scan.check_listeners_have_rules(row, True, None)
+    # ssh is named in the jumped-to chain; ! --dport 8080 says nothing for 8080.
+    assert status == "failed" and evidence.endswith(": tcp/8080, tcp/8081 (of 4 open)"), evidence
+    rules["text"] += "-A AGENT-FW-INPUT -p tcp -m multiport --dports 8080:8081 -j REJECT\n"
+    assert cis_scan.check_listeners_have_rules(row, True, None)[0] == "pass"
+    rules["text"] = "-P INPUT DROP\n-A INPUT -s 10.0.0.0/8 -j ACCEPT\n"
+    assert cis_scan.check_listeners_have_rules(row, True, None)[0] == "pass"
+    monkeypatch.setattr(cis_scan, "run", lambda argv: (1, "", "iptables: not found"))
+    assert cis_scan.check_listeners_have_rules(row, True, None)[0] == "failed"
