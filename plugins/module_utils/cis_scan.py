@@ -24,6 +24,7 @@ A control holds ``check`` and its parameters:
   (fixes: ``usermod -L``);
 - ``listeners_have_rules`` with ``family`` (4 or 6): every TCP and UDP port open
   on an address other than loopback has an ACCEPT rule in INPUT;
+- any check with ``ipv6: true`` is not applicable on a host without IPv6;
 - ``unused_fs_modules`` with ``keep``: every filesystem module of the running
   kernel is mounted, disabled in modprobe.d (``install <module> /bin/false``) or kept.
 """
@@ -707,6 +708,12 @@ def check_unused_fs_modules(control, _may_change, ctx):
             % (release, ", ".join(sorted(keep)) or "none kept", sample(open_, 12) or "none"), False)
 
 
+def ipv6_enabled(if_inet6="/proc/net/if_inet6"):
+    """Whether the host has IPv6: an address in /proc/net/if_inet6 (none when the kernel has IPv6 off by
+    ipv6.disable=1 or net.ipv6.conf.all.disable_ipv6=1)."""
+    return bool((read_text(if_inet6) or "").strip())
+
+
 CHECKS = {
     "world_writable": check_world_writable,
     "unowned": check_unowned,
@@ -741,6 +748,9 @@ def apply(controls, prune=DEFAULT_PRUNE, audit_only=False, check_mode=False, mou
     changed = False
     results = []
     for control in controls:
+        if control.get("ipv6") and not ipv6_enabled(control.get("if_inet6", "/proc/net/if_inet6")):
+            results.append(finish(control, ["not_applicable"], ["IPv6 is off on this host: no address in /proc/net/if_inet6"]))
+            continue
         status, text, did_change = CHECKS[control["check"]](control, enforce(control, audit_only, check_mode), ctx)
         changed = changed or did_change
         results.append(finish(control, [status], [text]))

@@ -33,6 +33,8 @@ options:
     description:
       - The table. Each control has C(id), C(check) and the check's parameters.
       - C(waived) (a reason) evaluates the control without changing it and reports it C(waived).
+      - C(ipv6) (true) reports the control C(not_applicable) on a host without IPv6 (no address in
+        C(/proc/net/if_inet6)).
     type: list
     elements: dict
     required: true

@@ -782,3 +782,12 @@ def test_each_debian_title_is_its_own(debian):
     meta = {c["id"]: c["title"] for c in debian["controls"]}
     assert meta["4.3.3"] == "Ensure iptables are flushed with nftables"
     assert meta["1.7.10"] == "Ensure XDMCP is not enabled"
+
+
+@pytest.mark.parametrize("platform", ["debian", "al2"])
+def test_every_ip6tables_row_is_not_applicable_without_ipv6(platform, request):
+    planned = request.getfixturevalue(platform)
+    titles = {c["id"]: c["title"] for c in planned["controls"]}
+    ip6 = [row for row in planned["tables"]["scan"] if "ip6tables" in titles[row["id"]]]
+    assert len(ip6) == (4 if platform == "debian" else 6)
+    assert [row["id"] for row in ip6 if not row.get("ipv6")] == []

@@ -157,3 +157,16 @@ def test_open_ports_need_a_rule_in_input_or_a_chain_it_jumps_to(tmp_path, monkey
     assert cis_scan.check_listeners_have_rules(row, True, None)[0] == "pass"
     monkeypatch.setattr(cis_scan, "run", lambda argv: (1, "", "iptables: not found"))
     assert cis_scan.check_listeners_have_rules(row, True, None)[0] == "failed"
+
+
+def test_ip6tables_rows_are_not_applicable_on_a_host_without_ipv6(tmp_path, monkeypatch):
+    monkeypatch.setattr(cis_scan, "run", lambda argv: (0, "-P INPUT ACCEPT\n", ""))
+    if_inet6 = tmp_path / "if_inet6"
+    row = {"id": "4.4.3.1", "check": "command", "argv": ["ip6tables", "-S"], "expect": "^-P INPUT DROP$", "ipv6": True,
+           "if_inet6": str(if_inet6)}
+    if_inet6.write_text("")
+    results, _changed, _scan = cis_scan.apply([row], mountinfo=str(tmp_path / "none"))
+    assert results[0]["status"] == "not_applicable" and "IPv6 is off" in results[0]["evidence"]
+    if_inet6.write_text("00000000000000000000000000000001 01 80 10 80       lo\n")
+    results, _changed, _scan = cis_scan.apply([row], mountinfo=str(tmp_path / "none"))
+    assert results[0]["status"] == "failed"
