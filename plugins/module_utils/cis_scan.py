@@ -23,10 +23,12 @@ A control holds ``check`` and its parameters:
 - ``shell_less_locked``: accounts whose shell is not in /etc/shells are locked
   (fixes: ``usermod -L``);
 - ``listeners_have_rules`` with ``family`` (4 or 6): every TCP and UDP port open
-  on an address other than loopback has an ACCEPT rule in INPUT;
+  on an address other than loopback is named by a rule (ACCEPT, DROP, REJECT) of
+  INPUT or a chain it jumps to, or accepted by a rule naming no port;
 - any check with ``ipv6: true`` is not applicable on a host without IPv6;
-- ``unused_fs_modules`` with ``keep``: every filesystem module of the running
-  kernel is mounted, disabled in modprobe.d (``install <module> /bin/false``) or kept.
+- ``unused_fs_modules`` with ``keep``: every filesystem of the running kernel (a
+  directory of its kernel/fs) is mounted, disabled in modprobe.d (``install <module>
+  /bin/false`` and ``blacklist <module>``) or kept.
 """
 from __future__ import annotations
 
@@ -413,18 +415,21 @@ def check_aide_scheduled(control, may_change):
         sample(found, 5) or "nothing")) if e), True
 
 
+def listening_sockets(protos=("tcp", "udp"), root="/proc/net"):
+    """(protocol, v6, address, port) of each TCP socket in LISTEN and each bound UDP socket, from /proc/net."""
+    for proto in protos:
+        for v6 in (False, True):
+            for line in (read_text(os.path.join(root, proto + ("6" if v6 else ""))) or "").splitlines()[1:]:
+                fields = line.split()
+                if len(fields) < 4 or fields[3] != ("0A" if proto == "tcp" else "07") or ":" not in fields[1]:
+                    continue
+                address, hexport = fields[1].split(":", 1)
+                yield proto, v6, address, int(hexport, 16)
+
+
 def _listeners(port):
-    found = []
-    for path, v6 in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
-        for line in (read_text(path) or "").splitlines()[1:]:
-            fields = line.split()
-            if len(fields) < 4 or fields[3] != "0A":
-                continue
-            address, hexport = fields[1].split(":")
-            if int(hexport, 16) != port:
-                continue
-            found.append((address, _is_loopback(address, v6)))
-    return found
+    return [(address, _is_loopback(address, v6))
+            for _proto, v6, address, bound in listening_sockets(("tcp",)) if bound == port]
 
 
 class Context:
@@ -519,6 +524,7 @@ def check_local_only(control, _may_change, _ctx):
 
 
 def _login_shells():
+    """The login shells of /etc/shells: its active lines but nologin."""
     return {line.strip() for line in (read_text("/etc/shells") or "").splitlines()
             if line.strip() and not line.lstrip().startswith("#") and not line.strip().endswith("/nologin")}
 
@@ -563,20 +569,11 @@ def _is_loopback(address, v6):
 def open_ports(family, root="/proc/net"):
     """{(protocol, port)} listened on (TCP LISTEN, bound UDP) on addresses other than loopback. A wildcard IPv6
     socket ([::]) takes IPv4 connections too (net.ipv6.bindv6only=0), so it counts for IPv4 as well."""
-    found = set()
-    for proto in ("tcp", "udp"):
-        for v6 in (False, True):
-            path = os.path.join(root, proto + ("6" if v6 else ""))
-            for line in (read_text(path) or "").splitlines()[1:]:
-                fields = line.split()
-                if len(fields) < 4 or fields[3] != ("0A" if proto == "tcp" else "07") or ":" not in fields[1]:
-                    continue
-                address, hexport = fields[1].split(":", 1)
-                if _is_loopback(address, v6):
-                    continue
-                if (family == 6) == v6 or (family == 4 and v6 and address == "0" * 32):
-                    found.add((proto, int(hexport, 16)))
-    return found
+    return {(proto, port) for proto, v6, address, port in listening_sockets(root=root)
+            if not _is_loopback(address, v6) and ((family == 6) == v6 or (family == 4 and v6 and address == "0" * 32))}
+
+
+PORT_FLAGS = ("--dport", "--dports", "--destination-port", "--destination-ports")
 
 
 def _port_numbers(text, proto):
@@ -611,12 +608,10 @@ def rule_ports(rules, start="INPUT"):
             if target in chains and target not in seen:
                 seen.add(target)
                 todo.append(target)
-            negated = any(tokens[i - 1] == "!" for i, t in enumerate(tokens) if i and t in ("-p", "--dport", "--dports",
-                                                                                            "--destination-port"))
-            if negated:
+            if any(tokens[i - 1] == "!" for i, t in enumerate(tokens) if i and t in ("-p",) + PORT_FLAGS):
                 continue
             proto = tokens[flags["-p"] + 1] if "-p" in flags and flags["-p"] + 1 < len(tokens) else None
-            port_flags = [f for f in ("--dport", "--dports", "--destination-port", "--destination-ports") if f in flags]
+            port_flags = [f for f in PORT_FLAGS if f in flags]
             ports = []
             for flag in port_flags:
                 if flags[flag] + 1 < len(tokens):

@@ -24,8 +24,9 @@ description:
     C(accounts) (C(test), one of the account database tests), C(regex_absent) and C(regex_present) (C(paths),
     C(pattern)), C(command) (C(argv), C(expect) or C(expect_absent)), C(local_only) (C(port)), C(shell_less_locked)
     (accounts whose shell is not in C(/etc/shells) are locked; fixes: C(usermod -L)), C(unused_fs_modules) (C(keep):
-    every filesystem module of the running kernel is mounted, disabled in modprobe.d or kept) and
-    C(listeners_have_rules) (C(family) 4 or 6: every TCP and UDP port open beyond loopback has an INPUT ACCEPT rule)."
+    every filesystem of the running kernel, a directory of its kernel/fs, is mounted, disabled in modprobe.d by
+    install and blacklist lines, or kept) and C(listeners_have_rules) (C(family) 4 or 6: every TCP and UDP port open
+    beyond loopback is named by a rule of INPUT or a chain it jumps to)."
 author:
   - guardrail.ecs maintainers (@guardrail-ecs)
 options:
