@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COLLECTIONS = ROOT / ".cache" / "collections"
 sys.path.insert(0, str(COLLECTIONS))
 
-from ansible_collections.guardrail.ecs.plugins.module_utils.efs_hydrate import hydrate  # noqa: E402
+from ansible_collections.guardrail.ecs.plugins.module_utils.efs.hydrate import hydrate  # noqa: E402
 
 MODULE = "ansible_collections.guardrail.ecs.plugins.modules.efs_hydrate"
 HELPER_SOURCE = ROOT / "roles" / "efs_volume" / "files" / "guardrail-hydrate.c"

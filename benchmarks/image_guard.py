@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 import conftest  # noqa: E402  (tests/integration/conftest.py: moto helpers)
 import ecs_image_guard_helpers as helpers  # noqa: E402
-from ansible_collections.guardrail.ecs.plugins.module_utils import aws  # noqa: E402
-from ansible_collections.guardrail.ecs.plugins.module_utils import ecs_image_guard as guard  # noqa: E402
+from ansible_collections.guardrail.ecs.plugins.module_utils.common import aws  # noqa: E402
+from ansible_collections.guardrail.ecs.plugins.module_utils.ecs import image_guard as guard  # noqa: E402
 
 REPOSITORIES = 5
 CONSTANT = 5

@@ -37,7 +37,7 @@ def load_collection():
     from ansible.utils.collection_loader._collection_finder import _AnsibleCollectionFinder
 
     _AnsibleCollectionFinder(paths=[str(COLLECTIONS)])._install()
-    from ansible_collections.guardrail.ecs.plugins.module_utils import run_lock
+    from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import run_lock
 
     return run_lock
 

@@ -5,18 +5,11 @@
 templates, profiles and Ansible's templar are."""
 from __future__ import annotations
 
-import json
-
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.guardrail.ecs.plugins.module_utils import render as render_utils
-
-try:
-    from ansible.template import trust_as_template
-except ImportError:  # ansible-core < 2.19 trusts every template string
-    def trust_as_template(value):
-        return value
+from ansible_collections.guardrail.ecs.plugins.plugin_utils import render as render_utils
+from ansible_collections.guardrail.ecs.plugins.plugin_utils.templar import templater
 
 RENDER_ARGUMENT_SPEC = dict(
     stack=dict(type="str", required=True),
@@ -27,20 +20,6 @@ RENDER_ARGUMENT_SPEC = dict(
     dest=dict(type="str"),
     vars=dict(type="dict", default={}),
 )
-
-
-def templater(templar):
-    """A render_utils template function backed by Ansible's templar."""
-    def template(text, variables):
-        data_templar = templar.copy_with_new_env(available_variables=variables)
-        result = data_templar.template(trust_as_template(text), escape_backslashes=False,
-                                       preserve_trailing_newlines=True)
-        if result is None:
-            return ""
-        if isinstance(result, (dict, list)):
-            return json.dumps(result, sort_keys=True, indent=2) + "\n"
-        return str(result)
-    return template
 
 
 def run_render(templar, params, check_mode=False):

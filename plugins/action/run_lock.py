@@ -17,7 +17,7 @@ import os
 
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.guardrail.ecs.plugins.module_utils.run_lock import (
+from ansible_collections.guardrail.ecs.plugins.module_utils.workflow.run_lock import (
     controller_run_id, default_identity, job_id)
 
 

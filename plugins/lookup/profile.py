@@ -49,7 +49,7 @@ import os
 from ansible.errors import AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
 
-from ansible_collections.guardrail.ecs.plugins.module_utils import render as render_utils
+from ansible_collections.guardrail.ecs.plugins.plugin_utils import render as render_utils
 
 
 class LookupModule(LookupBase):

@@ -94,8 +94,8 @@ import os
 from ansible.errors import AnsibleError
 from ansible.plugins.lookup import LookupBase
 
-from ansible_collections.guardrail.ecs.plugins.module_utils import aws
-from ansible_collections.guardrail.ecs.plugins.module_utils.run_lock import LockError, get_backend
+from ansible_collections.guardrail.ecs.plugins.module_utils.common import aws
+from ansible_collections.guardrail.ecs.plugins.module_utils.workflow.run_lock import LockError, get_backend
 
 
 class LookupModule(LookupBase):

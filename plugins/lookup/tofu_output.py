@@ -57,7 +57,7 @@ _raw:
 from ansible.errors import AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
 
-from ansible_collections.guardrail.ecs.plugins.module_utils import tofu as tofu_utils
+from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import tofu as tofu_utils
 
 
 class LookupModule(LookupBase):

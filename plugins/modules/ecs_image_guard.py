@@ -263,7 +263,7 @@ audit:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.guardrail.ecs.plugins.module_utils.aws import (
+from ansible_collections.guardrail.ecs.plugins.module_utils.common.aws import (
     AWS_ARGUMENT_SPEC,
     AWS_MUTUALLY_EXCLUSIVE,
     AWS_REQUIRED_TOGETHER,
@@ -272,7 +272,7 @@ from ansible_collections.guardrail.ecs.plugins.module_utils.aws import (
     AWSError,
     aws_options,
 )
-from ansible_collections.guardrail.ecs.plugins.module_utils.ecs_image_guard import GuardError, run
+from ansible_collections.guardrail.ecs.plugins.module_utils.ecs.image_guard import GuardError, run
 
 
 def main():

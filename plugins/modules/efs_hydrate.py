@@ -231,14 +231,14 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.guardrail.ecs.plugins.module_utils.aws import (
+from ansible_collections.guardrail.ecs.plugins.module_utils.common.aws import (
     AWS_ARGUMENT_SPEC,
     AWS_MUTUALLY_EXCLUSIVE,
     AWS_REQUIRED_TOGETHER,
     AWSError,
     aws_options,
 )
-from ansible_collections.guardrail.ecs.plugins.module_utils.efs_hydrate import (
+from ansible_collections.guardrail.ecs.plugins.module_utils.efs.hydrate import (
     ON_EXISTING_CHOICES,
     HydrateError,
     hydrate,

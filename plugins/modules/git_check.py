@@ -115,7 +115,7 @@ problems:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.guardrail.ecs.plugins.module_utils.git import GitError, check
+from ansible_collections.guardrail.ecs.plugins.module_utils.common.git import GitError, check
 
 
 def main():

@@ -79,7 +79,7 @@ commits:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.guardrail.ecs.plugins.module_utils.git import GitError, push
+from ansible_collections.guardrail.ecs.plugins.module_utils.common.git import GitError, push
 
 
 def main():

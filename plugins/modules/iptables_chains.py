@@ -181,7 +181,7 @@ import tempfile
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.guardrail.ecs.plugins.module_utils import iptables
+from ansible_collections.guardrail.ecs.plugins.module_utils.firewall import iptables
 
 
 def _specs(params):

@@ -271,8 +271,8 @@ import copy
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.guardrail.ecs.plugins.module_utils import aws
-from ansible_collections.guardrail.ecs.plugins.module_utils.run_lock import (
+from ansible_collections.guardrail.ecs.plugins.module_utils.common import aws
+from ansible_collections.guardrail.ecs.plugins.module_utils.workflow.run_lock import (
     LockError, LockHeld, default_identity, get_backend, is_stale, new_record)
 
 

@@ -233,8 +233,8 @@ binary:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.guardrail.ecs.plugins.module_utils import plans
-from ansible_collections.guardrail.ecs.plugins.module_utils import tofu as tofu_utils
+from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import plans
+from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import tofu as tofu_utils
 
 ARGUMENT_SPEC = dict(
     project_path=dict(type="path", required=True),

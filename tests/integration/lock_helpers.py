@@ -9,7 +9,7 @@ from pathlib import Path
 
 import boto3
 
-from ansible_collections.guardrail.ecs.plugins.module_utils import run_lock
+from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import run_lock
 from conftest import ROOT, git
 
 TABLE = "tofu-locks"
@@ -123,7 +123,7 @@ import os, sys
 sys.path.insert(0, {collections!r})
 from ansible.utils.collection_loader._collection_finder import _AnsibleCollectionFinder
 _AnsibleCollectionFinder(paths=[{collections!r}])._install()
-from ansible_collections.guardrail.ecs.plugins.module_utils import run_lock
+from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import run_lock
 options = {options!r}
 backend = run_lock.get_backend(**options)
 record = run_lock.new_record({stack!r}, {profile!r}, "holder@killed", "run-killed", message="about to die")

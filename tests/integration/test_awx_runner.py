@@ -17,7 +17,7 @@ import ansible_runner
 import pytest
 import yaml
 
-from ansible_collections.guardrail.ecs.plugins.module_utils import run_lock
+from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import run_lock
 
 from conftest import AWS_TEST_ENV, ROOT, ansible_env, run_playbook
 from ecs_image_guard_helpers import deployment_ids, incident

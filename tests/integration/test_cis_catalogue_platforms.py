@@ -19,7 +19,7 @@ PLAYBOOK = """
     - %(role)s/vars/%(platform)s.yml
   tasks:
     - name: Plan
-      guardrail.ecs.cis_plan:
+      guardrail.ecs.internal.cis_plan:
         catalogue: "{{ cis_hardening_catalogue }}"
         benchmark: "{{ cis_hardening_benchmark_id }}"
         level: "{{ cis_hardening_level }}"
@@ -209,7 +209,7 @@ def rebase(value, root):
 
 
 def evaluate(row, root, files, audit_only=True):
-    from ansible_collections.guardrail.ecs.plugins.module_utils import cis_lines
+    from ansible_collections.guardrail.ecs.plugins.module_utils.cis import lines as cis_lines
     for path, text in files.items():
         target = root / path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -594,7 +594,7 @@ def test_al2_pam_modules_read_their_lines_only(tmp_path, control_id, stack, weak
 def test_one_vendor_drop_in_weakening_two_journald_keys_is_hidden_once(tmp_path, debian):
     """Two rows fixing the same vendor drop-in in one run: the copy in /etc loses both keys, keeps the rest."""
     by_id = rows(debian)
-    from ansible_collections.guardrail.ecs.plugins.module_utils import cis_lines
+    from ansible_collections.guardrail.ecs.plugins.module_utils.cis import lines as cis_lines
     vendor = tmp_path / "usr/lib/systemd/journald.conf.d/99-vendor.conf"
     vendor.parent.mkdir(parents=True)
     vendor.write_text("[Journal]\nCompress=no\nStorage=volatile\nSplitMode=uid\n")
@@ -633,7 +633,7 @@ def test_gdm_rows_apply_only_where_gdm_is_installed(tmp_path, debian):
     config = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())["cis_hardening_config_files"]
     files = {str(tmp_path) + f["path"]: {"path": str(tmp_path) + f["path"], "header": f.get("header")}
              for f in config if isinstance(f["path"], str) and f["path"].startswith("/etc/dconf/")}
-    from ansible_collections.guardrail.ecs.plugins.module_utils import cis_lines
+    from ansible_collections.guardrail.ecs.plugins.module_utils.cis import lines as cis_lines
     gdm_rows = [{k: v for k, v in rebase(rows(debian)[i], tmp_path).items() if k != "kind"}
                 for i in ("1.7.2", "1.7.3", "1.7.4", "1.7.5", "1.7.6", "1.7.7", "1.7.8", "1.7.9", "1.7.10")]
 
@@ -685,7 +685,7 @@ def test_pam_unix_remember_is_taken_out_and_the_rest_of_the_line_kept(tmp_path, 
 def test_root_in_pwhistory_and_faillock_is_one_setting_each(tmp_path, debian):
     """5.3.3.3.1 and 5.3.3.3.2 both need enforce_for_root in pwhistory.conf: one run fixes both and writes it once;
     5.3.3.1.3 needs even_deny_root in faillock.conf."""
-    from ansible_collections.guardrail.ecs.plugins.module_utils import cis_lines
+    from ansible_collections.guardrail.ecs.plugins.module_utils.cis import lines as cis_lines
     files = {"/etc/security/pwhistory.conf": "remember = 24\n", "/etc/security/faillock.conf": "deny = 5\n",
              "/etc/pam.d/common-password": COMMON_PASSWORD.replace(
                  "password\trequisite\tpam_deny.so", "password\trequisite\tpam_pwhistory.so use_authtok")}

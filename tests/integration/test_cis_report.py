@@ -9,7 +9,7 @@ from pathlib import Path
 
 from conftest import ROOT, VENV_BIN, ansible_env
 
-from ansible_collections.guardrail.ecs.plugins.module_utils.cis_common import STATUSES
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis.common import STATUSES
 
 TEMPLATES = ROOT / "roles" / "cis_hardening" / "templates"
 PLAYBOOK = """
@@ -27,14 +27,14 @@ PLAYBOOK = """
          settings: {check: command, argv: ["true"], expect: ""}}
   tasks:
     - name: Plan
-      guardrail.ecs.cis_plan:
+      guardrail.ecs.internal.cis_plan:
         catalogue: "{{ catalogue }}"
         benchmark: al2023
         level: 2
       register: plan
       tags: [always]
     - name: Report
-      guardrail.ecs.cis_report:
+      guardrail.ecs.internal.cis_report:
         controls: "{{ plan.controls }}"
         results:
           - "{{ plan.decided }}"
@@ -123,13 +123,13 @@ EVIDENCE_PLAYBOOK = """
          settings: {lines: [{path: /y, line: $FileCreateMode 0640}]}}
   tasks:
     - name: Plan
-      guardrail.ecs.cis_plan:
+      guardrail.ecs.internal.cis_plan:
         catalogue: "{{ catalogue }}"
         benchmark: debian12
         level: 1
       register: plan
     - name: Report
-      guardrail.ecs.cis_report:
+      guardrail.ecs.internal.cis_report:
         controls: "{{ plan.controls }}"
         results:
           - - {id: "1.1.1.1", status: pass, evidence: "cramfs: install /bin/false"}

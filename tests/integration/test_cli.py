@@ -296,7 +296,7 @@ def test_installed_collection_runs_its_own_copy(repo, tmp_path):
     home = tmp_path / "installed" / "ansible_collections" / "guardrail" / "ecs"
     command = home / "bin" / "guardrail"
     assert os.access(command, os.X_OK)
-    with open(home / "plugins" / "module_utils" / "cli.py", "a", encoding="utf-8") as handle:
+    with open(home / "plugins" / "plugin_utils" / "cli.py", "a", encoding="utf-8") as handle:
         handle.write('\nEPILOG += "(the installed copy)\\n"\n')
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
                GUARDRAIL_OWNER="tester")

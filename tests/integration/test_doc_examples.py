@@ -18,8 +18,8 @@ import yaml
 from conftest import ROOT, git, run_playbook
 from workflow_helpers import make_stack_repo, remote_head, remote_lock
 
-PLUGINS = sorted(p for p in (ROOT / "plugins").glob("*/*.py")
-                 if p.parent.name in ("modules", "lookup") and p.name != "__init__.py")
+PLUGINS = sorted(p for p in [*(ROOT / "plugins").glob("*/*.py"), *(ROOT / "plugins" / "modules" / "internal").glob("*.py")]
+                 if p.parent.name in ("modules", "lookup", "internal") and p.name != "__init__.py")
 
 LAB_HOST = ("changes the system configuration of the host it runs on (root, real /etc and services): "
             "it runs in the molecule scenarios on lab containers, not on the test machine")

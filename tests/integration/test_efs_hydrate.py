@@ -328,7 +328,7 @@ def test_without_root_owner_and_modes_apply_and_the_copy_completes():
         subprocess.run(["chmod", "-R", "a+rX", str(work / "src"), str(work / "collections")],
                        check=True, timeout=30)
         code = ("import json, sys\n"
-                "from ansible_collections.guardrail.ecs.plugins.module_utils.efs_hydrate import hydrate\n"
+                "from ansible_collections.guardrail.ecs.plugins.module_utils.efs.hydrate import hydrate\n"
                 "print(json.dumps(hydrate(sys.argv[1], sys.argv[2], dir_mode='0750', file_mode='0440')))\n")
         proc = subprocess.run(
             ["runuser", "-u", "nobody", "--", "env", f"PYTHONPATH={work / 'collections'}",

@@ -355,7 +355,7 @@ def test_without_root_refusals_come_before_the_lock(lab, which, problem):
         expected = "needs root"
     if which == "module":
         code = ("import json, sys\n"
-                "from ansible_collections.guardrail.ecs.plugins.module_utils.efs_hydrate import "
+                "from ansible_collections.guardrail.ecs.plugins.module_utils.efs.hydrate import "
                 "hydrate, HydrateError\n"
                 "try:\n    hydrate(sys.argv[1], sys.argv[2], owner=sys.argv[3] or None)\n"
                 "except HydrateError as exc:\n    sys.exit(str(exc))\n")

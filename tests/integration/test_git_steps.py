@@ -1,7 +1,7 @@
 """git_check and git_push against real clones of a bare remote."""
 import pytest
 
-from ansible_collections.guardrail.ecs.plugins.module_utils import git as gitops
+from ansible_collections.guardrail.ecs.plugins.module_utils.common import git as gitops
 from conftest import git
 from lock_helpers import clone
 

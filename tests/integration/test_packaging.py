@@ -58,16 +58,21 @@ def test_installed_roles_are_listed(installed):
     assert (path / "roles").is_dir()
 
 
-def plugin_names():
+def plugin_names(internal=False):
+    """The public modules and lookups; with `internal`, also the cis_hardening
+    role's internal modules (guardrail.ecs.internal.*), which the docs site leaves out."""
     found = []
-    for kind, folder in (("module", "modules"), ("lookup", "lookup")):
+    folders = [("module", "modules", ""), ("lookup", "lookup", "")]
+    if internal:
+        folders.append(("module", "modules/internal", "internal."))
+    for kind, folder, prefix in folders:
         for py in sorted((ROOT / "plugins" / folder).glob("*.py")):
             if py.name != "__init__.py":
-                found.append((kind, py.stem))
+                found.append((kind, prefix + py.stem))
     return found
 
 
-@pytest.mark.parametrize("kind,name", plugin_names())
+@pytest.mark.parametrize("kind,name", plugin_names(internal=True))
 def test_installed_plugin_renders_docs(installed, kind, name):
     env, cwd = installed[2:]
     out = run([BIN / "ansible-doc", "-t", kind, f"guardrail.ecs.{name}"], cwd, env)
@@ -86,6 +91,8 @@ def test_docs_site_has_a_page_per_plugin_and_role():
     expected += [f"{p.name}_role.html" for p in (ROOT / "roles").iterdir() if (p / "meta" / "argument_specs.yml").exists()]
     missing = [page for page in expected if not (html / page).is_file()]
     assert not missing, f"no page for {missing}"
+    internal = sorted(p.name for p in html.glob("internal.*"))
+    assert not internal, f"pages for the cis_hardening role's internal modules: {internal}"
     assert "guardrail.ecs" in (html / "index.html").read_text()
     ignored = subprocess.run(["git", "check-ignore", "-q", str(html / "index.html")], cwd=ROOT, check=False)
     assert ignored.returncode == 0, "docs/build must be git-ignored"

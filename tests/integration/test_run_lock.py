@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.guardrail.ecs.plugins.module_utils import run_lock
+from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import run_lock
 from conftest import ROOT, git
 from lock_helpers import (BUCKET, TABLE, SerialMotoServer, aws_contents, backend_options, clone,
                           create_aws_resources, race, start_holder)

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from ansible_collections.guardrail.ecs.plugins.module_utils import run_lock
+from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import run_lock
 from conftest import git, run_playbook, task_results
 from lock_helpers import BUCKET, TABLE, SerialMotoServer, backend_options, clone, create_aws_resources
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ansible_collections.guardrail.ecs.plugins.module_utils import run_lock
+from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import run_lock
 from conftest import ROOT, run_playbook, task_results
 from workflow_helpers import (commit, git, make_stack_repo, remote_head, remote_lock, state_outputs,
                               statuses, workflow)

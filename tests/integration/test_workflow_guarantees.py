@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from ansible_collections.guardrail.ecs.plugins.module_utils import run_lock
+from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import run_lock
 from conftest import ROOT, VENV_BIN, ansible_env, git
 from workflow_helpers import commit, make_stack_repo, remote_head, remote_lock, statuses, workflow
 
@@ -203,7 +203,7 @@ def test_sigint_to_ansible_playbook_interrupts_apply_gracefully(stack_repo, tmp_
 
 TOFU_CALLER = """
 import sys
-from ansible_collections.guardrail.ecs.plugins.module_utils import tofu
+from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import tofu
 tofu.Tofu(sys.argv[1]).execute("apply")
 """
 

@@ -2,7 +2,7 @@
 import botocore.exceptions
 import pytest
 
-from ansible_collections.guardrail.ecs.plugins.module_utils import aws
+from ansible_collections.guardrail.ecs.plugins.module_utils.common import aws
 
 
 class FakeClient:

@@ -1,7 +1,7 @@
 """Control selection: benchmark ids, levels, toggles, tags, decided statuses."""
 import pytest
 
-from ansible_collections.guardrail.ecs.plugins.module_utils.cis_catalogue import (
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis.catalogue import (
     CatalogueError, merge, rule_variable, select, summary)
 
 CATALOGUE = [

@@ -1,7 +1,7 @@
 """Extending the catalogue: site controls, per-id overrides, and the schema that names a bad row."""
 import pytest
 
-from ansible_collections.guardrail.ecs.plugins.module_utils.cis_catalogue import (
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis.catalogue import (
     CatalogueError, extend, merge, select)
 
 CATALOGUE = [

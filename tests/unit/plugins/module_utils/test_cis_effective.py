@@ -2,7 +2,9 @@
 import json
 import sys
 
-from ansible_collections.guardrail.ecs.plugins.module_utils import cis_effective, cis_lines, cis_sysctl
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis import effective as cis_effective
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis import lines as cis_lines
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis import sysctl as cis_sysctl
 
 # A stand-in for `sshd -T -C ...`: the effective configuration of sshd_config as sshd evaluates Match blocks
 # of the form "Match User a" / "Match Address 10.0.0.0/8" / "Match Group g" (the group named by the test).

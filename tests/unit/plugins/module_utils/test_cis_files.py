@@ -3,8 +3,8 @@ import os
 
 import pytest
 
-from ansible_collections.guardrail.ecs.plugins.module_utils import cis_files
-from ansible_collections.guardrail.ecs.plugins.module_utils.cis_common import CisError
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis import files as cis_files
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis.common import CisError
 
 ME = __import__("pwd").getpwuid(os.getuid()).pw_name
 MY_GROUP = __import__("grp").getgrgid(os.getgid()).gr_name

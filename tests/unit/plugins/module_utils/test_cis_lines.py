@@ -1,8 +1,8 @@
 """Configuration lines on real files in a temporary directory."""
 import pytest
 
-from ansible_collections.guardrail.ecs.plugins.module_utils import cis_lines
-from ansible_collections.guardrail.ecs.plugins.module_utils.cis_common import CisError
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis import lines as cis_lines
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis.common import CisError
 
 
 def status(results):

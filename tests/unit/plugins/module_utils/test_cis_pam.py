@@ -4,8 +4,8 @@ import shutil
 
 import pytest
 
-from ansible_collections.guardrail.ecs.plugins.module_utils import cis_pam
-from ansible_collections.guardrail.ecs.plugins.module_utils.cis_common import CisError
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis import pam as cis_pam
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis.common import CisError
 
 PWQUALITY_PROFILE = ("Name: Pwquality password strength checking\nDefault: yes\nPriority: 1024\n"
                      "Password-Type: Primary\nPassword:\n\trequisite\t\t\tpam_pwquality.so retry=3\n")

@@ -1,7 +1,7 @@
 """Read-mostly checks: mounts from a mountinfo file, regex checks, commands, the walk."""
 import os
 
-from ansible_collections.guardrail.ecs.plugins.module_utils import cis_scan
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis import scan as cis_scan
 
 MOUNTINFO = """\
 22 1 0:21 / / rw,relatime - overlay overlay rw
@@ -208,7 +208,7 @@ def test_check_command_and_local_only():
 
 def test_unknown_check_names_the_known_ones():
     import pytest
-    from ansible_collections.guardrail.ecs.plugins.module_utils.cis_common import CisError
+    from ansible_collections.guardrail.ecs.plugins.module_utils.cis.common import CisError
     with pytest.raises(CisError, match="unknown check 'nope'.*aide_scheduled"):
         cis_scan.apply([{"id": "9.9", "check": "nope"}])
 

@@ -1,6 +1,6 @@
 """The AIDE control needs a database: written by aide --init only when missing, bounded by a timeout,
 moved into place only when the init finished (a stand-in aide script does the writing)."""
-from ansible_collections.guardrail.ecs.plugins.module_utils import cis_scan
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis import scan as cis_scan
 
 
 def _control(tmp_path, body, timeout=30):

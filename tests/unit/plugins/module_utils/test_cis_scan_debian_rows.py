@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from ansible_collections.guardrail.ecs.plugins.module_utils import cis_scan
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis import scan as cis_scan
 
 PASSWD = """\
 root:x:0:0:root:/root:/bin/bash

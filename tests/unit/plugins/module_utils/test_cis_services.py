@@ -1,5 +1,5 @@
 """Packages and units: the command sequence, with dpkg and systemctl replaced."""
-from ansible_collections.guardrail.ecs.plugins.module_utils import cis_services
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis import services as cis_services
 
 
 class FakeHost:

@@ -1,10 +1,10 @@
 """sudoers Defaults flags as sudo reads them, and numbers as the programs read them."""
 import pytest
 
-from ansible_collections.guardrail.ecs.plugins.module_utils import cis_effective as eff
-from ansible_collections.guardrail.ecs.plugins.module_utils import cis_lines
-from ansible_collections.guardrail.ecs.plugins.module_utils.cis_catalogue import CatalogueError, extend
-from ansible_collections.guardrail.ecs.plugins.module_utils.cis_common import CisError
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis import effective as eff
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis import lines as cis_lines
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis.catalogue import CatalogueError, extend
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis.common import CisError
 
 UNLOCK = {"effective": "unlock_time", "value": 900, "compare": "ge", "also": [0]}
 

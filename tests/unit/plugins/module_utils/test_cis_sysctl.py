@@ -1,8 +1,8 @@
 """Kernel parameters against a fake /proc/sys and sysctl.d tree."""
 import pytest
 
-from ansible_collections.guardrail.ecs.plugins.module_utils import cis_sysctl
-from ansible_collections.guardrail.ecs.plugins.module_utils.cis_common import CisError
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis import sysctl as cis_sysctl
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis.common import CisError
 
 
 @pytest.fixture

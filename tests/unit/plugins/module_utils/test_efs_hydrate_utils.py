@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from ansible_collections.guardrail.ecs.plugins.module_utils import efs_hydrate as h
+from ansible_collections.guardrail.ecs.plugins.module_utils.efs import hydrate as h
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ import subprocess
 
 import pytest
 
-from ansible_collections.guardrail.ecs.plugins.module_utils import git
+from ansible_collections.guardrail.ecs.plugins.module_utils.common import git
 
 OID = "5d41402abc4b2a76b9719d911017c592ae2b3c11"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ansible_collections.guardrail.ecs.plugins.module_utils import run_lock
+from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import run_lock
 
 ROOT = Path(__file__).resolve().parents[4]
 

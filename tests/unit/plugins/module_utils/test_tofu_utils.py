@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from ansible_collections.guardrail.ecs.plugins.module_utils import tofu as t
+from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import tofu as t
 
 
 def change(address, actions, before=None, after=None, **extra):

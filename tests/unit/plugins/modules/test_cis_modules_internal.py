@@ -9,7 +9,7 @@ MODULES = ("cis_files", "cis_lines", "cis_plan", "cis_report", "cis_scan", "cis_
 
 @pytest.mark.parametrize("name", MODULES)
 def test_documentation_says_internal_to_the_role(name):
-    module = importlib.import_module("ansible_collections.guardrail.ecs.plugins.modules." + name)
+    module = importlib.import_module("ansible_collections.guardrail.ecs.plugins.modules.internal." + name)
     doc = yaml.safe_load(module.DOCUMENTATION)
     first = doc["description"][0]
     assert first.startswith("Internal to the C(guardrail.ecs.cis_hardening) role"), first

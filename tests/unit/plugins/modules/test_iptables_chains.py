@@ -20,7 +20,7 @@ except ImportError:  # ansible-core before 2.19
         finally:
             basic._ANSIBLE_ARGS = saved
 
-from ansible_collections.guardrail.ecs.plugins.module_utils import iptables
+from ansible_collections.guardrail.ecs.plugins.module_utils.firewall import iptables
 from ansible_collections.guardrail.ecs.plugins.modules import iptables_chains
 
 LIVE = """\

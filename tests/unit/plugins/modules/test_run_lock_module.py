@@ -3,7 +3,7 @@ import datetime
 
 import pytest
 
-from ansible_collections.guardrail.ecs.plugins.module_utils import run_lock as lock_utils
+from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import run_lock as lock_utils
 from ansible_collections.guardrail.ecs.plugins.modules import run_lock
 
 

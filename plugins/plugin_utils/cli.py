@@ -1,0 +1,288 @@
+# -*- coding: utf-8 -*-
+# Copyright: guardrail.ecs contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The `guardrail` command: the change workflow from a shell, without
+Ansible's playbook machinery.
+
+    guardrail [options] STEP... -- STACK PROFILE CMD...
+
+It runs the same engine as the guardrail.ecs.workflow action plugin
+(module_utils/workflow.py), with a template function built on Ansible's
+templar alone. Exit codes: 0 done, 1 a step failed, 2 refused (dirty or
+behind work tree, lock held, saved plan not applicable), 3 bad input.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_BAD_INPUT = 0, 1, 2, 3
+TOOLS = ("tofu", "terraform")
+# tofu subcommands the engine runs itself (change detection, saved plans);
+# every other command line is run as given in the rendered directory.
+ENGINE_COMMANDS = ("plan", "apply", "destroy")
+USAGE = "guardrail [options] STEP... -- STACK PROFILE CMD..."
+EPILOG = """\
+steps: render git_check lock exec git_push unlock unlock_any (in that order)
+CMD: `tofu plan` saves the plan and prints its id; `tofu apply ID` applies exactly
+that plan; `tofu apply` and `tofu destroy` plan and apply; any other command line
+(`tofu state list`, `tofu output`, `make check`) runs as given in the rendered
+directory. `tofu` runs tofu, or terraform when tofu is not installed.
+
+  alias tofu='guardrail render git_check lock exec git_push unlock -- alpha prod tofu'
+
+exit codes: 0 done, 1 a step failed, 2 refused (dirty or behind work tree, lock
+held, saved plan not applicable), 3 bad input.
+"""
+# (flag, parameter, environment variable, help)
+OPTIONS = (
+    ("--repo", "repo_path", "GUARDRAIL_REPO", "the stack repository (default: the current directory)"),
+    ("--owner", "owner", "GUARDRAIL_OWNER", "lock owner (default: user@host)"),
+    ("--run-id", "run_id", "GUARDRAIL_RUN_ID", "this run's id in the lock record"),
+    ("--lock-backend", "lock_backend", "GUARDRAIL_LOCK_BACKEND", "git (default), dynamodb or s3"),
+    ("--lock-remote", "lock_remote", "GUARDRAIL_LOCK_REMOTE", "git lock: the remote holding lock refs"),
+    ("--lock-table", "lock_table", "GUARDRAIL_LOCK_TABLE", "dynamodb lock: the table"),
+    ("--lock-bucket", "lock_bucket", "GUARDRAIL_LOCK_BUCKET", "s3 lock: the bucket"),
+    ("--lock-key", "lock_key", "GUARDRAIL_LOCK_KEY", "dynamodb/s3 lock: the key"),
+    ("--lock-message", "lock_message", "GUARDRAIL_LOCK_MESSAGE", "a note stored in the lock record"),
+    ("--region", "region", "GUARDRAIL_REGION", "AWS region of the lock backend"),
+    ("--aws-profile", "aws_profile", "GUARDRAIL_AWS_PROFILE", "AWS named profile of the lock backend"),
+    ("--endpoint-url", "endpoint_url", "GUARDRAIL_ENDPOINT_URL", "AWS endpoint of the lock backend"),
+    ("--push-remote", "push_remote", "GUARDRAIL_PUSH_REMOTE", "remote git_push pushes to"),
+    ("--stacks-dir", "stacks_dir", "GUARDRAIL_STACKS_DIR", "stacks directory (default: stacks)"),
+    ("--profiles-dir", "profiles_dir", "GUARDRAIL_PROFILES_DIR", "profiles directory (default: profiles)"),
+    ("--dest", "dest", "GUARDRAIL_DEST", "rendered directory (default: .dist/PROFILE/STACK)"),
+    ("--binary", "binary", "GUARDRAIL_BINARY", "tofu or terraform executable"),
+    ("--workspace", "workspace", "GUARDRAIL_WORKSPACE", "tofu workspace"),
+)
+
+
+class BadInput(Exception):
+    """The command line is wrong; nothing was run."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise BadInput(message)
+
+    def _get_formatter(self):
+        # argparse makes a formatter for every add_argument, and a formatter without a width imports
+        # shutil for the terminal's: the same width, found as shutil finds it, without that import.
+        try:
+            width = int(os.environ["COLUMNS"])
+        except (KeyError, ValueError):
+            try:
+                width = os.get_terminal_size(sys.__stdout__.fileno()).columns
+            except (AttributeError, OSError, ValueError):
+                width = 80
+        return self.formatter_class(prog=self.prog, width=max(width - 2, 20))
+
+
+def parser():
+    p = _Parser(prog="guardrail", usage=USAGE, epilog=EPILOG,
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+                description="Runs the change workflow for one stack and profile.")
+    for flag, dest, env, text in OPTIONS:
+        p.add_argument(flag, dest=dest, default=os.environ.get(env), help=f"{text} [{env}]")
+    p.add_argument("--var", dest="variables", action="append", default=[], metavar="NAME=VALUE",
+                   help="a tofu variable (passed as TF_VAR_NAME)")
+    p.add_argument("--var-file", dest="var_files", action="append", default=[], help="a tofu var file")
+    p.add_argument("--timeout", dest="exec_timeout", type=int,
+                   default=int(os.environ.get("GUARDRAIL_TIMEOUT") or 3600),
+                   help="seconds exec may run; then tofu gets SIGINT [GUARDRAIL_TIMEOUT]")
+    p.add_argument("--no-fetch", dest="fetch", action="store_false", help="git_check does not fetch")
+    p.add_argument("--always-render", action="store_true",
+                   default=bool(os.environ.get("GUARDRAIL_ALWAYS_RENDER")),
+                   help="render even when the committed inputs are unchanged (for templates "
+                        "whose lookups read something outside the repository) [GUARDRAIL_ALWAYS_RENDER]")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("steps", nargs="*", metavar="STEP")
+    return p
+
+
+def parse(argv):
+    """(params for the workflow engine, options) from the command line."""
+    if "--" not in argv:
+        raise BadInput("missing `--`: " + USAGE)
+    cut = argv.index("--")
+    options = parser().parse_args(argv[:cut])
+    rest = argv[cut + 1:]
+    if len(rest) < 3:
+        raise BadInput("after `--` give STACK PROFILE CMD...: " + USAGE)
+    stack, profile, cmd = rest[0], rest[1], rest[2:]
+    variables = {}
+    for item in options.variables:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise BadInput(f"--var {item!r}: use NAME=VALUE")
+        variables[name] = value
+    params = {flag_dest: getattr(options, flag_dest) for _flag, flag_dest, _env, _text in OPTIONS}
+    params.update(stack=stack, profile=profile, steps=options.steps, variables=variables,
+                  var_files=[os.path.abspath(f) for f in options.var_files],
+                  exec_timeout=options.exec_timeout, fetch=options.fetch)
+    always_render = options.always_render
+    params.update(command_params(cmd, options.binary))
+    return params, always_render
+
+
+def command_params(cmd, binary=None):
+    """{"command", "plan_id"} for the engine from the command line after
+    STACK PROFILE."""
+    from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import plans
+
+    tool, args = os.path.basename(cmd[0]), cmd[1:]
+    if tool in TOOLS:
+        if args and args[0] in ENGINE_COMMANDS and len(args) == 1:
+            return {"command": args[0], "plan_id": None}
+        if len(args) == 2 and args[0] == "apply" and plans.PLAN_ID_RE.match(args[1]):
+            return {"command": "apply", "plan_id": args[1]}
+        from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import tofu as tofu_utils
+        try:
+            path = tofu_utils.find_binary(binary)
+        except tofu_utils.TofuError as exc:
+            raise BadInput(str(exc)) from exc
+        return {"command": [path, *args], "plan_id": None}
+    return {"command": list(cmd), "plan_id": None}
+
+
+def defaults(params):
+    """`params` completed with the workflow argument spec's defaults."""
+    from ansible_collections.guardrail.ecs.plugins.plugin_utils import workflow as engine
+
+    full = {}
+    for name, spec in engine.WORKFLOW_ARGUMENT_SPEC.items():
+        value = params.get(name)
+        full[name] = spec.get("default") if value is None else value
+        if isinstance(full[name], (dict, list)):
+            full[name] = type(full[name])(full[name])
+    full["lock_backend"] = full["lock_backend"] or "git"
+    choices = engine.WORKFLOW_ARGUMENT_SPEC["lock_backend"]["choices"]
+    if full["lock_backend"] not in choices:
+        raise BadInput(f"lock backend {full['lock_backend']!r}: use one of {', '.join(choices)}")
+    if not full["steps"]:
+        raise BadInput("name at least one step before `--`: " + USAGE)
+    if full["repo_path"]:
+        full["repo_path"] = os.path.abspath(os.path.expanduser(full["repo_path"]))
+    return full
+
+
+def templater(make_templar):
+    """A render template function on the templar `make_templar()` returns
+    (Ansible's templar alone: no inventory, no play), made on first use."""
+    state = {}
+
+    def template(text, variables):
+        if "template" not in state:
+            from ansible_collections.guardrail.ecs.plugins.plugin_utils.templar import templater as wrap
+            state["template"] = wrap(make_templar())
+        return state["template"](text, variables)
+    return template
+
+
+def echo_line(line):
+    try:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        discard_stdout()
+
+
+def discard_stdout():
+    """Whoever read our output went away (`| head`): the run goes on to its
+    end (an apply is not cut short, the lock is released), its output
+    discarded."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def echo_events(line):
+    """One line of a `-json` event stream, as its human message."""
+    try:
+        event = json.loads(line)
+        line = event.get("@message", "") + "\n" if isinstance(event, dict) else line
+    except ValueError:
+        pass
+    echo_line(line)
+
+
+def human(result, stream):
+    """The human report: one line per step, the plan summary, the message."""
+    for record in result.get("steps") or []:
+        status = record["status"]
+        if status == "ok" and record.get("result", {}).get("skipped"):
+            status = "skipped"
+        elif status == "failed" and result.get("refused"):
+            status = "refused"
+        stream.write(f"{record['step']:<10} {status:<7} changed={int(bool(record['changed']))} "
+                     f"{record['duration']:6.2f}s\n")
+    for line in result.get("summary") or []:
+        stream.write(line + "\n")
+    if result.get("plan_id") and not result.get("failed") and result.get("command_kind") == "plan":
+        stream.write(f"Saved plan {result['plan_id']}; apply exactly this plan with: "
+                     f"tofu apply {result['plan_id']}\n")
+    if result.get("failed"):
+        sys.stderr.write(f"guardrail: {'refused' if result.get('refused') else 'failed'}: "
+                         f"{result.get('msg')}\n")
+
+
+def exec_output(result):
+    """(stdout, stderr) of the exec step, to show as the tool printed them."""
+    for record in result.get("steps") or []:
+        if record["step"] == "exec" and isinstance(record.get("result"), dict):
+            return record["result"].get("stdout") or "", record["result"].get("stderr") or ""
+    return "", ""
+
+
+def main(argv=None, make_templar=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("-h", "--help"):
+        sys.stdout.write(parser().format_help())
+        return EXIT_OK
+    as_json = "--json" in argv[:argv.index("--")] if "--" in argv else False
+    try:
+        from ansible_collections.guardrail.ecs.plugins.plugin_utils import workflow as engine
+
+        params, always_render = parse(argv)
+        params = defaults(params)
+        params["always_render"] = always_render
+        result = engine.run(params, templater(make_templar), fast=True,
+                            echo=None if as_json else (echo_line, echo_events))
+    except BadInput as exc:
+        return _bad(str(exc), as_json)
+    except engine.WorkflowError as exc:
+        return _bad(str(exc), as_json)
+    result["command_kind"] = params["command"] if isinstance(params["command"], str) else "exec"
+    try:
+        report(result, as_json)
+    except BrokenPipeError:
+        discard_stdout()
+    if not result.get("failed"):
+        return EXIT_OK
+    return EXIT_REFUSED if result.get("refused") else EXIT_FAILED
+
+
+def report(result, as_json):
+    if as_json:
+        json.dump(result, sys.stdout, indent=2, sort_keys=True, default=str)
+        sys.stdout.write("\n")
+    else:
+        out, err = exec_output(result)
+        kind = result["command_kind"]
+        if (kind != "plan" or result.get("failed")) and not result.get("streamed"):
+            sys.stdout.write(out)
+        if kind == "exec" or result.get("failed"):
+            sys.stderr.write(err)
+        human(result, sys.stdout)
+    sys.stdout.flush()
+
+
+def _bad(message, as_json):
+    if as_json:
+        json.dump({"failed": True, "bad_input": True, "msg": message}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stderr.write(f"guardrail: bad input: {message}\n")
+    return EXIT_BAD_INPUT

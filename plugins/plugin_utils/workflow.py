@@ -1,0 +1,695 @@
+# -*- coding: utf-8 -*-
+# Copyright: guardrail.ecs contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The change workflow for one (stack, profile): render, git check, lock,
+exec, push and unlock, in one process.
+
+Plain Python, no Ansible playbook machinery: the caller passes the template
+function (`template(text, variables) -> str`) that renders the stack, so the
+workflow action plugin (Ansible's templar) and the guardrail command run the
+same steps.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import time
+
+from ansible_collections.guardrail.ecs.plugins.module_utils.common.aws import AWS_ARGUMENT_SPEC
+from ansible_collections.guardrail.ecs.plugins.module_utils.common import git as git_utils
+from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import plans
+from ansible_collections.guardrail.ecs.plugins.plugin_utils import render as render_utils
+from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import run_lock
+from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import tofu as tofu_utils
+
+STEPS = ("render", "git_check", "lock", "exec", "git_push", "unlock", "unlock_any")
+DEFAULT_STEPS = ["render", "git_check", "lock", "exec", "git_push", "unlock"]
+# Commands after which git_push pushes: a plan (or anything else) never does.
+PUSHING = ("apply", "destroy")
+# backend_config keys whose values are credentials, masked in results.
+SECRET_KEY_RE = re.compile(r"(secret|token|password|access_key|credentials|sas|client_key)", re.I)
+TOFU_OPTIONS = ("backend_config", "backend_config_files", "lock", "lock_timeout", "parallelism",
+                "targets", "replace", "timeout")
+
+WORKFLOW_ARGUMENT_SPEC = dict(
+    stack=dict(type="str", required=True),
+    profile=dict(type="str", required=True),
+    steps=dict(type="list", elements="str", default=DEFAULT_STEPS),
+    repo_path=dict(type="path"),
+    command=dict(type="raw", default="apply"),
+    stacks_dir=dict(type="str", default="stacks"),
+    profiles_dir=dict(type="str", default="profiles"),
+    dest=dict(type="str"),
+    vars=dict(type="dict", default={}),
+    binary=dict(type="str"),
+    workspace=dict(type="str"),
+    variables=dict(type="dict", default={}, no_log=True),
+    var_files=dict(type="list", elements="path", default=[]),
+    tofu_options=dict(type="dict", default={}, no_log=True),
+    show_sensitive=dict(type="bool", default=False),
+    exec_timeout=dict(type="int", default=3600),
+    max_ahead=dict(type="int", default=1),
+    allow_detached=dict(type="bool", default=False),
+    fetch=dict(type="bool", default=True),
+    push_remote=dict(type="str"),
+    owner=dict(type="str"),
+    run_id=dict(type="str"),
+    lock_message=dict(type="str", default=""),
+    lock_backend=dict(type="str", default="git", choices=list(run_lock.BACKENDS)),
+    lock_remote=dict(type="str"),
+    lock_table=dict(type="str"),
+    lock_bucket=dict(type="str"),
+    lock_key=dict(type="str"),
+    lock_takeover=dict(type="bool", default=True),
+    lock_ttl=dict(type="int"),
+    plan_id=dict(type="str"),
+)
+WORKFLOW_ARGUMENT_SPEC.update(AWS_ARGUMENT_SPEC)
+
+
+class WorkflowError(Exception):
+    """Bad input: nothing was run."""
+
+
+class StepFailed(Exception):
+    """A step refused or failed; `result` is what it returned so far."""
+
+    def __init__(self, message, result=None):
+        super().__init__(message)
+        self.result = result or {}
+
+
+def validate_steps(steps):
+    """The steps as given, or a clear error when unknown, repeated or out of order."""
+    if not steps:
+        raise WorkflowError(f"steps is empty: name at least one of {', '.join(STEPS)}")
+    unknown = [s for s in steps if s not in STEPS]
+    if unknown:
+        raise WorkflowError(f"unknown step(s) {', '.join(map(repr, unknown))}: "
+                            f"steps are {', '.join(STEPS)}, in that order; nothing was run")
+    for before, after in zip(steps, steps[1:]):
+        if STEPS.index(after) <= STEPS.index(before):
+            raise WorkflowError(
+                f"step {after!r} cannot come after {before!r}: steps run in the order "
+                f"{', '.join(STEPS)}; nothing was run")
+    return list(steps)
+
+
+def validate_command(command):
+    if isinstance(command, str):
+        if command not in tofu_utils.COMMANDS:
+            raise WorkflowError(f"unknown command {command!r}: use a tofu command "
+                                f"({', '.join(tofu_utils.COMMANDS)}) or an argv list")
+        return command
+    if isinstance(command, list) and command and all(isinstance(a, (str, int, float)) for a in command):
+        return [str(a) for a in command]
+    raise WorkflowError("command must be a tofu command name or a non-empty list of arguments")
+
+
+class Workflow:
+    """The steps of one run and everything they share."""
+
+    def __init__(self, params, template, check_mode=False, diff=False, variables=None, fast=False, echo=None):
+        """`params` as validated by WORKFLOW_ARGUMENT_SPEC; `template` renders
+        one template text with a dict of variables; `variables` (Ansible's
+        task variables, or None) give the default owner and run id.
+
+        `fast` (the guardrail command) skips a render whose committed inputs
+        are unchanged (unless params["always_render"]) and runs an apply
+        nobody reviewed first as one `apply -json`. `echo`, when given, is
+        (lines, events): callables shown each line of an exec'd command's
+        output and of tofu's -json event stream as they come."""
+        self.fast = fast
+        self.echo = echo
+        self.streamed = False
+        self.params = params
+        self.template = template
+        self.check_mode = check_mode
+        self.diff = diff
+        self.stack = params["stack"]
+        self.profile = params["profile"]
+        self.repo_path = os.path.realpath(params["repo_path"] or os.getcwd())
+        identity = run_lock.default_identity(variables)
+        self.owner = params["owner"] or identity[0]
+        self.run_id = params["run_id"] or identity[1]
+        self.job = run_lock.job_id(variables)
+        self.command = validate_command(params["command"])
+        self._backend = None
+        self.diffs = []
+        self.exec_result = {}
+        self.rendered = {}
+        self.steps = []
+        self.lock_record = None
+        self.applied = None  # {"commit", "branch"} once an apply/destroy succeeded
+        self.tofu_secrets = set()
+        self.interrupted = None
+        self.lock_taken = False
+        try:
+            render_utils.validate_name("stack", self.stack)
+            render_utils.validate_name("profile", self.profile)
+            run_lock.validate_identity(self.stack, self.profile)
+            self.stack_root, self.profiles_root, self.dest = render_utils.resolve(
+                self.repo_path, self.stack, self.profile, params["stacks_dir"],
+                params["profiles_dir"], params["dest"])
+        except (render_utils.RenderError, run_lock.LockError) as exc:
+            raise WorkflowError(f"{exc}; nothing was run") from exc
+
+    @property
+    def operation(self):
+        return self.command if isinstance(self.command, str) else os.path.basename(self.command[0])
+
+    def backend(self):
+        if self._backend is None:
+            p = self.params
+            self._backend = run_lock.get_backend(
+                p["lock_backend"], repo_path=self.repo_path, remote=p["lock_remote"],
+                table=p["lock_table"], key=p["lock_key"], bucket=p["lock_bucket"],
+                region=p["region"], profile=p["aws_profile"], access_key=p["access_key"],
+                secret_key=p["secret_key"], session_token=p["session_token"],
+                endpoint_url=p["endpoint_url"])
+        return self._backend
+
+    # -- steps ---------------------------------------------------------------
+    def render_key(self):
+        """What the render step reads, as committed: the git trees of the
+        stack and the profiles, the vars and var files; None when any of it
+        is not committed (the render step proper then refuses)."""
+        p = self.params
+        specs = [f"HEAD:./{os.path.relpath(d, self.repo_path)}" for d in (self.stack_root, self.profiles_root)]
+        try:
+            render_utils.check_committed(self.repo_path, [self.stack_root, self.profiles_root], required=True)
+            trees = git_utils.run_git(["rev-parse", *specs], self.repo_path).split()
+        except (render_utils.RenderError, git_utils.GitError):
+            return None
+        return {"trees": trees, "vars": p["vars"], "stack": self.stack, "profile": self.profile,
+                "var_files": p["var_files"]}
+
+    def step_render(self):
+        """Renders; with `fast`, keeps the rendered files when the committed
+        inputs and the files it wrote last time are unchanged: rendering the
+        same trees again would write the same files."""
+        key = self.render_key() if self.fast and not self.params.get("always_render") else None
+        if key is not None and render_utils.rendered_from(self.dest, key):
+            return {"changed": False, "dest": self.dest, "skipped": True,
+                    "msg": "inputs unchanged since the last render: files kept"}
+        result = self._render()
+        if key is not None and not self.check_mode:
+            render_utils.record_key(self.dest, key)
+        return result
+
+    def _render(self):
+        p = self.params
+        try:
+            # The rendered directory is written even in check mode: it is
+            # git-ignored build output, and the plan that check mode runs
+            # needs it.
+            # Only committed sources are rendered: the stack, the profiles and
+            # the var files under the repository are checked before any
+            # template is evaluated.
+            sources = [f for f in p["var_files"] if os.path.isabs(f)]
+            result = render_utils.render(
+                self.repo_path, self.stack, self.profile, self.template,
+                extra_vars=p["vars"], stacks_dir=p["stacks_dir"], profiles_dir=p["profiles_dir"],
+                dest=p["dest"], sources=sources, require_git="git_check" in self.steps)
+        except render_utils.RenderError as exc:
+            raise StepFailed(f"render failed: {exc}") from exc
+        self.diffs.extend(result.pop("diff"))
+        self.rendered = result
+        return result
+
+    def step_git_check(self):
+        p = self.params
+        try:
+            result = git_utils.check(self.repo_path, max_ahead=p["max_ahead"],
+                                     allow_detached=p["allow_detached"], fetch=p["fetch"])
+        except git_utils.GitError as exc:
+            raise StepFailed(f"git check failed: {exc}") from exc
+        result["changed"] = False
+        if not result["ok"]:
+            raise StepFailed("git check refused the work tree: " + "; ".join(result["problems"]), result)
+        return result
+
+    def step_lock(self):
+        conflict = self.tofu_lock_conflict()
+        if conflict:
+            raise StepFailed(f"lock refused before taking any lock: {conflict}")
+        try:
+            record = run_lock.new_record(self.stack, self.profile, self.owner, self.run_id,
+                                         operation=self.operation, message=self.params["lock_message"],
+                                         job=self.job)
+            changed, held = self.backend().acquire(self.stack, self.profile, record,
+                                                   check_mode=self.check_mode,
+                                                   takeover=self.params["lock_takeover"],
+                                                   ttl=self.params["lock_ttl"])
+        except run_lock.LockConfigError as exc:
+            raise StepFailed(f"lock backend configuration error: {exc}; nothing was locked") from exc
+        except (run_lock.LockError, git_utils.GitError) as exc:
+            raise StepFailed(f"lock refused: {exc}") from exc
+        self.lock_record = held
+        self.lock_taken = changed
+        result = {"changed": changed, "record": held}
+        if held.get("taken_over") and changed:
+            result["taken_over"] = held["taken_over"]
+        return result
+
+    def tofu_lock_conflict(self):
+        """Why the run lock would be the very lock tofu takes for the state
+        (tofu would then wait on us while we wait on tofu), or None."""
+        p = self.params
+        if p["lock_backend"] == "git" or (p["tofu_options"] or {}).get("lock") is False:
+            return None
+        backend = backend_settings(self.dest, (p["tofu_options"] or {}).get("backend_config") or {})
+        if backend.get("type") != "s3" or not backend.get("key"):
+            return None
+        ours = p["lock_key"] or f"guardrail/{self.stack}/{self.profile}"
+        key = backend["key"]
+        if self.params["workspace"] and self.params["workspace"] != "default":
+            key = f"{backend.get('workspace_key_prefix') or 'env:'}/{self.params['workspace']}/{key}"
+        if (p["lock_backend"] == "dynamodb" and backend.get("dynamodb_table") == p["lock_table"]
+                and ours == f"{backend.get('bucket')}/{key}"):
+            where = f"item LockID={ours} in table {p['lock_table']}"
+        elif (p["lock_backend"] == "s3" and backend.get("bucket") == p["lock_bucket"] and ours == key
+              and str(backend.get("use_lockfile", "")).lower() in ("true", "1")):
+            where = f"object {key}.tflock in bucket {p['lock_bucket']}"
+        else:
+            return None
+        return (f"lock_key {ours!r} makes the run lock the {where}, which is tofu's own lock for "
+                f"the state {backend.get('bucket')}/{key}: tofu would wait for the run lock while "
+                "the run waits for tofu (a deadlock). Leave lock_key unset (the run lock is then "
+                f"guardrail/{self.stack}/{self.profile}) or give it a key of its own; tofu's lock "
+                "keeps guarding the state")
+
+    def pushing(self):
+        """Whether the command changes infrastructure (an apply or destroy)."""
+        if isinstance(self.command, str):
+            return self.command in PUSHING
+        tool = os.path.basename(self.command[0])
+        return tool in ("tofu", "terraform") and any(a in PUSHING for a in self.command[1:2])
+
+    def recheck_upstream(self):
+        """Just before exec, with the lock held: the branch must not be behind
+        its upstream, so what is applied is what is then pushed. Returns the
+        commit checked out, or None when there was nothing to re-check."""
+        if "lock" not in self.steps or not self.params["fetch"] or self.check_mode:
+            return None
+        try:
+            info = git_utils.check(self.repo_path, max_ahead=10 ** 6, allow_detached=True, fetch=True)
+        except git_utils.GitError as exc:
+            raise StepFailed(f"exec: cannot re-check the upstream before running: {exc}; "
+                             "nothing was applied") from exc
+        if info["behind"]:
+            # A lock held from an earlier run (re-entered) keeps guarding what
+            # that run left; only a lock this run took is given back.
+            released = self.lock_taken and self._release_quietly()
+            raise StepFailed(
+                f"exec: branch {info['branch']} is now {info['behind']} commit(s) behind "
+                f"{info['upstream']} (pushed while this run waited): nothing was applied"
+                f"{'; the run lock was released' if released else ''}. Pull, then run again",
+                {"behind": info["behind"], "upstream": info["upstream"], "released": released})
+        return info["head"]
+
+    def _release_quietly(self):
+        try:
+            return self.backend().release(self.stack, self.profile, self.run_record())[0]
+        except (run_lock.LockError, git_utils.GitError):
+            return False
+
+    def mark_lock(self, state, detail):
+        """Records the run's state (failed, interrupted) in the lock record."""
+        set_state = getattr(self.backend(), "set_state", None) if self.lock_record else None
+        if set_state is None or self.check_mode:
+            return
+        try:
+            self.lock_record = set_state(self.stack, self.profile, self.lock_record, state,
+                                         detail=detail[:500])
+        except (run_lock.LockError, git_utils.GitError):
+            pass
+
+    def head(self):
+        try:
+            return git_utils.run_git(["rev-parse", "--verify", "HEAD"], self.repo_path).strip()
+        except git_utils.GitError:
+            return None
+
+    def step_exec(self):
+        if not os.path.isdir(self.dest):
+            raise StepFailed(f"exec: the rendered directory {self.dest} does not exist; add the render step")
+        commit = (self.recheck_upstream() or self.head()) if self.pushing() else None
+        try:
+            result = self._exec()
+        except StepFailed as exc:
+            self.interrupted = exc.result.get("interrupted")
+            self.mark_lock("interrupted" if self.interrupted else "failed", str(exc))
+            raise
+        if self.pushing() and not self.check_mode and commit:
+            self.applied = {"commit": commit, "command": self.operation,
+                            "counts": result.get("counts")}
+        return result
+
+    def _exec(self):
+        if isinstance(self.command, list):
+            return self._exec_argv()
+        p = self.params
+        options = dict(p["tofu_options"] or {})
+        unknown = sorted(set(options) - set(TOFU_OPTIONS))
+        if unknown:
+            raise StepFailed(f"exec: unknown tofu_options {', '.join(unknown)}: use {', '.join(TOFU_OPTIONS)}")
+        tofu = None
+        try:
+            tofu = tofu_utils.Tofu(self.dest, binary=p["binary"], workspace=p["workspace"],
+                                   variables=p["variables"], var_files=p["var_files"], **options)
+            result = self._saved_plan(tofu)
+            if result is None:
+                result = tofu.execute(self.command, check_mode=self.check_mode,
+                                      show_sensitive=p["show_sensitive"])
+        except plans.PlanRefused as exc:
+            raise StepFailed(f"exec ({self.operation}) refused: {exc}", {"refused": True}) from exc
+        except tofu_utils.TofuError as exc:
+            if tofu:
+                self.tofu_secrets |= tofu.secrets
+            raise StepFailed(f"exec ({self.operation}) failed: {exc}",
+                             {"rc": exc.rc, "stdout": tofu.stdout if tofu else "",
+                              "stderr": tofu.stderr if tofu else exc.stderr,
+                              "interrupted": exc.interrupted}) from exc
+        self.tofu_secrets |= tofu.secrets
+        result.update(stdout=tofu.stdout, stderr=tofu.stderr, binary=tofu.binary)
+        if self.diff:
+            self.diffs.extend(tofu_utils.diff_text(result["resources"]))
+        self.exec_result = result
+        return result
+
+    def _saved_plan(self, tofu):
+        """Plans that are saved (command plan), applies of a saved plan
+        (plan_id) and, with `fast`, an apply nobody reviewed first in one tofu
+        invocation; None for every other command."""
+        if (self.fast and self.command == "apply" and not self.params["plan_id"] and not self.check_mode
+                and not self.diff):
+            with tofu_utils.INTERRUPTS.guard(), self.streaming(1):
+                result = plans.apply_once(tofu)
+            outputs = result.pop("outputs_raw")
+            result.update(command="apply",
+                          outputs=tofu_utils.mask_outputs(outputs, self.params["show_sensitive"]))
+            return result
+        context = dict(commit=self.head(), stack=self.stack, profile=self.profile)
+        if self.command == "plan" and not self.check_mode:
+            with tofu_utils.INTERRUPTS.guard():
+                result = plans.save(tofu, **context)
+            outputs = {}
+        elif self.command == "apply" and self.params["plan_id"] and not self.check_mode:
+            with tofu_utils.INTERRUPTS.guard():
+                result = plans.apply(tofu, self.params["plan_id"], **context)
+            outputs = result.pop("outputs_raw")
+        else:
+            return None
+        result.setdefault("outputs_changed", [])
+        result["outputs"] = tofu_utils.mask_outputs(outputs, self.params["show_sensitive"])
+        result.update(command=self.command, applied=result.get("applied", False))
+        return result
+
+    def check_plan(self):
+        """With plan_id: refuses before any step runs when the saved plan
+        cannot be applied here (missing, another commit or stack/profile)."""
+        plan_id = self.params["plan_id"]
+        if not plan_id:
+            return None
+        if self.command != "apply" or "exec" not in self.steps:
+            raise WorkflowError("plan_id is for command apply with the exec step; nothing was run")
+        try:
+            return plans.check(self.dest, plan_id, self.head(), self.stack, self.profile)
+        except plans.PlanRefused as exc:
+            raise StepFailed(f"saved plan refused: {exc}", {"refused": True}) from exc
+
+    def _exec_argv(self):
+        if self.check_mode:
+            return {"changed": False, "skipped": True, "msg": "check mode: the command was not run",
+                    "cmd": self.command}
+        try:
+            with self.streaming(0):
+                rc, stdout, stderr, interrupted = tofu_utils.run_process(
+                    self.command, self.dest, dict(os.environ), self.params["exec_timeout"])
+        except OSError as exc:
+            raise StepFailed(f"exec ({self.operation}) failed: {exc}") from exc
+        result = {"changed": True, "cmd": self.command, "rc": rc, "stdout": stdout, "stderr": stderr,
+                  "interrupted": interrupted}
+        if interrupted:
+            why = (f"timed out after {self.params['exec_timeout']}s" if interrupted == "timeout"
+                   else f"was interrupted by {interrupted}")
+            raise StepFailed(f"exec ({self.operation}) {why}: it was sent SIGINT, then had a grace "
+                             f"period, and exited with rc={rc}: {stderr.strip() or stdout.strip()}", result)
+        if rc != 0:
+            raise StepFailed(f"exec ({self.operation}) failed with rc={rc}: "
+                             f"{stderr.strip() or stdout.strip()}", result)
+        self.exec_result = result
+        return result
+
+    @contextlib.contextmanager
+    def streaming(self, which):
+        """Shows the standard output of the commands run inside it as it
+        comes, through echo[which] (0: plain lines, 1: a -json event stream)."""
+        if self.echo is None:
+            yield
+            return
+        tofu_utils.ECHO = self.echo[which]
+        self.streamed = True
+        try:
+            yield
+        finally:
+            tofu_utils.ECHO = None
+
+    def step_git_push(self):
+        if "exec" in self.steps and not self.applied and not (self.check_mode and self.pushing()):
+            return {"changed": False, "skipped": True,
+                    "msg": f"nothing pushed: only a successful {' or '.join(PUSHING)} pushes, "
+                           f"and this run's command was {self.operation} (a plan never pushes)"}
+        try:
+            return git_utils.push(self.repo_path, remote=self.params["push_remote"],
+                                  check_mode=self.check_mode)
+        except git_utils.GitError as exc:
+            raise StepFailed(f"git push failed: {exc}") from exc
+
+    def run_record(self):
+        """Who this run is, for the lock: its owner and run id."""
+        return self.lock_record or {"owner": self.owner, "run_id": self.run_id}
+
+    def step_unlock(self):
+        try:
+            changed, record = self.backend().release(self.stack, self.profile, self.run_record(),
+                                                     check_mode=self.check_mode)
+        except run_lock.LockConfigError as exc:
+            raise StepFailed(f"lock backend configuration error: {exc}; nothing was unlocked") from exc
+        except (run_lock.LockError, git_utils.GitError) as exc:
+            raise StepFailed(f"unlock refused: {exc} (a lock held by someone else is released "
+                             "with steps [unlock_any])") from exc
+        return {"changed": changed, "record": record}
+
+    def step_unlock_any(self):
+        try:
+            changed, record = self.backend().remove(self.stack, self.profile, check_mode=self.check_mode)
+        except run_lock.LockConfigError as exc:
+            raise StepFailed(f"lock backend configuration error: {exc}; nothing was unlocked") from exc
+        except (run_lock.LockError, git_utils.GitError) as exc:
+            raise StepFailed(f"unlock_any failed: {exc}") from exc
+        # The record broken, so who broke whose lock stays traceable.
+        return {"changed": changed, "record": record, "broken": record if changed else None}
+
+    # -- run -----------------------------------------------------------------
+    def run(self, steps):
+        self.steps = list(steps)
+        with tofu_utils.INTERRUPTS.guard() as interrupts:
+            return self._run(steps, interrupts)
+
+    def _run(self, steps, interrupts):
+        records = []
+        failure = None
+        try:
+            self.check_plan()
+        except StepFailed as exc:
+            failure = ("plan_id", str(exc))
+            records.append({"step": "plan_id", "status": "failed", "changed": False, "duration": 0.0,
+                            "msg": str(exc), "result": exc.result})
+        for name in steps:
+            if failure is None and interrupts.received:
+                failure = (name, f"interrupted by {interrupts.received} before step {name}")
+                records.append({"step": name, "status": "failed", "changed": False, "duration": 0.0,
+                                "msg": failure[1], "result": {}})
+                continue
+            if failure is not None:
+                records.append({"step": name, "status": "skipped", "changed": False, "duration": 0.0})
+                continue
+            start = time.monotonic()
+            try:
+                result = getattr(self, f"step_{name}")()
+                status, msg = "ok", ""
+            except StepFailed as exc:
+                result, status, msg = exc.result, "failed", str(exc)
+                failure = (name, msg)
+            records.append({"step": name, "status": status, "changed": bool(result.get("changed")),
+                            "duration": round(time.monotonic() - start, 3), "msg": msg,
+                            "result": result})
+        return records, failure
+
+    def failure_message(self, step, msg, steps):
+        if step not in steps:
+            return msg
+        held = "lock" in steps and steps.index("lock") < steps.index(step)
+        if step == "git_check":
+            return f"{msg}. No lock was taken and nothing ran."
+        if held and step == "git_push" and self.applied:
+            counts = self.applied.get("counts") or {}
+            summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n) or "no resource change"
+            return (f"{msg}. Commit {self.applied['commit']} was applied to {self.stack}/{self.profile} "
+                    f"({self.applied['command']}: {summary}) but is not on the upstream: someone "
+                    "pushed meanwhile. The run lock stays held by {self.owner} "
+                    f"(run {self.run_id}) so nobody applies the upstream over it. What to do: pull "
+                    "(rebase or merge onto the upstream), then run the workflow again as the same "
+                    "owner: it applies the combined commit, pushes it and releases the lock.")
+        if held and step == "exec" and self.interrupted:
+            return (f"{msg}. The run lock {self.stack}/{self.profile} stays held by {self.owner} "
+                    f"(run {self.run_id}), marked interrupted, and nothing was pushed; tofu's state "
+                    f"is in {self.dest}. Run again as the same owner to finish: tofu resumes from "
+                    "that state (a resource cut mid-create is tainted and replaced).")
+        if held and step in ("exec", "git_push"):
+            return (f"{msg}. The run lock {self.stack}/{self.profile} stays held by {self.owner} "
+                    f"(run {self.run_id}) and nothing was pushed"
+                    f"{'' if step == 'exec' else ' (the exec step did run)'}. Fix or revert, then run "
+                    f"again as the same owner (the ended run's lock is taken over), or release it with "
+                    f"steps [unlock] and run_id {self.run_id} (steps [unlock_any] releases it "
+                    "whoever holds it).")
+        return msg
+
+
+def net_changed(records):
+    """Whether the run left anything changed. A lock this run took and
+    released again is no change, so a run with nothing to do reports none."""
+    by_step = {r["step"]: r for r in records}
+    transient = set()
+    lock, unlock = by_step.get("lock"), by_step.get("unlock")
+    if lock and unlock and lock["status"] == unlock["status"] == "ok" and lock["changed"]:
+        transient = {"lock", "unlock"}
+    return any(r["changed"] for r in records if r["step"] not in transient)
+
+
+def refused(records):
+    """Whether the run failed because it was refused (dirty or behind work
+    tree, lock held, saved plan not applicable) rather than a step failing."""
+    for record in records:
+        if record["status"] != "failed":
+            continue
+        result = record.get("result") if isinstance(record.get("result"), dict) else {}
+        return bool(result.get("refused") or record["step"] == "git_check"
+                    or (record["step"] == "render" and "not committed" in record.get("msg", ""))
+                    or (record["step"] == "lock" and record.get("msg", "").startswith("lock refused")))
+    return False
+
+
+def backend_settings(dest, overrides=None):
+    """The backend block of the rendered configuration as {"type", attr: value}
+    (plain string and boolean attributes only), with `overrides`
+    (backend_config) on top; {} when none is found."""
+    found = {}
+    try:
+        names = sorted(os.listdir(dest))
+    except OSError:
+        names = []
+    for name in names:
+        path = os.path.join(dest, name)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if name.endswith(".tf.json"):
+            try:
+                blocks = (json.loads(text).get("terraform") or {})
+            except (ValueError, AttributeError):
+                continue
+            for block in blocks if isinstance(blocks, list) else [blocks]:
+                for kind, settings in ((block or {}).get("backend") or {}).items():
+                    if isinstance(settings, list):
+                        settings = settings[0] if settings else {}
+                    found = dict(type=kind, **{k: v for k, v in (settings or {}).items()
+                                               if isinstance(v, (str, bool))})
+        elif name.endswith(".tf"):
+            match = re.search(r'backend\s+"([^"]+)"\s*\{([^}]*)\}', text)
+            if match:
+                found = {"type": match.group(1)}
+                for attr in re.finditer(r'^\s*(\w+)\s*=\s*(?:"([^"]*)"|(true|false))\s*$',
+                                        match.group(2), re.M):
+                    found[attr.group(1)] = attr.group(2) if attr.group(2) is not None else attr.group(3)
+    if found:
+        found.update({k: v for k, v in (overrides or {}).items() if isinstance(v, (str, bool))})
+    return found
+
+
+def redact(value, secrets):
+    """`value` with every occurrence of a secret in any string masked."""
+    secrets = sorted((s for s in secrets if isinstance(s, str) and s), key=len, reverse=True)
+    if not secrets:
+        return value
+
+    def walk(item):
+        if isinstance(item, dict):
+            return {walk(k): walk(v) for k, v in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [walk(v) for v in item]
+        if isinstance(item, str):
+            for secret in secrets:
+                item = item.replace(secret, tofu_utils.MASK)
+        return item
+    return walk(value)
+
+
+def secrets_of(params):
+    """The values in `params` that are credentials: AWS keys and backend_config
+    values under credential-like names. Plain values (a profile named like a
+    variable's value, a parallelism equal to a count) are not secrets."""
+    found = {params.get(k) for k in ("secret_key", "session_token", "access_key")}
+    for key, value in ((params.get("tofu_options") or {}).get("backend_config") or {}).items():
+        if SECRET_KEY_RE.search(str(key)):
+            found.add(str(value))
+    return {s for s in found if isinstance(s, str) and s}
+
+
+def run(params, template, check_mode=False, diff=False, variables=None, fast=False, echo=None):
+    """Validates and runs the steps in `params`. Returns the result a task
+    reports (without no_log masking: the caller applies its own). Raises
+    WorkflowError for bad input, before any step runs. `fast` and `echo`:
+    see Workflow."""
+    steps = validate_steps(params["steps"])
+    workflow = Workflow(params, template, check_mode=check_mode, diff=diff, variables=variables,
+                        fast=fast, echo=echo)
+    started = time.monotonic()
+    records, failure = workflow.run(steps)
+    result = dict(
+        changed=net_changed(records),
+        stack=workflow.stack, profile=workflow.profile, owner=workflow.owner,
+        run_id=workflow.run_id, dest=workflow.dest, steps=records,
+        duration=round(time.monotonic() - started, 3),
+    )
+    for key in ("counts", "outputs", "resources", "plan_id", "summary"):
+        if key in workflow.exec_result:
+            result[key] = workflow.exec_result[key]
+    if workflow.rendered:
+        result["hash"] = workflow.rendered.get("hash")
+    if diff and workflow.diffs:
+        result["diff"] = workflow.diffs
+    if failure:
+        interrupted = next((r["result"].get("interrupted") for r in records
+                            if r["status"] == "failed" and isinstance(r.get("result"), dict)), None)
+        if interrupted or "interrupted by" in failure[1]:
+            result["interrupted"] = interrupted or tofu_utils.INTERRUPTS.received or "signal"
+        result["failed"] = True
+        result["failed_step"] = failure[0]
+        result["refused"] = refused(records)
+        result["msg"] = workflow.failure_message(failure[0], failure[1], steps)
+    else:
+        result["msg"] = "; ".join(f"{r['step']} {'changed' if r['changed'] else 'ok'}" for r in records)
+    if workflow.applied:
+        result["applied_commit"] = workflow.applied["commit"]
+    if workflow.streamed:
+        result["streamed"] = True
+    # Masked: credentials given as options and every value tofu marks
+    # sensitive (variables, attributes, outputs), wherever they appear.
+    return redact(result, secrets_of(params) | workflow.tofu_secrets)

@@ -1,0 +1,88 @@
+"""module_utils/workflow.py and tofu.run_process: the parts that need no git
+or tofu - backend detection, masking, interrupts of a real child process."""
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+import pytest
+
+from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import tofu as t
+from ansible_collections.guardrail.ecs.plugins.plugin_utils import workflow as w
+
+
+def test_backend_settings_from_hcl_and_json(tmp_path):
+    (tmp_path / "main.tf").write_text('terraform {\n  backend "s3" {\n    bucket = "b"\n'
+                                      '    key    = "k.tfstate"\n    use_lockfile = true\n  }\n}\n')
+    assert w.backend_settings(str(tmp_path)) == {"type": "s3", "bucket": "b", "key": "k.tfstate",
+                                                 "use_lockfile": "true"}
+    assert w.backend_settings(str(tmp_path), {"key": "other"})["key"] == "other"
+    (tmp_path / "main.tf").unlink()
+    (tmp_path / "b.tf.json").write_text(json.dumps({"terraform": {"backend": {"s3": {
+        "bucket": "b", "key": "k", "dynamodb_table": "t"}}}}))
+    assert w.backend_settings(str(tmp_path))["dynamodb_table"] == "t"
+    assert w.backend_settings(str(tmp_path / "missing")) == {}
+
+
+def test_redact_masks_only_secrets():
+    result = {"profile": "prod", "counts": {"create": 10}, "stdout": "key=abc-secret-1 prod",
+              "list": ["abc-secret-1", 10]}
+    assert w.redact(result, {"abc-secret-1"}) == {
+        "profile": "prod", "counts": {"create": 10}, "stdout": f"key={t.MASK} prod", "list": [t.MASK, 10]}
+    assert w.redact(result, set()) == result
+
+
+def test_secrets_of_takes_credentials_not_plain_options():
+    params = {"secret_key": "sk", "session_token": None, "access_key": "ak",
+              "variables": {"release": "prod"},
+              "tofu_options": {"parallelism": 10, "backend_config": {"password": "pw", "bucket": "b"}}}
+    assert w.secrets_of(params) == {"sk", "ak", "pw"}
+
+
+IGNORES_SIGINT = ("import signal, sys, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                  "print('ready', flush=True)\ntime.sleep(60)\n")
+STOPS_ON_SIGINT = ("import signal, sys, time\n"
+                   "def stop(*a):\n    print('state written', flush=True)\n    sys.exit(130)\n"
+                   "signal.signal(signal.SIGINT, stop)\nopen('ready', 'w').close()\nprint('ready', flush=True)\n"
+                   "time.sleep(60)\n")
+
+
+def test_timeout_sends_sigint_and_lets_the_child_finish(tmp_path):
+    rc, out, _err, why = t.run_process([sys.executable, "-c", STOPS_ON_SIGINT], str(tmp_path),
+                                       dict(os.environ), timeout=3, grace=10)
+    assert (rc, why) == (130, "timeout") and "state written" in out
+
+
+def test_child_ignoring_sigint_is_escalated_after_the_grace(tmp_path):
+    started = time.monotonic()
+    rc, _out, _err, why = t.run_process([sys.executable, "-c", IGNORES_SIGINT], str(tmp_path),
+                                        dict(os.environ), timeout=1, grace=1)
+    assert why == "timeout" and rc == -signal.SIGTERM
+    assert time.monotonic() - started < 10
+
+
+def _when_ready(path, action):
+    """Runs `action` once the child has installed its handler (it creates `path`)."""
+    deadline = time.monotonic() + 30
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    action()
+
+
+def test_signal_forwarded_once_as_sigint(tmp_path):
+    interrupts = t.Interrupts()
+    threading.Thread(target=_when_ready, args=(tmp_path / "ready", lambda: (
+        interrupts._handler(signal.SIGTERM, None), interrupts._handler(signal.SIGINT, None)))).start()
+    rc, out, _err, why = t.run_process([sys.executable, "-c", STOPS_ON_SIGINT], str(tmp_path),
+                                       dict(os.environ), timeout=30, grace=10, interrupts=interrupts)
+    assert (rc, why) == (130, "SIGTERM") and out.count("state written") == 1
+
+
+@pytest.mark.parametrize("command,pushing", [("apply", True), ("destroy", True), ("plan", False),
+                                             (["terraform", "apply"], True), (["make", "apply"], False)])
+def test_only_apply_and_destroy_push(command, pushing):
+    flow = w.Workflow.__new__(w.Workflow)
+    flow.command = command
+    assert flow.pushing() is pushing
