@@ -18,7 +18,10 @@ import os
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.workflow.run_lock import (
-    controller_run_id, default_identity, job_id)
+    controller_run_id,
+    default_identity,
+    job_id,
+)
 
 
 class ActionModule(ActionBase):

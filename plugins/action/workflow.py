@@ -13,10 +13,14 @@ from __future__ import annotations
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.guardrail.ecs.plugins.plugin_utils.templar import templater
 from ansible_collections.guardrail.ecs.plugins.plugin_utils import workflow as engine
+from ansible_collections.guardrail.ecs.plugins.plugin_utils.templar import templater
 from ansible_collections.guardrail.ecs.plugins.plugin_utils.workflow import (  # noqa: F401 pylint: disable=unused-import
-    DEFAULT_STEPS, STEPS, WORKFLOW_ARGUMENT_SPEC, net_changed)
+    DEFAULT_STEPS,
+    STEPS,
+    WORKFLOW_ARGUMENT_SPEC,
+    net_changed,
+)
 
 
 def validate_steps(steps):

@@ -267,8 +267,8 @@ from ansible_collections.guardrail.ecs.plugins.module_utils.common.aws import (
     AWS_ARGUMENT_SPEC,
     AWS_MUTUALLY_EXCLUSIVE,
     AWS_REQUIRED_TOGETHER,
-    HAS_BOTO3,
     BOTO3_IMPORT_ERROR,
+    HAS_BOTO3,
     AWSError,
     aws_options,
 )

@@ -273,7 +273,13 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.common import aws
 from ansible_collections.guardrail.ecs.plugins.module_utils.workflow.run_lock import (
-    LockError, LockHeld, default_identity, get_backend, is_stale, new_record)
+    LockError,
+    LockHeld,
+    default_identity,
+    get_backend,
+    is_stale,
+    new_record,
+)
 
 
 def argument_spec():

@@ -27,7 +27,6 @@ import subprocess
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.common import names
 
-
 TEMPLATE_SUFFIX = ".j2"
 # A template whose output name ends like this is parsed as YAML (JSON is YAML)
 # and written as canonical JSON, so data-driven configuration is byte-stable.

@@ -17,12 +17,11 @@ import os
 import re
 import time
 
-from ansible_collections.guardrail.ecs.plugins.module_utils.common.aws import AWS_ARGUMENT_SPEC
 from ansible_collections.guardrail.ecs.plugins.module_utils.common import git as git_utils
-from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import plans
-from ansible_collections.guardrail.ecs.plugins.plugin_utils import render as render_utils
-from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import run_lock
+from ansible_collections.guardrail.ecs.plugins.module_utils.common.aws import AWS_ARGUMENT_SPEC
+from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import plans, run_lock
 from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import tofu as tofu_utils
+from ansible_collections.guardrail.ecs.plugins.plugin_utils import render as render_utils
 
 STEPS = ("render", "git_check", "lock", "exec", "git_push", "unlock", "unlock_any")
 DEFAULT_STEPS = ["render", "git_check", "lock", "exec", "git_push", "unlock"]

@@ -18,7 +18,6 @@ import pytest
 import yaml
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import run_lock
-
 from conftest import AWS_TEST_ENV, ROOT, ansible_env, run_playbook
 from ecs_image_guard_helpers import deployment_ids, incident
 
@@ -262,6 +261,7 @@ def tofu_repo(tmp_path, clone):
     lock tags and a `mirror` remote to push to; origin then unreachable, so
     only fetch=false lets git_check pass."""
     import shutil
+
     from conftest import git
 
     for part in ("stacks", "profiles"):
@@ -294,6 +294,7 @@ def runner_result(runner, task="Run the workflow"):
 
 def test_tofu_change_options_reach_the_workflow(git_repo, tmp_path):
     import shutil
+
     from conftest import git
 
     clone = git_repo[0]
@@ -357,6 +358,7 @@ def test_tofu_change_limits_reach_the_workflow(git_repo, tmp_path):
 
 def test_tofu_change_aws_lock_options_reach_the_workflow(git_repo, tmp_path, moto):
     import boto3
+
     from lock_helpers import TABLE, create_aws_resources
 
     clone = git_repo[0]

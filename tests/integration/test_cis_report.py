@@ -7,9 +7,8 @@ import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
-from conftest import ROOT, VENV_BIN, ansible_env
-
 from ansible_collections.guardrail.ecs.plugins.module_utils.cis.common import STATUSES
+from conftest import ROOT, VENV_BIN, ansible_env
 
 TEMPLATES = ROOT / "roles" / "cis_hardening" / "templates"
 PLAYBOOK = """

@@ -11,7 +11,6 @@ import pytest
 import yaml
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.ecs.image_guard import GuardError, run
-
 from conftest import ROOT, run_playbook, task_results
 from ecs_image_guard_helpers import (
     deployment_ids,

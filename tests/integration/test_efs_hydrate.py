@@ -11,7 +11,6 @@ import subprocess
 import tarfile
 import tempfile
 import time
-
 from pathlib import Path
 
 import pytest

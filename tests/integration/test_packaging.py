@@ -107,7 +107,7 @@ def test_tarball_carries_the_changelog_and_no_development_files(installed):
            "changelogs/fragments/", "docs/")
     leaked = sorted(n for n in names if n.startswith(dev) or n in {
         "Makefile", "requirements-dev.txt", "requirements-docs.txt", "requirements-compat.txt", "ansible.cfg",
-        ".ansible-lint", ".gitignore", "CONTRIBUTING.md"})
+        ".ansible-lint", "ruff.toml", ".gitignore", "CONTRIBUTING.md"})
     assert not leaked, f"development files in the tarball: {leaked}"
     for kept in ("playbooks/tofu_change.yml", "inventories/aws_ec2.yml", "requirements.txt", "bindep.txt",
                  "execution-environment.yml", "meta/runtime.yml"):

@@ -8,8 +8,17 @@ import pytest
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import run_lock
 from conftest import ROOT, git
-from lock_helpers import (BUCKET, TABLE, SerialMotoServer, aws_contents, backend_options, clone,
-                          create_aws_resources, race, start_holder)
+from lock_helpers import (
+    BUCKET,
+    TABLE,
+    SerialMotoServer,
+    aws_contents,
+    backend_options,
+    clone,
+    create_aws_resources,
+    race,
+    start_holder,
+)
 
 BACKENDS = ("git", "dynamodb", "s3")
 BAD_NAMES = ["a/b", "..", "a..b", "has space", "semi;colon", "$(touch x)", "back`tick`", "pipe|x", "",
@@ -451,6 +460,7 @@ def test_examples_run(git_repo, moto):
     AWS pointed at moto through AWS_ENDPOINT_URL."""
     import boto3
     import yaml
+
     from conftest import run_playbook, task_results
 
     for region in ("us-east-1", "eu-west-1"):

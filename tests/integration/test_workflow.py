@@ -6,8 +6,7 @@ import pytest
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import run_lock
 from conftest import ROOT, run_playbook, task_results
-from workflow_helpers import (commit, git, make_stack_repo, remote_head, remote_lock, state_outputs,
-                              statuses, workflow)
+from workflow_helpers import commit, git, make_stack_repo, remote_head, remote_lock, state_outputs, statuses, workflow
 
 ALL = ["render", "git_check", "lock", "exec", "git_push", "unlock"]
 

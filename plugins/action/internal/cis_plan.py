@@ -10,7 +10,12 @@ from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.cis.catalogue import (
-    BENCHMARKS, CatalogueError, extend, rule_variable, select)
+    BENCHMARKS,
+    CatalogueError,
+    extend,
+    rule_variable,
+    select,
+)
 
 
 class ActionModule(ActionBase):

@@ -22,7 +22,13 @@ import pwd
 import stat
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.cis.common import (
-    CisError, enforce, finish, read_text, sample, write_text)
+    CisError,
+    enforce,
+    finish,
+    read_text,
+    sample,
+    write_text,
+)
 
 
 def _names(value):

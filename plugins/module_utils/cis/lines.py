@@ -49,7 +49,13 @@ import re
 from ansible_collections.guardrail.ecs.plugins.module_utils.cis import effective as eff
 from ansible_collections.guardrail.ecs.plugins.module_utils.cis.catalogue import line_item_problem
 from ansible_collections.guardrail.ecs.plugins.module_utils.cis.common import (
-    CisError, enforce, finish, read_text, run, write_text)
+    CisError,
+    enforce,
+    finish,
+    read_text,
+    run,
+    write_text,
+)
 
 ITEM_KINDS = ("key", "line", "absent", "absent_arg", "kmod", "grub_arg", "command", "effective", "sudo_default", "sshd")
 

@@ -22,7 +22,13 @@ import os
 import re
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.cis.common import (
-    CisError, enforce, finish, read_text, run, write_text)
+    CisError,
+    enforce,
+    finish,
+    read_text,
+    run,
+    write_text,
+)
 
 MODULES = ("unix", "faillock", "pwquality", "pwhistory")
 METHODS = ("pam_auth_update", "authselect", "files")

@@ -42,7 +42,14 @@ import stat
 import time
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.cis.common import (
-    CisError, enforce, finish, read_text, run, sample, write_text)
+    CisError,
+    enforce,
+    finish,
+    read_text,
+    run,
+    sample,
+    write_text,
+)
 
 PSEUDO_FS = frozenset((
     "proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "securityfs", "debugfs", "tracefs",

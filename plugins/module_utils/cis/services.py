@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import os
 
-from ansible_collections.guardrail.ecs.plugins.module_utils.cis.common import (
-    CisError, enforce, finish, run)
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis.common import CisError, enforce, finish, run
 
 KEYS = ("packages_absent", "packages_present", "services_masked", "services_enabled", "services_disabled")
 

@@ -16,7 +16,12 @@ import os
 import re
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.cis.common import (
-    CisError, enforce, finish, read_text, write_text)
+    CisError,
+    enforce,
+    finish,
+    read_text,
+    write_text,
+)
 
 # The order systemd-sysctl and `sysctl --system` read drop-ins in: by file
 # name across these directories, the first directory winning for a name.

@@ -43,8 +43,7 @@ import re
 import time
 import zlib
 
-from ansible_collections.guardrail.ecs.plugins.module_utils.common import aws
-from ansible_collections.guardrail.ecs.plugins.module_utils.common import names
+from ansible_collections.guardrail.ecs.plugins.module_utils.common import aws, names
 from ansible_collections.guardrail.ecs.plugins.module_utils.common.git import GitError, failure, run_git_proc
 
 COLLECTION_VERSION = "0.2.0"

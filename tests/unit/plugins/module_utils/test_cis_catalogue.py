@@ -2,7 +2,12 @@
 import pytest
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.cis.catalogue import (
-    CatalogueError, merge, rule_variable, select, summary)
+    CatalogueError,
+    merge,
+    rule_variable,
+    select,
+    summary,
+)
 
 CATALOGUE = [
     {"id": {"al2023": "3.2.1", "al2": "3.3.1"}, "title": "Ensure IP forwarding is disabled", "level": 1,

@@ -1,8 +1,7 @@
 """Extending the catalogue: site controls, per-id overrides, and the schema that names a bad row."""
 import pytest
 
-from ansible_collections.guardrail.ecs.plugins.module_utils.cis.catalogue import (
-    CatalogueError, extend, merge, select)
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis.catalogue import CatalogueError, extend, merge, select
 
 CATALOGUE = [
     {"id": {"al2023": "4.2.16", "debian12": "5.1.16"}, "title": "Ensure sshd MaxAuthTries is configured", "level": 1,

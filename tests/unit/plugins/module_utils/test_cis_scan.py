@@ -208,6 +208,7 @@ def test_check_command_and_local_only():
 
 def test_unknown_check_names_the_known_ones():
     import pytest
+
     from ansible_collections.guardrail.ecs.plugins.module_utils.cis.common import CisError
     with pytest.raises(CisError, match="unknown check 'nope'.*aide_scheduled"):
         cis_scan.apply([{"id": "9.9", "check": "nope"}])

@@ -9,8 +9,8 @@ import botocore.exceptions
 import pytest
 from botocore.stub import Stubber
 
-from ansible_collections.guardrail.ecs.plugins.module_utils.ecs import image_guard as g
 from ansible_collections.guardrail.ecs.plugins.module_utils.common.aws import AWSError
+from ansible_collections.guardrail.ecs.plugins.module_utils.ecs import image_guard as g
 
 URI = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 GONE = "sha256:" + "1" * 64

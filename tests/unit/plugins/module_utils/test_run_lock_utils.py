@@ -1,9 +1,9 @@
 """Unit tests for module_utils/run_lock.py: names, identity, records, and the
 acquire/release/remove logic over an in-memory backend."""
 import datetime
-import os
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 
