@@ -18,6 +18,10 @@ import json
 import os
 import sys
 
+from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import plans
+from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import tofu as tofu_utils
+from ansible_collections.guardrail.ecs.plugins.plugin_utils import workflow as engine
+
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_BAD_INPUT = 0, 1, 2, 3
 TOOLS = ("tofu", "terraform")
 # tofu subcommands the engine runs itself (change detection, saved plans);
@@ -66,18 +70,6 @@ class BadInput(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         raise BadInput(message)
-
-    def _get_formatter(self):
-        # argparse makes a formatter for every add_argument, and a formatter without a width imports
-        # shutil for the terminal's: the same width, found as shutil finds it, without that import.
-        try:
-            width = int(os.environ["COLUMNS"])
-        except (KeyError, ValueError):
-            try:
-                width = os.get_terminal_size(sys.__stdout__.fileno()).columns
-            except (AttributeError, OSError, ValueError):
-                width = 80
-        return self.formatter_class(prog=self.prog, width=max(width - 2, 20))
 
 
 def parser():
@@ -130,15 +122,12 @@ def parse(argv):
 def command_params(cmd, binary=None):
     """{"command", "plan_id"} for the engine from the command line after
     STACK PROFILE."""
-    from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import plans
-
     tool, args = os.path.basename(cmd[0]), cmd[1:]
     if tool in TOOLS:
         if args and args[0] in ENGINE_COMMANDS and len(args) == 1:
             return {"command": args[0], "plan_id": None}
         if len(args) == 2 and args[0] == "apply" and plans.PLAN_ID_RE.match(args[1]):
             return {"command": "apply", "plan_id": args[1]}
-        from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import tofu as tofu_utils
         try:
             path = tofu_utils.find_binary(binary)
         except tofu_utils.TofuError as exc:
@@ -149,8 +138,6 @@ def command_params(cmd, binary=None):
 
 def defaults(params):
     """`params` completed with the workflow argument spec's defaults."""
-    from ansible_collections.guardrail.ecs.plugins.plugin_utils import workflow as engine
-
     full = {}
     for name, spec in engine.WORKFLOW_ARGUMENT_SPEC.items():
         value = params.get(name)
@@ -243,8 +230,6 @@ def main(argv=None, make_templar=None):
         return EXIT_OK
     as_json = "--json" in argv[:argv.index("--")] if "--" in argv else False
     try:
-        from ansible_collections.guardrail.ecs.plugins.plugin_utils import workflow as engine
-
         params, always_render = parse(argv)
         params = defaults(params)
         params["always_render"] = always_render

@@ -18,10 +18,12 @@ never tofu's working files (state, plans, .terraform/).
 """
 from __future__ import annotations
 
+import copy
 import fnmatch
 import hashlib
 import json
 import os
+import shutil
 import stat
 import subprocess
 
@@ -74,10 +76,6 @@ def inside(root, path):
 def deep_merge(base, override):
     """`override` on top of `base`: dicts merge key by key, anything else
     (lists included) is replaced. Neither input is modified."""
-    # Imported here: only a render merges, and `copy` probes for a Jython
-    # module, which would make the guardrail command search site-packages.
-    import copy  # pylint: disable=import-outside-toplevel
-
     if not isinstance(base, dict) or not isinstance(override, dict):
         return copy.deepcopy(override)
     merged = copy.deepcopy(base)
@@ -340,7 +338,6 @@ def sync(dest, files, check_mode=False):
                 os.unlink(parent)
             os.makedirs(parent, exist_ok=True)
             if os.path.isdir(path) and not os.path.islink(path):
-                import shutil  # pylint: disable=import-outside-toplevel  # rare; the command line's run never needs it
                 shutil.rmtree(path)
             tmp = f"{path}.tmp-{os.getpid()}"
             with open(tmp, "wb") as handle:

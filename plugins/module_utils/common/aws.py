@@ -8,31 +8,14 @@ retry policy (jittered exponential backoff on throttling) for every call.
 """
 from __future__ import annotations
 
+import importlib.util
+import random
 import time
 
 # boto3 takes a noticeable fraction of a second to import; plugins that may
 # never call AWS (the git lock backend, the workflow) must not pay for it.
-# HAS_BOTO3 is known without importing it, and the import happens on first use.
-# Even looking for it waits for first use (module __getattr__): looking
-# searches site-packages, which the guardrail command adds only when needed.
-_FOUND = []
-
-
-def has_boto3():
-    if not _FOUND:
-        import importlib.util  # pylint: disable=import-outside-toplevel
-        _FOUND.append(importlib.util.find_spec("boto3") is not None
-                      and importlib.util.find_spec("botocore") is not None)
-    return _FOUND[0]
-
-
-def __getattr__(name):
-    if name == "HAS_BOTO3":
-        return has_boto3()
-    if name == "BOTO3_IMPORT_ERROR":
-        return None if has_boto3() else ImportError("No module named 'boto3' (or 'botocore')")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+HAS_BOTO3 = importlib.util.find_spec("boto3") is not None and importlib.util.find_spec("botocore") is not None
+BOTO3_IMPORT_ERROR = None if HAS_BOTO3 else ImportError("No module named 'boto3' (or 'botocore')")
 
 # The argument spec matching doc fragment guardrail.ecs.aws.
 AWS_ARGUMENT_SPEC = dict(
@@ -96,7 +79,7 @@ def aws_options(params):
 
 
 def session(options):
-    if not has_boto3():
+    if not HAS_BOTO3:
         raise AWSError("boto3 is required: No module named 'boto3' (or 'botocore')")
     import boto3  # pylint: disable=import-outside-toplevel
     return boto3.session.Session(
@@ -133,7 +116,7 @@ def error_code(exc):
 
 
 def _is_botocore_error(exc):
-    if not has_boto3():
+    if not HAS_BOTO3:
         return False
     import botocore.exceptions  # pylint: disable=import-outside-toplevel
     return isinstance(exc, botocore.exceptions.BotoCoreError)
@@ -163,15 +146,9 @@ def retry_kind(exc):
     return None
 
 
-def _uniform(low, high):
-    """random.uniform, imported when a call is retried (the command line's no-change run never is)."""
-    import random  # pylint: disable=import-outside-toplevel
-    return random.uniform(low, high)
-
-
 def backoff(attempt, base_delay=0.2, max_delay=20.0):
     """Full jitter: a uniform wait between 0 and base_delay * 2**attempt, capped."""
-    return _uniform(0, min(max_delay, base_delay * (2 ** attempt)))
+    return random.uniform(0, min(max_delay, base_delay * (2 ** attempt)))
 
 
 def call(api_client, action, retries=8, transient_retries=2, base_delay=0.2, max_delay=20.0,

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 import time
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import tofu as tofu_utils
@@ -85,9 +86,6 @@ def save(tofu, commit=None, stack=None, profile=None, destroy=False):
     directory = plans_dir(tofu.project_path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     os.chmod(directory, 0o700)
-    # Only a saved plan needs it.
-    import tempfile  # pylint: disable=import-outside-toplevel
-
     handle, tmp = tempfile.mkstemp(dir=directory, prefix=".new-", suffix=".tfplan")
     os.close(handle)
     try:

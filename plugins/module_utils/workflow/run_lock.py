@@ -39,8 +39,12 @@ import hashlib
 import json
 import os
 import pwd
+import random
 import re
+import socket
+import tempfile
 import time
+import uuid
 import zlib
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.common import aws, names
@@ -145,39 +149,6 @@ def _validate_owner(owner):
         raise LockError(f"invalid owner {names.shown(owner)}: a non-empty single line of at most 256 characters")
 
 
-# The command-line run imports this module on every call: these stand in for socket, uuid, tempfile
-# and random, whose imports cost more than the few lines here.
-def hostname():
-    """The host's name, as socket.gethostname() gives it."""
-    return os.uname().nodename
-
-
-def uuid4():
-    """A random (version 4) UUID as text."""
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    text = raw.hex()
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
-
-
-def uniform(low, high):
-    """A random float between low and high."""
-    return low + (high - low) * int.from_bytes(os.urandom(7), "big") / float(1 << 56)
-
-
-def new_temp(folder, prefix="tmp"):
-    """(descriptor, path) of a new file only this process opened (mode 0600), as tempfile.mkstemp."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
-    for _attempt in range(100):
-        path = os.path.join(folder, prefix + os.urandom(6).hex())
-        try:
-            return os.open(path, flags, 0o600), path
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free temporary name in {folder}")
-
-
 def _current_user(env):
     for name in ("LOGNAME", "USER", "USERNAME"):
         if env.get(name):
@@ -196,7 +167,7 @@ def default_identity(variables=None, env=None):
     owner = variables.get("awx_user_name") or variables.get("tower_user_name")
     run_id = variables.get("awx_job_id") or variables.get("tower_job_id")
     if not owner:
-        owner = f"{_current_user(env)}@{hostname()}"
+        owner = f"{_current_user(env)}@{socket.gethostname()}"
     if not run_id:
         run_id = f"{utc_now().strftime('%Y%m%dT%H%M%SZ')}-{os.urandom(6).hex()}"
     return str(owner), str(run_id)
@@ -221,7 +192,7 @@ def process_start(pid):
 def controller_run_id(pid):
     """A run id that stays the same for the life of process `pid` (one
     ansible-playbook run), so tasks of one play share the run."""
-    return f"{hostname()}-{pid}-{process_start(pid) or 'x'}"
+    return f"{socket.gethostname()}-{pid}-{process_start(pid) or 'x'}"
 
 
 def run_ended(record):
@@ -233,7 +204,7 @@ def run_ended(record):
     if state in ENDED_STATES:
         return state
     pid = record.get("pid")
-    if pid and not record.get("job_id") and record.get("host") == hostname():
+    if pid and not record.get("job_id") and record.get("host") == socket.gethostname():
         try:
             os.kill(int(pid), 0)
         except ProcessLookupError:
@@ -289,7 +260,7 @@ def new_record(stack, profile, owner, run_id, operation="apply", message="", pid
     record = {
         "owner": owner,
         "run_id": str(run_id),
-        "host": hostname(),
+        "host": socket.gethostname(),
         "created": now,
         "updated": now,
         "state": "running",
@@ -299,7 +270,7 @@ def new_record(stack, profile, owner, run_id, operation="apply", message="", pid
         "stack": stack,
         "profile": profile,
         "version": COLLECTION_VERSION,
-        "id": uuid4(),
+        "id": str(uuid.uuid4()),
     }
     if job:
         record["job_id"] = str(job)
@@ -457,7 +428,7 @@ class LockBackend:
                     return True, taken
                 changes += 1
             elif clock() < deadline:
-                sleep(max(0.05, min(1.0, deadline - clock()) * uniform(0.5, 1.0)))
+                sleep(max(0.05, min(1.0, deadline - clock()) * random.uniform(0.5, 1.0)))
                 continue
             else:
                 raise LockHeld(current, stack, profile, ttl=ttl, owner=record["owner"])
@@ -611,7 +582,7 @@ class GitLockBackend(LockBackend):
         path = self._hint_path(stack, profile)
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            handle, temp = new_temp(os.path.dirname(path))
+            handle, temp = tempfile.mkstemp(dir=os.path.dirname(path))
             with os.fdopen(handle, "w", encoding="utf-8") as out:
                 json.dump({"oid": oid, "tag": content}, out)
             os.replace(temp, path)
@@ -672,7 +643,7 @@ class GitLockBackend(LockBackend):
             try:
                 if not os.path.exists(os.path.join(folder, oid[2:])):
                     os.makedirs(folder, exist_ok=True)
-                    handle, temp = new_temp(folder, "tmp_obj_")
+                    handle, temp = tempfile.mkstemp(prefix="tmp_obj_", dir=folder)
                     with os.fdopen(handle, "wb") as out:
                         out.write(zlib.compress(data))
                     os.chmod(temp, 0o444)

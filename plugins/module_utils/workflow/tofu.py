@@ -14,10 +14,13 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 COMMANDS = ("init", "validate", "plan", "apply", "destroy", "output")
 MASK = "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
@@ -208,23 +211,12 @@ class _exit_waiter:  # pylint: disable=invalid-name
             self.pidfd = None
 
 
-def which(name):
-    """shutil.which(name) for an executable file, without importing shutil."""
-    if os.sep in name:
-        return name if os.path.isfile(name) and os.access(name, os.X_OK) else None
-    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
-        path = os.path.join(folder or os.curdir, name)
-        if os.path.isfile(path) and os.access(path, os.X_OK):
-            return path
-    return None
-
-
 def find_binary(binary=None):
     """The executable to run: `binary` when given (a name on PATH or a path),
     else `tofu` when on PATH, else `terraform`."""
     candidates = [binary] if binary else ["tofu", "terraform"]
     for name in candidates:
-        path = which(name)
+        path = shutil.which(name)
         if path:
             return path
     raise TofuError(f"no {' or '.join(candidates)} executable found on PATH "
@@ -567,10 +559,6 @@ class Tofu:
         if command == "validate":
             self.validate()
             return result
-        # Imported here: the guardrail command's fast apply never needs them.
-        import tempfile  # pylint: disable=import-outside-toplevel
-        from concurrent.futures import ThreadPoolExecutor  # pylint: disable=import-outside-toplevel
-
         handle, planfile = tempfile.mkstemp(prefix="guardrail-", suffix=".tfplan")
         os.close(handle)
         try:

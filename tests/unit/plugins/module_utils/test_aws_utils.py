@@ -112,7 +112,7 @@ def test_server_and_connection_errors_are_retried_as_the_standard_mode_does(erro
 
 def test_backoff_is_full_jitter_and_capped(monkeypatch):
     draws = []
-    monkeypatch.setattr(aws, "_uniform", lambda low, high: draws.append((low, high)) or high)
+    monkeypatch.setattr(aws.random, "uniform", lambda low, high: draws.append((low, high)) or high)
     assert [aws.backoff(attempt) for attempt in range(10)][-1] == 20.0
     assert draws[:3] == [(0, 0.2), (0, 0.4), (0, 0.8)] and all(low == 0 for low, _high in draws)
 

@@ -90,7 +90,7 @@ def test_default_identity_from_awx_and_tower_vars():
 
 
 def test_default_identity_outside_awx(monkeypatch):
-    monkeypatch.setattr(run_lock, "hostname", lambda: "ctl1")
+    monkeypatch.setattr(run_lock.socket, "gethostname", lambda: "ctl1")
     owner, run_id = run_lock.default_identity({}, env={"USER": "carol"})
     assert owner == "carol@ctl1"
     assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{12}", run_id)
