@@ -273,6 +273,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.common import aws
 from ansible_collections.guardrail.ecs.plugins.module_utils.workflow.run_lock import (
+    BACKENDS,
     LockError,
     LockHeld,
     default_identity,
@@ -288,7 +289,7 @@ def argument_spec():
         stack=dict(type="str"),
         profile=dict(type="str"),
         state=dict(type="str", default="acquired", choices=["acquired", "released", "absent", "query"]),
-        backend=dict(type="str", default="git", choices=["git", "dynamodb", "s3"]),
+        backend=dict(type="str", default="git", choices=list(BACKENDS)),
         owner=dict(type="str"),
         run_id=dict(type="str"),
         operation=dict(type="str", default="apply"),

@@ -18,7 +18,7 @@ import json
 import os
 import sys
 
-from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import plans
+from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import plans, run_lock
 from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import tofu as tofu_utils
 from ansible_collections.guardrail.ecs.plugins.plugin_utils import workflow as engine
 
@@ -45,7 +45,7 @@ OPTIONS = (
     ("--repo", "repo_path", "GUARDRAIL_REPO", "the stack repository (default: the current directory)"),
     ("--owner", "owner", "GUARDRAIL_OWNER", "lock owner (default: user@host)"),
     ("--run-id", "run_id", "GUARDRAIL_RUN_ID", "this run's id in the lock record"),
-    ("--lock-backend", "lock_backend", "GUARDRAIL_LOCK_BACKEND", "git (default), dynamodb or s3"),
+    ("--lock-backend", "lock_backend", "GUARDRAIL_LOCK_BACKEND", f"{', '.join(run_lock.BACKENDS)} (default: git)"),
     ("--lock-remote", "lock_remote", "GUARDRAIL_LOCK_REMOTE", "git lock: the remote holding lock refs"),
     ("--lock-table", "lock_table", "GUARDRAIL_LOCK_TABLE", "dynamodb lock: the table"),
     ("--lock-bucket", "lock_bucket", "GUARDRAIL_LOCK_BUCKET", "s3 lock: the bucket"),

@@ -25,9 +25,10 @@ import json
 import os
 import shutil
 import stat
-import subprocess
 
+from ansible_collections.guardrail.ecs.plugins.module_utils.common import git as git_utils
 from ansible_collections.guardrail.ecs.plugins.module_utils.common import names
+from ansible_collections.guardrail.ecs.plugins.module_utils.common.files import write_atomic
 
 TEMPLATE_SUFFIX = ".j2"
 # A template whose output name ends like this is parsed as YAML (JSON is YAML)
@@ -273,10 +274,7 @@ def _write_manifest(dest, files):
                 return
     except OSError:
         pass
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    write_atomic(path, text)
 
 
 def _text(content):
@@ -339,11 +337,7 @@ def sync(dest, files, check_mode=False):
             os.makedirs(parent, exist_ok=True)
             if os.path.isdir(path) and not os.path.islink(path):
                 shutil.rmtree(path)
-            tmp = f"{path}.tmp-{os.getpid()}"
-            with open(tmp, "wb") as handle:
-                handle.write(content)
-            os.chmod(tmp, mode)
-            os.replace(tmp, path)
+            write_atomic(path, content, mode)
         for name in removed:
             os.unlink(os.path.join(dest, name))
         os.makedirs(dest, exist_ok=True)
@@ -401,19 +395,9 @@ def resolve(repo_path, stack, profile, stacks_dir="stacks", profiles_dir="profil
 
 def _git(repo, *args):
     try:
-        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=60,
-                              check=False, env=_git_env())
-    except OSError as exc:
-        raise RenderError(f"cannot run git: {exc}") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise RenderError(f"git {args[0]} timed out in {repo}") from exc
-
-
-def _git_env():
-    env = dict(os.environ, GIT_OPTIONAL_LOCKS="0", LC_ALL="C")
-    env.pop("GIT_DIR", None)
-    env.pop("GIT_WORK_TREE", None)
-    return env
+        return git_utils.run_git_proc(args, repo)
+    except git_utils.GitError as exc:
+        raise RenderError(str(exc)) from exc
 
 
 def _work_tree(repo):
@@ -497,10 +481,7 @@ def record_key(dest, key):
     digest of every file it wrote."""
     files = manifest(dest)
     path = os.path.join(dest, RENDER_KEY)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump({"key": key, "files": {n: _digest(f) for n, f in files.items()}}, handle)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps({"key": key, "files": {n: _digest(f) for n, f in files.items()}}))
 
 
 def _digest(path):
@@ -516,8 +497,7 @@ def ensure_ignored(repo_path, path, check_mode=False):
     Returns the pattern added, or None.
     """
     def git(*args):
-        return subprocess.run(["git", *args], cwd=repo_path, capture_output=True, text=True,
-                              timeout=30, check=False)
+        return _git(repo_path, *args)
 
     # The common case, a plain clone whose exclude file already has the
     # pattern, needs no git process at all.

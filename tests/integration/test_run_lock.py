@@ -20,7 +20,7 @@ from lock_helpers import (
     start_holder,
 )
 
-BACKENDS = ("git", "dynamodb", "s3")
+BACKENDS = run_lock.BACKENDS
 BAD_NAMES = ["a/b", "..", "a..b", "has space", "semi;colon", "$(touch x)", "back`tick`", "pipe|x", "",
              "x" * 300, "-leading-dash", "new\nline", "trailing\n", "star*", "tilde~1", "x.lock", "dot."]
 

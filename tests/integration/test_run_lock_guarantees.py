@@ -62,7 +62,7 @@ def serial_moto(moto_server):
         yield server.endpoint
 
 
-@pytest.mark.parametrize("name", ["git", "dynamodb", "s3"])
+@pytest.mark.parametrize("name", run_lock.BACKENDS)
 def test_two_live_runs_of_one_owner_never_overlap(name, tmp_path, two_clones, moto, serial_moto):
     """Two clones, the default owner, ROUNDS rounds started together: each run
     must hold the lock alone (the other waits), and each releases only its own."""
@@ -118,7 +118,7 @@ def test_a_released_git_lock_stays_released_after_a_stale_clone_pushes(tmp_path,
         "refs/guardrail/locks/alpha/prod", "refs/heads/main"]
 
 
-@pytest.mark.parametrize("name", ["git", "dynamodb", "s3"])
+@pytest.mark.parametrize("name", run_lock.BACKENDS)
 def test_held_locks_are_listed_with_owner_run_state_and_age(name, tmp_path, two_clones, moto):
     if name != "git":
         create_aws_resources(moto)

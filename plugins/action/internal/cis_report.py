@@ -9,7 +9,6 @@ import glob
 import json
 import os
 import re
-import tempfile
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
@@ -17,14 +16,11 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.cis.catalogue import BENCHMARKS, merge, summary
 from ansible_collections.guardrail.ecs.plugins.module_utils.cis.common import STATUSES
+from ansible_collections.guardrail.ecs.plugins.module_utils.common.files import write_atomic
 
 
 def _write(path, text):
-    fd, tmp = tempfile.mkstemp(prefix=".report-", dir=os.path.dirname(path))
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    write_atomic(path, text, 0o644)
 
 
 # Failures first, then what needs a reboot, what the run changed, and what holds.

@@ -9,8 +9,9 @@ per control: ``{"id", "status", "evidence"}`` with status one of STATUSES.
 from __future__ import annotations
 
 import os
-import subprocess
-import tempfile
+
+from ansible_collections.guardrail.ecs.plugins.module_utils.common.files import write_atomic
+from ansible_collections.guardrail.ecs.plugins.module_utils.common.process import run  # noqa: F401 (the CIS engines import it from here)
 
 STATUSES = ("pass", "fixed", "failed", "waived", "not_applicable", "pending_reboot")
 
@@ -61,19 +62,6 @@ def sample(items, limit=EVIDENCE_ITEMS):
     return "%s and %d more" % (", ".join(items[:limit]), len(items) - limit)
 
 
-def run(argv, timeout=120, data=None, env=None):
-    """Runs a command without a shell. Returns (rc, stdout, stderr); rc 127 if it is missing."""
-    env = dict(os.environ, LC_ALL="C", LANG="C", **(env or {}))
-    try:
-        proc = subprocess.run(argv, input=data, capture_output=True, text=True, timeout=timeout,
-                              check=False, env=env)
-    except FileNotFoundError:
-        return 127, "", "%s: command not found" % argv[0]
-    except subprocess.TimeoutExpired:
-        return 124, "", "%s: timed out after %ss" % (argv[0], timeout)
-    return proc.returncode, proc.stdout, proc.stderr
-
-
 def read_text(path):
     """The text of a file, or None when it does not exist."""
     try:
@@ -85,23 +73,5 @@ def read_text(path):
 
 def write_text(path, text, mode=None):
     """Replaces a file atomically, keeping the old file's mode and owner when there is one."""
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        st = None
-    fd, tmp = tempfile.mkstemp(prefix=".cis-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as handle:
-            handle.write(text)
-        if st is not None:
-            os.chmod(tmp, st.st_mode & 0o7777)
-            os.chown(tmp, st.st_uid, st.st_gid)
-        else:
-            os.chmod(tmp, 0o644 if mode is None else mode)
-        os.rename(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    write_atomic(path, text, mode=None if os.path.exists(path) else (0o644 if mode is None else mode))

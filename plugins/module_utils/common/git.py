@@ -12,6 +12,11 @@ import os
 import subprocess
 
 DEFAULT_TIMEOUT = 60
+# Set by git for its hooks (and by users): each points git at another
+# repository, index or object store than the work tree it runs in.
+REPOSITORY_ENV = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
+                  "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_COMMON_DIR", "GIT_PREFIX",
+                  "GIT_IMPLICIT_WORK_TREE", "GIT_SHALLOW_FILE", "GIT_GRAFT_FILE")
 
 
 class GitError(Exception):
@@ -23,8 +28,8 @@ def git_env(env=None):
     messages in C locale so the text we surface is the documented one."""
     full = dict(os.environ)
     full.update(GIT_TERMINAL_PROMPT="0", LC_ALL="C", LANGUAGE="C", GIT_OPTIONAL_LOCKS="0")
-    full.pop("GIT_DIR", None)
-    full.pop("GIT_WORK_TREE", None)
+    for name in REPOSITORY_ENV:
+        full.pop(name, None)
     if env:
         full.update(env)
     return full

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import ipaddress
 import shlex
-import subprocess
 from dataclasses import dataclass, field
+
+from ansible_collections.guardrail.ecs.plugins.module_utils.common import process
 
 TABLES = ("filter", "nat", "mangle", "raw")
 TERMINAL_TARGETS = ("DROP", "REJECT", "RETURN")
@@ -440,13 +441,7 @@ def _found_in(chains, sources, rule):
 
 def run(argv, data=None, timeout=COMMAND_TIMEOUT):
     """(rc, stdout, stderr) of a command run without a shell."""
-    try:
-        proc = subprocess.run(argv, input=data, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        return 124, "", "%s timed out after %ss" % (argv[0], timeout)
-    except OSError as exc:
-        return 127, "", "%s: %s" % (argv[0], exc)
-    return proc.returncode, proc.stdout, proc.stderr
+    return process.run(argv, data=data, timeout=timeout)
 
 
 def read_live(save_bin, runner=None):

@@ -16,10 +16,11 @@ import hashlib
 import json
 import os
 import re
-import subprocess
 import tempfile
 import time
 
+from ansible_collections.guardrail.ecs.plugins.module_utils.common import git as git_utils
+from ansible_collections.guardrail.ecs.plugins.module_utils.common.files import write_atomic
 from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import tofu as tofu_utils
 
 PLANS_DIR = ".guardrail-plans"
@@ -35,9 +36,8 @@ class PlanRefused(Exception):
 def head_commit(path):
     """The commit checked out in the git work tree holding `path`, or None."""
     try:
-        proc = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=path,
-                              capture_output=True, text=True, check=False, timeout=60)
-    except OSError:
+        proc = git_utils.run_git_proc(["rev-parse", "--verify", "-q", "HEAD"], path)
+    except git_utils.GitError:
         return None
     return proc.stdout.strip() or None if proc.returncode == 0 else None
 
@@ -100,9 +100,7 @@ def save(tofu, commit=None, stack=None, profile=None, destroy=False):
                 "destroy": destroy, "changed": shown["changed"], "created": int(time.time()), "counts": shown["counts"],
                 "resources": [{"address": r["address"], "action": r["action"]}
                               for r in shown["resources"]]}
-        fd = os.open(metafile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(meta, out, sort_keys=True)
+        write_atomic(metafile, json.dumps(meta, sort_keys=True), 0o600)
         os.replace(tmp, planfile)
     finally:
         if os.path.exists(tmp):

@@ -42,16 +42,18 @@ import pwd
 import random
 import re
 import socket
-import tempfile
 import time
 import uuid
 import zlib
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.common import aws, names
+from ansible_collections.guardrail.ecs.plugins.module_utils.common.files import write_atomic
 from ansible_collections.guardrail.ecs.plugins.module_utils.common.git import GitError, failure, run_git_proc
 
 COLLECTION_VERSION = "0.2.0"
-BACKENDS = ("git", "dynamodb", "s3")
+# The lock backends by name, in the order the documentation lists them; a
+# backend is a LockBackend subclass added with @register_backend (see LockBackend).
+REGISTRY = {}
 # Lock refs live outside refs/heads and refs/tags: no default fetch refspec,
 # `git fetch --tags` or `git push --tags` carries them, so a clone can never
 # push back a lock that was released.
@@ -339,13 +341,29 @@ def _kept(record):
     return {key: value for key, value in record.items() if key != "taken_over"}
 
 
+def register_backend(cls):
+    """Adds a LockBackend subclass to REGISTRY under its `name`."""
+    REGISTRY[cls.name] = cls
+    return cls
+
+
 class LockBackend:
     """acquire/set_state/release/remove over four primitives a backend
     implements: `_create` (atomic; False when a lock exists), `_read` (record
     and version token, or (None, None)), `_replace` and `_delete` (only if the
-    token still matches; False otherwise)."""
+    token still matches; False otherwise), plus `_list` and `from_options`.
+
+    Adding a backend: a subclass with a `name`, those methods, the @register_backend
+    decorator, its name in the `choices` of the documented backend options
+    (a unit test compares them) and its case in the lock guarantee tests."""
 
     name = "base"
+
+    @classmethod
+    def from_options(cls, options):
+        """The backend from the workflow's lock options: repo_path, remote,
+        table, key, bucket, timeout and the AWS connection options."""
+        raise NotImplementedError
 
     def __init__(self):
         # What this object last wrote, so a release in the same process can try
@@ -504,6 +522,7 @@ class LockBackend:
         raise LockError(f"run lock {stack}/{profile} kept changing hands over {ATTEMPTS} attempts; try again")
 
 
+@register_backend
 class GitLockBackend(LockBackend):
     """A tag object under refs/guardrail/locks/<stack>/<profile> on the remote;
     its message is the record. Every push carries a lease: a create expects no
@@ -521,6 +540,11 @@ class GitLockBackend(LockBackend):
         self.timeout = timeout
         self.calls = 0
         self._git_dir = None
+
+    @classmethod
+    def from_options(cls, options):
+        return cls(repo_path=options.get("repo_path"), remote=options.get("remote"),
+                   timeout=options.get("timeout") or 60)
 
     def _git(self, args, input=None):
         self.calls += 1
@@ -582,10 +606,7 @@ class GitLockBackend(LockBackend):
         path = self._hint_path(stack, profile)
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            handle, temp = tempfile.mkstemp(dir=os.path.dirname(path))
-            with os.fdopen(handle, "w", encoding="utf-8") as out:
-                json.dump({"oid": oid, "tag": content}, out)
-            os.replace(temp, path)
+            write_atomic(path, json.dumps({"oid": oid, "tag": content}), 0o600)
         except OSError:
             pass
 
@@ -612,8 +633,6 @@ class GitLockBackend(LockBackend):
 
     def _objects_dir(self):
         """The object directory of a plain SHA-1 repository, or None."""
-        if os.environ.get("GIT_OBJECT_DIRECTORY"):
-            return None
         common = self.git_dir()
         try:
             with open(os.path.join(common, "commondir"), encoding="utf-8") as handle:
@@ -643,11 +662,7 @@ class GitLockBackend(LockBackend):
             try:
                 if not os.path.exists(os.path.join(folder, oid[2:])):
                     os.makedirs(folder, exist_ok=True)
-                    handle, temp = tempfile.mkstemp(prefix="tmp_obj_", dir=folder)
-                    with os.fdopen(handle, "wb") as out:
-                        out.write(zlib.compress(data))
-                    os.chmod(temp, 0o444)
-                    os.replace(temp, os.path.join(folder, oid[2:]))
+                    write_atomic(os.path.join(folder, oid[2:]), zlib.compress(data), 0o444)
                 return oid
             except OSError:
                 pass
@@ -748,6 +763,11 @@ class _AWSLockBackend(LockBackend):
         self.calls = 0
         self._client = None
 
+    @staticmethod
+    def aws_options(options):
+        """The AWS connection options among the lock options."""
+        return {name: options[name] for name in (*aws.AWS_ARGUMENT_SPEC, "profile") if name in options}
+
     def lock_id(self, stack, profile):
         return self.key or f"guardrail/{stack}/{profile}"
 
@@ -782,6 +802,7 @@ class _AWSLockBackend(LockBackend):
         return record.get("stack"), record.get("profile"), record
 
 
+@register_backend
 class DynamoDBLockBackend(_AWSLockBackend):
     """OpenTofu's DynamoDB lock item: {LockID, Info}, created with
     attribute_not_exists(LockID); state changes and deletes are conditional on
@@ -794,6 +815,10 @@ class DynamoDBLockBackend(_AWSLockBackend):
             raise LockError("the dynamodb backend needs table")
         super().__init__(key=key, **options)
         self.table = table
+
+    @classmethod
+    def from_options(cls, options):
+        return cls(table=options.get("table"), key=options.get("key"), **cls.aws_options(options))
 
     def _item(self, stack, profile, record):
         lock_id = self.lock_id(stack, profile)
@@ -865,6 +890,7 @@ class DynamoDBLockBackend(_AWSLockBackend):
         return not code
 
 
+@register_backend
 class S3LockBackend(_AWSLockBackend):
     """OpenTofu's S3-native lock: the object <key>.tflock written with
     If-None-Match: *; state changes and deletes carry If-Match on the ETag read."""
@@ -877,6 +903,10 @@ class S3LockBackend(_AWSLockBackend):
             raise LockError("the s3 backend needs bucket")
         super().__init__(key=key, **options)
         self.bucket = bucket
+
+    @classmethod
+    def from_options(cls, options):
+        return cls(bucket=options.get("bucket"), key=options.get("key"), **cls.aws_options(options))
 
     def object_key(self, stack, profile):
         return self.lock_id(stack, profile) + ".tflock"
@@ -927,15 +957,15 @@ class S3LockBackend(_AWSLockBackend):
         return not code
 
 
-def get_backend(backend, repo_path=None, remote=None, table=None, key=None, bucket=None, timeout=60, **aws_options):
-    """The backend named `backend` with its options; unknown AWS options are ignored."""
-    if backend == "git":
-        return GitLockBackend(repo_path=repo_path, remote=remote, timeout=timeout)
-    if backend == "dynamodb":
-        return DynamoDBLockBackend(table=table, key=key, **aws_options)
-    if backend == "s3":
-        return S3LockBackend(bucket=bucket, key=key, **aws_options)
-    raise LockError(f"unknown run lock backend {backend!r}: use one of {', '.join(BACKENDS)}")
+BACKENDS = tuple(REGISTRY)
+
+
+def get_backend(backend, **options):
+    """The backend named `backend`, made from the lock options (see
+    LockBackend.from_options); options a backend does not use are ignored."""
+    if backend not in REGISTRY:
+        raise LockError(f"unknown run lock backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    return REGISTRY[backend].from_options(options)
 
 
 __all__ = ["LockError", "LockConfigError", "LockRefused", "LockHeld", "LockLost", "validate_identity",

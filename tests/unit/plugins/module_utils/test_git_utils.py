@@ -63,3 +63,22 @@ def test_timeout_is_reported(monkeypatch, tmp_path):
 def test_git_never_prompts():
     env = git.git_env({"EXTRA": "1"})
     assert env["GIT_TERMINAL_PROMPT"] == "0" and env["EXTRA"] == "1" and "GIT_DIR" not in env
+
+
+def test_git_runs_on_the_work_tree_it_is_given_whatever_the_environment(tmp_path, monkeypatch):
+    """Run from a git hook, the environment points at another repository, index and object store:
+    a clean clone must still read as clean."""
+    repo = tmp_path / "repo"
+    other = tmp_path / "other"
+    for path in (repo, other):
+        subprocess.run(["git", "init", "-q", str(path)], check=True)
+    (repo / "main.tf").write_text("# x\n")
+    subprocess.run(["git", "-C", str(repo), "add", "main.tf"], check=True)
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org",
+                    "commit", "-q", "-m", "one"], check=True)
+    monkeypatch.setenv("GIT_DIR", str(other / ".git"))
+    monkeypatch.setenv("GIT_WORK_TREE", str(other))
+    monkeypatch.setenv("GIT_INDEX_FILE", str(other / ".git" / "index"))
+    monkeypatch.setenv("GIT_OBJECT_DIRECTORY", str(other / ".git" / "objects"))
+    assert git.run_git(["rev-parse", "--show-toplevel"], str(repo)).strip() == str(repo.resolve())
+    assert git.run_git(["status", "--porcelain"], str(repo)) == ""
