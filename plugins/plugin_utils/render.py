@@ -274,7 +274,7 @@ def _write_manifest(dest, files):
                 return
     except OSError:
         pass
-    write_atomic(path, text)
+    write_atomic(path, text, durable=False)
 
 
 def _text(content):
@@ -337,7 +337,7 @@ def sync(dest, files, check_mode=False):
             os.makedirs(parent, exist_ok=True)
             if os.path.isdir(path) and not os.path.islink(path):
                 shutil.rmtree(path)
-            write_atomic(path, content, mode)
+            write_atomic(path, content, mode, durable=False)
         for name in removed:
             os.unlink(os.path.join(dest, name))
         os.makedirs(dest, exist_ok=True)
@@ -481,7 +481,7 @@ def record_key(dest, key):
     digest of every file it wrote."""
     files = manifest(dest)
     path = os.path.join(dest, RENDER_KEY)
-    write_atomic(path, json.dumps({"key": key, "files": {n: _digest(f) for n, f in files.items()}}))
+    write_atomic(path, json.dumps({"key": key, "files": {n: _digest(f) for n, f in files.items()}}), durable=False)
 
 
 def _digest(path):

@@ -9,9 +9,10 @@ import os
 import tempfile
 
 
-def write_atomic(path, data, mode=None):
+def write_atomic(path, data, mode=None, durable=True):
     """Replaces `path` with `data` (str or bytes) through a temporary file in
-    the same directory, flushed to disk before the rename.
+    the same directory, flushed to disk before the rename unless `durable` is
+    false (a cache that can be rebuilt, as git treats its loose objects).
 
     `mode` None keeps an existing file's mode and owner (a new file gets 0644);
     otherwise the file gets `mode` and the writer as owner."""
@@ -24,8 +25,9 @@ def write_atomic(path, data, mode=None):
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         if mode is not None:
             os.chmod(tmp, mode)
         elif old is not None:

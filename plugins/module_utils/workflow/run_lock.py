@@ -606,7 +606,7 @@ class GitLockBackend(LockBackend):
         path = self._hint_path(stack, profile)
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            write_atomic(path, json.dumps({"oid": oid, "tag": content}), 0o600)
+            write_atomic(path, json.dumps({"oid": oid, "tag": content}), 0o600, durable=False)
         except OSError:
             pass
 
@@ -662,7 +662,7 @@ class GitLockBackend(LockBackend):
             try:
                 if not os.path.exists(os.path.join(folder, oid[2:])):
                     os.makedirs(folder, exist_ok=True)
-                    write_atomic(os.path.join(folder, oid[2:]), zlib.compress(data), 0o444)
+                    write_atomic(os.path.join(folder, oid[2:]), zlib.compress(data), 0o444, durable=False)
                 return oid
             except OSError:
                 pass

@@ -1,4 +1,4 @@
-"""Unit tests for module_utils/git.py: status parsing and error text."""
+"""Unit tests for module_utils/common/git.py: status parsing and error text."""
 import subprocess
 
 import pytest

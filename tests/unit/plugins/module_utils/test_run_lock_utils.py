@@ -1,4 +1,4 @@
-"""Unit tests for module_utils/run_lock.py: names, identity, records, and the
+"""Unit tests for module_utils/workflow/run_lock.py: names, identity, records, and the
 acquire/release/remove logic over an in-memory backend."""
 import datetime
 import hashlib

@@ -1,4 +1,4 @@
-"""module_utils/tofu.py: change counting from plan JSON, masking, the
+"""module_utils/workflow/tofu.py: change counting from plan JSON, masking, the
 environment and command lines a run uses (with a recording stand-in binary)."""
 import json
 import os

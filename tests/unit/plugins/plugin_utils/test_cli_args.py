@@ -1,4 +1,4 @@
-"""module_utils/cli.py: the command line of bin/guardrail mapped onto the
+"""plugin_utils/cli.py: the command line of bin/guardrail mapped onto the
 workflow engine's parameters, flags and GUARDRAIL_* variables."""
 import shutil
 

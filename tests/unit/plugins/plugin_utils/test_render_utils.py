@@ -1,4 +1,4 @@
-"""module_utils/render.py: profiles, the tree walk, canonical JSON, sync."""
+"""plugin_utils/render.py: profiles, the tree walk, canonical JSON, sync."""
 import os
 import stat
 

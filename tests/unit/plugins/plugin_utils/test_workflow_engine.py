@@ -1,4 +1,4 @@
-"""module_utils/workflow.py and tofu.run_process: the parts that need no git
+"""plugin_utils/workflow.py and tofu.run_process: the parts that need no git
 or tofu - backend detection, masking, interrupts of a real child process."""
 import json
 import os
