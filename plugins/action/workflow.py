@@ -4,7 +4,7 @@
 """Action plugin for guardrail.ecs.workflow: render, git check, lock, exec,
 push and unlock for one (stack, profile), in one task.
 
-The steps live in module_utils/workflow.py and run in-process on the
+The steps live in plugin_utils/workflow.py and run in-process on the
 controller; this plugin validates the arguments and hands the engine
 Ansible's templar.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.guardrail.ecs.plugins.plugin_utils import api
 from ansible_collections.guardrail.ecs.plugins.plugin_utils import workflow as engine
 from ansible_collections.guardrail.ecs.plugins.plugin_utils.templar import templater
 from ansible_collections.guardrail.ecs.plugins.plugin_utils.workflow import (  # noqa: F401 pylint: disable=unused-import
@@ -51,8 +52,8 @@ class ActionModule(ActionBase):
             # The engine masks what is secret (credentials, values tofu marks
             # sensitive) and nothing else: masking every no_log option value
             # wherever it appears would corrupt plain values equal to it.
-            result.update(engine.run(params, templater(self._templar), check_mode=self._task.check_mode,
-                                     diff=self._task.diff, variables=task_vars or {}))
+            result.update(api.run_validated(params, templater(self._templar), check_mode=self._task.check_mode,
+                                            diff=self._task.diff, variables=task_vars or {}).data)
         except engine.WorkflowError as exc:
             raise AnsibleActionFail(str(exc)) from exc
         return result

@@ -7,7 +7,7 @@ Ansible's playbook machinery.
     guardrail [options] STEP... -- STACK PROFILE CMD...
 
 It runs the same engine as the guardrail.ecs.workflow action plugin
-(module_utils/workflow.py), with a template function built on Ansible's
+(plugin_utils/workflow.py), with a template function built on Ansible's
 templar alone. Exit codes: 0 done, 1 a step failed, 2 refused (dirty or
 behind work tree, lock held, saved plan not applicable), 3 bad input.
 """
@@ -20,6 +20,7 @@ import sys
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import plans, run_lock
 from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import tofu as tofu_utils
+from ansible_collections.guardrail.ecs.plugins.plugin_utils import api
 from ansible_collections.guardrail.ecs.plugins.plugin_utils import workflow as engine
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_BAD_INPUT = 0, 1, 2, 3
@@ -155,19 +156,6 @@ def defaults(params):
     return full
 
 
-def templater(make_templar):
-    """A render template function on the templar `make_templar()` returns
-    (Ansible's templar alone: no inventory, no play), made on first use."""
-    state = {}
-
-    def template(text, variables):
-        if "template" not in state:
-            from ansible_collections.guardrail.ecs.plugins.plugin_utils.templar import templater as wrap
-            state["template"] = wrap(make_templar())
-        return state["template"](text, variables)
-    return template
-
-
 def echo_line(line):
     try:
         sys.stdout.write(line)
@@ -223,7 +211,7 @@ def exec_output(result):
     return "", ""
 
 
-def main(argv=None, make_templar=None):
+def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("-h", "--help"):
         sys.stdout.write(parser().format_help())
@@ -233,8 +221,7 @@ def main(argv=None, make_templar=None):
         params, always_render = parse(argv)
         params = defaults(params)
         params["always_render"] = always_render
-        result = engine.run(params, templater(make_templar), fast=True,
-                            echo=None if as_json else (echo_line, echo_events))
+        result = api.run_validated(params, fast=True, echo=None if as_json else (echo_line, echo_events)).data
     except BadInput as exc:
         return _bad(str(exc), as_json)
     except engine.WorkflowError as exc:

@@ -1,0 +1,95 @@
+# -*- coding: utf-8 -*-
+# Copyright: guardrail.ecs contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The change workflow as a library: the one entry point the `guardrail`
+command, the guardrail.ecs.workflow action plugin and any other program (a
+web hook, a chat bot) call.
+
+    from ansible_collections.guardrail.ecs.plugins.plugin_utils.api import run_workflow
+
+    result = run_workflow({"repo_path": "/srv/infra", "stack": "alpha", "profile": "prod",
+                           "steps": ["render", "git_check", "lock", "exec", "git_push", "unlock"]})
+    for step in result.steps:
+        print(step.step, step.status, step.changed)
+
+`options` are the guardrail.ecs.workflow task's options, under the same names,
+validated with the same argument spec before any step runs; a problem raises
+WorkflowError and nothing runs. A step that fails or refuses does not raise:
+it is in the result (`failed`, `refused`, `failed_step`, the step's outcome).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ansible_collections.guardrail.ecs.plugins.plugin_utils import workflow as engine
+from ansible_collections.guardrail.ecs.plugins.plugin_utils.templar import standalone_templater
+
+WorkflowError = engine.WorkflowError
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """One step as it ran: `status` is ok, failed or skipped."""
+
+    step: str
+    status: str
+    changed: bool
+    duration: float
+    msg: str = ""
+    result: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WorkflowResult:
+    """A run: whether it changed anything, how it ended, each step's outcome,
+    and `data`, the whole result as the workflow task reports it."""
+
+    changed: bool
+    failed: bool
+    refused: bool
+    failed_step: str | None
+    msg: str
+    steps: tuple
+    data: dict
+
+    @classmethod
+    def from_engine(cls, data):
+        steps = tuple(StepOutcome(step=r["step"], status=r["status"], changed=r["changed"],
+                                  duration=r["duration"], msg=r.get("msg", ""),
+                                  result=r["result"] if isinstance(r.get("result"), dict) else {})
+                      for r in data.get("steps") or [])
+        return cls(changed=bool(data.get("changed")), failed=bool(data.get("failed")),
+                   refused=bool(data.get("refused")), failed_step=data.get("failed_step"),
+                   msg=data.get("msg", ""), steps=steps, data=data)
+
+
+def validate(options):
+    """`options` completed with the argument spec's defaults; WorkflowError
+    naming every problem when they do not validate."""
+    # Here, not at the top: the command line parses its own flags and runs
+    # through run_validated without paying for Ansible's validator.
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+
+    checked = ArgumentSpecValidator(engine.WORKFLOW_ARGUMENT_SPEC).validate(dict(options))
+    if checked.error_messages:
+        raise WorkflowError("; ".join(checked.error_messages))
+    return checked.validated_parameters
+
+
+def run_workflow(options, template=None, check_mode=False, diff=False, variables=None, fast=False, echo=None):
+    """Validates `options` and runs the steps they name (see the module
+    docstring). `template`: a render template function (default: Ansible's
+    templar alone, made only if a render needs it); `variables`: the play's
+    variables (AWX job ids name the lock owner); `fast` and `echo`: as the
+    command line runs (skip a render whose committed inputs are unchanged;
+    stream tofu's output)."""
+    return run_validated(validate(options), template, check_mode=check_mode, diff=diff, variables=variables,
+                         fast=fast, echo=echo)
+
+
+def run_validated(params, template=None, check_mode=False, diff=False, variables=None, fast=False, echo=None):
+    """run_workflow for options already validated against the workflow's
+    argument spec (the action plugin's and the command line's)."""
+    data = engine.run(params, template or standalone_templater(), check_mode=check_mode, diff=diff,
+                      variables=variables, fast=fast, echo=echo)
+    return WorkflowResult.from_engine(data)
