@@ -763,10 +763,13 @@ class _AWSLockBackend(LockBackend):
         self.calls = 0
         self._client = None
 
-    @staticmethod
-    def aws_options(options):
-        """The AWS connection options among the lock options."""
-        return {name: options[name] for name in (*aws.AWS_ARGUMENT_SPEC, "profile") if name in options}
+    # The lock option naming where the locks are (the first argument of __init__).
+    place = None
+
+    @classmethod
+    def from_options(cls, options):
+        aws_options = {name: options[name] for name in (*aws.AWS_ARGUMENT_SPEC, "profile") if name in options}
+        return cls(options.get(cls.place), key=options.get("key"), **aws_options)
 
     def lock_id(self, stack, profile):
         return self.key or f"guardrail/{stack}/{profile}"
@@ -809,16 +812,13 @@ class DynamoDBLockBackend(_AWSLockBackend):
     an exact match of the Info read."""
 
     name = "dynamodb"
+    place = "table"
 
     def __init__(self, table=None, key=None, **options):
         if not table:
             raise LockError("the dynamodb backend needs table")
         super().__init__(key=key, **options)
         self.table = table
-
-    @classmethod
-    def from_options(cls, options):
-        return cls(table=options.get("table"), key=options.get("key"), **cls.aws_options(options))
 
     def _item(self, stack, profile, record):
         lock_id = self.lock_id(stack, profile)
@@ -896,6 +896,7 @@ class S3LockBackend(_AWSLockBackend):
     If-None-Match: *; state changes and deletes carry If-Match on the ETag read."""
 
     name = "s3"
+    place = "bucket"
     CONFLICTS = ("PreconditionFailed", "ConditionalRequestConflict")
 
     def __init__(self, bucket=None, key=None, **options):
@@ -903,10 +904,6 @@ class S3LockBackend(_AWSLockBackend):
             raise LockError("the s3 backend needs bucket")
         super().__init__(key=key, **options)
         self.bucket = bucket
-
-    @classmethod
-    def from_options(cls, options):
-        return cls(bucket=options.get("bucket"), key=options.get("key"), **cls.aws_options(options))
 
     def object_key(self, stack, profile):
         return self.lock_id(stack, profile) + ".tflock"
