@@ -243,18 +243,11 @@ ARGUMENT_SPEC = dict(
     workspace=dict(type="str"),
     variables=dict(type="dict", default={}, no_log=True),
     var_files=dict(type="list", elements="path", default=[]),
-    backend_config=dict(type="dict", default={}, no_log=True),
-    backend_config_files=dict(type="list", elements="path", default=[]),
-    lock=dict(type="bool"),
-    lock_timeout=dict(type="str"),
-    parallelism=dict(type="int"),
-    targets=dict(type="list", elements="str", default=[]),
-    replace=dict(type="list", elements="str", default=[]),
     show_sensitive=dict(type="bool", default=False),
-    timeout=dict(type="int", default=3600),
     plan_id=dict(type="str"),
     stack=dict(type="str"),
     profile=dict(type="str"),
+    **tofu_utils.OPTIONS_SPEC,
 )
 
 

@@ -13,6 +13,8 @@ version_added: 0.1.0
 description:
   - Runs, for one stack and profile, an ordered subset of the steps
     V(render), V(git_check), V(lock), V(exec), V(git_push), V(unlock), V(unlock_any), on the controller.
+  - Step names are written with underscores or hyphens alike (V(git-check), V(unlock-any)), and
+    V(build) is V(render), as in the design the C(guardrail) command's alias comes from.
   - Each step runs only if every previous one succeeded. Unknown steps, steps out of that order and
     names or paths escaping the repository are refused before anything runs.
   - V(render) renders C(<stacks_dir>/<stack>/) for the profile into C(.dist/<profile>/<stack>/) as
@@ -38,7 +40,9 @@ description:
     V(apply) or V(destroy) that succeeded in this run (a V(plan) never pushes; without V(exec) among
     the steps the push is what was asked). When the push fails after a successful apply (someone
     pushed meanwhile) the lock stays held and the message names the commit applied and what to do.
-    V(unlock) releases the lock held by O(owner); V(unlock_any) releases it whoever holds it.
+    V(unlock) releases the lock of this run (O(owner) and O(run_id)); V(unlock_any) releases the lock
+    O(owner) holds on the stack and profile whichever run took it, and refuses a lock of another
+    owner (name that owner as O(owner) to release a colleague's lock; the result records it).
   - The result records every step's outcome and duration. A lock taken and released in the same
     run is no change, so a run that finds nothing to do reports C(changed=false).
 author:
@@ -243,12 +247,13 @@ EXAMPLES = r"""
     steps: [render, git_check, exec]
     command: plan
 
-- name: Release a lock a colleague left behind
+- name: Release a lock alice left behind, whichever of her runs took it
   guardrail.ecs.workflow:
     repo_path: /srv/infra
     stack: alpha
     profile: prod
-    steps: [unlock_any]
+    owner: alice
+    steps: [unlock-any]
 """
 
 RETURN = r"""

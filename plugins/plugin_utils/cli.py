@@ -28,15 +28,17 @@ TOOLS = ("tofu", "terraform")
 # tofu subcommands the engine runs itself (change detection, saved plans);
 # every other command line is run as given in the rendered directory.
 ENGINE_COMMANDS = ("plan", "apply", "destroy")
+AUTO_APPROVE = ("-auto-approve", "--auto-approve")
 USAGE = "guardrail [options] STEP... -- STACK PROFILE CMD..."
 EPILOG = """\
-steps: render git_check lock exec git_push unlock unlock_any (in that order)
+steps: render git_check lock exec git_push unlock unlock_any (in that order; hyphens
+or underscores alike, and build for render: build git-check ... unlock-any)
 CMD: `tofu plan` saves the plan and prints its id; `tofu apply ID` applies exactly
 that plan; `tofu apply` and `tofu destroy` plan and apply; any other command line
 (`tofu state list`, `tofu output`, `make check`) runs as given in the rendered
 directory. `tofu` runs tofu, or terraform when tofu is not installed.
 
-  alias tofu='guardrail render git_check lock exec git_push unlock -- alpha prod tofu'
+  alias tofu='guardrail build git-check lock exec git-push unlock-any -- alpha prod tofu'
 
 exit codes: 0 done, 1 a step failed, 2 refused (dirty or behind work tree, lock
 held, saved plan not applicable), 3 bad input.
@@ -90,6 +92,10 @@ def parser():
                    default=bool(os.environ.get("GUARDRAIL_ALWAYS_RENDER")),
                    help="render even when the committed inputs are unchanged (for templates "
                         "whose lookups read something outside the repository) [GUARDRAIL_ALWAYS_RENDER]")
+    p.add_argument("--yes", action="store_true",
+                   help="apply or destroy without asking (as tofu's -auto-approve, which is accepted "
+                        "after the command too); without it, on a terminal the plan is shown and "
+                        "confirmed first, and with no terminal the run is refused")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("steps", nargs="*", metavar="STEP")
     return p
@@ -105,6 +111,10 @@ def parse(argv):
     if len(rest) < 3:
         raise BadInput("after `--` give STACK PROFILE CMD...: " + USAGE)
     stack, profile, cmd = rest[0], rest[1], rest[2:]
+    approved = options.yes
+    if os.path.basename(cmd[0]) in TOOLS and any(a in AUTO_APPROVE for a in cmd[1:]):
+        approved = True
+        cmd = [a for a in cmd if a not in AUTO_APPROVE]
     variables = {}
     for item in options.variables:
         name, sep, value = item.partition("=")
@@ -115,9 +125,8 @@ def parse(argv):
     params.update(stack=stack, profile=profile, steps=options.steps, variables=variables,
                   var_files=[os.path.abspath(f) for f in options.var_files],
                   exec_timeout=options.exec_timeout, fetch=options.fetch)
-    always_render = options.always_render
     params.update(command_params(cmd, options.binary))
-    return params, always_render
+    return params, {"always_render": options.always_render, "approved": approved}
 
 
 def command_params(cmd, binary=None):
@@ -203,12 +212,18 @@ def human(result, stream):
                          f"{result.get('msg')}\n")
 
 
-def exec_output(result):
-    """(stdout, stderr) of the exec step, to show as the tool printed them."""
+def exec_result(result):
+    """What the exec step returned, {} when it did not run."""
     for record in result.get("steps") or []:
         if record["step"] == "exec" and isinstance(record.get("result"), dict):
-            return record["result"].get("stdout") or "", record["result"].get("stderr") or ""
-    return "", ""
+            return record["result"]
+    return {}
+
+
+def exec_output(result):
+    """(stdout, stderr) of the exec step, to show as the tool printed them."""
+    found = exec_result(result)
+    return found.get("stdout") or "", found.get("stderr") or ""
 
 
 def main(argv=None):
@@ -218,14 +233,22 @@ def main(argv=None):
         return EXIT_OK
     as_json = "--json" in argv[:argv.index("--")] if "--" in argv else False
     try:
-        params, always_render = parse(argv)
+        params, flags = parse(argv)
         params = defaults(params)
-        params["always_render"] = always_render
-        result = api.run_validated(params, fast=True, echo=None if as_json else (echo_line, echo_events)).data
+        params["always_render"] = flags["always_render"]
+        echo = None if as_json else (echo_line, echo_events)
+        if needs_approval(params) and not flags["approved"]:
+            return approve_then_apply(params, echo, as_json)
+        result = api.run_validated(params, fast=True, echo=echo).data
     except BadInput as exc:
         return _bad(str(exc), as_json)
     except engine.WorkflowError as exc:
         return _bad(str(exc), as_json)
+    return finish(result, params, as_json)
+
+
+def finish(result, params, as_json):
+    """Reports a run; its exit code."""
     result["command_kind"] = params["command"] if isinstance(params["command"], str) else "exec"
     try:
         report(result, as_json)
@@ -236,6 +259,55 @@ def main(argv=None):
     return EXIT_REFUSED if result.get("refused") else EXIT_FAILED
 
 
+def needs_approval(params):
+    """An apply or destroy nobody has seen the plan of: tofu itself would ask."""
+    steps = [str(s).replace("-", "_") for s in params["steps"]]
+    return params["command"] in ("apply", "destroy") and not params["plan_id"] and "exec" in steps
+
+
+def approve_then_apply(params, echo, as_json):
+    """As tofu does without -auto-approve: on a terminal, the plan first
+    (saved, under the lock, then released), a question, and only on `yes`
+    exactly that plan applied (refused if anything moved meanwhile); with no
+    terminal to ask on, a refusal before anything runs."""
+    what = f"{params['stack']}/{params['profile']}"
+    if as_json or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        message = (f"`{params['command']}` of {what} without a saved plan asks for confirmation, and there "
+                   "is no terminal to ask on: pass -auto-approve (or --yes), or plan first (`tofu plan`) "
+                   "and apply that plan (`tofu apply PLAN_ID`); nothing was run")
+        if as_json:
+            json.dump({"failed": True, "refused": True, "msg": message}, sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        else:
+            sys.stderr.write(f"guardrail: refused: {message}\n")
+        return EXIT_REFUSED
+    if params["command"] == "destroy":
+        if not confirm(f"Do you really want to destroy all resources of {what}?"):
+            return EXIT_FAILED
+        return finish(api.run_validated(params, fast=True, echo=echo).data, params, as_json)
+    planned = api.run_validated(dict(params, command="plan"), fast=True, echo=echo).data
+    code = finish(planned, dict(params, command="plan"), as_json)
+    if code != EXIT_OK:
+        return code
+    if not exec_result(planned).get("changed"):
+        sys.stdout.write("No changes: nothing to apply.\n")
+        return EXIT_OK
+    if not confirm(f"Do you want to perform these actions on {what}?"):
+        return EXIT_FAILED
+    return finish(api.run_validated(dict(params, plan_id=planned["plan_id"]), fast=True, echo=echo).data,
+                  params, as_json)
+
+
+def confirm(question):
+    sys.stdout.write(f"\n{question}\n  Only 'yes' will be accepted to approve.\n\n  Enter a value: ")
+    sys.stdout.flush()
+    answer = sys.stdin.readline().strip()
+    if answer != "yes":
+        sys.stdout.write("\nCancelled: nothing was applied.\n")
+        return False
+    return True
+
+
 def report(result, as_json):
     if as_json:
         json.dump(result, sys.stdout, indent=2, sort_keys=True, default=str)
@@ -243,6 +315,9 @@ def report(result, as_json):
     else:
         out, err = exec_output(result)
         kind = result["command_kind"]
+        plan_text = exec_result(result).get("plan_text")
+        if kind == "plan" and plan_text and not result.get("failed"):
+            sys.stdout.write(plan_text + "\n")
         if (kind != "plan" or result.get("failed")) and not result.get("streamed"):
             sys.stdout.write(out)
         if kind == "exec" or result.get("failed"):

@@ -25,12 +25,11 @@ from ansible_collections.guardrail.ecs.plugins.plugin_utils import render as ren
 
 STEPS = ("render", "git_check", "lock", "exec", "git_push", "unlock", "unlock_any")
 DEFAULT_STEPS = ["render", "git_check", "lock", "exec", "git_push", "unlock"]
+STEP_ALIASES = {"build": "render"}
 # Commands after which git_push pushes: a plan (or anything else) never does.
 PUSHING = ("apply", "destroy")
 # backend_config keys whose values are credentials, masked in results.
 SECRET_KEY_RE = re.compile(r"(secret|token|password|access_key|credentials|sas|client_key)", re.I)
-TOFU_OPTIONS = ("backend_config", "backend_config_files", "lock", "lock_timeout", "parallelism",
-                "targets", "replace", "timeout")
 
 WORKFLOW_ARGUMENT_SPEC = dict(
     stack=dict(type="str", required=True),
@@ -80,14 +79,24 @@ class StepFailed(Exception):
         self.result = result or {}
 
 
+def step_name(name):
+    """The step a spelling names: hyphens and underscores alike, and `build`
+    for render, as the design that the `guardrail` alias comes from spells them."""
+    name = str(name).strip().replace("-", "_")
+    return STEP_ALIASES.get(name, name)
+
+
 def validate_steps(steps):
-    """The steps as given, or a clear error when unknown, repeated or out of order."""
+    """The steps by their names in STEPS, or a clear error when unknown,
+    repeated or out of order."""
     if not steps:
         raise WorkflowError(f"steps is empty: name at least one of {', '.join(STEPS)}")
-    unknown = [s for s in steps if s not in STEPS]
+    unknown = [s for s in steps if step_name(s) not in STEPS]
     if unknown:
         raise WorkflowError(f"unknown step(s) {', '.join(map(repr, unknown))}: "
-                            f"steps are {', '.join(STEPS)}, in that order; nothing was run")
+                            f"steps are {', '.join(STEPS)}, in that order (hyphens or underscores, "
+                            "and build for render); nothing was run")
+    steps = [step_name(s) for s in steps]
     for before, after in zip(steps, steps[1:]):
         if STEPS.index(after) <= STEPS.index(before):
             raise WorkflowError(
@@ -145,6 +154,7 @@ class Workflow:
         self.tofu_secrets = set()
         self.interrupted = None
         self.lock_taken = False
+        self.tofu_options = dict(params["tofu_options"] or {})
         try:
             render_utils.validate_name("stack", self.stack)
             render_utils.validate_name("profile", self.profile)
@@ -154,6 +164,41 @@ class Workflow:
                 params["profiles_dir"], params["dest"])
         except (render_utils.RenderError, run_lock.LockError) as exc:
             raise WorkflowError(f"{exc}; nothing was run") from exc
+
+    def preflight(self, steps):
+        """Every check that needs no lock, before any step runs, so that a
+        refusal leaves nothing locked and nothing run: the stack and profile
+        exist, tofu_options are valid, and what exec runs is there (tofu or
+        terraform recent enough). Raises WorkflowError naming every problem."""
+        p = self.params
+        problems = []
+        if "render" in steps or "exec" in steps:
+            if not os.path.isdir(self.stack_root):
+                problems.append(f"stack {self.stack!r} not found: no directory {self.stack_root}")
+            try:
+                render_utils.profile_path(self.profiles_root, self.profile)
+            except render_utils.RenderError as exc:
+                problems.append(str(exc))
+        if "exec" in steps and "render" not in steps and not os.path.isdir(self.dest):
+            problems.append(f"the rendered directory {self.dest} does not exist: add the render step")
+        if p["tofu_options"]:
+            from ansible.module_utils.common.arg_spec import ArgumentSpecValidator  # pylint: disable=import-outside-toplevel
+
+            checked = ArgumentSpecValidator(tofu_utils.OPTIONS_SPEC).validate(p["tofu_options"])
+            problems.extend(f"tofu_options: {error}" for error in checked.error_messages)
+            self.tofu_options = checked.validated_parameters
+        absolute = [f for f in p["var_files"] if os.path.isabs(f)]
+        problems.extend(f"var file {f} does not exist" for f in absolute if not os.path.isfile(f))
+        if "exec" in steps:
+            try:
+                if isinstance(self.command, str):
+                    tofu_utils.check_version(p["binary"])
+                elif os.sep not in self.command[0]:
+                    tofu_utils.find_binary(self.command[0])
+            except tofu_utils.TofuError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise WorkflowError("; ".join(problems) + "; nothing was run and nothing was locked")
 
     @property
     def operation(self):
@@ -232,6 +277,11 @@ class Workflow:
 
     def step_lock(self):
         conflict = self.tofu_lock_conflict()
+        # Var files relative to the rendered directory exist only once it is rendered.
+        missing = [f for f in self.params["var_files"] if "exec" in self.steps and not os.path.isabs(f)
+                   and not os.path.isfile(os.path.join(self.dest, f))]
+        if missing:
+            conflict = f"var file(s) {', '.join(missing)} not found in the rendered directory {self.dest}"
         if conflict:
             raise StepFailed(f"lock refused before taking any lock: {conflict}")
         try:
@@ -351,10 +401,7 @@ class Workflow:
         if isinstance(self.command, list):
             return self._exec_argv()
         p = self.params
-        options = dict(p["tofu_options"] or {})
-        unknown = sorted(set(options) - set(TOFU_OPTIONS))
-        if unknown:
-            raise StepFailed(f"exec: unknown tofu_options {', '.join(unknown)}: use {', '.join(TOFU_OPTIONS)}")
+        options = self.tofu_options
         tofu = None
         try:
             tofu = tofu_utils.Tofu(self.dest, binary=p["binary"], workspace=p["workspace"],
@@ -479,19 +526,34 @@ class Workflow:
         except run_lock.LockConfigError as exc:
             raise StepFailed(f"lock backend configuration error: {exc}; nothing was unlocked") from exc
         except (run_lock.LockError, git_utils.GitError) as exc:
-            raise StepFailed(f"unlock refused: {exc} (a lock held by someone else is released "
-                             "with steps [unlock_any])") from exc
+            raise StepFailed(f"unlock refused: {exc} (steps [unlock_any] releases a lock of this "
+                             "owner whichever run took it)") from exc
         return {"changed": changed, "record": record}
 
     def step_unlock_any(self):
+        """Releases the lock this owner holds on the stack and profile,
+        whichever of the owner's runs took it (a run id forgotten, another
+        clone's run). Another owner's lock is refused: releasing it means
+        naming that owner, so who released whose lock stays on record."""
         try:
-            changed, record = self.backend().remove(self.stack, self.profile, check_mode=self.check_mode)
+            # The lock this run took is released as taken, without reading it first.
+            held = self.lock_record or self.backend().read(self.stack, self.profile)
+            if held is None:
+                return {"changed": False, "record": None, "msg": "the lock was free"}
+            if held.get("owner") != self.owner:
+                raise run_lock.LockHeld(held, self.stack, self.profile, action="release")
+            changed, record = self.backend().release(self.stack, self.profile, held,
+                                                     check_mode=self.check_mode)
         except run_lock.LockConfigError as exc:
             raise StepFailed(f"lock backend configuration error: {exc}; nothing was unlocked") from exc
+        except run_lock.LockHeld as exc:
+            raise StepFailed(f"unlock_any refused: {exc}: unlock_any releases only the locks of owner "
+                             f"{self.owner}; to release this one name its owner (owner="
+                             f"{exc.record.get('owner')}) or use run_lock state=absent",
+                             {"refused": True}) from exc
         except (run_lock.LockError, git_utils.GitError) as exc:
             raise StepFailed(f"unlock_any failed: {exc}") from exc
-        # The record broken, so who broke whose lock stays traceable.
-        return {"changed": changed, "record": record, "broken": record if changed else None}
+        return {"changed": changed, "record": record, "released": record if changed else None}
 
     # -- run -----------------------------------------------------------------
     def run(self, steps):
@@ -554,8 +616,7 @@ class Workflow:
                     f"(run {self.run_id}) and nothing was pushed"
                     f"{'' if step == 'exec' else ' (the exec step did run)'}. Fix or revert, then run "
                     f"again as the same owner (the ended run's lock is taken over), or release it with "
-                    f"steps [unlock] and run_id {self.run_id} (steps [unlock_any] releases it "
-                    "whoever holds it).")
+                    f"steps [unlock] and run_id {self.run_id}, or steps [unlock_any] as owner {self.owner}.")
         return msg
 
 
@@ -564,9 +625,9 @@ def net_changed(records):
     released again is no change, so a run with nothing to do reports none."""
     by_step = {r["step"]: r for r in records}
     transient = set()
-    lock, unlock = by_step.get("lock"), by_step.get("unlock")
+    lock, unlock = by_step.get("lock"), by_step.get("unlock") or by_step.get("unlock_any")
     if lock and unlock and lock["status"] == unlock["status"] == "ok" and lock["changed"]:
-        transient = {"lock", "unlock"}
+        transient = {"lock", unlock["step"]}
     return any(r["changed"] for r in records if r["step"] not in transient)
 
 
@@ -659,6 +720,7 @@ def run(params, template, check_mode=False, diff=False, variables=None, fast=Fal
     steps = validate_steps(params["steps"])
     workflow = Workflow(params, template, check_mode=check_mode, diff=diff, variables=variables,
                         fast=fast, echo=echo)
+    workflow.preflight(steps)
     started = time.monotonic()
     records, failure = workflow.run(steps)
     result = dict(

@@ -43,10 +43,13 @@ def repo(git_repo):
     return clone, remote
 
 
-def guardrail(clone, *cmd, steps=STEPS, options=(), profile="prod", cwd=None, env=None, timeout=300):
+def guardrail(clone, *cmd, steps=STEPS, options=(), profile="prod", cwd=None, env=None, timeout=300,
+              yes=True):
+    """Runs bin/guardrail with no terminal; `yes` approves an apply as --yes does."""
     assert BINARY, "neither tofu nor terraform is on PATH"
     full_env = dict(os.environ, GUARDRAIL_OWNER="tester", GUARDRAIL_RUN_ID="run-1")
     full_env.update(env or {})
+    options = [*options, "--yes"] if yes else list(options)
     args = [sys.executable, str(GUARDRAIL), *options, *steps, "--", "alpha", profile, *cmd]
     return subprocess.run(args, cwd=cwd or clone, env=full_env, capture_output=True, text=True,
                           timeout=timeout, check=False)
@@ -258,7 +261,7 @@ def test_ctrl_c_sends_sigint_to_tofu_and_state_is_written(repo):
     env = dict(os.environ, GUARDRAIL_OWNER="tester", GUARDRAIL_RUN_ID="run-1")
     # As a terminal does: the whole foreground process group gets SIGINT.
     proc = subprocess.Popen([sys.executable, str(GUARDRAIL), *STEPS, "--", "alpha", "prod", "tofu",
-                             "apply"], cwd=clone, env=env, stdout=subprocess.PIPE,
+                             "apply", "-auto-approve"], cwd=clone, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     # tofu's progress is shown while it runs, not when it ends.
     seen = []
@@ -304,7 +307,7 @@ def test_installed_collection_runs_its_own_copy(repo, tmp_path):
     shown = subprocess.run([str(command), "--help"], cwd=tmp_path, env=env, capture_output=True,
                            text=True, timeout=60, check=False)
     assert "(the installed copy)" in shown.stdout, shown.stdout + shown.stderr
-    applied = subprocess.run([str(command), *STEPS, "--", "alpha", "prod", "tofu", "apply"], cwd=clone,
+    applied = subprocess.run([str(command), *STEPS, "--", "alpha", "prod", "tofu", "apply", "-auto-approve"], cwd=clone,
                              env=env, capture_output=True, text=True, timeout=300, check=False)
     assert applied.returncode == 0, applied.stdout + applied.stderr
     assert "terraform_data.service" in state(clone)
@@ -348,7 +351,7 @@ def test_output_closed_early_does_not_cut_the_run_short(repo):
     prints; the apply runs to its end, the lock is released, no traceback."""
     clone, remote = repo
     env = dict(os.environ, GUARDRAIL_OWNER="tester", GUARDRAIL_RUN_ID="run-1")
-    proc = subprocess.Popen([sys.executable, str(GUARDRAIL), *STEPS, "--", "alpha", "prod", "tofu", "apply"],
+    proc = subprocess.Popen([sys.executable, str(GUARDRAIL), "--yes", *STEPS, "--", "alpha", "prod", "tofu", "apply"],
                             cwd=clone, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.readline()
     proc.stdout.close()
@@ -357,3 +360,109 @@ def test_output_closed_early_does_not_cut_the_run_short(repo):
     assert "Traceback" not in err and "BrokenPipe" not in err, err
     assert "terraform_data.deployment" in state(clone)
     assert remote_lock(remote) is None
+
+
+DESIGN_ALIAS = ("build", "git-check", "lock", "exec", "git-push", "unlock-any")
+
+
+def test_the_design_alias_verbatim_plans_and_applies(repo):
+    """`guardrail build git-check lock exec git-push unlock-any -- alpha prod tofu plan`,
+    as the design writes it, then the same steps applying."""
+    clone, remote = repo
+    before = git("rev-parse", "refs/heads/main", cwd=remote)
+    commit(clone, "stacks/alpha/note.tf", "# a change to push\n")
+    planned = guardrail(clone, "tofu", "plan", steps=DESIGN_ALIAS)
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert re.search(r"^render +ok", planned.stdout, re.M) and re.search(r"^unlock_any +ok", planned.stdout, re.M)
+    plan_id_from(planned)
+    assert state(clone) == {} and remote_lock(remote) is None
+    assert git("rev-parse", "refs/heads/main", cwd=remote) == before, "a plan pushed"
+
+    applied = guardrail(clone, "tofu", "apply", steps=DESIGN_ALIAS)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "terraform_data.service" in state(clone)
+    assert git("rev-parse", "refs/heads/main", cwd=remote) == git("rev-parse", "HEAD", cwd=clone)
+    assert remote_lock(remote) is None
+
+
+def test_unlock_any_releases_this_owners_lock_of_any_run_and_no_one_elses(repo):
+    clone, remote = repo
+    held = guardrail(clone, "true", steps=["lock"], env={"GUARDRAIL_RUN_ID": "forgotten-run"})
+    assert held.returncode == 0, held.stdout + held.stderr
+    other = guardrail(clone, "true", steps=["unlock-any"], env={"GUARDRAIL_OWNER": "mallory"})
+    assert other.returncode == 2, other.stdout + other.stderr
+    assert "held by tester" in other.stderr and "owner=tester" in other.stderr
+    assert remote_lock(remote) is not None
+    # Same owner, another run id (the default run-1): released.
+    released = guardrail(clone, "true", steps=["unlock_any"])
+    assert released.returncode == 0, released.stdout + released.stderr
+    assert remote_lock(remote) is None
+
+
+def on_terminal(clone, answer, *cmd, timeout=300):
+    """Runs bin/guardrail with its input and output on a pseudo-terminal, as a
+    person does, answering `answer` to the question. Returns (rc, output)."""
+    import pty  # pylint: disable=import-outside-toplevel
+    import select  # pylint: disable=import-outside-toplevel
+
+    master, slave = pty.openpty()
+    env = dict(os.environ, GUARDRAIL_OWNER="tester", GUARDRAIL_RUN_ID="run-1")
+    proc = subprocess.Popen([sys.executable, str(GUARDRAIL), *STEPS, "--", "alpha", "prod", *cmd], cwd=clone,
+                            env=env, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    seen, answered = b"", False
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not answered and b"Enter a value:" in seen:
+                os.write(master, answer.encode() + b"\n")
+                answered = True
+            if select.select([master], [], [], 0.5)[0]:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+            elif proc.poll() is not None:
+                break
+        rc = proc.wait(timeout=max(1, deadline - time.monotonic()))
+    finally:
+        os.close(master)
+    return rc, seen.decode(errors="replace").replace("\r\n", "\n")
+
+
+def test_apply_without_a_saved_plan_and_no_terminal_is_refused_unless_approved(repo):
+    clone, remote = repo
+    refused = guardrail(clone, "tofu", "apply", yes=False)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "no terminal to ask on" in refused.stderr and "-auto-approve" in refused.stderr
+    assert state(clone) == {} and remote_lock(remote) is None
+    assert not (clone / ".dist").exists(), "something ran before the refusal"
+    approved = guardrail(clone, "tofu", "apply", "-auto-approve", yes=False)
+    assert approved.returncode == 0, approved.stdout + approved.stderr
+    assert "terraform_data.service" in state(clone)
+
+
+def test_apply_on_a_terminal_shows_the_plan_and_applies_only_on_yes(repo):
+    clone, remote = repo
+    rc, seen = on_terminal(clone, "no", "tofu", "apply")
+    assert rc == 1, seen
+    assert "# terraform_data.service will be created" in seen, seen
+    assert "Plan: 5 to create" in seen and "Cancelled: nothing was applied" in seen, seen
+    assert state(clone) == {} and remote_lock(remote) is None
+
+    rc, seen = on_terminal(clone, "yes", "tofu", "apply")
+    assert rc == 0, seen
+    assert "terraform_data.service" in state(clone)
+    assert remote_lock(remote) is None
+
+
+def test_plan_shows_tofus_own_plan_then_the_summary(repo):
+    clone, _remote = repo
+    planned = guardrail(clone, "tofu", "plan")
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    out = planned.stdout
+    assert "# terraform_data.service will be created" in out, out
+    assert out.index("will be created") < out.index("  create   terraform_data.service") < out.index("Saved plan")

@@ -95,9 +95,28 @@ def test_second_owner_refused_while_lock_held(stack_repo):
     rc, result, _err = workflow(clone, owner="bob", steps=["unlock"])
     assert rc != 0 and "alice" in result["msg"] and "unlock_any" in result["msg"]
     assert remote_lock(remote) is not None
-    rc, result, err = workflow(clone, owner="bob", steps=["unlock_any"])
+    # unlock_any releases only its owner's locks: bob must name alice to release hers.
+    rc, result, _err = workflow(clone, owner="bob", steps=["unlock_any"])
+    assert rc != 0 and result["refused"] and "owner=alice" in result["msg"], result
+    assert remote_lock(remote) is not None
+    rc, result, err = workflow(clone, owner="alice", steps=["unlock-any"])
     assert rc == 0 and result["changed"], (result, err)
+    assert result["steps"][0]["result"]["released"]["run_id"] == "run-1"
     assert remote_lock(remote) is None
+
+
+def test_design_spelling_of_the_steps_runs_the_workflow(stack_repo):
+    clone, remote = stack_repo
+    before = remote_head(remote)
+    commit(clone, "stacks/alpha/note.tf", "# spelled as the design spells it\n")
+    rc, result, err = workflow(clone, owner="alice",
+                               steps=["build", "git-check", "lock", "exec", "git-push", "unlock-any"])
+    assert rc == 0, (result.get("msg"), err)
+    assert [s for s, _ in statuses(result)] == ["render", "git_check", "lock", "exec", "git_push", "unlock_any"]
+    assert all(status == "ok" for _, status in statuses(result)), statuses(result)
+    assert remote_head(remote) != before, "git-push did not push"
+    assert remote_lock(remote) is None, "unlock-any left the lock"
+    assert (dest(clone) / "terraform.tfstate").exists()
 
 
 def test_check_mode_runs_plan_only(stack_repo):

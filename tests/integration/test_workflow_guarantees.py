@@ -400,3 +400,61 @@ def test_push_lost_after_apply_keeps_lock_and_says_what_was_applied(stack_repo, 
     assert "applied" in msg and head in msg and "stays held" in msg, msg
     assert remote_lock(remote) is not None
     assert remote_head(remote) != head
+
+
+OLD_TERRAFORM = "#!/bin/sh\necho 'Terraform v1.2.9'\necho 'on linux_amd64'\n"
+NOT_TOFU = "#!/bin/sh\necho 'GNU Make 4.3'\n"
+
+
+def stand_in(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    path.chmod(0o755)
+    return str(path)
+
+
+@pytest.mark.parametrize("case", ["no binary", "old terraform", "not tofu", "unknown tofu_option",
+                                  "bad tofu_option value", "missing stack", "missing profile",
+                                  "missing var file", "missing relative var file"])
+def test_every_check_that_needs_no_lock_runs_before_the_lock(case, git_repo, tmp_path):
+    """Each refusal leaves the remote without a lock and tofu unrun."""
+    clone, remote = git_repo
+    make_stack_repo(clone)
+    cache = tmp_path / "cache"  # a fresh version cache: the stand-ins are asked, not remembered
+    args = dict(owner="alice", run_id="run-1")
+    steps = ["render", "git_check", "lock", "exec", "git_push", "unlock"]
+    expect = case
+    if case == "no binary":
+        args["binary"] = str(tmp_path / "no-such-tofu")
+        expect = "no-such-tofu"
+    elif case == "old terraform":
+        args["binary"] = stand_in(tmp_path, "terraform", OLD_TERRAFORM)
+        expect = "older than the 1.5.0"
+    elif case == "not tofu":
+        args["binary"] = stand_in(tmp_path, "tofu", NOT_TOFU)
+        expect = "is not OpenTofu or Terraform"
+    elif case == "unknown tofu_option":
+        args["tofu_options"] = {"paralelism": 2}
+        expect = "paralelism"
+    elif case == "bad tofu_option value":
+        args["tofu_options"] = {"parallelism": "many"}
+        expect = "parallelism"
+    elif case == "missing stack":
+        args["stack"] = "beta"
+        steps = ["lock", "exec", "unlock"]
+        expect = "stack 'beta' not found"
+    elif case == "missing profile":
+        args["profile"] = "qa"
+        steps = ["lock", "exec", "unlock"]
+        expect = "profile 'qa' not found"
+    elif case == "missing var file":
+        args["var_files"] = [str(tmp_path / "absent.tfvars")]
+        expect = "absent.tfvars does not exist"
+    elif case == "missing relative var file":
+        args["var_files"] = ["absent.tfvars"]
+        expect = "absent.tfvars not found in the rendered directory"
+    rc, result, err = workflow(clone, steps=steps, env={"XDG_CACHE_HOME": str(cache)}, **args)
+    assert rc != 0, result
+    assert expect in result["msg"], result["msg"]
+    assert remote_lock(remote, profile=args.get("profile", "prod"), stack=args.get("stack", "alpha")) is None
+    assert not list(clone.glob(".dist/*/*/terraform.tfstate")), "tofu ran"

@@ -91,9 +91,14 @@ def save(tofu, commit=None, stack=None, profile=None, destroy=False):
     try:
         os.chmod(tmp, 0o600)
         tofu.ensure_init()
+        before = len(tofu.log)
         tofu.plan(tmp, destroy=destroy)
+        planned = "".join(entry["stdout"] for entry in tofu.log[before:])
         os.chmod(tmp, 0o600)
         shown = tofu_utils.summarize(tofu.show_plan(tmp), tofu.secrets)
+        # tofu's own human plan, for a reviewer; masked once summarize has
+        # told which values are sensitive.
+        shown["plan_text"] = tofu._masked(planned).strip("\n") + "\n"
         plan_id = plan_id_of(tmp, commit, stack, profile)
         planfile, metafile = paths(tofu.project_path, plan_id)
         meta = {"plan_id": plan_id, "commit": commit, "stack": stack, "profile": profile,

@@ -99,12 +99,13 @@ class LockHeld(LockRefused):
                 text += f"; that run has ended ({self.ended}): take it over with takeover=true"
             elif self.ended:
                 text += (f"; that run has ended ({self.ended}): its owner may take it over, "
-                         "or anyone may break it (run_lock state=absent, workflow steps [unlock_any])")
+                         "or anyone may break it (run_lock state=absent, or workflow steps [unlock_any] "
+                         "naming its owner)")
             else:
                 text += "; one run at a time: wait for it to end"
         if self.stale:
             text += (f"; the lock is older than ttl {ttl}s (stale): if its run is gone, break it "
-                     "(run_lock state=absent, workflow steps [unlock_any])")
+                     "(run_lock state=absent, or workflow steps [unlock_any] naming its owner)")
         super().__init__(text)
 
 

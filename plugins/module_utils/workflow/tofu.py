@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -221,6 +222,82 @@ def find_binary(binary=None):
             return path
     raise TofuError(f"no {' or '.join(candidates)} executable found on PATH "
                     f"({os.environ.get('PATH', '')})")
+
+
+# The oldest releases with every feature used here (`apply -json` outputs and
+# change summaries, `terraform_data`, `plan -out` refused when stale).
+MIN_VERSIONS = {"OpenTofu": (1, 6, 0), "Terraform": (1, 5, 0)}
+VERSION_RE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+")
+# The options that shape how tofu runs, shared by the tofu module and the
+# workflow's tofu_options.
+OPTIONS_SPEC = dict(
+    backend_config=dict(type="dict", default={}, no_log=True),
+    backend_config_files=dict(type="list", elements="path", default=[]),
+    lock=dict(type="bool"),
+    lock_timeout=dict(type="str"),
+    parallelism=dict(type="int"),
+    targets=dict(type="list", elements="str", default=[]),
+    replace=dict(type="list", elements="str", default=[]),
+    timeout=dict(type="int", default=DEFAULT_TIMEOUT),
+)
+
+
+def check_version(binary):
+    """(product, version) of the executable `binary` names, or TofuError when
+    it is missing, is neither OpenTofu nor Terraform, or is older than
+    MIN_VERSIONS. A `version` run (no update check) the first time; then the
+    answer is kept in the user's cache for that same file (path, size, mtime)."""
+    path = os.path.realpath(find_binary(binary))
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise TofuError(f"cannot read {path}: {exc}") from exc
+    key = f"{path}\0{info.st_size}\0{info.st_mtime_ns}"
+    cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                         "guardrail", "tool-versions.json")
+    try:
+        with open(cache, encoding="utf-8") as handle:
+            known = json.load(handle)
+    except (OSError, ValueError):
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
+    cached = known.get(key)
+    if (isinstance(cached, list) and len(cached) == 2 and cached[0] in MIN_VERSIONS
+            and isinstance(cached[1], str) and VERSION_RE.match(cached[1])):
+        product, version = cached
+    else:
+        product, version = _ask_version(path)
+        known[key] = [product, version]
+        try:
+            os.makedirs(os.path.dirname(cache), exist_ok=True)
+            tmp = f"{cache}.{os.getpid()}"
+            with open(tmp, "w", encoding="utf-8") as handle:
+                json.dump(known, handle)
+            os.replace(tmp, cache)
+        except OSError:
+            pass  # an unwritable cache only costs the next run one `version`
+    least = MIN_VERSIONS.get(product, (0, 0, 0))
+    numbers = tuple(int(part) for part in VERSION_RE.match(version).group(0).split("."))
+    if numbers < least:
+        raise TofuError(f"{path} is {product} {version}, older than the {'.'.join(map(str, least))} "
+                        "this collection needs: upgrade it, or name another with binary")
+    return product, version
+
+
+def _ask_version(path):
+    env = dict(os.environ, CHECKPOINT_DISABLE="1")
+    try:
+        proc = subprocess.run([path, "version"], capture_output=True, text=True, timeout=60,
+                              env=env, stdin=subprocess.DEVNULL, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise TofuError(f"cannot run {path} version: {exc}") from exc
+    first = (proc.stdout.strip().splitlines() or [""])[0]
+    product, _sep, version = first.partition(" v")
+    if proc.returncode != 0 or product not in MIN_VERSIONS or not VERSION_RE.match(version):
+        raise TofuError(f"{path} is not OpenTofu or Terraform: `{path} version` printed "
+                        f"{(first or proc.stderr.strip())[:200]!r}")
+    return product, version
 
 
 def env_value(value):
