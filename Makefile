@@ -14,7 +14,7 @@ export GUARDRAIL_LAB_IMAGE ?= localhost/guardrail-lab:debian12
 
 help:
 	@echo "make demo    - build the lab host and run the main job on it"
-	@echo "make test    - the whole suite: unit, sanity, lint, integration, molecule"
+	@echo "make test    - the whole suite: unit, sanity, lint, integration, compat, molecule, demo"
 	@echo "make unit | sanity | lint | integration | molecule | compat - one stage"
 	@echo "make benchmarks - run every benchmark in benchmarks/"
 	@echo "make build   - build the collection tarball"

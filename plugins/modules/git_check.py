@@ -13,6 +13,8 @@ description:
     staged or untracked (not ignored) files; when the branch is behind or has diverged
     from its upstream; when it is more than O(max_ahead) commits ahead; or when it has no upstream.
   - A repository with a single commit is valid.
+  - A detached HEAD that is the head of a remote-tracking branch (after the fetch) passes as that branch, up
+    to date (an AWX project sync or a CI checkout); the branch compared is returned as RV(detached_at).
   - Reads only; never changes the clone apart from updating remote-tracking refs by the fetch.
 options:
   repo_path:
@@ -24,7 +26,9 @@ options:
     type: int
     default: 1
   allow_detached:
-    description: Accept a detached HEAD (for example a CI checkout of a tag); upstream checks are then skipped.
+    description:
+      - Accept any detached HEAD (for example a CI checkout of a tag); upstream checks are then skipped.
+      - Without it a detached HEAD passes only when it is the head of a remote branch.
     type: bool
     default: false
   fetch:
@@ -73,7 +77,12 @@ head:
   type: str
   sample: 5d41402abc4b2a76b9719d911017c592ae2b3c11
 upstream:
-  description: The upstream of the branch; null when it has none.
+  description: The upstream of the branch (for a detached HEAD, RV(detached_at)); null when it has none.
+  returned: always
+  type: str
+  sample: origin/main
+detached_at:
+  description: The remote branch a detached HEAD is the head of, and was compared with; null otherwise.
   returned: always
   type: str
   sample: origin/main

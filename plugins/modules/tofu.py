@@ -177,6 +177,11 @@ summary:
   type: list
   elements: str
   sample: ["  create   terraform_data.service", "Plan: 1 to create, 0 to update, 0 to replace, 0 to delete"]
+plan_text:
+  description: With V(plan), tofu's own human plan (each resource's changed attributes), sensitive values masked.
+  returned: when a plan was saved
+  type: str
+  sample: "  # terraform_data.service will be created\n  + resource \"terraform_data\" \"service\" {...}\n"
 command:
   description: The command run.
   returned: always

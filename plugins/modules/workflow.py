@@ -116,7 +116,9 @@ options:
     type: int
     default: 1
   allow_detached:
-    description: Let V(git_check) accept a detached HEAD.
+    description:
+      - Let V(git_check) accept any detached HEAD. Without it a detached HEAD passes only when it is
+        the head of a remote branch (an AWX project sync), which V(git_check) then names as the branch compared.
     type: bool
     default: false
   fetch:

@@ -17,6 +17,7 @@ import os
 import re
 import time
 
+from ansible_collections.guardrail.ecs.plugins.module_utils.common import aws
 from ansible_collections.guardrail.ecs.plugins.module_utils.common import git as git_utils
 from ansible_collections.guardrail.ecs.plugins.module_utils.common.aws import AWS_ARGUMENT_SPEC
 from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import plans, run_lock
@@ -154,6 +155,7 @@ class Workflow:
         self.tofu_secrets = set()
         self.interrupted = None
         self.lock_taken = False
+        self.detached_at = None  # the remote branch a detached checkout was found to be
         self.tofu_options = dict(params["tofu_options"] or {})
         try:
             render_utils.validate_name("stack", self.stack)
@@ -187,6 +189,8 @@ class Workflow:
             checked = ArgumentSpecValidator(tofu_utils.OPTIONS_SPEC).validate(p["tofu_options"])
             problems.extend(f"tofu_options: {error}" for error in checked.error_messages)
             self.tofu_options = checked.validated_parameters
+        if p["lock_backend"] != "git" and {"lock", "unlock", "unlock_any"} & set(steps) and aws.missing_boto3():
+            problems.append(f"the {p['lock_backend']} run lock: {aws.missing_boto3()}")
         absolute = [f for f in p["var_files"] if os.path.isabs(f)]
         problems.extend(f"var file {f} does not exist" for f in absolute if not os.path.isfile(f))
         if "exec" in steps:
@@ -273,6 +277,12 @@ class Workflow:
         result["changed"] = False
         if not result["ok"]:
             raise StepFailed("git check refused the work tree: " + "; ".join(result["problems"]), result)
+        self.detached_at = result["detached_at"]
+        if result["detached_at"]:
+            result["msg"] = (f"detached HEAD {result['head'][:12]} is the head of {result['detached_at']}: "
+                             f"compared with {result['detached_at']}")
+        elif result["upstream"]:
+            result["msg"] = f"branch {result['branch']} compared with {result['upstream']}"
         return result
 
     def step_lock(self):
@@ -348,6 +358,12 @@ class Workflow:
         except git_utils.GitError as exc:
             raise StepFailed(f"exec: cannot re-check the upstream before running: {exc}; "
                              "nothing was applied") from exc
+        if self.detached_at and info["detached_at"] != self.detached_at:
+            released = self.lock_taken and self._release_quietly()
+            raise StepFailed(
+                f"exec: {self.detached_at} moved on from the detached HEAD {info['head'][:12]} while this run "
+                f"waited: nothing was applied{'; the run lock was released' if released else ''}. Sync the "
+                "checkout again, then run again", {"upstream": self.detached_at, "released": released})
         if info["behind"]:
             # A lock held from an earlier run (re-entered) keeps guarding what
             # that run left; only a lock this run took is given back.

@@ -8,24 +8,29 @@ set -euo pipefail
 : "${DEMO_HOST:?}" "${DEMO_INVENTORY:?}"
 say() { printf '\n== %s\n' "$*"; }
 
-# Prints what a task sees fetching URL: the body, or curl's error.
+# Prints what a task sees fetching URL (the body, or curl's error) and fails
+# the section unless that is the EXPECTED outcome (answers or blocked).
 probe() {
     local out rc=0
     out=$(ANSIBLE_LOAD_CALLBACK_PLUGINS=1 ANSIBLE_STDOUT_CALLBACK=ansible.builtin.json \
         ansible "$DEMO_HOST" -i "$DEMO_INVENTORY" -m ansible.builtin.command \
         -a "/usr/local/bin/lab-task-probe $1") || rc=$?
-    python3 - "$1" "$DEMO_HOST" "$out" <<'PY'
+    [ "$rc" -eq 0 ] || [ "$rc" -eq 2 ] || return "$rc"
+    python3 - "$1" "$2" "$DEMO_HOST" "$out" <<'PY'
 import json, sys
-url, host, text = sys.argv[1:4]
+url, expected, host, text = sys.argv[1:5]
 result = json.loads(text)["plays"][0]["tasks"][0]["hosts"][host]
 if result.get("rc") == 0:
     body = result["stdout"][:160].replace("\n", "\n         ")
     print(f"  task -> {url}\n     OK: {body}")
+    outcome = "answers"
 else:
     error = (result.get("stderr") or result.get("msg", "")).strip()
     print(f"  task -> {url}\n     FAILED (curl exit {result.get('rc')}): {error}")
+    outcome = "blocked"
+if outcome != expected:
+    sys.exit(f"demo: expected the task's request to be {expected}, it {outcome}")
 PY
-    [ "$rc" -eq 0 ] || [ "$rc" -eq 2 ]
 }
 
 # Runs a playbook quietly; prints its recap line and wall time.
@@ -34,7 +39,8 @@ play() {
     log=$(mktemp)
     start=$(date +%s)
     ansible-playbook -i "$DEMO_INVENTORY" --limit "$DEMO_HOST" "$@" >"$log" 2>&1 || rc=$?
-    printf '  %s  (%ss)\n' "$(grep -E "^$DEMO_HOST +:" "$log" | tr -s ' ')" "$(( $(date +%s) - start ))"
+    last_recap=$(grep -E "^$DEMO_HOST +:" "$log" | tr -s ' ')
+    printf '  %s  (%ss)\n' "$last_recap" "$(( $(date +%s) - start ))"
     if [ "$rc" -ne 0 ]; then
         cat "$log" >&2
         rm -f "$log"
@@ -47,20 +53,21 @@ say "ECS container instance stand-in: CIS firewall (policies DROP), docker0 + ta
 play tests/lab/ecs_agent_standins.yml
 
 say "BEFORE: a task asks for its IAM role credentials (the field failure: it times out)"
-probe http://169.254.170.2/v2/credentials
+probe http://169.254.170.2/v2/credentials blocked
 say "BEFORE: a bridge-mode task asks the instance metadata service"
-probe http://169.254.169.254/latest/meta-data/
+probe http://169.254.169.254/latest/meta-data/ answers
 
 say "Apply playbooks/agent_firewall.yml"
 play playbooks/agent_firewall.yml -e "target=$DEMO_HOST"
 
 say "AFTER: the task gets its credentials from the agent"
-probe http://169.254.170.2/v2/credentials
+probe http://169.254.170.2/v2/credentials answers
 say "AFTER: the task is kept away from the instance metadata service"
-probe http://169.254.169.254/latest/meta-data/
+probe http://169.254.169.254/latest/meta-data/ blocked
 
 say "Second run changes nothing"
 play playbooks/agent_firewall.yml -e "target=$DEMO_HOST"
+grep -q "changed=0 " <<<"$last_recap" || { echo "demo: the second run changed something" >&2; exit 1; }
 
 say "The role's chain, jumped to ahead of the host's DROP rules"
 ansible "$DEMO_HOST" -i "$DEMO_INVENTORY" -m ansible.builtin.command -a "iptables -S INPUT" |

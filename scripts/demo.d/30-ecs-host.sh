@@ -41,4 +41,6 @@ PY
 
 say "The host still works: task credentials through the hardened firewall"
 on_host /usr/local/bin/lab-task-probe http://169.254.170.2/v2/credentials
-on_host sysctl net.ipv4.ip_forward
+forward=$(on_host sysctl -n net.ipv4.ip_forward | tail -1)
+echo "  net.ipv4.ip_forward = $forward (Docker's bridge networking needs it on)"
+[ "$forward" = 1 ] || { echo "demo: hardening turned IPv4 forwarding off" >&2; exit 1; }

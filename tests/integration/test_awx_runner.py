@@ -38,18 +38,22 @@ class Job:
     check: Callable = None
 
 
-def awx_launch(private, playbook, job):
-    """Lays out the private data directory as AWX does and runs the job."""
+def awx_launch(private, playbook, job, project=ROOT):
+    """Lays out the private data directory as AWX does and runs the job.
+    `project` is linked as the project checkout; None when the caller laid
+    private/project out itself."""
     (private / "env").mkdir(parents=True)
     (private / "inventory").mkdir()
-    (private / "project").symlink_to(ROOT)  # AWX checks the project out; this checkout is it
+    if project is not None:
+        (private / "project").symlink_to(project)  # AWX checks the project out; this checkout is it
     (private / "env" / "extravars").write_text(json.dumps(dict(AWX_JOB, **job.extravars)))
     env = {k: v for k, v in ansible_env(**(job.envvars or {})).items()
            if k.startswith(("ANSIBLE_", "AWS_", "PATH", "CONTAINERS_CONF", "HOME"))}
     (private / "env" / "envvars").write_text(json.dumps(env))
     (private / "env" / "settings").write_text(json.dumps({"job_timeout": 900, "suppress_ansible_output": True}))
     (private / "inventory" / "hosts.yml").write_text(job.inventory)
-    return ansible_runner.run(private_data_dir=str(private), playbook=f"playbooks/{playbook}",
+    playbook = playbook if Path(playbook).is_absolute() else f"playbooks/{playbook}"
+    return ansible_runner.run(private_data_dir=str(private), playbook=str(playbook),
                               ident=str(AWX_JOB["awx_job_id"]), quiet=True)
 
 
@@ -372,3 +376,39 @@ def test_tofu_change_aws_lock_options_reach_the_workflow(git_repo, tmp_path, mot
     assert runner.status == "successful", runner_result(runner)
     items = boto3.client("dynamodb", endpoint_url=moto).scan(TableName=TABLE)["Items"]
     assert any("states/alpha.tfstate" in item["LockID"]["S"] and "carol" in json.dumps(item) for item in items), items
+
+
+def test_a_job_runs_the_shipped_playbook_on_a_detached_project_checkout(git_repo, tmp_path):
+    """As AWX runs a job template: the project is a sync of the stack
+    repository (HEAD detached at the branch's head), the job's playbook is the
+    collection's own playbooks/tofu_change.yml (no wrapper of the user's), and
+    no repo_path (the job runs in the project). The job output names the
+    branch compared and every resource change."""
+    from conftest import git
+    from workflow_helpers import make_stack_repo, remote_lock
+
+    clone, remote = git_repo
+    make_stack_repo(clone)
+    private = tmp_path / "private"
+    private.mkdir()
+    project = private / "project"
+    git("clone", "-q", str(remote), str(project), cwd=tmp_path)
+    synced = git("rev-parse", "origin/main", cwd=project)
+    git("checkout", "-q", "--detach", synced, cwd=project)
+    runner = awx_launch(private, PLAYBOOKS / "tofu_change.yml", Job(extravars={"stack": "alpha", "profile": "prod"}),
+                        project=None)
+    events = events_of(runner)
+    res = runner_result(runner)
+    assert runner.status == "successful", res
+    assert [(s["step"], s["status"]) for s in res["steps"]] == [
+        (step, "ok") for step in ("render", "git_check", "lock", "exec", "git_push", "unlock")]
+    assert res["steps"][1]["result"]["msg"] == (f"detached HEAD {synced[:12]} is the head of origin/main: "
+                                                "compared with origin/main")
+    assert res["steps"][4]["changed"] is False and "nothing to push" in res["steps"][4]["result"]["msg"]
+    listed = result_of(events, "List the resource changes")["msg"]
+    assert listed[0] == res["steps"][1]["result"]["msg"]
+    assert "create terraform_data.service" in listed and "create terraform_data.zone_c" in listed, listed
+    assert listed[-1].startswith("counts: ") and '"create": 5' in listed[-1], listed
+    assert (project / ".dist" / "prod" / "alpha" / "terraform.tfstate").exists()
+    assert remote_lock(remote) is None
+    assert git("rev-parse", "refs/heads/main", cwd=remote) == synced

@@ -466,3 +466,35 @@ def test_plan_shows_tofus_own_plan_then_the_summary(repo):
     out = planned.stdout
     assert "# terraform_data.service will be created" in out, out
     assert out.index("will be created") < out.index("  create   terraform_data.service") < out.index("Saved plan")
+
+
+@pytest.mark.parametrize("backend", [["--lock-backend", "dynamodb", "--lock-table", "locks"],
+                                     ["--lock-backend", "s3", "--lock-bucket", "locks"]])
+def test_aws_lock_without_botocore_is_a_clear_refusal_not_a_traceback(repo, tmp_path, backend):
+    """GUARDRAIL_PYTHON names a Python without boto3/botocore (a fresh venv)."""
+    clone, _remote = repo
+    bare = tmp_path / "bare-python"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
+    env = dict(os.environ, GUARDRAIL_PYTHON=str(bare / "bin" / "python"), GUARDRAIL_OWNER="tester")
+    proc = subprocess.run([str(GUARDRAIL), *backend, "--region", "eu-west-1", "lock", "exec", "unlock", "--",
+                           "alpha", "prod", "true"], cwd=clone, env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "boto3 and botocore are not installed" in proc.stderr and "GUARDRAIL_PYTHON" in proc.stderr
+    assert "nothing was locked" in proc.stderr
+
+
+def test_a_link_on_path_runs_the_collection_it_points_to(repo, tmp_path):
+    """The documented way onto PATH: a symbolic link to bin/guardrail."""
+    clone, remote = repo
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "guardrail").symlink_to(GUARDRAIL)
+    env = dict(os.environ, PATH=f"{bindir}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+               GUARDRAIL_OWNER="tester")
+    proc = subprocess.run(["guardrail", "build", "git-check", "lock", "unlock-any", "--", "alpha", "prod", "true"],
+                          cwd=clone, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"^unlock_any +ok +changed=1", proc.stdout, re.M), proc.stdout
+    assert remote_lock(remote) is None

@@ -93,11 +93,33 @@ def test_no_upstream_and_detached_head(git_repo):
     git("checkout", "-q", "-b", "feature", cwd=work)
     result = gitops.check(str(work))
     assert result["problems"] == ["branch feature has no upstream (push it once with 'git push -u')"]
+    commit(work, "local.tf")
     git("checkout", "-q", "--detach", cwd=work)
     result = gitops.check(str(work))
-    assert result["branch"] is None
-    assert result["problems"] == ["HEAD is detached (check out a branch, or set allow_detached)"]
+    assert result["branch"] is None and result["detached_at"] is None
+    assert result["problems"] == [f"HEAD is detached at {result['head'][:12]}, which is the head of no remote "
+                                  "branch after a fetch (check out a branch, sync the checkout again, or set "
+                                  "allow_detached)"]
     assert gitops.check(str(work), allow_detached=True)["ok"]
+
+
+def test_detached_checkout_of_a_remote_branch_head_is_that_branch(git_repo, other):
+    """As AWX syncs a project: a clone with HEAD detached at the commit the
+    remote branch holds passes and names the branch it was compared with;
+    once the remote moves on, it is refused."""
+    work, _remote = git_repo
+    git("checkout", "-q", "--detach", "origin/main", cwd=work)
+    result = gitops.check(str(work))
+    assert result["ok"], result["problems"]
+    assert (result["branch"], result["detached_at"], result["upstream"]) == (None, "origin/main", "origin/main")
+    assert gitops.push(str(work))["upstream"] == "origin/main"
+    assert gitops.push(str(work))["changed"] is False
+    commit(other, "theirs.tf")
+    git("push", "-q", cwd=other)
+    result = gitops.check(str(work))
+    assert not result["ok"] and result["detached_at"] is None
+    with pytest.raises(gitops.GitError, match="head of no branch of origin"):
+        gitops.push(str(work))
 
 
 def test_fetch_failure_carries_git_error(git_repo):
@@ -152,6 +174,7 @@ def test_push_refuses_detached_and_no_upstream(git_repo):
     git("checkout", "-q", "-b", "feature", cwd=work)
     with pytest.raises(gitops.GitError, match="branch feature has no upstream"):
         gitops.push(str(work))
+    commit(work, "local.tf")
     git("checkout", "-q", "--detach", cwd=work)
     with pytest.raises(gitops.GitError, match="HEAD is detached"):
         gitops.push(str(work))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import random
+import sys
 import time
 
 # boto3 takes a noticeable fraction of a second to import; plugins that may
@@ -78,9 +79,19 @@ def aws_options(params):
     return options
 
 
+def missing_boto3():
+    """Why AWS cannot be called from this Python, or None when it can."""
+    if HAS_BOTO3:
+        return None
+    return (f"boto3 and botocore are not installed for the Python that runs this ({sys.executable}): "
+            f"install them there ({sys.executable} -m pip install boto3), or use a Python that has them "
+            "(for the guardrail command: GUARDRAIL_PYTHON)")
+
+
 def session(options):
-    if not HAS_BOTO3:
-        raise AWSError("boto3 is required: No module named 'boto3' (or 'botocore')")
+    missing = missing_boto3()
+    if missing:
+        raise AWSError(missing, configuration=True)
     import boto3  # pylint: disable=import-outside-toplevel
     return boto3.session.Session(
         aws_access_key_id=options.get("access_key"),
@@ -94,6 +105,9 @@ def session(options):
 def client(service, options, max_attempts=1):
     """A boto3 client for `service`. botocore's own retries are off by default:
     `call()` retries, so one policy applies everywhere and is counted once."""
+    missing = missing_boto3()
+    if missing:
+        raise AWSError(missing, configuration=True)
     import botocore.config  # pylint: disable=import-outside-toplevel
     import botocore.exceptions  # pylint: disable=import-outside-toplevel
     config = botocore.config.Config(retries={"max_attempts": max_attempts, "mode": "standard"},

@@ -23,6 +23,10 @@ class GitError(Exception):
     """git failed, or the repository is in a state the operation refuses."""
 
 
+class DetachedHead(GitError):
+    """HEAD is not on a branch."""
+
+
 def git_env(env=None):
     """The environment for git: never prompt (a prompt would hang a play), and
     messages in C locale so the text we surface is the documented one."""
@@ -135,9 +139,24 @@ def checked_out(repo_path, timeout=DEFAULT_TIMEOUT):
         raise failure(proc)
     branch = proc.stdout.strip()
     if not branch:
-        raise GitError(f"HEAD is detached in {repo_path}: check out the branch to push")
+        raise DetachedHead(f"HEAD is detached in {repo_path}: check out the branch to push")
     head = run_git(["rev-parse", "--verify", "HEAD"], repo_path, timeout=timeout).strip()
     return (branch, head, *upstream_of(repo_path, branch, timeout=timeout))
+
+
+def remote_branch_at(repo_path, commit, timeout=DEFAULT_TIMEOUT):
+    """The remote-tracking branch (`origin/main`) whose head is `commit`, or
+    None: the branch a detached checkout (an AWX project sync, a CI job) was
+    made from. The remote's default branch wins when several match."""
+    out = run_git(["for-each-ref", f"--points-at={commit}", "--format=%(refname:short)%00%(symref)",
+                   "refs/remotes"], repo_path, timeout=timeout)
+    names = sorted(name for name, _sep, symref in (line.partition("\0") for line in out.splitlines())
+                   if not symref)
+    if not names:
+        return None
+    default = run_git_proc(["symbolic-ref", "-q", "--short", f"refs/remotes/{names[0].split('/')[0]}/HEAD"],
+                           repo_path, timeout=timeout).stdout.strip()
+    return default if default in names else names[0]
 
 
 def check(repo_path, max_ahead=1, allow_detached=False, fetch=True, timeout=DEFAULT_TIMEOUT):
@@ -156,11 +175,17 @@ def check(repo_path, max_ahead=1, allow_detached=False, fetch=True, timeout=DEFA
         raise failure(fetched, f"cannot fetch {remote or 'origin'} to compare with {info['upstream']}")
 
     problems = []
+    compared = None
     if info["head"] is None:
         problems.append("the repository has no commit yet")
     if info["branch"] is None:
-        if not allow_detached:
-            problems.append("HEAD is detached (check out a branch, or set allow_detached)")
+        # A detached checkout of exactly what a remote branch holds (AWX
+        # syncs projects so) is as good as that branch, up to date.
+        compared = remote_branch_at(repo_path, info["head"], timeout=timeout) if info["head"] else None
+        if compared is None and not allow_detached:
+            problems.append(f"HEAD is detached at {(info['head'] or '')[:12]}, which is the head of no remote "
+                            f"branch{' after a fetch' if fetch else ''} (check out a branch, sync the "
+                            "checkout again, or set allow_detached)")
     elif not info["upstream"]:
         problems.append(f"branch {info['branch']} has no upstream (push it once with 'git push -u')")
     elif info["ahead"] is None:
@@ -184,7 +209,8 @@ def check(repo_path, max_ahead=1, allow_detached=False, fetch=True, timeout=DEFA
         "problems": problems,
         "branch": info["branch"],
         "head": info["head"],
-        "upstream": info["upstream"],
+        "upstream": info["upstream"] or compared,
+        "detached_at": compared,
         "ahead": info["ahead"] or 0,
         "behind": info["behind"] or 0,
         "modified": sorted(set(info["modified"] + info["unmerged"])),
@@ -198,7 +224,10 @@ def push(repo_path, remote=None, check_mode=False, timeout=DEFAULT_TIMEOUT):
 
     Compares with the remote itself (not a possibly stale tracking ref), so a
     branch behind or diverged is refused before anything is sent."""
-    branch, head, up_remote, up_ref = checked_out(repo_path, timeout=timeout)
+    try:
+        branch, head, up_remote, up_ref = checked_out(repo_path, timeout=timeout)
+    except DetachedHead as exc:
+        return _push_detached(repo_path, remote or "origin", exc, timeout)
     if not up_ref:
         raise GitError(f"branch {branch} has no upstream: set one with 'git push -u <remote> {branch}'")
     remote = remote or up_remote
@@ -242,3 +271,17 @@ def push(repo_path, remote=None, check_mode=False, timeout=DEFAULT_TIMEOUT):
     if proc.returncode != 0:
         raise failure(proc, f"push of {branch} to {upstream} was refused")
     return result
+
+
+def _push_detached(repo_path, remote, detached, timeout=DEFAULT_TIMEOUT):
+    """A detached HEAD that is the head of a branch of `remote` has nothing to
+    push (an AWX job's checkout); any other detached HEAD is refused."""
+    head = run_git(["rev-parse", "--verify", "HEAD"], repo_path, timeout=timeout).strip()
+    listing = run_git(["ls-remote", "--heads", remote], repo_path, timeout=timeout)
+    names = sorted(ref[len("refs/heads/"):] for oid, _tab, ref in (line.partition("\t") for line in listing.splitlines())
+                   if oid == head)
+    if not names:
+        raise GitError(f"{detached}; HEAD {head[:12]} is the head of no branch of {remote}, so it cannot be "
+                       "pushed; nothing was pushed")
+    return {"changed": False, "branch": None, "upstream": f"{remote}/{names[0]}", "range": "", "commits": 0,
+            "msg": f"detached HEAD {head[:12]} is already {remote}/{names[0]}: nothing to push"}

@@ -220,6 +220,8 @@ def find_binary(binary=None):
         path = shutil.which(name)
         if path:
             return path
+    if binary and os.sep in binary:
+        raise TofuError(f"binary {binary} is not an executable file")
     raise TofuError(f"no {' or '.join(candidates)} executable found on PATH "
                     f"({os.environ.get('PATH', '')})")
 
