@@ -30,7 +30,7 @@ TAG = "guardrail-lock/alpha/prod"
 def guardrail_cmd():
     """As a user runs it: the executable itself (its shebang starts Python the
     way it chooses), on this benchmark's Python."""
-    return [str(GUARDRAIL), "--json", "--owner", "bench", *STEPS, "--", "alpha", "prod", "tofu", "apply"]
+    return [str(GUARDRAIL), "--json", "--owner", "bench", *STEPS, "--", "alpha", "prod", "tofu", "apply", "-auto-approve"]
 
 
 def guardrail_run(cmd, cwd):

@@ -275,12 +275,7 @@ def approve_then_apply(params, echo, as_json):
         message = (f"`{params['command']}` of {what} without a saved plan asks for confirmation, and there "
                    "is no terminal to ask on: pass -auto-approve (or --yes), or plan first (`tofu plan`) "
                    "and apply that plan (`tofu apply PLAN_ID`); nothing was run")
-        if as_json:
-            json.dump({"failed": True, "refused": True, "msg": message}, sys.stdout, indent=2)
-            sys.stdout.write("\n")
-        else:
-            sys.stderr.write(f"guardrail: refused: {message}\n")
-        return EXIT_REFUSED
+        return _stopped(message, as_json, "refused", EXIT_REFUSED)
     if params["command"] == "destroy":
         if not confirm(f"Do you really want to destroy all resources of {what}?"):
             return EXIT_FAILED
@@ -327,9 +322,15 @@ def report(result, as_json):
 
 
 def _bad(message, as_json):
+    return _stopped(message, as_json, "bad_input", EXIT_BAD_INPUT)
+
+
+def _stopped(message, as_json, why, code):
+    """Reports a run stopped before anything ran (`why`: bad_input or
+    refused); returns `code`."""
     if as_json:
-        json.dump({"failed": True, "bad_input": True, "msg": message}, sys.stdout, indent=2)
+        json.dump({"failed": True, why: True, "msg": message}, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        sys.stderr.write(f"guardrail: bad input: {message}\n")
-    return EXIT_BAD_INPUT
+        sys.stderr.write(f"guardrail: {why.replace('_', ' ')}: {message}\n")
+    return code
