@@ -112,8 +112,8 @@ def test_design_spelling_of_the_steps_runs_the_workflow(stack_repo):
     rc, result, err = workflow(clone, owner="alice",
                                steps=["build", "git-check", "lock", "exec", "git-push", "unlock-any"])
     assert rc == 0, (result.get("msg"), err)
-    assert [s for s, _ in statuses(result)] == ["render", "git_check", "lock", "exec", "git_push", "unlock_any"]
-    assert all(status == "ok" for _, status in statuses(result)), statuses(result)
+    assert statuses(result) == [(step, "ok") for step in
+                                ("render", "git_check", "lock", "exec", "git_push", "unlock_any")]
     assert remote_head(remote) != before, "git-push did not push"
     assert remote_lock(remote) is None, "unlock-any left the lock"
     assert (dest(clone) / "terraform.tfstate").exists()
