@@ -7,6 +7,7 @@ CASES is a table, playbook -> (setup, assertions). A playbook without an entry
 fails test_every_playbook_has_a_case, so none is forgotten.
 """
 import json
+import os
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -38,22 +39,18 @@ class Job:
     check: Callable = None
 
 
-def awx_launch(private, playbook, job, project=ROOT):
-    """Lays out the private data directory as AWX does and runs the job.
-    `project` is linked as the project checkout; None when the caller laid
-    private/project out itself."""
+def awx_launch(private, playbook, job):
+    """Lays out the private data directory as AWX does and runs the job."""
     (private / "env").mkdir(parents=True)
     (private / "inventory").mkdir()
-    if project is not None:
-        (private / "project").symlink_to(project)  # AWX checks the project out; this checkout is it
+    (private / "project").symlink_to(ROOT)  # AWX checks the project out; this checkout is it
     (private / "env" / "extravars").write_text(json.dumps(dict(AWX_JOB, **job.extravars)))
     env = {k: v for k, v in ansible_env(**(job.envvars or {})).items()
            if k.startswith(("ANSIBLE_", "AWS_", "PATH", "CONTAINERS_CONF", "HOME"))}
     (private / "env" / "envvars").write_text(json.dumps(env))
     (private / "env" / "settings").write_text(json.dumps({"job_timeout": 900, "suppress_ansible_output": True}))
     (private / "inventory" / "hosts.yml").write_text(job.inventory)
-    playbook = playbook if Path(playbook).is_absolute() else f"playbooks/{playbook}"
-    return ansible_runner.run(private_data_dir=str(private), playbook=str(playbook),
+    return ansible_runner.run(private_data_dir=str(private), playbook=f"playbooks/{playbook}",
                               ident=str(AWX_JOB["awx_job_id"]), quiet=True)
 
 
@@ -380,26 +377,42 @@ def test_tofu_change_aws_lock_options_reach_the_workflow(git_repo, tmp_path, mot
 
 def test_a_job_runs_the_shipped_playbook_on_a_detached_project_checkout(git_repo, tmp_path):
     """As AWX runs a job template: the project is a sync of the stack
-    repository (HEAD detached at the branch's head), the job's playbook is the
-    collection's own playbooks/tofu_change.yml (no wrapper of the user's), and
-    no repo_path (the job runs in the project). The job output names the
-    branch compared and every resource change."""
-    from conftest import git
-    from workflow_helpers import make_stack_repo, remote_lock
+    repository (HEAD detached at the branch's head) laid out as the README
+    says - the collection under collections/ and an ansible.cfg naming that
+    path - and the job's playbook is the collection's own tofu_change.yml (no
+    wrapper of the user's), with no repo_path (the job runs in the project).
+    ansible-runner runs as a separate process with no ANSIBLE_* variable of
+    this suite, so only the project's own ansible.cfg finds the collection.
+    The job output names the branch compared and every resource change."""
+    from conftest import VENV_BIN, git
+    from workflow_helpers import commit, make_stack_repo, remote_lock
 
     clone, remote = git_repo
     make_stack_repo(clone)
+    vendored = clone / "collections" / "ansible_collections" / "guardrail"
+    vendored.mkdir(parents=True)
+    (vendored / "ecs").symlink_to(ROOT)
+    git("add", "collections", cwd=clone)
+    commit(clone, "ansible.cfg", "[defaults]\ncollections_path = ./collections\n", push=True)
     private = tmp_path / "private"
-    private.mkdir()
+    for part in ("env", "inventory"):
+        (private / part).mkdir(parents=True)
     project = private / "project"
     git("clone", "-q", str(remote), str(project), cwd=tmp_path)
     synced = git("rev-parse", "origin/main", cwd=project)
     git("checkout", "-q", "--detach", synced, cwd=project)
-    runner = awx_launch(private, PLAYBOOKS / "tofu_change.yml", Job(extravars={"stack": "alpha", "profile": "prod"}),
-                        project=None)
-    events = events_of(runner)
-    res = runner_result(runner)
-    assert runner.status == "successful", res
+    (private / "env" / "extravars").write_text(json.dumps(dict(AWX_JOB, stack="alpha", profile="prod")))
+    (private / "inventory" / "hosts.yml").write_text(LOCALHOST)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '')}"
+    playbook = "collections/ansible_collections/guardrail/ecs/playbooks/tofu_change.yml"
+    proc = subprocess.run([str(VENV_BIN / "ansible-runner"), "run", str(private), "-p", playbook,
+                           "--ident", "job"], env=env, capture_output=True, text=True, timeout=600, check=False)
+    artifacts = private / "artifacts" / "job"
+    status = (artifacts / "status").read_text().strip() if (artifacts / "status").exists() else None
+    events = [json.loads(path.read_text()) for path in sorted((artifacts / "job_events").glob("*.json"))]
+    assert status == "successful", (proc.stdout[-4000:], proc.stderr[-2000:])
+    res = result_of(events, "Run the workflow")
     assert [(s["step"], s["status"]) for s in res["steps"]] == [
         (step, "ok") for step in ("render", "git_check", "lock", "exec", "git_push", "unlock")]
     assert res["steps"][1]["result"]["msg"] == (f"detached HEAD {synced[:12]} is the head of origin/main: "
@@ -409,6 +422,7 @@ def test_a_job_runs_the_shipped_playbook_on_a_detached_project_checkout(git_repo
     assert listed[0] == res["steps"][1]["result"]["msg"]
     assert "create terraform_data.service" in listed and "create terraform_data.zone_c" in listed, listed
     assert listed[-1].startswith("counts: ") and '"create": 5' in listed[-1], listed
+    assert "create terraform_data.service" in proc.stdout, "the job output does not show the change"
     assert (project / ".dist" / "prod" / "alpha" / "terraform.tfstate").exists()
     assert remote_lock(remote) is None
     assert git("rev-parse", "refs/heads/main", cwd=remote) == synced
