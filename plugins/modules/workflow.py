@@ -16,7 +16,10 @@ description:
   - Step names are written with underscores or hyphens alike (V(git-check), V(unlock-any)), and
     V(build) is V(render), as in the design the C(guardrail) command's alias comes from.
   - Each step runs only if every previous one succeeded. Unknown steps, steps out of that order and
-    names or paths escaping the repository are refused before anything runs.
+    names or paths escaping the repository are refused before anything runs, as is every problem that
+    needs no lock to find - a missing stack or profile, invalid O(tofu_options), a missing var file, a
+    missing or unsupported C(tofu)/C(terraform) (OpenTofu 1.6 or Terraform 1.5 and later), boto3
+    missing for a DynamoDB or S3 lock - so a refusal leaves nothing locked.
   - V(render) renders C(<stacks_dir>/<stack>/) for the profile into C(.dist/<profile>/<stack>/) as
     M(guardrail.ecs.render) does; the rendered directory is git-ignored (through C(.git/info/exclude)
     when needed), so rendering never dirties the tree. Only committed sources are rendered - the
