@@ -172,3 +172,27 @@ def test_unflagged_copies_of_sensitive_values_masked():
         after_sensitive={"input": True})]}
     text = json.dumps(t.summarize(plan)["resources"])
     assert "old-secret" not in text and "new-secret" not in text and '"x"' in text
+
+
+def test_version_check_refuses_old_or_foreign_binaries_and_remembers_each_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    tool = tmp_path / "tofu"
+
+    def release(first_line):
+        tool.write_text(f"#!/bin/sh\necho '{first_line}'\n")
+        tool.chmod(0o755)
+
+    release("OpenTofu v1.8.3")
+    assert t.check_version(str(tool)) == ("OpenTofu", "1.8.3")
+    assert (tmp_path / "cache" / "guardrail" / "tool-versions.json").exists()
+    release("OpenTofu v1.5.7-beta1")  # another file (size): asked again, not remembered
+    with pytest.raises(t.TofuError, match="OpenTofu 1.5.7-beta1, older than the 1.6.0"):
+        t.check_version(str(tool))
+    release("Terraform v1.4.0")
+    with pytest.raises(t.TofuError, match="older than the 1.5.0"):
+        t.check_version(str(tool))
+    release("GNU Make 4.3")
+    with pytest.raises(t.TofuError, match="is not OpenTofu or Terraform"):
+        t.check_version(str(tool))
+    with pytest.raises(t.TofuError, match="not an executable file"):
+        t.check_version(str(tmp_path / "missing"))
