@@ -37,13 +37,17 @@ description:
     against a schema and never name a path outside O(dest). The threat model and the on-disk
     protocol are in the role's README and C(PROTOCOL.md).
   - Sparse files stay sparse (holes are skipped, not written as zeros); hard links inside the
-    source stay hard links.
+    source stay hard links; names may hold any byte; setuid, setgid and sticky bits are kept;
+    extended attributes are not copied.
   - Without root, a O(dest) this user cannot write, a source file it cannot read, and an O(owner)
     other than itself are refused before the lock and the staging directory exist.
   - Data durability uses one C(syncfs) of the volume after the staging tree is written, instead
     of an fsync per file; the marker is only written after the data is durable.
-  - The role C(guardrail.ecs.efs_volume) mounts EFS and calls this module; the entrypoint script
-    C(roles/efs_volume/files/hydrate-entrypoint.sh) does the same inside a container image.
+  - The role C(guardrail.ecs.efs_volume) mounts EFS and calls this module; the static helper
+    C(roles/efs_volume/files/guardrail-hydrate.c) implements the same protocol inside a container
+    image (C(roles/efs_volume/PROTOCOL.md)).
+  - A run that finds, after waiting for the lock, a marker of another source (two versions started
+    together) leaves O(dest) as it is and says so, in C(msg) and as a warning.
 author:
   - guardrail.ecs maintainers (@guardrail-ecs)
 options:
@@ -93,7 +97,9 @@ options:
   force:
     description:
       - Copy again, even when the marker is present, every file that is missing or differs in
-        size or modification time, and set owner and modes that drifted. Files that are not in
+        size, modification time, owner, mode or content (compared byte for byte, so a force run
+        reads every file that looks unchanged), and set owner and modes of directories that
+        drifted. Files are replaced by a rename, never changed in place. Files that are not in
         the source are kept unless O(prune=true).
     type: bool
     default: false

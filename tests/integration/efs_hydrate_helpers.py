@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -18,7 +19,6 @@ MARKER = ".guardrail-hydrated"
 LOCK_FILE = ".guardrail-hydrate.lock"
 STAGING_PREFIX = ".guardrail-staging-"
 OURS = (MARKER, LOCK_FILE)
-SCRIPT = ROOT / "roles" / "efs_volume" / "files" / "hydrate-entrypoint.sh"
 HELPER_SOURCE = ROOT / "roles" / "efs_volume" / "files" / "guardrail-hydrate.c"
 
 
@@ -60,27 +60,44 @@ def make_tree(root, files=200, size=4096, seed=1):
     return root
 
 
+def walk(root):
+    """(relative path, lstat) of everything below root, parents first, on a
+    list rather than the Python stack (os.walk recurses: a 1,500-deep tree
+    would stop it)."""
+    root = os.fsencode(root)
+    stack = [b""]
+    while stack:
+        rel = stack.pop()
+        with os.scandir(os.path.join(root, rel) if rel else root) as it:
+            for d in sorted(it, key=lambda d: d.name):
+                path = os.path.join(rel, d.name) if rel else d.name
+                st = d.stat(follow_symlinks=False)
+                yield os.fsdecode(path), st
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append(path)
+
+
 def tree_listing(root, ignore=OURS):
     """{relative path: (kind, content digest or link target, mode)} of a tree,
     without the marker and lock file at its top."""
-    root = Path(root)
     listing = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        rel_dir = os.path.relpath(dirpath, root)
-        for name in dirnames + filenames:
-            rel = os.path.normpath(os.path.join(rel_dir, name))
-            if rel in ignore:
-                continue
-            path = os.path.join(dirpath, name)
-            st = os.lstat(path)
-            if os.path.islink(path):
-                listing[rel] = ("link", os.readlink(path), None)
-            elif os.path.isdir(path):
-                listing[rel] = ("dir", None, st.st_mode & 0o7777)
-            else:
-                with open(path, "rb") as f:
-                    listing[rel] = ("file", hashlib.sha256(f.read()).hexdigest(), st.st_mode & 0o7777)
+    for rel, st in walk(root):
+        if rel in ignore or any(rel.startswith(name + "/") for name in ignore):
+            continue
+        path = os.path.join(root, rel)
+        if stat.S_ISLNK(st.st_mode):
+            listing[rel] = ("link", os.readlink(path), None)
+        elif stat.S_ISDIR(st.st_mode):
+            listing[rel] = ("dir", None, st.st_mode & 0o7777)
+        else:
+            with open(path, "rb") as f:
+                listing[rel] = ("file", hashlib.sha256(f.read()).hexdigest(), st.st_mode & 0o7777)
     return listing
+
+
+def remove_tree(path):
+    """rm -rf: shutil.rmtree recurses on the Python stack (3.11)."""
+    subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=True, timeout=600)
 
 
 def leftovers(dest):

@@ -527,7 +527,8 @@ def _open_dirs(root_fd, rel):
 
 def _remove_at(parent_fd, name):
     """Removes `name` below `parent_fd`; a directory's content through
-    descriptors, never following a symlink."""
+    descriptors, never following a symlink, depth first on a list (never on
+    the Python stack: trees may be thousands of levels deep)."""
     try:
         st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
     except FileNotFoundError:
@@ -535,13 +536,29 @@ def _remove_at(parent_fd, name):
     if not stat.S_ISDIR(st.st_mode):
         os.unlink(name, dir_fd=parent_fd)
         return
-    fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    # (descriptor of a directory being emptied, its parent's descriptor, its name)
+    stack = [(os.open(name, _DIR_FLAGS, dir_fd=parent_fd), parent_fd, name)]
     try:
-        for child in os.listdir(fd):
-            _remove_at(fd, child)
+        while stack:
+            fd, parent, here = stack[-1]
+            child_dir = None
+            for child in os.listdir(fd):
+                try:
+                    if stat.S_ISDIR(os.stat(child, dir_fd=fd, follow_symlinks=False).st_mode):
+                        child_dir = (os.open(child, _DIR_FLAGS, dir_fd=fd), fd, child)
+                        break
+                    os.unlink(child, dir_fd=fd)
+                except FileNotFoundError:
+                    continue
+            if child_dir is not None:
+                stack.append(child_dir)
+                continue
+            stack.pop()
+            os.close(fd)
+            os.rmdir(here, dir_fd=parent)
     finally:
-        os.close(fd)
-    os.rmdir(name, dir_fd=parent_fd)
+        for fd, _parent, _here in stack:
+            os.close(fd)
 
 
 def _refused(label, problem):
@@ -565,19 +582,57 @@ def _owned_problem(st, kind_ok, kind_name, trusted=()):
     return None
 
 
-def _open_own_file(dir_fd, name, flags, label, create_mode=0o644, trusted=()):
-    """Opens one of the hydrator's own files below `dir_fd` without following
-    a symlink or blocking on a FIFO; refuses it unless it is a regular file
-    owned by this uid (or root) and writable by nobody else."""
+def _open_checked(dir_fd, name, flags, want, create_mode=0o644):
+    """Opens `name` below `dir_fd` only once its type is known: an O_PATH
+    descriptor (which opens nothing: no FIFO blocks, no device driver runs,
+    no link is followed) is checked with `want(st_mode)`, then reopened
+    through /proc/self/fd with `flags`, the same inode by construction.
+    Without /proc, the open is O_NONBLOCK | O_NOCTTY and the identity is
+    compared. Returns (fd, stat); ValueError when the type is wrong."""
+    while True:
+        try:
+            path_fd = os.open(name, os.O_PATH | _NOFOLLOW, dir_fd=dir_fd)
+            break
+        except FileNotFoundError:
+            if not flags & os.O_CREAT:
+                raise
+        try:
+            # O_EXCL: a name planted since the lookup fails the open, never followed.
+            fd = os.open(name, flags | os.O_EXCL | _NOFOLLOW, create_mode, dir_fd=dir_fd)
+            return fd, os.fstat(fd)
+        except FileExistsError:
+            continue
     try:
-        fd = os.open(name, flags | _NOFOLLOW | os.O_NONBLOCK, create_mode, dir_fd=dir_fd)
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.EMLINK):
-            raise _refused(label, "is a symlink") from None
-        if exc.errno in (errno.ENXIO, errno.EISDIR):
-            raise _refused(label, "is not a regular file") from None
-        raise
-    st = os.fstat(fd)
+        st = os.fstat(path_fd)
+        if not want(st.st_mode):
+            raise ValueError(_KIND_NAMES.get(stat.S_IFMT(st.st_mode), "special file"))
+        flags &= ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC)
+        try:
+            fd = os.open(f"/proc/self/fd/{path_fd}", flags | os.O_CLOEXEC | os.O_NOCTTY)
+        except FileNotFoundError:
+            fd = os.open(name, flags | _NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY, dir_fd=dir_fd)
+        opened = os.fstat(fd)
+        if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
+            os.close(fd)
+            raise ValueError("replaced while being opened")
+        return fd, opened
+    finally:
+        os.close(path_fd)
+
+
+_KIND_NAMES = {stat.S_IFLNK: "symlink", stat.S_IFIFO: "FIFO", stat.S_IFSOCK: "socket",
+               stat.S_IFCHR: "character device", stat.S_IFBLK: "block device",
+               stat.S_IFDIR: "directory", stat.S_IFREG: "regular file"}
+
+
+def _open_own_file(dir_fd, name, flags, label, create_mode=0o644, trusted=()):
+    """Opens one of the hydrator's own files below `dir_fd`; refuses it
+    unless it is a regular file owned by this uid (or root, or `trusted`)
+    and writable by nobody else. Anything else there is never opened."""
+    try:
+        fd, st = _open_checked(dir_fd, name, flags, stat.S_ISREG, create_mode)
+    except ValueError as exc:
+        raise _refused(label, f"is a {exc}, not a regular file") from None
     problem = _owned_problem(st, stat.S_ISREG, "regular file", trusted)
     if problem:
         os.close(fd)
@@ -906,26 +961,33 @@ def _copy_order(source, entries):
 
 
 class _Dirs:
-    """Descriptors of the directories of a tree, opened once each without
-    following symlinks."""
+    """Descriptors of the directories of a tree, opened one component at a
+    time without following symlinks. Only the chain from the root to the
+    last directory asked for stays open: a tree of any width or depth costs
+    as many descriptors as it is deep."""
 
     def __init__(self, root_fd):
-        self.fds = {"": root_fd}
         self.root_fd = root_fd
+        self.parts = []
+        self.fds = []
 
     def get(self, rel):
-        fd = self.fds.get(rel)
-        if fd is None:
-            parent, name = os.path.split(rel)
-            fd = os.open(name, _DIR_FLAGS, dir_fd=self.get(parent))
-            self.fds[rel] = fd
-        return fd
+        parts = rel.split("/") if rel else []
+        keep = 0
+        while keep < min(len(parts), len(self.parts)) and parts[keep] == self.parts[keep]:
+            keep += 1
+        for fd in self.fds[keep:]:
+            os.close(fd)
+        del self.fds[keep:], self.parts[keep:]
+        for part in parts[keep:]:
+            self.fds.append(os.open(part, _DIR_FLAGS, dir_fd=self.fds[-1] if self.fds else self.root_fd))
+            self.parts.append(part)
+        return self.fds[-1] if self.fds else self.root_fd
 
     def close(self):
-        for rel, fd in self.fds.items():
-            if rel:
-                os.close(fd)
-        self.fds = {"": self.root_fd}
+        for fd in self.fds:
+            os.close(fd)
+        self.parts, self.fds = [], []
 
 
 def _write_file(source, tar, parent_fd, entry, policy):
@@ -958,7 +1020,7 @@ def copy_into(source, staging_fd, dest_fd, entries, policy):
         while parent and parent not in copied_dirs and parent not in placeholders:
             placeholders.add(parent)
             parent = os.path.dirname(parent)
-    tree = _Dirs(staging_fd)
+    tree, targets = _Dirs(staging_fd), _Dirs(staging_fd)
     tar = None
     try:
         for rel in sorted(placeholders, key=lambda p: p.count("/")):
@@ -977,7 +1039,7 @@ def copy_into(source, staging_fd, dest_fd, entries, policy):
                     os.chown(name, uid, gid, dir_fd=parent_fd, follow_symlinks=False)
                 os.utime(name, ns=(e.mtime_ns, e.mtime_ns), dir_fd=parent_fd, follow_symlinks=False)
             else:
-                _link_at(tree, dest_fd, e.target, parent_fd, name)
+                _link_at(targets, dest_fd, e.target, parent_fd, name)
         # Directory owner, mode and times last: a read-only mode would stop a
         # non-root copy, and creating children changes the times.
         for e in reversed(dirs):
@@ -988,6 +1050,7 @@ def copy_into(source, staging_fd, dest_fd, entries, policy):
         if tar is not None:
             tar.close()
         tree.close()
+        targets.close()
 
 
 def _link_at(tree, dest_fd, target, parent_fd, name):
@@ -1024,42 +1087,70 @@ def _dest_entries(dest):
     return sorted(n for n in names if n not in IGNORED_NAMES and not _is_ours(n))
 
 
-def move_into(from_fd, to_fd, overwrite, top=True):
+def _another_filesystem(rel):
+    return HydrateError(
+        f"{rel} in dest is on another filesystem (a mount point): hydration renames within one "
+        "filesystem and never writes across mounts; unmount it, or hydrate it as its own dest")
+
+
+def move_into(from_fd, to_fd, overwrite):
     """Renames the staging tree's entries into dest, descending into
-    directories that already exist there, through descriptors only. Each rename
-    is atomic and replaces a symlink rather than following it; a rerun after a
-    crash picks up what is left in staging."""
-    for name in sorted(os.listdir(from_fd)):
-        if top and name == READY_FILE:
-            continue
-        try:
-            to_st = os.stat(name, dir_fd=to_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            os.rename(name, name, src_dir_fd=from_fd, dst_dir_fd=to_fd)
-            continue
-        from_is_dir = stat.S_ISDIR(os.stat(name, dir_fd=from_fd, follow_symlinks=False).st_mode)
-        if from_is_dir and stat.S_ISDIR(to_st.st_mode):
-            sub_from = os.open(name, _DIR_FLAGS, dir_fd=from_fd)
+    directories that already exist there, through descriptors only, depth
+    first on a list. Each rename is atomic and replaces a symlink rather than
+    following it; a rerun after a crash picks up what is left in staging.
+    A directory of dest that became a symlink, or is another filesystem,
+    stops the run: nothing is moved through it."""
+    device = os.fstat(to_fd).st_dev
+    # (staging directory, dest directory, relative path, names left to move)
+    stack = [(from_fd, to_fd, "", sorted(n for n in os.listdir(from_fd) if n != READY_FILE))]
+    try:
+        while stack:
+            src_fd, dst_fd, rel, names = stack[-1]
+            if not names:
+                stack.pop()
+                if rel:
+                    os.close(src_fd)
+                    os.close(dst_fd)
+                continue
+            name = names.pop()
+            path = f"{rel}/{name}" if rel else name
             try:
-                sub_to = os.open(name, _DIR_FLAGS, dir_fd=to_fd)
+                to_st = os.stat(name, dir_fd=dst_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                _rename(src_fd, dst_fd, name, path)
+                continue
+            from_is_dir = stat.S_ISDIR(os.stat(name, dir_fd=src_fd, follow_symlinks=False).st_mode)
+            if from_is_dir and stat.S_ISDIR(to_st.st_mode):
+                sub_from = os.open(name, _DIR_FLAGS, dir_fd=src_fd)
                 try:
-                    move_into(sub_from, sub_to, overwrite, top=False)
-                finally:
+                    sub_to = os.open(name, _DIR_FLAGS, dir_fd=dst_fd)
+                except OSError as exc:
+                    os.close(sub_from)
+                    if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
+                        raise HydrateError(f"{path} in dest changed while hydrating (now a symlink or "
+                                           "gone): nothing was moved through it; run again") from None
+                    raise
+                if os.fstat(sub_to).st_dev != device:
+                    os.close(sub_from)
                     os.close(sub_to)
-            finally:
-                os.close(sub_from)
-        elif overwrite and not from_is_dir and not stat.S_ISDIR(to_st.st_mode):
-            os.rename(name, name, src_dir_fd=from_fd, dst_dir_fd=to_fd)
+                    raise _another_filesystem(path)
+                stack.append((sub_from, sub_to, path, sorted(os.listdir(sub_from))))
+            elif overwrite and not from_is_dir and not stat.S_ISDIR(to_st.st_mode):
+                _rename(src_fd, dst_fd, name, path)
+    finally:
+        for src_fd, dst_fd, rel, _names in stack:
+            if rel:
+                os.close(src_fd)
+                os.close(dst_fd)
 
 
-def _same(entry, st):
-    """True when what dest holds at entry's path already has entry's content."""
-    kind = entry.kind
-    if kind == "symlink":
-        return stat.S_ISLNK(st.st_mode)
-    if not stat.S_ISREG(st.st_mode):
-        return False
-    return kind == "hardlink" or (st.st_size == entry.size and st.st_mtime_ns == entry.mtime_ns)
+def _rename(src_fd, dst_fd, name, path):
+    try:
+        os.rename(name, name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:
+            raise _another_filesystem(os.path.dirname(path) or ".") from None
+        raise
 
 
 def _meta_differs(st, mode, uid, gid):
@@ -1091,71 +1182,170 @@ class Plan:
         return sum(e.size for e in self.copy if e.kind == "file")
 
 
-def make_plan(source, dest, policy, overwrite, prune):
-    """Compares the source with dest. Refuses type clashes, which could only be
-    resolved by deleting user data (a file where the source has a directory,
-    or the reverse)."""
+def make_plan(source, dest_fd, policy, overwrite, prune):
+    """Compares the source with dest, reached only through `dest_fd` (never
+    by its path again: dest may have been swapped since it was opened).
+    Refuses type clashes, which could only be resolved by deleting user data
+    (a file where the source has a directory, or the reverse), and
+    directories of dest on another filesystem.
+
+    With `overwrite` (force), a file is copied again unless dest has a
+    regular file there with the same size, modification time, owner, mode and
+    content: files are replaced by a rename, never changed in place, so an
+    inode linked from outside dest is never touched."""
     result = Plan()
-    if os.path.isdir(dest):
-        st = os.stat(dest)
-        result.fix_root = _meta_differs(st, policy.dir_mode, policy.uid, policy.gid)
-    else:
+    if dest_fd is None:
         result.fix_root = True
-    if not _dest_entries(dest):
         result.copy = list(source.entries)
         return result
-    clashes = []
-    absent_dirs = set()
-    clashed = set()
-    for entry in source.entries:
-        if os.path.dirname(entry.path) in clashed:
-            clashed.add(entry.path)
-            continue
-        if os.path.dirname(entry.path) in absent_dirs:
-            if entry.kind == "dir":
-                absent_dirs.add(entry.path)
-            result.copy.append(entry)
-            continue
-        try:
-            st = os.lstat(os.path.join(dest, entry.path))
-        except FileNotFoundError:
-            if entry.kind == "dir":
-                absent_dirs.add(entry.path)
-            result.copy.append(entry)
-            continue
-        if entry.kind == "dir":
-            if not stat.S_ISDIR(st.st_mode):
-                clashes.append(f"{entry.path} is a directory in the source but not in dest")
+    dest_st = os.fstat(dest_fd)
+    result.fix_root = _meta_differs(dest_st, policy.dir_mode, policy.uid, policy.gid)
+    if not _dest_entries(dest_fd):
+        result.copy = list(source.entries)
+        return result
+    clashes, absent_dirs, clashed = [], set(), set()
+    compare, inodes, copied = [], {}, set()
+    dirs = _Dirs(dest_fd)
+    try:
+        for entry in source.entries:
+            parent, name = os.path.split(entry.path)
+            if parent in clashed:
                 clashed.add(entry.path)
-            elif overwrite and _meta_differs(st, policy.mode(entry), *policy.ids(entry)):
-                result.fix_meta.append(entry)
-        elif stat.S_ISDIR(st.st_mode):
-            clashes.append(f"{entry.path} is a directory in dest but not in the source")
-        elif not overwrite:
-            result.kept.append(entry.path)
-        elif not _same(entry, st):
-            result.copy.append(entry)
-        elif entry.kind == "file" and _meta_differs(st, policy.mode(entry), *policy.ids(entry)):
-            result.fix_meta.append(entry)
-    if clashes:
-        raise HydrateError("dest and the source disagree, nothing was changed: "
-                           + "; ".join(clashes[:10]))
-    if prune:
-        wanted = {e.path for e in source.entries}
-        stack = [""]
-        while stack:
-            rel = stack.pop()
-            base = os.path.join(dest, rel) if rel else dest
-            with os.scandir(base) as it:
-                for d in sorted(it, key=lambda d: d.name):
-                    if not rel and (d.name in IGNORED_NAMES or _is_ours(d.name)):
-                        continue
-                    path = f"{rel}/{d.name}" if rel else d.name
-                    if path not in wanted:
-                        result.prune.append(path)
-                    elif d.is_dir(follow_symlinks=False):
-                        stack.append(path)
+                continue
+            if parent in absent_dirs:
+                if entry.kind == "dir":
+                    absent_dirs.add(entry.path)
+                result.copy.append(entry)
+                continue
+            try:
+                st = os.stat(name, dir_fd=dirs.get(parent), follow_symlinks=False)
+            except FileNotFoundError:
+                if entry.kind == "dir":
+                    absent_dirs.add(entry.path)
+                result.copy.append(entry)
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise HydrateError(f"{parent} in dest changed while hydrating (now a symlink); "
+                                       "nothing was changed, run again") from None
+                raise
+            if entry.kind == "dir":
+                if not stat.S_ISDIR(st.st_mode):
+                    clashes.append(f"{entry.path} is a directory in the source but not in dest")
+                    clashed.add(entry.path)
+                elif st.st_dev != dest_st.st_dev:
+                    raise _another_filesystem(entry.path)
+                elif overwrite and _meta_differs(st, policy.mode(entry), *policy.ids(entry)):
+                    result.fix_meta.append(entry)
+            elif stat.S_ISDIR(st.st_mode):
+                clashes.append(f"{entry.path} is a directory in dest but not in the source")
+            elif not overwrite:
+                result.kept.append(entry.path)
+            elif entry.kind == "symlink":
+                if not stat.S_ISLNK(st.st_mode) or os.readlink(name, dir_fd=dirs.get(parent)) != entry.target:
+                    result.copy.append(entry)
+            elif entry.kind == "hardlink":
+                inodes[entry.path] = (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+            elif (not stat.S_ISREG(st.st_mode) or st.st_size != entry.size
+                  or st.st_mtime_ns != entry.mtime_ns
+                  or _meta_differs(st, policy.mode(entry), *policy.ids(entry))):
+                result.copy.append(entry)
+            else:
+                inodes[entry.path] = (st.st_dev, st.st_ino)
+                compare.append(entry)
+        if clashes:
+            raise HydrateError("dest and the source disagree, nothing was changed: "
+                               + "; ".join(clashes[:10]))
+        dirs.close()
+        result.copy.extend(e for e in _differing_content(source, dirs, compare))
+        copied.update(e.path for e in result.copy)
+        # A hard link group is copied whole when any of its names differs.
+        groups = {}
+        for entry in source.entries:
+            if entry.kind == "hardlink" and entry.path not in copied:
+                groups.setdefault(entry.target, []).append(entry)
+        for target, links in groups.items():
+            if target in copied or any(inodes.get(e.path) != inodes.get(target) for e in links):
+                if target not in copied:
+                    result.copy.append(next(e for e in source.entries if e.path == target))
+                    copied.add(target)
+                result.copy.extend(links)
+        if prune:
+            result.prune = _unwanted(dest_fd, dirs, {e.path for e in source.entries})
+    finally:
+        dirs.close()
     return result
+
+
+def _differing_content(source, dirs, entries):
+    """The entries whose content differs from the regular file dest has at
+    their path, compared byte for byte (archive members in archive order)."""
+    tar = tarfile.open(source.archive_path, "r:*") if source.kind == "archive" else None
+    try:
+        if tar is not None:
+            entries = sorted(entries, key=lambda e: e.member.offset_data)
+        for entry in entries:
+            parent, name = os.path.split(entry.path)
+            try:
+                fd = _open_checked(dirs.get(parent), name, os.O_RDONLY, stat.S_ISREG)[0]
+            except (OSError, ValueError):
+                yield entry
+                continue
+            try:
+                if tar is not None:
+                    reader = tar.extractfile(entry.member)
+                    same = _same_bytes(reader.read, fd)
+                else:
+                    with open(os.path.join(source.location, entry.path), "rb") as f:
+                        same = _same_bytes(f.read, fd)
+            finally:
+                os.close(fd)
+            if not same:
+                yield entry
+    finally:
+        if tar is not None:
+            tar.close()
+
+
+def _same_bytes(read, fd):
+    while True:
+        ours = read(1 << 20)
+        theirs = os.read(fd, len(ours) or 1)
+        while theirs and len(theirs) < len(ours):
+            more = os.read(fd, len(ours) - len(theirs))
+            if not more:
+                break
+            theirs += more
+        if ours != theirs:
+            return False
+        if not ours:
+            return True
+
+
+def _unwanted(dest_fd, dirs, wanted):
+    """Paths in dest that the source does not have, listed through
+    descriptors (a directory swapped for a symlink is listed as a name, never
+    followed), breadth first on a list."""
+    unwanted, stack = [], [""]
+    while stack:
+        rel = stack.pop()
+        try:
+            fd = dirs.get(rel)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
+                continue
+            raise
+        with os.scandir(fd) as it:
+            children = sorted((d.name, d.is_dir(follow_symlinks=False)) for d in it)
+        for name, is_dir in children:
+            if not rel and (name in IGNORED_NAMES or _is_ours(name)):
+                continue
+            path = f"{rel}/{name}" if rel else name
+            if path not in wanted:
+                unwanted.append(path)
+            elif is_dir:
+                stack.append(path)
+    return unwanted
 
 
 # ------------------------------------------------------------------ the run
@@ -1261,6 +1451,8 @@ def _fix_meta_at(dest_fd, entry, policy):
     try:
         if entry.kind != "dir" and not stat.S_ISREG(os.fstat(fd).st_mode):
             raise HydrateError(f"{entry.path} in dest is no longer a regular file; run again")
+        if os.fstat(fd).st_dev != os.fstat(dest_fd).st_dev:
+            raise _another_filesystem(entry.path)
         _apply_meta(fd, entry, policy)
     finally:
         os.close(fd)
@@ -1316,6 +1508,26 @@ def _open_dest(dest):
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
             raise HydrateError(f"dest {dest!r} is a symlink or not a directory: refusing it") from None
         raise
+
+
+def _check_same_dest(dest_fd, dest):
+    """dest's path must still name the directory opened at the start: a dest
+    swapped while this run waited for the lock is refused, before anything in
+    it is read or listed."""
+    parent, name = os.path.split(dest)
+    here = os.fstat(dest_fd)
+    try:
+        parent_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            now = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+        finally:
+            os.close(parent_fd)
+    except OSError:
+        now = None
+    if now is None or (now.st_dev, now.st_ino) != (here.st_dev, here.st_ino):
+        raise HydrateError(
+            f"{dest} was replaced while waiting for the lock (it is now a symlink, another directory "
+            "or gone): nothing was changed; check who replaced it, then run again")
 
 
 def _check_not_root(policy):
@@ -1389,6 +1601,7 @@ def hydrate(src, dest, owner=None, group=None, dir_mode=None, file_mode=None,
 def _locked_run(source, src, dest, dest_fd, policy, on_existing, force, prune, lock_timeout,
                 result, done):
     with DestLock(dest_fd, dest, lock_timeout, trusted=policy.trusted):
+        _check_same_dest(dest_fd, dest)
         recovered = recover(dest_fd, dest)
         marker = read_marker(dest_fd, dest, policy.trusted)
         if recovered is not None:
@@ -1398,6 +1611,12 @@ def _locked_run(source, src, dest, dest_fd, policy, on_existing, force, prune, l
                 return done(marker=marker, digest=marker.get("digest"),
                             files=marker.get("copied_files", 0), bytes=marker.get("copied_bytes", 0),
                             msg=f"{dest}: finished a hydration that was interrupted")
+            if marker.get("digest") != source.digest:
+                # The loser of a race between two versions: it read its source for nothing.
+                message = (f"{dest} is already hydrated from another source (marker digest "
+                           f"{marker.get('digest')}, this source {source.digest}): left as it is; "
+                           "set force to bring it to this source")
+                return done(marker=marker, digest=marker.get("digest"), msg=message, warnings=[message])
             return done(marker=marker, digest=marker.get("digest"),
                         msg=f"{dest} is already hydrated (marker {MARKER})")
         existing = _dest_entries(dest_fd)
@@ -1407,7 +1626,7 @@ def _locked_run(source, src, dest, dest_fd, policy, on_existing, force, prune, l
             if on_existing == "skip":
                 return done(msg=f"{dest} is not empty and has no marker; left as it is "
                                 "(on_existing=skip)")
-        work = make_plan(source, dest, policy, force, prune)
+        work = make_plan(source, dest_fd, policy, force, prune)
         if marker is not None and not work.changed:
             return done(marker=marker, msg=f"{dest} already matches {src}")
         marker_written = apply_plan(source, dest_fd, dest, policy, work, force, prune, marker)
@@ -1438,7 +1657,7 @@ def _check(source, dest, dest_fd, policy, on_existing, force, prune, marker, don
             _refuse_existing(dest, existing)
         if on_existing == "skip":
             return done(msg=f"{dest} is not empty and has no marker; would leave it as it is")
-    work = make_plan(source, dest, policy, force, prune)
+    work = make_plan(source, dest_fd, policy, force, prune)
     changed = marker is None or work.changed
     return done(changed=changed, seeded=marker is None, files=work.files, bytes=work.bytes,
                 pruned=work.prune, kept=work.kept,

@@ -51,6 +51,9 @@ static uid_t euid;
 static int is_root;
 static long owner_uid = -1, owner_gid = -1;
 static long dir_mode = -1, file_mode = -1;
+/* DEST's deepest existing ancestor, resolved once, and the path from it to DEST. */
+static char *missing, *dest_rel;
+static int parent_fd = -1;
 
 /* ------------------------------------------------------------ messages */
 
@@ -69,12 +72,20 @@ static void say(const char *fmt, ...)
     va_end(ap);
 }
 
+/* Called once by die(): removes the staging tree of this run, so that a
+ * failure (ENOSPC most of all) leaves nothing partial behind. */
+static void (*on_die)(void);
+
 static _Noreturn void die(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     vsay(fmt, ap);
     va_end(ap);
+    void (*hook)(void) = on_die;
+    on_die = NULL;
+    if (hook)
+        hook();
     exit(EXIT_REFUSED);
 }
 
@@ -87,6 +98,12 @@ static _Noreturn void refuse_name(const char *label, const char *name)
 {
     die("%s %s/%s is not what the hydrator creates (a symlink, FIFO, directory or another user's file): "
         "refusing it; remove it after checking who put it there", label, dest_path, name);
+}
+
+static _Noreturn void another_filesystem(const char *rel)
+{
+    die("%s/%s is on another filesystem (a mount point): hydration renames within one filesystem and never "
+        "writes across mounts; unmount it, or hydrate it as its own GUARDRAIL_HYDRATE_DEST", dest_path, rel);
 }
 
 static void *xmalloc(size_t n)
@@ -383,18 +400,52 @@ static const char *owned_problem(const struct stat *st)
     return NULL;
 }
 
+/* Opens `name` below `dir_fd` only once its type is known: an O_PATH
+ * descriptor (it opens nothing: no FIFO blocks, no driver runs, no link is
+ * followed) is checked with `want`, then reopened through /proc/self/fd with
+ * `flags`, the same inode by construction; without /proc, with O_NONBLOCK |
+ * O_NOCTTY and an identity check. -1 with errno ENOENT when absent, EFTYPE-like
+ * EMEDIUMTYPE when the type is wrong, ESTALE when it was replaced. */
+static int open_checked(int dir_fd, const char *name, int flags, mode_t want, struct stat *st)
+{
+    int path_fd = openat(dir_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (path_fd < 0)
+        return -1;
+    if (fstat(path_fd, st) != 0 || (st->st_mode & S_IFMT) != want) {
+        close(path_fd);
+        errno = EMEDIUMTYPE;
+        return -1;
+    }
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", path_fd);
+    int fd = open(proc, flags | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0 && errno == ENOENT)
+        fd = openat(dir_fd, name, flags | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    close(path_fd);
+    if (fd < 0)
+        return -1;
+    struct stat now;
+    if (fstat(fd, &now) != 0 || now.st_dev != st->st_dev || now.st_ino != st->st_ino) {
+        close(fd);
+        errno = ESTALE;
+        return -1;
+    }
+    *st = now;
+    return fd;
+}
+
 /* 0: no marker; 1: a marker of the hydrator's. Anything else there is refused,
  * and the marker's bytes are never read: nothing of it reaches the output. */
 static int check_marker(int dest_fd)
 {
     struct stat st;
-    int fd = openat(dest_fd, MARKER, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    int fd = open_checked(dest_fd, MARKER, O_RDONLY, S_IFREG, &st);
     if (fd < 0) {
         if (errno == ENOENT)
             return 0;
         refuse_name("the marker", MARKER);
     }
-    if (fstat(fd, &st) != 0 || owned_problem(&st))
+    if (owned_problem(&st))
         refuse_name("the marker", MARKER);
     close(fd);
     return 1;
@@ -413,7 +464,12 @@ struct entry {
     char *target; /* a symlink's text, or the first name of a hard-linked file */
     dev_t dev;
     ino_t ino;
+    char todo;    /* COPY (the default), KEEP, or FIX_META of a directory dest has */
+    dev_t ddev;   /* the inode dest has at the path, for hard link groups */
+    ino_t dino;
 };
+
+enum { COPY = 0, KEEP = 1, FIX_META = 2 };
 
 static struct entry *entries;
 static size_t n_entries, cap_entries;
@@ -475,8 +531,6 @@ static void scan_source(int src_fd)
             char *path = joinpath(rel, names[i]);
             if (fstatat(fd, names[i], &st, AT_SYMLINK_NOFOLLOW) != 0)
                 die("refusing the source: cannot stat %s: %s", path, strerror(errno));
-            if (strchr(names[i], '\n'))
-                problem("a name with a newline in %s", *rel ? rel : ".");
             if (!*rel && (ignored(names[i]) && strcmp(names[i], "lost+found")))
                 problem("it holds the hydrator's own name %s", names[i]);
             struct entry *e;
@@ -859,10 +913,10 @@ static int parse_ready(char *data, size_t len, struct ready *r)
 static char *read_ready(int staging_fd, struct ready *r)
 {
     struct stat st;
-    int fd = openat(staging_fd, READY, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    int fd = open_checked(staging_fd, READY, O_RDONLY, S_IFREG, &st);
     if (fd < 0)
         return NULL;
-    if (fstat(fd, &st) != 0 || owned_problem(&st) || st.st_uid != euid || st.st_size > READY_MAX) {
+    if (owned_problem(&st) || st.st_uid != euid || st.st_size > READY_MAX) {
         close(fd);
         return NULL;
     }
@@ -933,6 +987,8 @@ static void move_into(int from_fd, int to_fd, int overwrite, const char *rel)
                     break;
                 if (errno == EEXIST && attempt < 3)
                     continue;
+                if (errno == EXDEV)
+                    another_filesystem(*rel ? rel : ".");
                 die("%s/%s changed while hydrating: %s; run again", dest_path, path, strerror(errno));
             }
             if (S_ISDIR(from_st.st_mode) && S_ISDIR(to_st.st_mode)) {
@@ -943,12 +999,18 @@ static void move_into(int from_fd, int to_fd, int overwrite, const char *rel)
                 if (sub_to < 0)
                     die("%s/%s in DEST changed while hydrating (now a symlink or gone): nothing was moved "
                         "through it; run again", dest_path, path);
+                struct stat a, b;
+                if (fstat(to_fd, &a) != 0 || fstat(sub_to, &b) != 0 || a.st_dev != b.st_dev)
+                    another_filesystem(path);
                 move_into(sub_from, sub_to, overwrite, path);
                 close(sub_from);
                 close(sub_to);
             } else if (overwrite && !S_ISDIR(from_st.st_mode) && !S_ISDIR(to_st.st_mode)) {
-                if (renameat(from_fd, name, to_fd, name) != 0)
+                if (renameat(from_fd, name, to_fd, name) != 0) {
+                    if (errno == EXDEV)
+                        another_filesystem(*rel ? rel : ".");
                     die_errno("cannot rename into place", path);
+                }
             }
             break;
         }
@@ -999,14 +1061,24 @@ static void finish(int dest_fd, int staging_fd, const char *staging_name, const 
 
 static int take_lock(int dest_fd, long timeout)
 {
-    int writable = 1;
-    int fd = openat(dest_fd, LOCK_FILE, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0644);
-    if (fd < 0 && errno == EACCES) {
-        writable = 0;
-        fd = openat(dest_fd, LOCK_FILE, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-    }
+    int writable = 1, fd;
     struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0 || owned_problem(&st))
+    for (;;) {
+        fd = open_checked(dest_fd, LOCK_FILE, O_RDWR, S_IFREG, &st);
+        if (fd < 0 && errno == EACCES) {
+            writable = 0;
+            fd = open_checked(dest_fd, LOCK_FILE, O_RDONLY, S_IFREG, &st);
+        }
+        if (fd >= 0 || errno != ENOENT)
+            break;
+        /* O_EXCL: a name planted since the lookup fails the open, never followed. */
+        fd = openat(dest_fd, LOCK_FILE, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (fd >= 0 && fstat(fd, &st) == 0)
+            break;
+        if (fd >= 0 || errno != EEXIST)
+            die_errno("cannot create the lock file", LOCK_FILE);
+    }
+    if (fd < 0 || owned_problem(&st))
         refuse_name("the lock file", LOCK_FILE);
     struct timespec start, now;
     clock_gettime(CLOCK_MONOTONIC, &start);
@@ -1113,8 +1185,25 @@ static int staging_parent(int staging_fd, const char *path, const char **base)
         close(cached_fd);
     free(cached);
     cached = strndup(path, len);
+    if (!cached)
+        die("out of memory");
     cached_fd = openat(staging_fd, cached, DIR_FLAGS);
-    if (!cached || cached_fd < 0)
+    if (cached_fd < 0 && errno == ENOENT) {
+        /* A parent this run does not copy (dest has it): a placeholder that
+         * the move descends through. */
+        for (char *slash_at = cached;; slash_at++) {
+            slash_at = strchr(slash_at, '/');
+            if (slash_at)
+                *slash_at = '\0';
+            if (mkdirat(staging_fd, cached, 0700) != 0 && errno != EEXIST)
+                die_errno("cannot create", cached);
+            if (!slash_at)
+                break;
+            *slash_at = '/';
+        }
+        cached_fd = openat(staging_fd, cached, DIR_FLAGS);
+    }
+    if (cached_fd < 0)
         die("cannot open %s in the staging tree: %s", path, strerror(errno));
     return cached_fd;
 }
@@ -1123,7 +1212,7 @@ static void copy_tree(int src_fd, int staging_fd)
 {
     const char *base;
     for (size_t i = 0; i < n_entries; i++) {
-        if (entries[i].kind != 'd')
+        if (entries[i].kind != 'd' || entries[i].todo != COPY)
             continue;
         int parent = staging_parent(staging_fd, entries[i].path, &base);
         if (mkdirat(parent, base, 0700) != 0)
@@ -1131,7 +1220,7 @@ static void copy_tree(int src_fd, int staging_fd)
     }
     for (size_t i = 0; i < n_entries; i++) {
         const struct entry *e = &entries[i];
-        if (e->kind != 'f')
+        if (e->kind != 'f' || e->todo != COPY)
             continue;
         int in = openat(src_fd, e->path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
         if (in < 0)
@@ -1149,7 +1238,7 @@ static void copy_tree(int src_fd, int staging_fd)
     }
     for (size_t i = 0; i < n_entries; i++) {
         const struct entry *e = &entries[i];
-        if (e->kind != 'l' && e->kind != 'h')
+        if ((e->kind != 'l' && e->kind != 'h') || e->todo != COPY)
             continue;
         int parent = staging_parent(staging_fd, e->path, &base);
         if (e->kind == 'h') {
@@ -1169,7 +1258,7 @@ static void copy_tree(int src_fd, int staging_fd)
     /* Directories last, deepest first: a read-only mode would stop the copy. */
     for (size_t i = n_entries; i-- > 0;) {
         const struct entry *e = &entries[i];
-        if (e->kind != 'd')
+        if (e->kind != 'd' || e->todo != COPY)
             continue;
         int fd = openat(staging_fd, e->path, DIR_FLAGS);
         if (fd < 0)
@@ -1225,13 +1314,269 @@ static char *marker_json(const char *src)
     return text;
 }
 
+/* ------------------------------------------------------------ the plan */
+
+/* Descriptors of the directories of DEST, opened one component at a time
+ * without following a link: only the chain from DEST to the last directory
+ * asked for stays open. */
+struct chain {
+    int root;
+    size_t n, cap;
+    char **parts;
+    int *fds;
+};
+
+static int chain_get(struct chain *c, const char *dir)
+{
+    size_t keep = 0;
+    const char *p = dir;
+    while (*p && keep < c->n) {
+        size_t len = strcspn(p, "/");
+        if (strlen(c->parts[keep]) != len || strncmp(c->parts[keep], p, len))
+            break;
+        keep++;
+        p += len + (p[len] == '/');
+    }
+    while (c->n > keep) {
+        c->n--;
+        close(c->fds[c->n]);
+        free(c->parts[c->n]);
+    }
+    while (*p) {
+        size_t len = strcspn(p, "/");
+        if (c->n == c->cap) {
+            c->cap = c->cap ? c->cap * 2 : 16;
+            c->parts = realloc(c->parts, c->cap * sizeof *c->parts);
+            c->fds = realloc(c->fds, c->cap * sizeof *c->fds);
+            if (!c->parts || !c->fds)
+                die("out of memory");
+        }
+        char *part = strndup(p, len);
+        if (!part)
+            die("out of memory");
+        int fd = openat(c->n ? c->fds[c->n - 1] : c->root, part, DIR_FLAGS);
+        if (fd < 0) {
+            free(part);
+            return -1;
+        }
+        c->parts[c->n] = part;
+        c->fds[c->n++] = fd;
+        p += len + (p[len] == '/');
+    }
+    return c->n ? c->fds[c->n - 1] : c->root;
+}
+
+static void chain_close(struct chain *c)
+{
+    while (c->n) {
+        c->n--;
+        close(c->fds[c->n]);
+        free(c->parts[c->n]);
+    }
+    free(c->parts);
+    free(c->fds);
+    memset(c, 0, sizeof *c);
+}
+
+static int meta_differs(const struct stat *st, const struct entry *e)
+{
+    long uid = owner_uid >= 0 ? owner_uid : (is_root ? (long)e->uid : -1);
+    long gid = owner_gid >= 0 ? owner_gid : (is_root ? (long)e->gid : -1);
+    long mode = e->kind == 'd' ? dir_mode : file_mode;
+    return (uid >= 0 && st->st_uid != (uid_t)uid) || (gid >= 0 && st->st_gid != (gid_t)gid) ||
+           (st->st_mode & 07777) != (mode_t)(mode >= 0 ? mode : (long)e->mode);
+}
+
+/* Whether the regular file DEST has at e's path holds e's bytes. */
+static int same_content(int src_fd, int parent, const char *base, const struct entry *e)
+{
+    struct stat st;
+    int theirs = open_checked(parent, base, O_RDONLY, S_IFREG, &st);
+    if (theirs < 0)
+        return 0;
+    int ours = openat(src_fd, e->path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (ours < 0)
+        die_errno("cannot read the source file", e->path);
+    static char a[1 << 16], b[1 << 16];
+    int same = 1;
+    for (;;) {
+        ssize_t n = read(ours, a, sizeof a), m = 0;
+        if (n < 0)
+            die_errno("cannot read the source file", e->path);
+        while (m < n) {
+            ssize_t got = read(theirs, b + m, (size_t)(n - m));
+            if (got <= 0)
+                break;
+            m += got;
+        }
+        if (m != n || memcmp(a, b, (size_t)n)) {
+            same = 0;
+            break;
+        }
+        if (n == 0)
+            break;
+    }
+    close(ours);
+    close(theirs);
+    return same;
+}
+
+static const char *base_name(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
+static char *dir_name(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash ? strndup(path, (size_t)(slash - path)) : xstrdup("");
+}
+
+/* Compares the source with what DEST has, through descriptors, and sets each
+ * entry's todo; returns how many entries change. Without `overwrite` (merge)
+ * what DEST has is kept; with it (force), a file is copied again unless DEST
+ * has a regular file there of the same size, time, owner, mode and bytes:
+ * files are replaced by a rename, never changed in place, so an inode linked
+ * from outside DEST is never touched. Type clashes and directories of DEST on
+ * another filesystem are refused before anything is written. */
+static size_t plan(int dest_fd, int src_fd, int overwrite)
+{
+    struct stat dst, st;
+    struct chain c = {.root = dest_fd};
+    size_t changes = 0;
+    if (fstat(dest_fd, &dst) != 0)
+        die_errno("cannot read", dest_path);
+    for (size_t i = 0; i < n_entries; i++) {
+        struct entry *e = &entries[i];
+        char *dir = dir_name(e->path);
+        int parent = chain_get(&c, dir);
+        free(dir);
+        e->todo = COPY;
+        if (parent < 0) {
+            if (errno != ENOENT)
+                die("%s/%s changed while hydrating (now a symlink or not a directory): nothing was changed; run "
+                    "again", dest_path, e->path);
+            changes++;
+            continue;
+        }
+        if (fstatat(parent, base_name(e->path), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+            if (errno != ENOENT)
+                die_errno("cannot read", e->path);
+            changes++;
+            continue;
+        }
+        if ((e->kind == 'd') != !!S_ISDIR(st.st_mode))
+            die("DEST and the source disagree, nothing was changed: %s is a directory in %s but not in %s",
+                e->path, e->kind == 'd' ? "the source" : "DEST", e->kind == 'd' ? "DEST" : "the source");
+        e->todo = KEEP;
+        e->ddev = st.st_dev;
+        e->dino = st.st_ino;
+        if (e->kind == 'd') {
+            if (st.st_dev != dst.st_dev)
+                another_filesystem(e->path);
+            if (overwrite && meta_differs(&st, e))
+                e->todo = FIX_META, changes++;
+        } else if (!overwrite || e->kind == 'h') {
+            continue;
+        } else if (e->kind == 'l') {
+            char buf[PATH_MAX + 1];
+            ssize_t len = S_ISLNK(st.st_mode) ? readlinkat(parent, base_name(e->path), buf, PATH_MAX) : -1;
+            if (len < 0 || (buf[len] = '\0', strcmp(buf, e->target)))
+                e->todo = COPY, changes++;
+        } else if (!S_ISREG(st.st_mode) || st.st_size != e->size || st.st_mtim.tv_sec != e->mtime.tv_sec ||
+                   st.st_mtim.tv_nsec != e->mtime.tv_nsec || meta_differs(&st, e) ||
+                   !same_content(src_fd, parent, base_name(e->path), e)) {
+            e->todo = COPY, changes++;
+        }
+    }
+    chain_close(&c);
+    /* A hard link group is copied whole when any of its names differs. */
+    for (int again = 1; overwrite && again;) {
+        again = 0;
+        for (size_t i = 0; i < n_entries; i++) {
+            struct entry *h = &entries[i];
+            if (h->kind != 'h' || h->todo == COPY)
+                continue;
+            struct entry *t = NULL;
+            for (size_t j = 0; j < n_entries && !t; j++)
+                if (entries[j].kind == 'f' && !strcmp(entries[j].path, h->target))
+                    t = &entries[j];
+            if (!t || t->todo == COPY || t->ddev != h->ddev || t->dino != h->dino) {
+                h->todo = COPY, changes++, again = 1;
+                if (t && t->todo != COPY)
+                    t->todo = COPY, changes++;
+            }
+        }
+    }
+    return changes;
+}
+
+/* Owner and mode of the directories DEST already had, on descriptors opened
+ * one component at a time without following links. */
+static void fix_dirs(int dest_fd)
+{
+    struct stat dst, st;
+    struct chain c = {.root = dest_fd};
+    fstat(dest_fd, &dst);
+    for (size_t i = 0; i < n_entries; i++) {
+        struct entry *e = &entries[i];
+        if (e->todo != FIX_META)
+            continue;
+        int fd = chain_get(&c, e->path);
+        if (fd < 0)
+            die("%s/%s changed while hydrating (now a symlink or gone): nothing was applied to it; run again",
+                dest_path, e->path);
+        if (fstat(fd, &st) != 0 || st.st_dev != dst.st_dev)
+            another_filesystem(e->path);
+        apply_meta(fd, e, e->path);
+    }
+    chain_close(&c);
+}
+
+/* The digest in DEST's marker, when it reads as one; "unreadable" else. */
+static char *marker_digest(int dest_fd)
+{
+    struct stat st;
+    static char digest[96];
+    char buf[4096];
+    strcpy(digest, "unreadable");
+    int fd = open_checked(dest_fd, MARKER, O_RDONLY, S_IFREG, &st);
+    if (fd < 0)
+        return digest;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = '\0';
+    char *p = strstr(buf, "\"digest\": \"");
+    if (p) {
+        p += strlen("\"digest\": \"");
+        size_t len = strspn(p, "abcdefghijklmnopqrstuvwxyz0123456789:-");
+        if (len < sizeof digest && p[len] == '"')
+            snprintf(digest, sizeof digest, "%.*s", (int)len, p);
+    }
+    return digest;
+}
+
+/* DEST's path must still name the directory opened at the start: a DEST
+ * swapped while this run waited for the lock is refused before anything in
+ * it is read. */
+static void check_same_dest(int dest_fd)
+{
+    struct chain c = {.root = parent_fd};
+    struct stat here, now;
+    int fd = chain_get(&c, dest_rel);
+    if (fd < 0 || fstat(fd, &now) != 0 || fstat(dest_fd, &here) != 0 || now.st_dev != here.st_dev ||
+        now.st_ino != here.st_ino)
+        die("%s was replaced while waiting for the lock (it is now a symlink, another directory or gone): "
+            "nothing was changed; check who replaced it, then run again", dest_path);
+    chain_close(&c);
+}
+
 /* ------------------------------------------------------------ DEST */
 
 /* Opens DEST's parent, resolved once (the path up to it is the host's), and
  * DEST below it without following a link. *missing lists the components still
  * to create; returns DEST's descriptor or -1 when it does not exist yet. */
-static char *missing;
-static int parent_fd = -1;
 
 static int open_dest(const char *dest, char **resolved)
 {
@@ -1264,6 +1609,7 @@ static int open_dest(const char *dest, char **resolved)
         die("cannot open '%s': %s", real, strerror(errno));
     if (asprintf(&missing, "%s%s%s", rest, *rest ? "/" : "", name) < 0)
         die("out of memory");
+    dest_rel = xstrdup(missing);
     free(parent), free(p), free(real), free(rest);
     if (strchr(missing, '/'))
         return -1;
@@ -1294,6 +1640,14 @@ static int make_dest(void)
         fd = child;
     }
     return fd;
+}
+
+static int cleanup_dest_fd = -1;
+static const char *cleanup_name;
+
+static void remove_staging(void)
+{
+    remove_at(cleanup_dest_fd, cleanup_name);
 }
 
 static void random_hex(char out[33])
@@ -1361,6 +1715,7 @@ int main(int argc, char **argv)
     const char *group = getenv("GUARDRAIL_HYDRATE_GROUP");
     const char *on_existing = getenv("GUARDRAIL_HYDRATE_ON_EXISTING");
     const char *timeout_env = getenv("GUARDRAIL_HYDRATE_LOCK_TIMEOUT");
+    const char *force_env = getenv("GUARDRAIL_HYDRATE_FORCE");
 
     euid = geteuid();
     is_root = euid == 0;
@@ -1381,6 +1736,9 @@ int main(int argc, char **argv)
         on_existing = "fail";
     if (strcmp(on_existing, "fail") && strcmp(on_existing, "merge") && strcmp(on_existing, "skip"))
         die("GUARDRAIL_HYDRATE_ON_EXISTING must be fail, merge or skip, got '%s'", on_existing);
+    if (force_env && *force_env && strcmp(force_env, "true") && strcmp(force_env, "false"))
+        die("GUARDRAIL_HYDRATE_FORCE must be true or false, got '%s'", force_env);
+    int force = force_env && !strcmp(force_env, "true");
     if (!timeout_env || !*timeout_env)
         timeout_env = "900";
     if (strspn(timeout_env, "0123456789") != strlen(timeout_env) || strlen(timeout_env) > 9)
@@ -1411,7 +1769,7 @@ int main(int argc, char **argv)
     char *resolved;
     int dest_fd = open_dest(dest, &resolved);
     dest_path = resolved;
-    if (dest_fd >= 0 && check_marker(dest_fd)) {
+    if (dest_fd >= 0 && !force && check_marker(dest_fd)) {
         say("%s is already hydrated", dest_path);
         run_command(argv + 1);
     }
@@ -1439,11 +1797,20 @@ int main(int argc, char **argv)
         die("%s is not writable by uid %ld", dest_path, (long)euid);
 
     int lock_fd = take_lock(dest_fd, timeout);
+    check_same_dest(dest_fd);
     int recovered = recover(dest_fd);
-    if (check_marker(dest_fd)) {
+    int hydrated = check_marker(dest_fd);
+    char digest[80];
+    listing_digest(digest);
+    if (hydrated && (recovered || !force)) {
         close(lock_fd);
         if (recovered)
             say("%s: finished a hydration that was interrupted", dest_path);
+        else if (strcmp(marker_digest(dest_fd), digest))
+            /* The loser of a race between two versions: it read its source for nothing. */
+            say("%s is already hydrated from another source (marker digest %s, this source %s): left as it is; "
+                "set GUARDRAIL_HYDRATE_FORCE=true to bring it to this source", dest_path, marker_digest(dest_fd),
+                digest);
         else
             say("%s is already hydrated", dest_path);
         run_command(argv + 1);
@@ -1460,12 +1827,22 @@ int main(int argc, char **argv)
     if (f)
         fclose(f);
     free_names(names, n);
-    if (shown && !strcmp(on_existing, "fail"))
+    if (shown && !hydrated && !strcmp(on_existing, "fail"))
         die("%s is not empty and has no marker %s (found:%s); set GUARDRAIL_HYDRATE_ON_EXISTING=merge to add "
             "the source's files, or skip to leave it", dest_path, MARKER, found);
-    if (shown && !strcmp(on_existing, "skip")) {
+    if (shown && !hydrated && !strcmp(on_existing, "skip")) {
         close(lock_fd);
         say("%s is not empty and has no marker; left as it is (on_existing=skip)", dest_path);
+        run_command(argv + 1);
+    }
+    size_t changes = shown ? plan(dest_fd, src_fd, force) : n_entries;
+    struct stat dst;
+    int root_differs = fstat(dest_fd, &dst) != 0 || (owner_uid >= 0 && dst.st_uid != (uid_t)owner_uid) ||
+                       (owner_gid >= 0 && dst.st_gid != (gid_t)owner_gid) ||
+                       (dir_mode >= 0 && (dst.st_mode & 07777) != (mode_t)dir_mode);
+    if (hydrated && !changes && !root_differs) {
+        close(lock_fd);
+        say("%s already matches %s", dest_path, src);
         run_command(argv + 1);
     }
 
@@ -1474,10 +1851,14 @@ int main(int argc, char **argv)
     snprintf(staging_name, sizeof staging_name, "%s%s", STAGING_PREFIX, id);
     if (mkdirat(dest_fd, staging_name, 0700) != 0)
         die_errno("cannot create", staging_name);
+    cleanup_dest_fd = dest_fd;
+    cleanup_name = staging_name;
+    on_die = remove_staging;
     int staging_fd = openat(dest_fd, staging_name, DIR_FLAGS);
     if (staging_fd < 0 || fstat(staging_fd, &st) != 0 || st.st_uid != euid || fchmod(staging_fd, 0700) != 0)
         die("%s/%s was replaced while hydrating", dest_path, staging_name);
     copy_tree(src_fd, staging_fd);
+    fix_dirs(dest_fd);
     if ((owner_uid >= 0 || owner_gid >= 0) && fchown(dest_fd, (uid_t)owner_uid, (gid_t)owner_gid) != 0)
         die_errno("cannot set the owner of", dest_path);
     if (dir_mode >= 0 && fchmod(dest_fd, (mode_t)dir_mode) != 0)
@@ -1486,7 +1867,8 @@ int main(int argc, char **argv)
 
     /* The ready record carries the marker, so whoever finishes this tree writes it. */
     char *marker = marker_json(src), *record;
-    if (asprintf(&record, "format=%s\noverwrite=false\nmarker=%s\n", READY_FORMAT, marker) < 0)
+    if (asprintf(&record, "format=%s\noverwrite=%s\nmarker=%s\n", READY_FORMAT, force ? "true" : "false",
+                 marker) < 0)
         die("out of memory");
     int fd = openat(staging_fd, READY_TMP, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0)
@@ -1498,10 +1880,12 @@ int main(int argc, char **argv)
     if (renameat(staging_fd, READY_TMP, staging_fd, READY) != 0)
         die_errno("cannot write", READY);
     fsync(staging_fd);
-    struct ready r = {.overwrite = 0, .prune = 0, .marker = marker};
+    /* Ready: from here on the tree is finished, by this run or the next. */
+    on_die = NULL;
+    struct ready r = {.overwrite = force, .prune = 0, .marker = marker};
     finish(dest_fd, staging_fd, staging_name, &r);
     close(staging_fd);
     close(lock_fd);
-    say("%s: seeded from %s", dest_path, src);
+    say("%s: %s from %s", dest_path, hydrated ? "brought back in line" : "seeded", src);
     run_command(argv + 1);
 }

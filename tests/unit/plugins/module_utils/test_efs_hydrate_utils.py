@@ -215,7 +215,7 @@ def test_synced_staging_is_finished_by_the_next_run(tmp_path, src):
     finally:
         os.close(staging_fd)
         os.close(dest_fd)
-    plan = h.make_plan(source, str(dest), policy, False, False)
+    plan = h.make_plan(source, None, policy, False, False)
     marker = h._marker_record(source, plan, None)
     (staging / h.READY_FILE).write_bytes(h.format_ready(False, [], marker))
     os.rename(staging / "top.txt", dest / "top.txt")

@@ -1,8 +1,7 @@
-"""The container-start hydrators: roles/efs_volume/files/hydrate-entrypoint.sh
-under dash (with util-linux flock) and under busybox sh with nothing but
-busybox applets on PATH (no flock: the mkdir lock), and the static helper
-guardrail-hydrate built from guardrail-hydrate.c. Races, kills, refusals, then
-exec of the command."""
+"""The container-start hydrator, the static helper guardrail-hydrate built
+from roles/efs_volume/files/guardrail-hydrate.c, as a container starts it:
+races, kills, refusals, then exec of the command. What both implementations
+must do alike is in test_efs_hydrate_conformance.py."""
 import collections
 import json
 import os
@@ -19,7 +18,6 @@ import pytest
 from efs_hydrate_helpers import (
     LOCK_FILE,
     MARKER,
-    SCRIPT,
     build_helper,
     leftovers,
     make_tree,
@@ -34,14 +32,9 @@ SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 Tool = collections.namedtuple("Tool", "argv path name")
 
 
-@pytest.fixture(params=["dash", "busybox", "helper"])
-def shell(request, busybox_path):
+@pytest.fixture
+def shell():
     """The hydrator under test: the argv that runs it, its PATH and its name."""
-    if request.param == "dash":
-        assert os.path.realpath("/bin/sh").endswith("dash"), "sh here is expected to be dash"
-        return Tool(["/bin/sh", str(SCRIPT)], SYSTEM_PATH, "dash")
-    if request.param == "busybox":
-        return Tool(["/usr/bin/busybox", "sh", str(SCRIPT)], busybox_path, "busybox")
     return Tool([build_helper()], SYSTEM_PATH, "helper")
 
 
@@ -82,18 +75,16 @@ def test_ten_concurrent_starts_seed_once_then_exec(shell, tmp_path):
 
     for r in results:
         assert r.rc == 0, r.err
-        assert r.out == f"command pid={r.pid} args=one two\n", "the command must replace the script (exec)"
+        assert r.out == f"command pid={r.pid} args=one two\n", "the command must replace the helper (exec)"
     seeded = [r.err for r in results if "seeded from" in r.err]
     waited = [r.err for r in results if "already hydrated" in r.err]
     assert len(seeded) == 1 and len(waited) == 9, [r.err for r in results]
     assert tree_listing(dest, ignore=(MARKER, LOCK_FILE, "lost+found")) == tree_listing(src)
     assert [n for n in os.listdir(dest) if n.startswith(MARKER)] == [MARKER]
-    assert leftovers(dest) == [] and not (dest / (LOCK_FILE + ".d")).exists()
+    assert leftovers(dest) == []
     marker = json.loads((dest / MARKER).read_text())
-    # The helper lists the source as the module does; the script hashes content.
-    digest = "sha256-listing:" if shell.name == "helper" else "sha256-content:"
-    assert marker["digest"].startswith(digest) and marker["files"] == 402
-    # The module reads the script's marker: the volume counts as hydrated.
+    assert marker["digest"].startswith("sha256-listing:") and marker["files"] == 402
+    # The module reads the helper's marker: the volume counts as hydrated.
     assert not run_module({"src": str(src), "dest": str(dest)})["changed"]
 
 
@@ -191,21 +182,7 @@ def test_dangerous_dest_is_refused(shell, tmp_path, dest):
     assert "system directory" in err or "absolute" in err or ".." in err
 
 
-def test_a_stale_mkdir_lock_of_a_dead_process_is_broken(busybox_path, tmp_path):
-    src = make_tree(tmp_path / "src", files=5)
-    dest = tmp_path / "volume"
-    lockdir = dest / (LOCK_FILE + ".d")
-    lockdir.mkdir(parents=True)
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    (lockdir / "owner").write_text(f"{os.uname().nodename} {dead.pid}\n")
-    rc, out, err = run3(Tool(["/usr/bin/busybox", "sh", str(SCRIPT)], busybox_path, "busybox"), src, dest)
-    assert rc == 0 and "seeded from" in err, err
-    assert not lockdir.exists()
-
-
-@pytest.mark.parametrize("which", ["script", "helper"])
-def test_without_root(which):
+def test_without_root():
     """As an unprivileged user: read-only directory modes are refused up front,
     writable ones apply."""
     work = Path(tempfile.mkdtemp(prefix="hydrate-entrypoint-nonroot-"))
@@ -213,10 +190,10 @@ def test_without_root(which):
         work.chmod(0o777)
         src = make_tree(work / "src", files=10)
         # The checkout may sit in a directory only root can enter: run a copy.
-        tool = work / ("hydrate-entrypoint.sh" if which == "script" else "guardrail-hydrate")
-        shutil.copy(SCRIPT if which == "script" else build_helper(), tool)
+        tool = work / "guardrail-hydrate"
+        shutil.copy(build_helper(), tool)
         subprocess.run(["chmod", "-R", "a+rX", str(src), str(tool)], check=True, timeout=30)
-        argv = ["sh", str(tool)] if which == "script" else [str(tool)]
+        argv = [str(tool)]
         base = ["runuser", "-u", "nobody", "--", "env", "PATH=/usr/bin:/bin",
                 f"GUARDRAIL_HYDRATE_SRC={src}", f"GUARDRAIL_HYDRATE_DEST={work / 'dest'}"]
         refused = subprocess.run([*base, "GUARDRAIL_HYDRATE_DIR_MODE=0555", *argv, "true"],
@@ -290,7 +267,7 @@ def test_a_ready_staging_tree_is_finished_by_the_next_start(shell, tmp_path):
     assert leftovers(dest) == []
 
 
-def test_the_module_finishes_a_ready_staging_tree_of_the_script(tmp_path):
+def test_the_module_finishes_a_ready_staging_tree_of_the_helper(tmp_path):
     src = make_tree(tmp_path / "src", files=20)
     dest = tmp_path / "volume"
     staging = dest / ".guardrail-staging-interrupted"
