@@ -568,6 +568,14 @@ def test_dest_swapped_while_waiting_for_the_lock(lab, tool):
     refused(outcome, "replaced while waiting for the lock")
 
 
+def holds(pid, path):
+    """Whether process `pid` has `path` open."""
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}") == str(path) for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
+
+
 def test_the_loser_of_a_version_race_says_so(lab, tool):
     """Two versions of the source start together on an empty volume: one
     seeds, the other finds the marker of another source and says so."""
@@ -577,7 +585,10 @@ def test_the_loser_of_a_version_race_says_so(lab, tool):
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         runs = [tool.start(lab.src, lab.dest), tool.start(v2, lab.dest)]
-        time.sleep(2)
+        # Both have read their source and opened the lock file: both wait.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not all(holds(r.pid, lab.dest / LOCK_FILE) for r in runs):
+            time.sleep(0.05)
     finally:
         os.close(fd)
     first, second = (tool.finish(r) for r in runs)
@@ -669,7 +680,7 @@ def test_a_dest_directory_swapped_for_a_symlink_during_the_move(lab, tool):
             attacker.wait(timeout=60)
             stop.unlink()
         swaps += int(count.read_text())
-    assert swaps > 100, "the attacker did not get to run"
+    assert swaps > 20, "the attacker did not get to run"
     lab.assert_host_intact("".join(outputs))
 
 
@@ -710,13 +721,17 @@ def wide_source(volumes):
 def test_200000_entries(lab, tool, wide_source):
     dest_for_nobody(lab)
     started = time.monotonic()
+    subprocess.run(["cp", "-a", f"{wide_source}/.", str(lab.root / "by-cp")], check=True, timeout=600)
+    reference = time.monotonic() - started
+    started = time.monotonic()
     outcome = tool(wide_source, lab.dest)
     took = time.monotonic() - started
     assert ok(outcome), outcome.out[-2000:]
     assert sum(1 for _entry in walk(lab.dest)) == 200_000 + 2  # the marker and the lock file
     assert (lab.dest / MARKER).is_file()
-    # The script this replaced took 276 s; both are linear.
-    assert took < 120, f"{took:.1f} s for 200,000 entries"
+    # The script this replaced was quadratic (276 s); both are linear, within a
+    # small factor of cp -a on the same machine at the same moment.
+    assert took < 5 * reference + 10, f"{took:.1f} s for 200,000 entries, cp -a {reference:.1f} s"
 
 
 # ----------------------------------------------------- failures of the volume
