@@ -442,6 +442,30 @@ def test_special_files_at_our_names_are_refused_unopened(lab, tool, where, kind)
 
 
 @pytest.mark.parametrize("kind", ["fifo", "socket", "chardev"])
+@pytest.mark.parametrize("where", ["staging", "marker temporary"])
+def test_special_files_at_our_other_names_are_removed_unopened(lab, tool, where, kind):
+    """What a writer plants at a staging or temporary name is removed by the
+    next run without being opened, and the run seeds."""
+    dest_for_nobody(lab)
+    path = lab.dest / (STAGING + "planted" if where == "staging" else MARKER + ".tmp-planted")
+    probe, flag = plant_special(lab, path, kind)
+    outcome = tool(lab.src, lab.dest, timeout=60)
+    assert not probe_result(path, probe, flag), f"the hydrator opened the FIFO at the {where} name"
+    lab.assert_host_intact(outcome.out)
+    assert ok(outcome) and seeded(lab), outcome.out
+    assert not os.path.lexists(path)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket", "chardev"])
+def test_special_file_as_dest_is_refused_unopened(lab, tool, kind):
+    probe, flag = plant_special(lab, lab.dest, kind)
+    outcome = tool(lab.src, lab.dest, timeout=60)
+    assert not probe_result(lab.dest, probe, flag), "the hydrator opened the FIFO at dest"
+    lab.assert_host_intact(outcome.out)
+    refused(outcome, "not a directory")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket", "chardev"])
 def test_special_file_at_a_source_files_path_under_force_is_replaced_unopened(lab, tool, kind):
     """force compares dest's files with the source: a FIFO or device there is
     never opened to do so; it is replaced by the source's file."""
@@ -512,6 +536,46 @@ def test_staging_swapped_for_a_symlink_after_the_copy(lab, tool):
             refused(outcome)
     assert swaps, "the attacker never caught a staging tree: the test did not race"
     lab.assert_host_intact("".join(outputs))
+
+
+DEST_FLIPPER = """
+import os, sys, time
+dest, victim, stop, count = sys.argv[1:5]
+swaps = 0
+while not os.path.exists(stop):
+    try:
+        os.rename(dest, dest + ".away")
+        os.symlink(victim, dest)
+        time.sleep(0.001)
+        os.unlink(dest)
+        os.rename(dest + ".away", dest)
+        swaps += 1
+    except OSError:
+        pass
+open(count, "w").write(str(swaps))
+"""
+
+
+def test_dest_swapped_for_a_symlink_during_the_run(lab, tool):
+    """dest itself flips between the real directory and a symlink to a host
+    directory, all through the run: whatever step it lands on, nothing is
+    written, listed or changed through the link."""
+    src = make_tree(lab.root / "big", files=2000, size=512)
+    subprocess.run(["chmod", "-R", "a+rX", str(src)], check=True, timeout=30)
+    dest_for_nobody(lab)
+    lab.before = lab.snapshot()
+    stop, count = lab.scratch / "stop", lab.scratch / "count"
+    attacker = lab.attacker(DEST_FLIPPER, lab.dest, lab.outside / "victim-dir", stop, count)
+    try:
+        time.sleep(0.3)
+        outcomes = [tool(src, lab.dest, force=True) for _attempt in range(3)]
+    finally:
+        stop.touch()
+        attacker.wait(timeout=60)
+    assert int(count.read_text()) > 20, "the attacker did not get to run"
+    lab.assert_host_intact("".join(o.out for o in outcomes))
+    for outcome in outcomes:
+        assert outcome.rc in (0, REFUSED), outcome.out
 
 
 def test_force_never_changes_a_hard_linked_inode_outside_dest(lab, tool):
