@@ -183,15 +183,10 @@ class Lab:
         self.root = root
         root.mkdir()
         root.chmod(0o755)
-        self.src = make_tree(root / "src", files=12)
-        subprocess.run(["chmod", "-R", "a+rX", str(self.src)], check=True, timeout=30)
-        self.vol = root / "vol"
-        self.vol.mkdir()
-        self.vol.chmod(0o777)
+        self.src = readable_by_all(make_tree(root / "src", files=12))
+        self.vol = writable_by_all(root / "vol")
         self.dest = self.vol / "app"
-        self.scratch = root / "scratch"
-        self.scratch.mkdir()
-        self.scratch.chmod(0o777)
+        self.scratch = writable_by_all(root / "scratch")
         self.outside = root / "outside"
         self.outside.mkdir()
         self.secret_text = "GUARDRAIL-SECRET-" + uuid.uuid4().hex
@@ -258,9 +253,20 @@ def seeded(lab, src=None, dest=None):
     return listing == tree_listing(src or lab.src) and (dest / MARKER).is_file()
 
 
+def writable_by_all(path):
+    """A directory of the volume that any task can write."""
+    path.mkdir()
+    path.chmod(0o777)
+    return path
+
+
+def readable_by_all(path):
+    subprocess.run(["chmod", "-R", "a+rX", str(path)], check=True, timeout=30)
+    return path
+
+
 def dest_for_nobody(lab):
-    lab.dest.mkdir()
-    lab.dest.chmod(0o777)
+    writable_by_all(lab.dest)
 
 
 def hydrated_for_nobody(lab, tool, **options):
@@ -512,13 +518,11 @@ def test_staging_swapped_for_a_symlink_after_the_copy(lab, tool):
     directory at its name, over and over. Whatever moment it lands, nothing is
     moved out of or into the host directory and the marker means the content."""
     src = make_tree(lab.root / "big", files=3000, size=512)
-    subprocess.run(["chmod", "-R", "a+rX", str(src)], check=True, timeout=30)
+    readable_by_all(src)
     lab.before = lab.snapshot()
     outputs, swaps = [], 0
     for attempt in range(3):
-        dest = lab.vol / f"swap{attempt}"
-        dest.mkdir(mode=0o777)
-        dest.chmod(0o777)
+        dest = writable_by_all(lab.vol / f"swap{attempt}")
         stop, count = lab.scratch / "stop", lab.scratch / f"count{attempt}"
         attacker = lab.attacker(STAGING_SWAPPER, dest, lab.outside / "victim-dir", stop, count)
         try:
@@ -561,7 +565,7 @@ def test_dest_swapped_for_a_symlink_during_the_run(lab, tool):
     directory, all through the run: whatever step it lands on, nothing is
     written, listed or changed through the link."""
     src = make_tree(lab.root / "big", files=2000, size=512)
-    subprocess.run(["chmod", "-R", "a+rX", str(src)], check=True, timeout=30)
+    readable_by_all(src)
     dest_for_nobody(lab)
     lab.before = lab.snapshot()
     stop, count = lab.scratch / "stop", lab.scratch / "count"
@@ -719,13 +723,11 @@ def test_a_dest_directory_swapped_for_a_symlink_during_the_move(lab, tool):
         (src / top).mkdir(parents=True)
         for i in range(60):
             (src / top / f"f{i:03d}").write_text(f"{top} {i}\n")
-    subprocess.run(["chmod", "-R", "a+rX", str(src)], check=True, timeout=30)
+    readable_by_all(src)
     lab.before = lab.snapshot()
     outputs, swaps = [], 0
     for attempt in range(2):
-        dest = lab.vol / f"race{attempt}"
-        dest.mkdir(mode=0o777)
-        dest.chmod(0o777)
+        dest = writable_by_all(lab.vol / f"race{attempt}")
         lab.as_nobody("import os, sys\nfor d in sys.argv[2:]: os.mkdir(os.path.join(sys.argv[1], d), 0o777)\n",
                       dest, *tops)
         stop, count = lab.scratch / "stop", lab.scratch / f"count{attempt}"
@@ -939,7 +941,7 @@ def test_without_root_refusals_come_before_the_lock(lab, tool, problem):
     plugins = copies / "ansible_collections" / "guardrail" / "ecs" / "plugins"
     shutil.copytree(ROOT / "plugins", plugins, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(build_helper(), copies / "guardrail-hydrate")
-    subprocess.run(["chmod", "-R", "a+rX", str(copies)], check=True, timeout=30)
+    readable_by_all(copies)
     lab.before = lab.snapshot()
     owner = ""
     if problem == "unwritable dest":
