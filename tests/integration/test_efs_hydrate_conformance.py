@@ -930,6 +930,25 @@ def test_both_implementations_give_the_same_tree(lab):
     assert digests[0] == digests[1]
 
 
+def test_merge_makes_a_missing_hard_link_to_a_copy_never_to_a_file_dest_has(lab, tool):
+    """The source links README.txt and shared/README.hardlink; dest already has
+    a README.txt of its own (a writer's hard link to its file outside dest).
+    merge keeps dest's README.txt and adds README.hardlink as the source's
+    file, never as another name of the inode dest has."""
+    (lab.src / "shared").mkdir()
+    os.link(lab.src / "README.txt", lab.src / "shared" / "README.hardlink")
+    readable_by_all(lab.src)
+    dest_for_nobody(lab)
+    lab.as_nobody("import os, sys; os.link(sys.argv[1], sys.argv[2])", lab.nobodys, lab.dest / "README.txt")
+    lab.before = lab.snapshot()
+    outcome = tool(lab.src, lab.dest, on_existing="merge")
+    lab.assert_host_intact(outcome.out)
+    assert ok(outcome), outcome.out
+    assert os.stat(lab.nobodys).st_nlink == 2
+    assert (lab.dest / "README.txt").read_text() == "nobody's own\n"
+    assert (lab.dest / "shared" / "README.hardlink").read_text() == (lab.src / "README.txt").read_text()
+
+
 # ------------------------------------------------------------ without root
 
 

@@ -1008,7 +1008,7 @@ def _write_file(source, tar, parent_fd, entry, policy):
         os.close(dst_fd)
 
 
-def copy_into(source, staging_fd, dest_fd, entries, policy):
+def copy_into(source, staging_fd, entries, policy):
     """Writes `entries` below the staging directory. Parents that are not
     copied (they already exist in dest) become plain placeholders, merged away
     on the move."""
@@ -1039,7 +1039,9 @@ def copy_into(source, staging_fd, dest_fd, entries, policy):
                     os.chown(name, uid, gid, dir_fd=parent_fd, follow_symlinks=False)
                 os.utime(name, ns=(e.mtime_ns, e.mtime_ns), dir_fd=parent_fd, follow_symlinks=False)
             else:
-                _link_at(targets, dest_fd, e.target, parent_fd, name)
+                target_dir, target_name = os.path.split(e.target)
+                os.link(target_name, name, src_dir_fd=targets.get(target_dir), dst_dir_fd=parent_fd,
+                        follow_symlinks=False)
         # Directory owner, mode and times last: a read-only mode would stop a
         # non-root copy, and creating children changes the times.
         for e in reversed(dirs):
@@ -1051,25 +1053,6 @@ def copy_into(source, staging_fd, dest_fd, entries, policy):
             tar.close()
         tree.close()
         targets.close()
-
-
-def _link_at(tree, dest_fd, target, parent_fd, name):
-    """A hard link to `target`: in staging when copied by this run, else the
-    regular file dest already has there."""
-    target_dir, target_name = os.path.split(target)
-    try:
-        os.link(target_name, name, src_dir_fd=tree.get(target_dir), dst_dir_fd=parent_fd,
-                follow_symlinks=False)
-        return
-    except FileNotFoundError:
-        pass
-    fd = _open_dirs(dest_fd, target_dir)
-    try:
-        if not stat.S_ISREG(os.stat(target_name, dir_fd=fd, follow_symlinks=False).st_mode):
-            raise HydrateError(f"hard link target {target} in dest is not a regular file")
-        os.link(target_name, name, src_dir_fd=fd, dst_dir_fd=parent_fd, follow_symlinks=False)
-    finally:
-        os.close(fd)
 
 
 def _is_ours(name):
@@ -1259,17 +1242,20 @@ def make_plan(source, dest_fd, policy, overwrite, prune):
         dirs.close()
         result.copy.extend(e for e in _differing_content(source, dirs, compare))
         copied.update(e.path for e in result.copy)
-        # A hard link group is copied whole when any of its names differs.
+        # A hard link group is copied whole when any of its names differs
+        # (force) or is missing: links are made in staging, to a copy there,
+        # never to a file dest has (it may be linked from outside dest).
         groups = {}
+        by_path = {e.path: e for e in source.entries}
         for entry in source.entries:
-            if entry.kind == "hardlink" and entry.path not in copied:
+            if entry.kind == "hardlink":
                 groups.setdefault(entry.target, []).append(entry)
         for target, links in groups.items():
-            if target in copied or any(inodes.get(e.path) != inodes.get(target) for e in links):
-                if target not in copied:
-                    result.copy.append(next(e for e in source.entries if e.path == target))
-                    copied.add(target)
-                result.copy.extend(links)
+            members = [by_path[target], *links]
+            if (any(e.path in copied for e in members)
+                    or (overwrite and any(inodes.get(e.path) != inodes.get(target) for e in links))):
+                result.copy.extend(e for e in members if e.path not in copied)
+                copied.update(e.path for e in members)
         if prune:
             result.prune = _unwanted(dest_fd, dirs, {e.path for e in source.entries})
     finally:
@@ -1467,7 +1453,7 @@ def apply_plan(source, dest_fd, dest, policy, plan, overwrite, prune, previous_m
         if os.fstat(staging_fd).st_uid != os.geteuid():
             raise _refused(f"{dest}/{name}", "was replaced while hydrating")
         os.chmod(staging_fd, 0o700)
-        copy_into(source, staging_fd, dest_fd, plan.copy, policy)
+        copy_into(source, staging_fd, plan.copy, policy)
         for e in plan.fix_meta:
             _fix_meta_at(dest_fd, e, policy)
         if plan.fix_root:

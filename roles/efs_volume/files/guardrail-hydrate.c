@@ -1491,22 +1491,23 @@ static size_t plan(int dest_fd, int src_fd, int overwrite)
         }
     }
     chain_close(&c);
-    /* A hard link group is copied whole when any of its names differs. */
-    for (int again = 1; overwrite && again;) {
+    /* A hard link group is copied whole when any of its names differs (force)
+     * or is missing: a link is made in the staging tree, to a copy there. */
+    for (int again = 1; again;) {
         again = 0;
         for (size_t i = 0; i < n_entries; i++) {
             struct entry *h = &entries[i];
-            if (h->kind != 'h' || h->todo == COPY)
+            if (h->kind != 'h')
                 continue;
             struct entry *t = NULL;
             for (size_t j = 0; j < n_entries && !t; j++)
                 if (entries[j].kind == 'f' && !strcmp(entries[j].path, h->target))
                     t = &entries[j];
-            if (!t || t->todo == COPY || t->ddev != h->ddev || t->dino != h->dino) {
+            int differs = overwrite && (!t || t->ddev != h->ddev || t->dino != h->dino);
+            if (h->todo != COPY && (differs || (t && t->todo == COPY)))
                 h->todo = COPY, changes++, again = 1;
-                if (t && t->todo != COPY)
-                    t->todo = COPY, changes++;
-            }
+            if (h->todo == COPY && t && t->todo != COPY)
+                t->todo = COPY, changes++, again = 1;
         }
     }
     return changes;

@@ -209,12 +209,10 @@ def test_synced_staging_is_finished_by_the_next_run(tmp_path, src):
     staging.mkdir(mode=0o700)
     policy = h.Policy()
     staging_fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY)
-    dest_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        h.copy_into(source, staging_fd, dest_fd, source.entries, policy)
+        h.copy_into(source, staging_fd, source.entries, policy)
     finally:
         os.close(staging_fd)
-        os.close(dest_fd)
     plan = h.make_plan(source, None, policy, False, False)
     marker = h._marker_record(source, plan, None)
     (staging / h.READY_FILE).write_bytes(h.format_ready(False, [], marker))
