@@ -185,7 +185,7 @@ def test_dangerous_dest_is_refused(shell, tmp_path, dest):
 def test_without_root():
     """As an unprivileged user: read-only directory modes are refused up front,
     writable ones apply."""
-    work = Path(tempfile.mkdtemp(prefix="hydrate-entrypoint-nonroot-"))
+    work = Path(tempfile.mkdtemp(prefix="hydrate-helper-nonroot-"))
     try:
         work.chmod(0o777)
         src = make_tree(work / "src", files=10)

@@ -1,18 +1,20 @@
 /* guardrail-hydrate - seed a mounted volume exactly once, then exec the
- * container's command. The static counterpart of hydrate-entrypoint.sh: the
- * same settings, messages, refusals and exit codes, and the on-disk protocol of
- * roles/efs_volume/PROTOCOL.md shared with the module guardrail.ecs.efs_hydrate.
+ * container's command. One of the two implementations of the protocol
+ * specified in roles/efs_volume/PROTOCOL.md; the other is the module
+ * guardrail.ecs.efs_hydrate, and tests/integration/test_efs_hydrate_conformance.py
+ * holds both to it.
  *
- * What it adds over the script is a descriptor for everything it touches in
- * DEST: DEST is opened once (O_DIRECTORY | O_NOFOLLOW) and every later name is
- * reached with openat/fstatat/mkdirat/renameat/linkat/unlinkat relative to a
- * directory it opened without following links, owner and mode are set with
+ * Everything it touches in DEST is reached through a descriptor: DEST is
+ * opened once (O_DIRECTORY | O_NOFOLLOW) and every later name with
+ * openat/fstatat/mkdirat/renameat/linkat/unlinkat relative to a directory it
+ * opened without following links; a file it reads is opened only after its
+ * type is checked on an O_PATH descriptor; owner and mode are set with
  * fchown/fchmod on what it opened. A writer racing it on the volume can make
  * a run fail, never make it act outside DEST.
  *
  * Build: gcc -static -O2 -o guardrail-hydrate guardrail-hydrate.c
- * Usage: guardrail-hydrate command [args...]   (settings in the environment,
- * as for hydrate-entrypoint.sh; see the role's README). */
+ * Usage: guardrail-hydrate command [args...]   (settings in the environment;
+ * see the role's README). */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
