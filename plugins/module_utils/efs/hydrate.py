@@ -1147,7 +1147,7 @@ class Plan:
 
     def __init__(self):
         self.copy = []      # entries to write into staging
-        self.fix_meta = []  # entries present with the right content but the wrong owner or mode
+        self.fix_meta = []  # directories dest has, with the wrong owner or mode
         self.kept = []      # paths dest already has, left as they are
         self.prune = []     # paths in dest that are not in the source
         self.fix_root = False

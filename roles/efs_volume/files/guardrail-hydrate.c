@@ -406,8 +406,8 @@ static const char *owned_problem(const struct stat *st)
  * descriptor (it opens nothing: no FIFO blocks, no driver runs, no link is
  * followed) is checked with `want`, then reopened through /proc/self/fd with
  * `flags`, the same inode by construction; without /proc, with O_NONBLOCK |
- * O_NOCTTY and an identity check. -1 with errno ENOENT when absent, EFTYPE-like
- * EMEDIUMTYPE when the type is wrong, ESTALE when it was replaced. */
+ * O_NOCTTY and an identity check. -1 with errno ENOENT when absent,
+ * EMEDIUMTYPE when it is not of type `want`, ESTALE when it was replaced. */
 static int open_checked(int dir_fd, const char *name, int flags, mode_t want, struct stat *st)
 {
     int path_fd = openat(dir_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
