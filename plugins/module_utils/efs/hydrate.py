@@ -1418,25 +1418,18 @@ def _marker_record(source, plan, previous):
     }
 
 
-def _fix_meta_at(dest_fd, entry, policy):
-    """Owner and mode of an entry already in dest, set on what was opened
-    without following links: a file swapped for a symlink is refused."""
-    parent, name = os.path.split(entry.path)
+def _fix_dir_meta(dest_fd, entry, policy):
+    """Owner and mode of a directory dest already has, set on a descriptor
+    opened one component at a time without following links (files are never
+    fixed in place: the plan copies them again)."""
     try:
-        parent_fd = _open_dirs(dest_fd, parent)
-        try:
-            flags = _DIR_FLAGS if entry.kind == "dir" else os.O_RDONLY | _NOFOLLOW | os.O_NONBLOCK
-            fd = os.open(name, flags, dir_fd=parent_fd)
-        finally:
-            os.close(parent_fd)
+        fd = _open_dirs(dest_fd, entry.path)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENOENT):
             raise HydrateError(f"{entry.path} in dest changed while hydrating (now a symlink or "
                                "gone); nothing was applied to it, run again") from None
         raise
     try:
-        if entry.kind != "dir" and not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise HydrateError(f"{entry.path} in dest is no longer a regular file; run again")
         if os.fstat(fd).st_dev != os.fstat(dest_fd).st_dev:
             raise _another_filesystem(entry.path)
         _apply_meta(fd, entry, policy)
@@ -1455,7 +1448,7 @@ def apply_plan(source, dest_fd, dest, policy, plan, overwrite, prune, previous_m
         os.chmod(staging_fd, 0o700)
         copy_into(source, staging_fd, plan.copy, policy)
         for e in plan.fix_meta:
-            _fix_meta_at(dest_fd, e, policy)
+            _fix_dir_meta(dest_fd, e, policy)
         if plan.fix_root:
             os.chown(dest_fd, policy.uid if policy.uid is not None else -1,
                      policy.gid if policy.gid is not None else -1)
