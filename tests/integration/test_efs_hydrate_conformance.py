@@ -628,7 +628,10 @@ def test_dest_swapped_while_waiting_for_the_lock(lab, tool):
     if tool.name == "module":
         options.update(prune=True, diff=True)
     run = tool.start(lab.src, lab.dest, **options)
-    time.sleep(2)
+    # The run has opened dest and the lock file: it waits for the lock.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not holds(run.pid, lab.dest / LOCK_FILE):
+        time.sleep(0.05)
     go.touch()
     attacker.wait(timeout=60)
     outcome = tool.finish(run)
