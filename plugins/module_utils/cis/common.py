@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.common.files import write_atomic
-from ansible_collections.guardrail.ecs.plugins.module_utils.common.process import run  # noqa: F401 (the CIS engines import it from here)
+from ansible_collections.guardrail.ecs.plugins.module_utils.common.process import run  # noqa: F401 pylint: disable=unused-import  # the CIS engines import it from here
 
 STATUSES = ("pass", "fixed", "failed", "waived", "not_applicable", "pending_reboot")
 
