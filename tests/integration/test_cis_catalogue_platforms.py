@@ -172,7 +172,7 @@ def test_site_controls_and_overrides_through_role_variables(tmp_path):
         "3.2.1": {"waived": "no DCCP in this kernel build", "waived_by": "cis_hardening_overrides"},
         "1.1.1.7": {"level": 1}})
     by_id = rows(planned)
-    assert by_id["site.1"]["files"][0]["content"].startswith("Authorized uses only")
+    assert by_id["site.1"]["files"][0]["content"].startswith("Authorized access only")
     assert by_id["5.1.6"]["lines"][0]["value"] == "aes256-gcm@openssh.com"
     assert "no DCCP" in by_id["3.2.1"]["waived"]
     levels = {c["id"]: c["level"] for c in planned["controls"]}
@@ -791,3 +791,22 @@ def test_every_ip6tables_row_is_not_applicable_without_ipv6(platform, request):
     ip6 = [row for row in planned["tables"]["scan"] if "ip6tables" in titles[row["id"]]]
     assert len(ip6) == (4 if platform == "debian" else 6)
     assert [row["id"] for row in ip6 if not row.get("ipv6")] == []
+
+
+@pytest.mark.parametrize("platform", ["Debian-12", "Amazon-2023", "Amazon-2"])
+def test_sshd_rows_are_not_applicable_without_an_ssh_server(tmp_path, platform):
+    absent = plan(tmp_path, platform, cis_hardening_sshd_installed=False)
+    present = plan(tmp_path, platform, cis_hardening_sshd_installed=True)
+    sshd_rows = {r["id"] for r in rows(present).values()
+                 if "sshd" in json.dumps(r) and r["kind"] in ("lines", "files")
+                 and not any(p in json.dumps(r) for p in ("/etc/audit", "sudo", "pam"))}
+    assert len(sshd_rows) >= 15, sorted(sshd_rows)
+    decided = {d["id"]: d for d in absent["decided"]}
+    assert sshd_rows <= set(decided), sorted(sshd_rows - set(decided))
+    for control_id in sshd_rows:
+        assert decided[control_id]["status"] == "not_applicable"
+        assert "no SSH server is installed" in decided[control_id]["reason"]
+
+
+def test_every_not_applicable_row_of_the_plan_has_a_reason(debian):
+    assert all(d["reason"] for d in debian["decided"] if d["status"] == "not_applicable")

@@ -258,3 +258,54 @@ def test_html_filters_hide_the_rows_they_should(tmp_path):
     assert seen["no_fixed"] == ["7.2.2", "1.1.1.1"] and seen["shown"] == "2 of 5 shown"
     assert seen["section7"] == ["7.2.2", "7.1.1"]
     assert seen["search"] == ["5.1.20"]
+
+
+XCCDF = "{http://checklists.nist.gov/xccdf/1.2}"
+
+
+def test_every_run_keeps_its_record_with_a_latest_link(tmp_path):
+    play(tmp_path, hosts="web-1,")
+    play(tmp_path, hosts="web-1,")
+    host_dir = tmp_path / "reports" / "runs" / "web-1"
+    runs = sorted(p.name for p in host_dir.iterdir() if not p.name.startswith(("latest", ".")))
+    assert len(runs) == 2, runs
+    latest = host_dir / "latest"
+    assert latest.is_symlink() and os.readlink(latest) == runs[-1]
+    for run in runs:
+        names = sorted(p.name for p in (host_dir / run).iterdir())
+        assert names == ["report.csv", "report.html", "report.json", "xccdf-results.xml"]
+    first = json.loads((host_dir / runs[0] / "report.json").read_text())
+    assert first["summary"]["statuses"]["fixed"] == 1, "the first run's fixes are lost"
+
+
+def test_csv_export_has_the_auditor_s_columns(tmp_path):
+    import csv
+    play(tmp_path, hosts="web-1,")
+    latest = tmp_path / "reports" / "runs" / "web-1" / "latest"
+    rows = list(csv.DictReader((latest / "report.csv").open(encoding="utf-8")))
+    assert list(rows[0]) == ["benchmark", "rule_id", "title", "profile", "assessment", "status", "evidence", "reason",
+                             "timestamp"]
+    by_id = {r["rule_id"]: r for r in rows}
+    assert by_id["4.2.7"]["benchmark"] == "CIS Amazon Linux 2023 Benchmark v1.0.0"
+    assert by_id["4.2.7"]["evidence"] == "PermitRootLogin <no> & more"
+    assert by_id["3.1.2"]["profile"] == "Level 2 - Server" and by_id["4.2.7"]["profile"] == "Level 1 - Server"
+    assert {r["assessment"] for r in rows} == {"Automated"}
+    assert by_id["1.9"]["reason"] == "no policy here"
+    assert all(re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", r["timestamp"]) for r in rows)
+
+
+def test_xccdf_export_carries_one_rule_result_per_control(tmp_path):
+    import xml.etree.ElementTree as ET
+    play(tmp_path, hosts="web-1,")
+    root = ET.parse(tmp_path / "reports" / "runs" / "web-1" / "latest" / "xccdf-results.xml").getroot()
+    assert root.tag == XCCDF + "Benchmark"
+    rules = {r.get("id") for r in root.iter(XCCDF + "Rule")}
+    results = {r.get("idref"): r.find(XCCDF + "result").text for r in root.iter(XCCDF + "rule-result")}
+    assert set(results) == rules and len(rules) == 4
+    assert results["xccdf_ecs.guardrail_rule_4.2.7"] == "fixed"
+    assert results["xccdf_ecs.guardrail_rule_3.1.2"] == "fail"
+    assert results["xccdf_ecs.guardrail_rule_1.9"] == "notapplicable"
+    assert results["xccdf_ecs.guardrail_rule_3.2.1"] == "notselected"
+    test_result = root.find(XCCDF + "TestResult")
+    assert test_result.find(XCCDF + "target").text == "web-1"
+    assert test_result.find(XCCDF + "score").text == "50.000000"

@@ -14,9 +14,10 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from ansible_collections.guardrail.ecs.plugins.module_utils.cis.catalogue import BENCHMARKS, merge, summary
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis.catalogue import BENCHMARKS, manual_ids, merge, summary
 from ansible_collections.guardrail.ecs.plugins.module_utils.cis.common import STATUSES
 from ansible_collections.guardrail.ecs.plugins.module_utils.common.files import write_atomic
+from ansible_collections.guardrail.ecs.plugins.plugin_utils.cis_export import assessment, to_csv, to_xccdf
 
 
 def _write(path, text):
@@ -44,6 +45,27 @@ def collection_version():
     return found.group(1) if found else "unknown"
 
 
+def _run_dir(host_dir, stamp):
+    """A new directory for this run's record, named by its time (a second run within the same second gets a suffix)."""
+    for attempt in range(1, 100):
+        name = stamp if attempt == 1 else "%s-%d" % (stamp, attempt)
+        try:
+            os.mkdir(os.path.join(host_dir, name), 0o755)
+            return name
+        except FileExistsError:
+            continue
+    raise AnsibleActionFail("cannot make a new run directory in %s" % host_dir)
+
+
+def _link_latest(host_dir, name):
+    """Points <host_dir>/latest at the run directory, replacing the old link in one rename."""
+    tmp = os.path.join(host_dir, ".latest-%d" % os.getpid())
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    os.symlink(name, tmp)
+    os.replace(tmp, os.path.join(host_dir, "latest"))
+
+
 def _order(row):
     return (_ORDER.get(row["status"], 9), [int(p) if p.isdigit() else 0 for p in row["id"].split(".")], row["id"])
 
@@ -51,7 +73,7 @@ def _order(row):
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(("controls", "results", "report_dir", "host", "benchmark", "level",
-                             "audit_only", "templates", "run", "os"))
+                             "audit_only", "templates", "run", "os", "started"))
 
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}
@@ -90,6 +112,9 @@ class ActionModule(ActionBase):
             "summary": summary(rows),
             "controls": rows,
         }
+        manual = manual_ids()
+        for row in rows:
+            row["assessment"] = assessment(benchmark, row["id"], manual)
         env = Environment(loader=FileSystemLoader(str(args["templates"])), autoescape=select_autoescape(default=True),
                           trim_blocks=True, lstrip_blocks=True)
         json_path = os.path.join(report_dir, host + ".json")
@@ -97,6 +122,18 @@ class ActionModule(ActionBase):
         _write(json_path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
         page = env.get_template("report.html.j2").render(report=doc, statuses=STATUSES, rows=sorted(rows, key=_order))
         _write(html_path, page)
+        # Every run keeps its own record (what the first run fixed stays on file), with the exports.
+        host_dir = os.path.join(report_dir, "runs", host)
+        os.makedirs(host_dir, exist_ok=True)
+        run_name = _run_dir(host_dir, doc["generated"].replace("-", "").replace(":", ""))
+        run_dir = os.path.join(host_dir, run_name)
+        record = {"json": os.path.join(run_dir, "report.json"), "html": os.path.join(run_dir, "report.html"),
+                  "csv": os.path.join(run_dir, "report.csv"), "xccdf": os.path.join(run_dir, "xccdf-results.xml")}
+        _write(record["json"], json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        _write(record["html"], page)
+        _write(record["csv"], to_csv(doc, manual))
+        _write(record["xccdf"], to_xccdf(doc, str(args.get("started") or doc["generated"]), manual))
+        _link_latest(host_dir, run_name)
         fleet = []
         for path in sorted(glob.glob(os.path.join(report_dir, "*.json"))):
             try:
@@ -109,5 +146,6 @@ class ActionModule(ActionBase):
                                                         "level", "generated", "summary", "audit_only", "check_mode")})
         index_path = os.path.join(report_dir, "index.html")
         _write(index_path, env.get_template("fleet.html.j2").render(hosts=fleet, statuses=STATUSES))
-        result.update(changed=False, json=json_path, html=html_path, index=index_path, summary=doc["summary"])
+        result.update(changed=False, json=json_path, html=html_path, index=index_path, summary=doc["summary"],
+                      record=dict(record, dir=run_dir, latest=os.path.join(host_dir, "latest")))
         return result

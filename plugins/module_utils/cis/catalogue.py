@@ -28,12 +28,26 @@ import re
 KINDS = ("sysctl", "lines", "files", "services", "scan", "pam")
 META = ("id", "title", "level", "section", "kind", "waived", "waived_by", "reason", "tags")
 
-# The benchmarks the catalogue carries ids for: the name and version the report states.
+# The benchmarks the catalogue carries ids for: the name and version the report states, and the
+# recommendations the benchmark assesses Manually (every other one is Automated). Debian 12's are the
+# recommendations CIS marks Manual in its Debian/Ubuntu family (CIS Ubuntu 24.04 v1.0.0 carries the same
+# recommendations under the same ids); Amazon Linux's are the same recommendations by title.
 BENCHMARKS = {
-    "al2023": {"name": "CIS Amazon Linux 2023 Benchmark", "version": "v1.0.0"},
-    "al2": {"name": "CIS Amazon Linux 2 Benchmark", "version": "v3.0.0"},
-    "debian12": {"name": "CIS Debian Linux 12 Benchmark", "version": "v1.1.0"},
+    "al2023": {"name": "CIS Amazon Linux 2023 Benchmark", "version": "v1.0.0",
+               "manual": ("1.2.1", "1.2.3", "1.8", "3.1.1", "5.1.1.6", "5.3", "5.2.3.21", "6.1.13")},
+    "al2": {"name": "CIS Amazon Linux 2 Benchmark", "version": "v3.0.0",
+            "manual": ("1.2.1", "1.2.4", "1.2.5", "2.2.22", "3.4.3.2", "3.4.3.6", "3.4.4.2.2", "3.4.4.3.2", "4.4.2.2.4",
+                       "5.1.1.6", "5.1.3", "5.2.3.21", "6.1.13")},
+    "debian12": {"name": "CIS Debian Linux 12 Benchmark", "version": "v1.1.0",
+                 "manual": ("1.1.1.10", "1.2.1.1", "1.2.1.2", "1.2.2.1", "2.1.22", "2.3.2.1", "2.3.3.1", "3.1.1", "4.2.5",
+                            "4.3.3", "4.3.7", "4.4.2.3", "4.4.3.3", "5.3.3.2.3", "5.4.1.2", "6.1.1.2", "6.1.1.3",
+                            "6.1.2.1.2", "6.1.3.5", "6.1.3.6", "6.1.3.8", "6.2.3.21", "7.1.13")},
 }
+
+
+def manual_ids():
+    """{benchmark: ids the benchmark assesses Manually}."""
+    return {name: frozenset(named.get("manual", ())) for name, named in BENCHMARKS.items()}
 
 # Fields of a row: the type each must have. Per-benchmark fields may also be a mapping
 # from benchmark to value.
@@ -317,6 +331,17 @@ def select(catalogue, benchmark, level, toggles=None, run_tags=None, skip_tags=N
 _WAS_NOW = re.compile(r"^was (.*?)[;,] now (.*)$", re.S)
 
 
+def _na_reason(evidence):
+    """A module that finds a control not applicable says why in its evidence ("/home is not a separate mount",
+    "/usr/sbin/gdm3 is not installed" once per item): that is the reason, each finding once."""
+    found = []
+    for part in re.split(r";\s*", str(evidence or "")):
+        part = part.strip()
+        if part and part not in found:
+            found.append(part)
+    return "; ".join(found) or "the module evaluating it found nothing this control applies to"
+
+
 def merge(controls, results):
     """Every selected control with its result; a control without a result is failed.
 
@@ -335,6 +360,8 @@ def merge(controls, results):
         row["reason"] = result.get("reason", "")
         if not row["reason"] and meta.get("check_only") and row["status"] != "not_applicable":
             row["reason"] = "check only: " + meta["check_only"]
+        if not row["reason"] and row["status"] == "not_applicable":
+            row["reason"] = _na_reason(row["evidence"])
         for key in ("before", "after"):
             if result.get(key):
                 row[key] = str(result[key])

@@ -16,8 +16,12 @@ description:
   - Runs on the controller. Merges the selected controls with the results of the CIS modules and writes
     C(<report_dir>/<host>.json) and a self-contained C(<report_dir>/<host>.html) (inline CSS and SVG, no
     external assets), then C(<report_dir>/index.html) linking every host report found in the directory.
-  - Every control carries id, title, section, level, status, evidence and, for waivers, the reason.
-    A selected control without a result is reported C(failed).
+  - Every control carries id, title, section, level, Automated/Manual (as the benchmark assesses it), status,
+    evidence and, for waivers and not-applicable controls, the reason. A selected control without a result is
+    reported C(failed); a not-applicable result without a reason takes the module's finding as its reason.
+  - Every run also keeps its own record in C(<report_dir>/runs/<host>/<UTC time>/) - C(report.json),
+    C(report.html), C(report.csv) and C(xccdf-results.xml), an XCCDF 1.2 Benchmark with the run's TestResult -
+    and points C(<report_dir>/runs/<host>/latest) at it, so what an earlier run fixed stays on file.
 author:
   - guardrail.ecs maintainers (@guardrail-ecs)
 options:
@@ -59,6 +63,9 @@ options:
   run:
     description: Extra facts about the run shown in the JSON (for example the scan statistics).
     type: dict
+  started:
+    description: When the run started (UTC, C(YYYY-MM-DDThh:mm:ssZ)), the XCCDF TestResult's start time.
+    type: str
 """
 
 EXAMPLES = r"""
@@ -89,6 +96,15 @@ index:
   returned: always
   type: str
   sample: /work/reports/index.html
+record:
+  description: This run's record - its directory, the C(latest) link and the paths of its four files.
+  returned: always
+  type: dict
+  sample: {dir: /work/reports/runs/lab-1/20261206T201500Z, latest: /work/reports/runs/lab-1/latest,
+           json: /work/reports/runs/lab-1/20261206T201500Z/report.json,
+           html: /work/reports/runs/lab-1/20261206T201500Z/report.html,
+           csv: /work/reports/runs/lab-1/20261206T201500Z/report.csv,
+           xccdf: /work/reports/runs/lab-1/20261206T201500Z/xccdf-results.xml}
 summary:
   description: Counts per status and per section.
   returned: always

@@ -100,3 +100,40 @@ def test_merge_and_summary():
     assert counts["total"] == 4
     assert counts["statuses"] == {"not_applicable": 1, "failed": 2, "waived": 1}
     assert list(counts["sections"]) == ["1", "3"]
+
+
+def test_a_not_applicable_result_without_a_reason_takes_its_evidence_once():
+    plan = select(CATALOGUE, "al2023", 2)
+    found = [{"id": "3.1.2", "status": "not_applicable",
+              "evidence": "/usr/sbin/gdm3 is not installed; /usr/sbin/gdm3 is not installed"},
+             {"id": "3.2.1", "status": "not_applicable", "evidence": ""}]
+    by_id = {r["id"]: r for r in merge(plan["controls"], plan["decided"] + found)}
+    assert by_id["3.1.2"]["reason"] == "/usr/sbin/gdm3 is not installed"
+    assert by_id["3.2.1"]["reason"], "a not-applicable row without any reason"
+    assert all(r["reason"] for r in by_id.values() if r["status"] == "not_applicable")
+
+
+def test_the_manual_recommendations_are_rows_of_their_benchmark_with_a_manual_title():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from ansible_collections.guardrail.ecs.plugins.module_utils.cis.catalogue import manual_ids
+    defaults = Path(__file__).resolve().parents[4] / "roles" / "cis_hardening" / "defaults" / "main.yml"
+    catalogue = yaml.safe_load(defaults.read_text())["cis_hardening_catalogue"]
+    # Every Manual recommendation asks a person to review something against site policy.
+    manual_words = re.compile(r"GPG keys|repositories|updates, patches|approved services|authorized timeserver|IPv6 status|"
+                              r"outbound|flushed|complexity|minimum password days|journald log file|authentication is|"
+                              r"rsyslog logging|remote log host|logrotate|running and on disk|SUID and SGID|unused filesystems")
+    for benchmark, ids in manual_ids().items():
+        titles = {}
+        for row in catalogue:
+            row_id = row["id"].get(benchmark) if isinstance(row["id"], dict) else row["id"]
+            title = row["title"].get(benchmark) if isinstance(row["title"], dict) else row["title"]
+            if row_id:
+                titles[str(row_id)] = title
+        assert ids, benchmark
+        for control_id in ids:
+            assert control_id in titles, (benchmark, control_id)
+            assert manual_words.search(titles[control_id]), (benchmark, control_id, titles[control_id])
