@@ -193,13 +193,14 @@ def test_html_report_is_audit_evidence(tmp_path):
         ("rule-7.2.2", "failed"), ("rule-5.1.20", "fixed"), ("rule-6.1.3.4", "fixed"), ("rule-7.1.1", "fixed"),
         ("rule-1.1.1.1", "pass")]
     rows = {r["id"]: r for r in parsed.rows}
-    assert "check only: the owner locks accounts" in rows["rule-7.2.2"]["cells"][6]
-    assert "empty password: <svc>" in rows["rule-7.2.2"]["cells"][5]  # escaped text, read back as text
+    assert rows["rule-5.1.20"]["cells"][4] == ["Automated"]  # as the benchmark assesses it
+    assert "check only: the owner locks accounts" in rows["rule-7.2.2"]["cells"][7]
+    assert "empty password: <svc>" in rows["rule-7.2.2"]["cells"][6]  # escaped text, read back as text
     # A fixed control shows what the host had and what it has.
-    assert rows["rule-5.1.20"]["cells"][5][-4:] == ["before", "PermitRootLogin yes", "after", "PermitRootLogin no"]
-    assert rows["rule-7.1.1"]["cells"][5][-4:] == ["before", "/etc/passwd 0666 root:root", "after", "/etc/passwd 0644 root:root"]
+    assert rows["rule-5.1.20"]["cells"][6][-4:] == ["before", "PermitRootLogin yes", "after", "PermitRootLogin no"]
+    assert rows["rule-7.1.1"]["cells"][6][-4:] == ["before", "/etc/passwd 0666 root:root", "after", "/etc/passwd 0644 root:root"]
     # Without them the page says so rather than passing the observation off as the result.
-    assert "before" not in rows["rule-6.1.3.4"]["cells"][5] and "recorded no before and after" in " ".join(rows["rule-6.1.3.4"]["cells"][5])
+    assert "before" not in rows["rule-6.1.3.4"]["cells"][6] and "recorded no before and after" in " ".join(rows["rule-6.1.3.4"]["cells"][6])
     # Filters: a box per status, the sections, a search field.
     assert sorted(i["value"] for i in parsed.inputs if i.get("name") == "status") == sorted(STATUSES)
     assert parsed.options == ["", "1", "5", "6", "7"] and [r["section"] for r in parsed.rows] == ["7", "5", "6", "7", "1"]
