@@ -17,6 +17,13 @@ import re
 import xml.etree.ElementTree as ET
 
 XCCDF_NS = "http://checklists.nist.gov/xccdf/1.2"
+DC_NS = "http://purl.org/dc/elements/1.1/"
+# The platform each benchmark is written for, as a CPE name.
+PLATFORMS = {
+    "debian12": "cpe:2.3:o:debian:debian_linux:12:*:*:*:*:*:*:*",
+    "al2": "cpe:2.3:o:amazon:amazon_linux:2:*:*:*:*:*:*:*",
+    "al2023": "cpe:2.3:o:amazon:amazon_linux:2023:*:*:*:*:*:*:*",
+}
 # The reverse-DNS part of every XCCDF id this collection writes.
 ID_OWNER = "ecs.guardrail"
 CSV_FIELDS = ("benchmark", "rule_id", "title", "profile", "assessment", "status", "evidence", "reason", "timestamp")
@@ -81,15 +88,21 @@ def score(rows):
 def to_xccdf(doc, started, manual_ids):
     """The report as an XCCDF 1.2 Benchmark with its TestResult (a string of XML)."""
     ET.register_namespace("", XCCDF_NS)
+    ET.register_namespace("dc", DC_NS)
     benchmark = str(doc.get("benchmark") or "site")
     level = doc.get("level") or 1
     root = ET.Element("{%s}Benchmark" % XCCDF_NS, {"id": _xid("benchmark", benchmark), "resolved": "1",
                                                    "{http://www.w3.org/XML/1998/namespace}lang": "en"})
     _sub(root, "status", "accepted", date=doc["generated"][:10])
     _sub(root, "title", doc.get("benchmark_name") or benchmark)
-    _sub(root, "description", "Results of guardrail.ecs.cis_hardening %s on %s" % (doc.get("collection_version", ""),
-                                                                                  doc["host"]))
+    _sub(root, "description", "Results of guardrail.ecs.cis_hardening %s on %s"
+         % (doc.get("collection_version", ""), doc["host"]))
+    if benchmark in PLATFORMS:
+        _sub(root, "platform", idref=PLATFORMS[benchmark])
     _sub(root, "version", doc.get("benchmark_version") or "unknown")
+    metadata = _sub(root, "metadata")
+    ET.SubElement(metadata, "{%s}creator" % DC_NS).text = "guardrail.ecs cis_hardening"
+    ET.SubElement(metadata, "{%s}source" % DC_NS).text = _text(doc.get("benchmark_name") or benchmark)
     profile = _sub(root, "Profile", id=_xid("profile", "level%s_server" % level))
     _sub(profile, "title", profile_name(level))
     for row in doc["controls"]:

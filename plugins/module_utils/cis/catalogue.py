@@ -49,6 +49,7 @@ def manual_ids():
     """{benchmark: ids the benchmark assesses Manually}."""
     return {name: frozenset(named.get("manual", ())) for name, named in BENCHMARKS.items()}
 
+
 # Fields of a row: the type each must have. Per-benchmark fields may also be a mapping
 # from benchmark to value.
 _FIELDS = {
