@@ -28,26 +28,28 @@ import re
 KINDS = ("sysctl", "lines", "files", "services", "scan", "pam")
 META = ("id", "title", "level", "section", "kind", "waived", "waived_by", "reason", "tags")
 
-# The benchmarks the catalogue carries ids for: the name and version the report states, and the
-# recommendations the benchmark assesses Manually (every other one is Automated). Debian 12's are the
-# recommendations CIS marks Manual in its Debian/Ubuntu family (CIS Ubuntu 24.04 v1.0.0 carries the same
-# recommendations under the same ids); Amazon Linux's are the same recommendations by title.
+# The benchmarks the catalogue carries ids for: the name and version the report states.
 BENCHMARKS = {
-    "al2023": {"name": "CIS Amazon Linux 2023 Benchmark", "version": "v1.0.0",
-               "manual": ("1.2.1", "1.2.3", "1.8", "3.1.1", "5.1.1.6", "5.3", "5.2.3.21", "6.1.13")},
-    "al2": {"name": "CIS Amazon Linux 2 Benchmark", "version": "v3.0.0",
-            "manual": ("1.2.1", "1.2.4", "1.2.5", "2.2.22", "3.4.3.2", "3.4.3.6", "3.4.4.2.2", "3.4.4.3.2", "4.4.2.2.4",
-                       "5.1.1.6", "5.1.3", "5.2.3.21", "6.1.13")},
-    "debian12": {"name": "CIS Debian Linux 12 Benchmark", "version": "v1.1.0",
-                 "manual": ("1.1.1.10", "1.2.1.1", "1.2.1.2", "1.2.2.1", "2.1.22", "2.3.2.1", "2.3.3.1", "3.1.1", "4.2.5",
-                            "4.3.3", "4.3.7", "4.4.2.3", "4.4.3.3", "5.3.3.2.3", "5.4.1.2", "6.1.1.2", "6.1.1.3",
-                            "6.1.2.1.2", "6.1.3.5", "6.1.3.6", "6.1.3.8", "6.2.3.21", "7.1.13")},
+    "al2023": {"name": "CIS Amazon Linux 2023 Benchmark", "version": "v1.0.0"},
+    "al2": {"name": "CIS Amazon Linux 2 Benchmark", "version": "v3.0.0"},
+    "debian12": {"name": "CIS Debian Linux 12 Benchmark", "version": "v1.1.0"},
+}
+# The recommendations each benchmark assesses Manually (every other one is Automated). Debian 12's are
+# the recommendations CIS marks Manual in its Debian/Ubuntu family (CIS Ubuntu 24.04 v1.0.0 carries the
+# same recommendations under the same ids); Amazon Linux's are the same recommendations by title.
+MANUAL = {
+    "al2023": ("1.2.1", "1.2.3", "1.8", "3.1.1", "5.1.1.6", "5.3", "5.2.3.21", "6.1.13"),
+    "al2": ("1.2.1", "1.2.4", "1.2.5", "2.2.22", "3.4.3.2", "3.4.3.6", "3.4.4.2.2", "3.4.4.3.2", "4.4.2.2.4", "5.1.1.6",
+            "5.1.3", "5.2.3.21", "6.1.13"),
+    "debian12": ("1.1.1.10", "1.2.1.1", "1.2.1.2", "1.2.2.1", "2.1.22", "2.3.2.1", "2.3.3.1", "3.1.1", "4.2.5", "4.3.3",
+                 "4.3.7", "4.4.2.3", "4.4.3.3", "5.3.3.2.3", "5.4.1.2", "6.1.1.2", "6.1.1.3", "6.1.2.1.2", "6.1.3.5",
+                 "6.1.3.6", "6.1.3.8", "6.2.3.21", "7.1.13"),
 }
 
 
 def manual_ids():
     """{benchmark: ids the benchmark assesses Manually}."""
-    return {name: frozenset(named.get("manual", ())) for name, named in BENCHMARKS.items()}
+    return {name: frozenset(ids) for name, ids in MANUAL.items()}
 
 
 # Fields of a row: the type each must have. Per-benchmark fields may also be a mapping
