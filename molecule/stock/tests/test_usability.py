@@ -60,8 +60,9 @@ def test_the_host_came_back_with_its_services(host, boot):
     for unit in ("ssh.service", "docker.service", "chrony.service", "cron.service", "rsyslog.service"):
         assert host.service(unit).is_running, "%s is not running (%s)" % (unit, boot)
     failed = sh(host, "systemctl list-units --failed --plain --no-legend | awk '{print $1}'").stdout.split()
-    # auditd cannot run inside a container: the audit subsystem belongs to the machine's kernel.
-    assert set(failed) <= {"auditd.service"}, failed
+    # auditd cannot run inside a container: the audit subsystem belongs to the machine's kernel; the
+    # EFS volume's fstab entry cannot mount either: the lab kernel has no NFS client.
+    assert set(failed) <= {"auditd.service", "mnt-efs-data.mount"}, failed
 
 
 def test_a_weak_password_is_refused_with_pwquality_s_message(host, user):
