@@ -164,9 +164,12 @@ def test_no_pass_of_ours_where_lynis_finds_the_same_check_failing(host, lynis, o
     (out / "cross-check.md").write_text("\n".join(lines) + "\n")
     compared = [row for row in table if row["ours"] != "not in the run"]
     assert len(compared) >= 20, table
-    for module in ("dccp", "tipc", "rds", "sctp"):
-        rule = host.run("grep -h '^install %s /bin/false$' /etc/modprobe.d/*.conf" % module)
-        assert rule.rc == 0 and rule.stdout.strip(), (module, rule.stderr)
+    # A difference is accepted only where the benchmark's own line is in place (3.2.x are Level 2).
+    for row in table:
+        if row["explained"] and row["ours"] in PASSING:
+            module = row["lynis"].split(":", 1)[1]
+            rule = host.run("grep -h '^install %s /bin/false$' /etc/modprobe.d/*.conf" % module)
+            assert rule.rc == 0 and rule.stdout.strip(), (module, rule.stderr)
     disagreements = [row for row in table if row["disagree"]]
     assert disagreements == [], json.dumps(disagreements, indent=2)
 
