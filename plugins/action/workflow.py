@@ -14,8 +14,7 @@ from __future__ import annotations
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.guardrail.ecs.plugins.plugin_utils import api
-from ansible_collections.guardrail.ecs.plugins.plugin_utils import stacks
+from ansible_collections.guardrail.ecs.plugins.plugin_utils import api, stacks
 from ansible_collections.guardrail.ecs.plugins.plugin_utils import workflow as engine
 from ansible_collections.guardrail.ecs.plugins.plugin_utils.templar import templater
 from ansible_collections.guardrail.ecs.plugins.plugin_utils.workflow import (  # noqa: F401 pylint: disable=unused-import
