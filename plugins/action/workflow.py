@@ -2,7 +2,8 @@
 # Copyright: guardrail.ecs contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Action plugin for guardrail.ecs.workflow: render, git check, lock, exec,
-push and unlock for one (stack, profile), in one task.
+push and unlock for one (stack, profile), or for several stacks in
+dependency order (plugin_utils/stacks.py), in one task.
 
 The steps live in plugin_utils/workflow.py and run in-process on the
 controller; this plugin validates the arguments and hands the engine
@@ -13,7 +14,7 @@ from __future__ import annotations
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.guardrail.ecs.plugins.plugin_utils import api
+from ansible_collections.guardrail.ecs.plugins.plugin_utils import api, stacks
 from ansible_collections.guardrail.ecs.plugins.plugin_utils import workflow as engine
 from ansible_collections.guardrail.ecs.plugins.plugin_utils.templar import templater
 from ansible_collections.guardrail.ecs.plugins.plugin_utils.workflow import (  # noqa: F401 pylint: disable=unused-import
@@ -52,8 +53,33 @@ class ActionModule(ActionBase):
             # The engine masks what is secret (credentials, values tofu marks
             # sensitive) and nothing else: masking every no_log option value
             # wherever it appears would corrupt plain values equal to it.
-            result.update(api.run_validated(params, templater(self._templar), check_mode=self._task.check_mode,
-                                            diff=self._task.diff, variables=task_vars or {}).data)
+            template = templater(self._templar)
+            if params["steps"] == ["drift"]:
+                result.update(self.drift(params, template, task_vars))
+            elif stacks.selects_many(params["stack"]):
+                result.update(stacks.run(params, template, check_mode=self._task.check_mode,
+                                         diff=self._task.diff, variables=task_vars or {}))
+            else:
+                params = stacks.with_dependencies(params, check_mode=self._task.check_mode)
+                result.update(api.run_validated(params, template, check_mode=self._task.check_mode,
+                                                diff=self._task.diff, variables=task_vars or {}).data)
         except engine.WorkflowError as exc:
             raise AnsibleActionFail(str(exc)) from exc
         return result
+
+    @staticmethod
+    def drift(params, template, task_vars):
+        """steps [drift]: the drift report, failed when any stack drifted so a
+        scheduled job shows it."""
+        profiles = params["profile"].split(",")
+        report = stacks.drift(dict(params, profile=profiles[0]), template, profiles, variables=task_vars or {},
+                              report_dir=params["report_dir"])
+        errors = [r for r in report["stacks"] if r["status"] == "error"]
+        if report["drift"]:
+            report.update(failed=True, msg=f"drift in {', '.join(report['drift'])}: see {report['files']['html']}")
+        elif errors:
+            report.update(failed=True, msg="; ".join(f"{r['stack']}/{r['profile']}: {r['msg']}" for r in errors))
+        else:
+            report["msg"] = f"no drift in {len(report['stacks'])} stack(s)"
+        report["changed"] = False
+        return report

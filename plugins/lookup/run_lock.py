@@ -19,6 +19,9 @@ options:
   stack:
     description:
       - The stack module the lock belongs to, for example C(alpha).
+      - A comma list (V(network,cluster)), V(all) (every stack under C(stacks/) in O(repo_path)) or
+        V(affected) (the stacks whose committed inputs changed since the commit last applied to them,
+        as the workflow selects them) returns one dictionary of V(stack) to lock record (V({}) when free).
       - Leave O(stack) and O(profile) out to list every lock of the backend.
     type: str
   profile:
@@ -72,6 +75,11 @@ EXAMPLES = r"""
     msg: "{{ item.stack }}/{{ item.profile }}: {{ item.owner }} run {{ item.run_id }}, {{ item.state }}, {{ item.age_seconds }}s"
   loop: "{{ lookup('guardrail.ecs.run_lock', repo_path=playbook_dir, ttl=86400, wantlist=true) }}"
 
+- name: Tell who holds the lock of each stack in prod
+  ansible.builtin.debug:
+    msg: "{{ item.key }}: {{ item.value.owner | default('free') }}"
+  loop: "{{ lookup('guardrail.ecs.run_lock', stack='all', profile='prod', repo_path=playbook_dir) | dict2items }}"
+
 - name: Stop unless the DynamoDB lock is free
   ansible.builtin.assert:
     that: lookup('guardrail.ecs.run_lock', stack='alpha', profile='prod', backend='dynamodb', table='tofu-locks') == {}
@@ -85,6 +93,7 @@ _raw:
       profile, version, id), or an empty dict when the lock is free.
     - Without O(stack) and O(profile), one such record per held lock, with C(age_seconds), C(ended),
       C(ended_reason) and C(stale).
+    - With several stacks selected, one dictionary of stack name to record (V({}) when free).
   type: list
   elements: dict
 """
@@ -96,6 +105,7 @@ from ansible.plugins.lookup import LookupBase
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.common import aws
 from ansible_collections.guardrail.ecs.plugins.module_utils.workflow.run_lock import LockError, get_backend
+from ansible_collections.guardrail.ecs.plugins.plugin_utils import stacks
 
 
 class LookupModule(LookupBase):
@@ -113,7 +123,13 @@ class LookupModule(LookupBase):
                 return backend.list_locks(ttl=self.get_option("ttl"))
             if stack is None or profile is None:
                 raise LockError("pass both stack= and profile=, or neither to list every lock")
+            if stacks.selects_many(stack):
+                repo = self.get_option("repo_path") or os.getcwd()
+                graph = stacks.load_graph(repo)
+                names = (list(stacks.affected(graph, repo, profile)) if stack == "affected"
+                         else stacks.parse_selection(stack, graph))
+                return [{name: backend.read(name, profile) or {} for name in stacks.order(graph, names)}]
             record = backend.read(stack, profile)
-        except LockError as exc:
+        except (LockError, stacks.StackError) as exc:
             raise AnsibleError(f"run_lock lookup: {exc}") from exc
         return [record or {}]

@@ -48,13 +48,32 @@ description:
     owner (name that owner as O(owner) to release a colleague's lock; the result records it).
   - The result records every step's outcome and duration. A lock taken and released in the same
     run is no change, so a run that finds nothing to do reports C(changed=false).
+  - A stack may name the stacks it depends on in C(<stacks_dir>/<stack>/stack.yml) (C(depends_on),
+    C(inputs), C(mock_outputs)). Its templates then see each dependency's outputs, read from the
+    dependency's state, as C(dependencies.<name>.outputs); a dependency without state is an error,
+    except in a plan when C(mock_outputs) gives stand-ins. Unknown dependencies and cycles are refused
+    before anything runs.
+  - O(stack) may select several stacks - a comma list, V(all) or V(affected). Git is checked once, every
+    stack's own run lock is taken, the upstream is checked again, then the stacks run in dependency order
+    (independent ones at once, up to O(parallelism); V(destroy) in reverse order), the branch is pushed
+    once and the locks released. A stack that fails stops the stacks depending on it and keeps its lock;
+    the others finish. The result holds one result per stack (RV(stacks)) and a summary table (RV(table)).
+  - A committed C(policy.yml) at the repository root is checked against every plan before it is applied
+    or saved (protected resources per profile, C(max_changes), C(require_tags)); a violation applies
+    nothing, releases the lock this run took and lists the offending resources. See the README.
 author:
   - guardrail.ecs maintainers (@guardrail-ecs)
 extends_documentation_fragment:
   - guardrail.ecs.stack_layout
 options:
   stack:
-    description: The stack, a directory under O(stacks_dir); also the first half of the lock key.
+    description:
+      - The stack, a directory under O(stacks_dir); also the first half of the lock key.
+      - A comma list (V(network,cluster)), V(all), or V(affected) runs several stacks in dependency order.
+        V(affected) selects the stacks whose committed inputs (the stack's directory, its C(inputs), the
+        profile and the profiles it extends, in-repository O(var_files)) changed between the last commit
+        applied to that stack and profile (recorded on the remote under C(refs/guardrail/applied/)) and
+        HEAD - or O(since) - and the stacks depending on them. V(all) and V(affected) are never stack names.
     type: str
     required: true
   profile:
@@ -65,6 +84,9 @@ options:
     description:
       - The steps to run, a subset of V(render), V(git_check), V(lock), V(exec), V(git_push), V(unlock),
         V(unlock_any) in that order. A comma-separated string is accepted.
+      - V(drift) alone plans each selected stack for each profile of O(profile) (a comma list) with
+        refresh, without a lock (a stack whose run lock is held is reported V(locked), not planned), and
+        writes RV(files); the task fails when any stack drifted (RV(drift)), so a scheduled job shows it.
     type: list
     elements: str
     default: [render, git_check, lock, exec, git_push, unlock]
@@ -176,6 +198,27 @@ options:
         in the same table, or its C(<key>.tflock) object in the same bucket); that configuration is
         refused before any lock is taken.
     type: str
+  parallelism:
+    description:
+      - With several stacks selected, how many run at once (independent stacks only).
+      - Not tofu's own C(-parallelism), which is C(parallelism) in O(tofu_options).
+    type: int
+    default: 4
+  since:
+    description: With O(stack=affected), compare with this ref instead of each stack's last applied commit.
+    type: str
+  report_dir:
+    description:
+      - With O(steps=[drift]), where C(drift.json) and C(drift.html) are written (default
+        C(<repo_path>/.dist/drift)).
+    type: path
+  policy_allow:
+    description:
+      - Resource addresses (such as V(terraform_data.marker[0])) whose changes the C(protect) rules of the
+        plan policy let through in this run. C(max_changes) and C(require_tags) still apply.
+    type: list
+    elements: str
+    default: []
   plan_id:
     description:
       - With O(command=apply), apply exactly the plan saved by an earlier run with O(command=plan)
@@ -251,6 +294,35 @@ EXAMPLES = r"""
     profile: prod
     steps: [render, git_check, exec]
     command: plan
+
+- name: Apply every stack in dependency order, two at a time
+  guardrail.ecs.workflow:
+    repo_path: /srv/infra
+    stack: all
+    profile: prod
+    parallelism: 2
+
+- name: Plan only the stacks a change touched since the last apply of each
+  guardrail.ecs.workflow:
+    repo_path: /srv/infra
+    stack: affected
+    profile: prod
+    command: plan
+
+- name: Apply, letting the plan policy pass a change of one protected resource
+  guardrail.ecs.workflow:
+    repo_path: /srv/infra
+    stack: alpha
+    profile: prod
+    policy_allow: [terraform_data.deployment]
+
+- name: Report drift of every stack in prod (a comma list of profiles also works; fails when any drifted)
+  guardrail.ecs.workflow:
+    repo_path: /srv/infra
+    stack: all
+    profile: prod
+    steps: [drift]
+    report_dir: /srv/infra/.dist/drift-prod
 
 - name: Release a lock alice left behind, whichever of her runs took it
   guardrail.ecs.workflow:
@@ -347,6 +419,44 @@ applied_commit:
   returned: when exec applied or destroyed successfully
   type: str
   sample: 3185d53c8c0e00a7ff9d5131d01f4c46db8ccb36
+stacks:
+  description:
+    - With several stacks selected, one result per stack in the order run, as a one-stack run returns
+      it, plus C(outcome) (V(ok), V(changed), V(failed), V(refused), V(skipped)), C(started) (seconds
+      after the run began), and where they apply C(mocked), C(stale_inputs) (a plan that read outputs
+      its dependency's pending change may alter), C(affected_because) and C(applied_marker).
+  returned: when several stacks were selected
+  type: list
+  elements: dict
+  sample: [{"stack": "network", "outcome": "changed", "counts": {"create": 1, "update": 0, "delete": 0, "replace": 0}}]
+order:
+  description: The selected stacks in the order they were started (reverse dependency order for V(destroy)).
+  returned: when several stacks were selected
+  type: list
+  elements: str
+  sample: [network, cluster, services]
+table:
+  description: The summary table - stack, action counts, duration, outcome - one line per stack.
+  returned: when several stacks were selected
+  type: list
+  elements: str
+  sample: ["STACK CREATE UPDATE REPLACE DELETE DURATION OUTCOME", "network 1 0 0 0 1.20s changed"]
+affected:
+  description: With O(stack=affected), why each selected stack was selected.
+  returned: when O(stack=affected)
+  type: dict
+  sample: {"network": "changed since 3185d53c8c0e: stacks/network/main.tf.j2", "cluster": "depends on affected network"}
+drift:
+  description: With O(steps=[drift]), the C(stack/profile) pairs whose plan found changes.
+  returned: when O(steps=[drift])
+  type: list
+  elements: str
+  sample: [network/prod]
+files:
+  description: With O(steps=[drift]), the report files written, C(json) and C(html).
+  returned: when O(steps=[drift])
+  type: dict
+  sample: {"json": /srv/infra/.dist/drift/drift.json, "html": /srv/infra/.dist/drift/drift.html}
 interrupted:
   description: What stopped the exec step - V(timeout), V(SIGINT) or V(SIGTERM).
   returned: when the run was interrupted

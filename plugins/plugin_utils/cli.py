@@ -5,6 +5,9 @@
 Ansible's playbook machinery.
 
     guardrail [options] STEP... -- STACK PROFILE CMD...
+    guardrail [options] drift -- STACKS PROFILES TOOL
+
+STACK may also be a comma list, `all` or `affected` (plugin_utils/stacks.py).
 
 It runs the same engine as the guardrail.ecs.workflow action plugin
 (plugin_utils/workflow.py), with a template function built on Ansible's
@@ -20,7 +23,7 @@ import sys
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import plans, run_lock
 from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import tofu as tofu_utils
-from ansible_collections.guardrail.ecs.plugins.plugin_utils import api
+from ansible_collections.guardrail.ecs.plugins.plugin_utils import api, stacks
 from ansible_collections.guardrail.ecs.plugins.plugin_utils import workflow as engine
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_BAD_INPUT = 0, 1, 2, 3
@@ -29,7 +32,7 @@ TOOLS = ("tofu", "terraform")
 # every other command line is run as given in the rendered directory.
 ENGINE_COMMANDS = ("plan", "apply", "destroy")
 AUTO_APPROVE = ("-auto-approve", "--auto-approve")
-USAGE = "guardrail [options] STEP... -- STACK PROFILE CMD..."
+USAGE = "guardrail [options] STEP... -- STACK PROFILE CMD...  |  guardrail [options] drift -- STACKS PROFILES TOOL"
 EPILOG = """\
 steps: render git_check lock exec git_push unlock unlock_any (in that order; hyphens
 or underscores alike, and build for render: build git-check ... unlock-any)
@@ -40,8 +43,18 @@ directory. `tofu` runs tofu, or terraform when tofu is not installed.
 
   alias tofu='guardrail build git-check lock exec git-push unlock-any -- alpha prod tofu'
 
+STACK: one stack, a comma list (network,cluster), `all`, or `affected` (the stacks
+whose committed inputs changed since the commit last applied to them, or since
+--since REF). Several stacks run in dependency order (stacks/NAME/stack.yml
+`depends_on:`), up to --parallelism at once, destroy in reverse order; a summary
+table ends the run.
+
+drift: `guardrail drift -- all prod,staging tofu` plans every stack x profile with
+refresh, without a lock (a locked stack is skipped), and writes drift.json and
+drift.html to --report (default .dist/drift); exit code 2 when drift is found.
+
 exit codes: 0 done, 1 a step failed, 2 refused (dirty or behind work tree, lock
-held, saved plan not applicable), 3 bad input.
+held, saved plan not applicable, plan policy) or drift found, 3 bad input.
 """
 # (flag, parameter, environment variable, help)
 OPTIONS = (
@@ -96,6 +109,14 @@ def parser():
                    help="apply or destroy without asking (as tofu's -auto-approve, which is accepted "
                         "after the command too); without it, on a terminal the plan is shown and "
                         "confirmed first, and with no terminal the run is refused")
+    p.add_argument("--parallelism", type=int, default=int(os.environ.get("GUARDRAIL_PARALLELISM") or 4),
+                   help="stacks run at once when several are selected [GUARDRAIL_PARALLELISM]")
+    p.add_argument("--since", default=os.environ.get("GUARDRAIL_SINCE"),
+                   help="`affected`: compare with this ref instead of each stack's last applied commit "
+                        "[GUARDRAIL_SINCE]")
+    p.add_argument("--allow", dest="policy_allow", action="append", default=[], metavar="ADDRESS",
+                   help="let the plan policy pass a protected change of this resource address")
+    p.add_argument("--report", help="drift: the report directory (default .dist/drift)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("steps", nargs="*", metavar="STEP")
     return p
@@ -124,9 +145,15 @@ def parse(argv):
     params = {flag_dest: getattr(options, flag_dest) for _flag, flag_dest, _env, _text in OPTIONS}
     params.update(stack=stack, profile=profile, steps=options.steps, variables=variables,
                   var_files=[os.path.abspath(f) for f in options.var_files],
-                  exec_timeout=options.exec_timeout, fetch=options.fetch)
+                  exec_timeout=options.exec_timeout, fetch=options.fetch, parallelism=options.parallelism,
+                  since=options.since, policy_allow=options.policy_allow)
+    flags = {"always_render": options.always_render, "approved": approved}
+    if options.steps == ["drift"]:
+        params.update(command="plan", plan_id=None, report=options.report,
+                      binary=options.binary or (cmd[0] if os.path.basename(cmd[0]) != "tofu" else None))
+        return params, flags
     params.update(command_params(cmd, options.binary))
-    return params, {"always_render": options.always_render, "approved": approved}
+    return params, flags
 
 
 def command_params(cmd, binary=None):
@@ -234,9 +261,18 @@ def main(argv=None):
     as_json = "--json" in argv[:argv.index("--")] if "--" in argv else False
     try:
         params, flags = parse(argv)
+        if params["steps"] == ["drift"]:
+            return drift(params, as_json)
         params = defaults(params)
         params["always_render"] = flags["always_render"]
         echo = None if as_json else (echo_line, echo_events)
+        if stacks.selects_many(params["stack"]):
+            if needs_approval(params) and not flags["approved"]:
+                return _stopped(f"`{params['command']}` of several stacks is not confirmed stack by stack: "
+                                "pass -auto-approve (or --yes), or plan them first; nothing was run",
+                                as_json, "refused", EXIT_REFUSED)
+            return report_many(stacks.run(params, api.standalone_templater(), fast=True), as_json)
+        params = stacks.with_dependencies(params)
         if needs_approval(params) and not flags["approved"]:
             return approve_then_apply(params, echo, as_json)
         result = api.run_validated(params, fast=True, echo=echo).data
@@ -301,6 +337,50 @@ def confirm(question):
         sys.stdout.write("\nCancelled: nothing was applied.\n")
         return False
     return True
+
+
+def report_many(result, as_json):
+    """The summary table (or JSON) of a run over several stacks; its exit code."""
+    if as_json:
+        json.dump(result, sys.stdout, indent=2, sort_keys=True, default=str)
+        sys.stdout.write("\n")
+    else:
+        for row in result["stacks"]:
+            for note in row.get("notes") or []:
+                sys.stdout.write(f"{row['stack']}: {note}\n")
+            if row["outcome"] in ("failed", "refused", "skipped"):
+                sys.stderr.write(f"guardrail: {row['stack']}: {row['outcome']}: {row.get('msg')}\n")
+        if result.get("affected") is not None:
+            for name, why in result["affected"].items():
+                sys.stdout.write(f"affected: {name}: {why}\n")
+        for line in result["table"]:
+            sys.stdout.write(line + "\n")
+        sys.stdout.write(f"{result['msg'] if not result.get('failed') else 'some stacks did not succeed'} "
+                         f"({result['duration']:.2f}s)\n")
+    sys.stdout.flush()
+    if not result.get("failed"):
+        return EXIT_OK
+    return EXIT_REFUSED if result.get("refused") else EXIT_FAILED
+
+
+def drift(params, as_json):
+    """`guardrail drift -- STACKS PROFILES TOOL`: the drift report; exit code
+    2 when any stack drifted, 1 when any could not be checked."""
+    profiles = params["profile"].split(",")
+    report_dir = params.pop("report")
+    params = defaults(dict(params, profile=profiles[0], steps=["render"]))
+    result = stacks.drift(params, api.standalone_templater(), profiles, report_dir=report_dir)
+    if as_json:
+        json.dump(result, sys.stdout, indent=2, sort_keys=True, default=str)
+        sys.stdout.write("\n")
+    else:
+        for line in result["table"]:
+            sys.stdout.write(line + "\n")
+        sys.stdout.write(f"{len(result['drift'])} of {len(result['stacks'])} stack(s) drifted; report: "
+                         f"{result['files']['html']}\n")
+    if result["drift"]:
+        return EXIT_REFUSED
+    return EXIT_FAILED if any(r["status"] == "error" for r in result["stacks"]) else EXIT_OK
 
 
 def report(result, as_json):

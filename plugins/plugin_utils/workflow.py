@@ -22,6 +22,7 @@ from ansible_collections.guardrail.ecs.plugins.module_utils.common import git as
 from ansible_collections.guardrail.ecs.plugins.module_utils.common.aws import AWS_ARGUMENT_SPEC
 from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import plans, run_lock
 from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import tofu as tofu_utils
+from ansible_collections.guardrail.ecs.plugins.plugin_utils import policy as policy_utils
 from ansible_collections.guardrail.ecs.plugins.plugin_utils import render as render_utils
 
 STEPS = ("render", "git_check", "lock", "exec", "git_push", "unlock", "unlock_any")
@@ -31,6 +32,8 @@ STEP_ALIASES = {"build": "render"}
 PUSHING = ("apply", "destroy")
 # backend_config keys whose values are credentials, masked in results.
 SECRET_KEY_RE = re.compile(r"(secret|token|password|access_key|credentials|sas|client_key)", re.I)
+# Stack positions that select several stacks (plugin_utils/stacks.py): never stack names.
+RESERVED_STACKS = ("all", "affected")
 
 WORKFLOW_ARGUMENT_SPEC = dict(
     stack=dict(type="str", required=True),
@@ -64,6 +67,10 @@ WORKFLOW_ARGUMENT_SPEC = dict(
     lock_takeover=dict(type="bool", default=True),
     lock_ttl=dict(type="int"),
     plan_id=dict(type="str"),
+    policy_allow=dict(type="list", elements="str", default=[]),
+    parallelism=dict(type="int", default=4),
+    since=dict(type="str"),
+    report_dir=dict(type="path"),
 )
 WORKFLOW_ARGUMENT_SPEC.update(AWS_ARGUMENT_SPEC)
 
@@ -157,6 +164,10 @@ class Workflow:
         self.lock_taken = False
         self.detached_at = None  # the remote branch a detached checkout was found to be
         self.tofu_options = dict(params["tofu_options"] or {})
+        self.policy = None
+        if self.stack in RESERVED_STACKS:
+            raise WorkflowError(f"stack name {self.stack!r} is reserved (it selects several stacks); "
+                                "nothing was run")
         try:
             render_utils.validate_name("stack", self.stack)
             render_utils.validate_name("profile", self.profile)
@@ -422,10 +433,20 @@ class Workflow:
         try:
             tofu = tofu_utils.Tofu(self.dest, binary=p["binary"], workspace=p["workspace"],
                                    variables=p["variables"], var_files=p["var_files"], **options)
+            if self.policy is not None:
+                tofu.plan_check = policy_utils.checker(self.policy, self.stack, self.profile,
+                                                       p["policy_allow"] or ())
             result = self._saved_plan(tofu)
             if result is None:
                 result = tofu.execute(self.command, check_mode=self.check_mode,
                                       show_sensitive=p["show_sensitive"])
+        except policy_utils.PolicyViolation as exc:
+            # Nothing was applied: a lock this run took is given back.
+            released = self.lock_taken and self._release_quietly()
+            raise StepFailed(f"exec ({self.operation}) refused: {exc}"
+                             f"{'; the run lock was released' if released else ''}",
+                             {"refused": True, "policy_violations": exc.offending,
+                              "released": released}) from exc
         except plans.PlanRefused as exc:
             raise StepFailed(f"exec ({self.operation}) refused: {exc}", {"refused": True}) from exc
         except tofu_utils.TofuError as exc:
@@ -447,7 +468,7 @@ class Workflow:
         (plan_id) and, with `fast`, an apply nobody reviewed first in one tofu
         invocation; None for every other command."""
         if (self.fast and self.command == "apply" and not self.params["plan_id"] and not self.check_mode
-                and not self.diff):
+                and not self.diff and self.policy is None):
             with tofu_utils.INTERRUPTS.guard(), self.streaming(1):
                 result = plans.apply_once(tofu)
             outputs = result.pop("outputs_raw")
@@ -469,6 +490,17 @@ class Workflow:
         result["outputs"] = tofu_utils.mask_outputs(outputs, self.params["show_sensitive"])
         result.update(command=self.command, applied=result.get("applied", False))
         return result
+
+    def load_policy(self):
+        """The committed plan policy, for a run that plans (validated before any
+        step runs); WorkflowError when policy.yml is not committed or invalid."""
+        if "exec" not in self.steps or self.command not in ("plan", "apply", "destroy"):
+            return None
+        try:
+            self.policy = policy_utils.load(self.repo_path)
+        except (policy_utils.PolicyError, git_utils.GitError) as exc:
+            raise WorkflowError(f"{exc}; nothing was run") from exc
+        return self.policy
 
     def check_plan(self):
         """With plan_id: refuses before any step runs when the saved plan
@@ -526,10 +558,15 @@ class Workflow:
                     "msg": f"nothing pushed: only a successful {' or '.join(PUSHING)} pushes, "
                            f"and this run's command was {self.operation} (a plan never pushes)"}
         try:
-            return git_utils.push(self.repo_path, remote=self.params["push_remote"],
-                                  check_mode=self.check_mode)
+            result = git_utils.push(self.repo_path, remote=self.params["push_remote"],
+                                    check_mode=self.check_mode)
         except git_utils.GitError as exc:
             raise StepFailed(f"git push failed: {exc}") from exc
+        if self.applied and not self.check_mode:
+            result["applied_marker"] = git_utils.mark_applied(
+                self.repo_path, self.stack, self.profile, self.applied["commit"],
+                remote=self.params["push_remote"])
+        return result
 
     def run_record(self):
         """Who this run is, for the lock: its owner and run id."""
@@ -580,6 +617,7 @@ class Workflow:
     def _run(self, steps, interrupts):
         records = []
         failure = None
+        self.load_policy()
         try:
             self.check_plan()
         except StepFailed as exc:

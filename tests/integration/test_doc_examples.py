@@ -128,6 +128,10 @@ def check_workflow(world, results):
     assert results["Apply stack alpha for prod, the whole way"]["changed"] is True
     assert [s["step"] for s in results["Plan only, without locking"]["steps"]] == ["render", "git_check", "exec"]
     assert remote_lock(world["remote"]) is None, "the last example releases every lock"
+    assert results["Apply every stack in dependency order, two at a time"]["order"] == ["alpha"]
+    assert results["Plan only the stacks a change touched since the last apply of each"]["stacks"] == []
+    drift = results["Report drift of every stack in prod (a comma list of profiles also works; fails when any drifted)"]
+    assert drift["drift"] == [] and (world["clone"] / ".dist" / "drift-prod" / "drift.html").is_file()
 
 
 def check_run_lock(world, results):

@@ -285,3 +285,60 @@ def _push_detached(repo_path, remote, detached, timeout=DEFAULT_TIMEOUT):
                        "pushed; nothing was pushed")
     return {"changed": False, "branch": None, "upstream": f"{remote}/{names[0]}", "range": "", "commits": 0,
             "msg": f"detached HEAD {head[:12]} is already {remote}/{names[0]}: nothing to push"}
+
+
+# Where the last commit applied to each (stack, profile) is recorded, on the
+# remote, so every clone and CI job sees it (the `affected` selection).
+APPLIED_PREFIX = "refs/guardrail/applied"
+
+
+def _push_remote(repo_path, remote, timeout):
+    if remote:
+        return remote
+    try:
+        _branch, _head, up_remote, _ref = checked_out(repo_path, timeout=timeout)
+    except GitError:
+        up_remote = None
+    return up_remote or "origin"
+
+
+def mark_applied(repo_path, stack, profile, commit, remote=None, timeout=DEFAULT_TIMEOUT):
+    """Records `commit` as the last applied to (stack, profile): the ref
+    APPLIED_PREFIX/<stack>/<profile> on the remote (moved whichever way the
+    commit lies, a revert included) and in the clone. Never raises: a marker
+    not written leaves the stack `affected` next time, which only costs a plan.
+    Returns {"ref", "commit", "pushed", "error"}."""
+    ref = f"{APPLIED_PREFIX}/{stack}/{profile}"
+    result = {"ref": ref, "commit": commit, "pushed": False, "error": None}
+    try:
+        remote = _push_remote(repo_path, remote, timeout)
+        proc = run_git_proc(["push", "--quiet", "--no-verify", remote, f"+{commit}:{ref}"], repo_path,
+                            timeout=timeout)
+        if proc.returncode != 0:
+            result["error"] = failure(proc).args[0]
+            return result
+        result["pushed"] = True
+        run_git(["update-ref", ref, commit], repo_path, timeout=timeout)
+    except GitError as exc:
+        result["error"] = str(exc)
+    return result
+
+
+def applied_commits(repo_path, remote=None, fetch=True, timeout=DEFAULT_TIMEOUT):
+    """{(stack, profile): commit} of the markers mark_applied wrote, fetched
+    from the remote first (with their commits) unless `fetch` is false."""
+    if fetch:
+        remote = _push_remote(repo_path, remote, timeout)
+        proc = run_git_proc(["fetch", "--quiet", "--no-tags", "--no-auto-gc", "--prune", remote,
+                             f"+{APPLIED_PREFIX}/*:{APPLIED_PREFIX}/*"], repo_path, timeout=timeout)
+        if proc.returncode != 0:
+            raise failure(proc, f"cannot fetch the applied markers from {remote}")
+    found = {}
+    listing = run_git(["for-each-ref", "--format=%(objectname) %(refname)", APPLIED_PREFIX + "/"],
+                      repo_path, timeout=timeout)
+    for line in listing.splitlines():
+        oid, _sep, ref = line.partition(" ")
+        parts = ref[len(APPLIED_PREFIX) + 1:].split("/")
+        if len(parts) == 2:
+            found[tuple(parts)] = oid
+    return found

@@ -95,7 +95,10 @@ def save(tofu, commit=None, stack=None, profile=None, destroy=False):
         tofu.plan(tmp, destroy=destroy)
         planned = "".join(entry["stdout"] for entry in tofu.log[before:])
         os.chmod(tmp, 0o600)
-        shown = tofu_utils.summarize(tofu.show_plan(tmp), tofu.secrets)
+        plan = tofu.show_plan(tmp)
+        if tofu.plan_check is not None:
+            tofu.plan_check(plan)
+        shown = tofu_utils.summarize(plan, tofu.secrets)
         # tofu's own human plan, for a reviewer; masked once summarize has
         # told which values are sensitive.
         shown["plan_text"] = tofu._masked(planned).strip("\n") + "\n"
@@ -177,6 +180,9 @@ def apply(tofu, plan_id, commit=None, stack=None, profile=None):
     meta = check(tofu.project_path, plan_id, commit, stack, profile)
     planfile, metafile = paths(tofu.project_path, plan_id)
     tofu.ensure_init()
+    if tofu.plan_check is not None:
+        # The allow list is the applying run's, so the saved plan is checked again.
+        tofu.plan_check(tofu.show_plan(planfile))
     try:
         outputs = tofu.apply_plan(planfile)
     except tofu_utils.TofuError as exc:

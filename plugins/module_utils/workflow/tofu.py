@@ -458,6 +458,9 @@ class Tofu:
         # Sensitive values seen in plans and outputs; masked in stdout/stderr,
         # where the tool itself may print them.
         self.secrets = set()
+        # Called with every plan's JSON before it is applied or saved; raises
+        # to stop it (the plan policy).
+        self.plan_check = None
 
     # -- process -----------------------------------------------------------
     def env(self, workspace=True):
@@ -643,7 +646,13 @@ class Tofu:
         try:
             pending = self.plan(planfile, destroy=command == "destroy")
             reported = None
-            if command in ("apply", "destroy") and not check_mode and pending:
+            if self.plan_check is not None:
+                plan = self.show_plan(planfile)
+                self.plan_check(plan)
+                if command in ("apply", "destroy") and not check_mode and pending:
+                    reported = self.apply_plan(planfile)
+                    result["applied"] = True
+            elif command in ("apply", "destroy") and not check_mode and pending:
                 # Both only read the saved plan, and apply applies exactly it
                 # whatever show reports, so they run side by side.
                 with ThreadPoolExecutor(max_workers=2) as pool:
