@@ -29,7 +29,13 @@ description:
     scratch network namespace (C(unshare --net)); when that load fails, the module fails with the
     loader's message and changes neither the live rules nor the file, so the host never boots with a
     file that does not load.
-  - IPv4 only.
+  - Sets the policies of built-in chains (O(policies)) in the same load as the rules, so a DROP policy
+    never lands without the rules that keep the management path open. A policy the live ruleset lost
+    while the file O(path) still holds it (the ruleset was flushed or replaced) is set back with a warning.
+  - With O(state=absent), deletes the owned chains and the jumps to them, puts the O(policies) back to
+    C(ACCEPT), and does the same in O(path); chains only needed (no O(chains[].rules)) stay.
+  - IPv4 with C(iptables-save)/C(iptables-restore), IPv6 with C(ip6tables-save)/C(ip6tables-restore)
+    (O(iptables_save), O(iptables_restore)).
 options:
   chains:
     description: The chains to own or to need, in order; a table's chains are created in this order.
@@ -73,6 +79,19 @@ options:
         type: list
         elements: str
         default: []
+  policies:
+    description:
+      - Policies of built-in chains of the C(filter) table, such as C({INPUT: DROP, FORWARD: DROP}).
+      - Each is C(ACCEPT) or C(DROP); chains not named keep theirs.
+    type: dict
+    default: {}
+  state:
+    description:
+      - V(present) loads the chains, jumps and policies; V(absent) removes the owned chains and their jumps,
+        and sets O(policies) back to C(ACCEPT).
+    type: str
+    choices: [present, absent]
+    default: present
   path:
     description:
       - An iptables-save file restored at boot (C(/etc/iptables/rules.v4), C(/etc/sysconfig/iptables))
@@ -127,6 +146,28 @@ EXAMPLES = r"""
           - -d 169.254.169.254/32 -i docker+ -j DROP
         jump_from: [DOCKER-USER]
 
+- name: Default-deny for IPv6, keeping loopback and established connections
+  guardrail.ecs.iptables_chains:
+    iptables_save: ip6tables-save
+    iptables_restore: ip6tables-restore
+    path: /etc/iptables/rules.v6
+    policies: {INPUT: DROP, FORWARD: DROP}
+    chains:
+      - name: AGENT-FW-INPUT
+        rules:
+          - -i lo -j ACCEPT
+          - -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+        jump_from: [INPUT]
+
+- name: Take the chains away again, with their jumps, live and in the boot file
+  guardrail.ecs.iptables_chains:
+    state: absent
+    path: /etc/iptables/rules.v4
+    policies: {INPUT: DROP}
+    chains:
+      - name: AGENT-FW-INPUT
+        rules: []
+
 - name: Send 169.254.170.2:80 to the agent unless ecs-init already does
   guardrail.ecs.iptables_chains:
     chains:
@@ -168,6 +209,12 @@ placements:
   type: list
   elements: dict
   sample: [{"table": "filter", "chain": "INPUT", "jump": "AGENT-FW-INPUT", "position": 3, "ahead_of": "-j LOGDROP"}]
+policies:
+  description: The policies changed (or, in check mode, that would be changed), with the live policy before.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"table": "filter", "chain": "INPUT", "before": "ACCEPT", "after": "DROP"}]
 path_changed:
   description: Whether the file in O(path) was (or, in check mode, would be) rewritten.
   returned: always
@@ -204,6 +251,18 @@ def _write(module, path, text):
         os.chmod(path, 0o600)
 
 
+def _lost_policies(the_plan, old_text, state):
+    """Policy changes that put back what the boot file already held."""
+    if not old_text or state != "present":
+        return []
+    try:
+        saved = iptables.parse_save(old_text)
+    except iptables.IptablesError:
+        return []
+    return [change for change in the_plan.policies
+            if getattr(saved.get(change["table"], {}).get(change["chain"]), "policy", None) == change["after"]]
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -214,6 +273,8 @@ def main():
                 jump_from=dict(type="list", elements="str", default=[]),
                 omit_rules_found_in=dict(type="list", elements="str", default=[]),
             )),
+            policies=dict(type="dict", default={}),
+            state=dict(type="str", default="present", choices=list(iptables.STATES)),
             path=dict(type="path"),
             iptables_save=dict(type="str", default="iptables-save"),
             iptables_restore=dict(type="str", default="iptables-restore"),
@@ -225,10 +286,13 @@ def main():
     restore_bin = module.get_bin_path(module.params["iptables_restore"], required=True)
     specs = _specs(module.params)
     path = module.params["path"]
-    result = dict(changed=False, commands={}, omitted_rules=[], chains=[], placements=[], path_changed=False)
+    state = module.params["state"]
+    policies = {"filter": module.params["policies"]} if module.params["policies"] else {}
+    result = dict(changed=False, commands={}, omitted_rules=[], chains=[], placements=[], policies=[],
+                  path_changed=False)
     try:
         live = iptables.read_live(save_bin)
-        the_plan = iptables.plan(live, specs)
+        the_plan = iptables.plan(live, specs, policies, state)
         old_text = None
         new_text = None
         if path:
@@ -238,7 +302,7 @@ def main():
             if os.path.exists(path):
                 with open(path) as handle:
                     old_text = handle.read()
-            new_text = iptables.merge_save_file(old_text, specs, the_plan.effective_rules)
+            new_text = iptables.merge_save_file(old_text, specs, the_plan.effective_rules, policies, state)
             unshare_bin = module.get_bin_path(module.params["unshare"], required=True)
             iptables.prove_loads(new_text, path, restore_bin, unshare_bin)
     except iptables.IptablesError as exc:
@@ -247,9 +311,10 @@ def main():
     result["commands"] = the_plan.commands()
     result["omitted_rules"] = the_plan.omitted
     result["placements"] = the_plan.placements
+    result["policies"] = the_plan.policies
     result["chains"] = [
         dict(table=spec.table, name=spec.name, jump_from=spec.jump_from,
-             rules=None if spec.rules is None else the_plan.effective_rules[(spec.table, spec.name)])
+             rules=None if spec.rules is None else the_plan.effective_rules.get((spec.table, spec.name), []))
         for spec in specs
     ]
     result["path_changed"] = bool(path) and new_text != old_text
@@ -261,6 +326,9 @@ def main():
             diffs.append(dict(before_header=path, after_header=path, before=old_text, after=new_text))
         result["diff"] = diffs
 
+    for lost in _lost_policies(the_plan, old_text, state):
+        module.warn("the live policy of %s was %s, not %s as in %s (the ruleset was flushed or replaced): set back to %s"
+                    % (lost["chain"], lost["before"], lost["after"], path, lost["after"]))
     if module.check_mode:
         module.exit_json(**result)
     try:

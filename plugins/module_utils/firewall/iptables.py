@@ -14,6 +14,11 @@ already loaded, so a failed rule set leaves the previous rules in place.
 file (/etc/iptables/rules.v4, /etc/sysconfig/iptables) without adding
 anything else of the live ruleset to it.
 
+It also sets the policies of built-in chains (`policies`), and with
+`state="absent"` takes its owned chains and their jumps away again and puts
+those policies back to ACCEPT, the kernel's default. The same code serves
+iptables and ip6tables: only the commands differ.
+
 A jump is placed ahead of the first rule of the chain it sits in that could
 drop traffic: a DROP, REJECT or RETURN, or a jump to a chain that holds one
 (a log-and-drop chain), so it works under a default-deny firewall; a jump
@@ -32,6 +37,8 @@ from ansible_collections.guardrail.ecs.plugins.module_utils.common import proces
 
 TABLES = ("filter", "nat", "mangle", "raw")
 TERMINAL_TARGETS = ("DROP", "REJECT", "RETURN")
+POLICIES = ("ACCEPT", "DROP")
+STATES = ("present", "absent")
 BUILTIN_CHAINS = {
     "filter": ("INPUT", "FORWARD", "OUTPUT"),
     "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
@@ -86,6 +93,8 @@ class TablePlan:
     undo: list = field(default_factory=list)
     before: dict = field(default_factory=dict)
     after: dict = field(default_factory=dict)
+    policies_before: dict = field(default_factory=dict)
+    policies_after: dict = field(default_factory=dict)
 
     def payload(self, commands=None):
         lines = ["*%s" % self.table] + list(self.commands if commands is None else commands) + ["COMMIT", ""]
@@ -98,6 +107,7 @@ class Plan:
     omitted: list = field(default_factory=list)
     effective_rules: dict = field(default_factory=dict)
     placements: list = field(default_factory=list)
+    policies: list = field(default_factory=list)
 
     @property
     def changed(self):
@@ -117,9 +127,11 @@ def _render_state(tables, which):
     out = []
     for plan in tables:
         state = getattr(plan, which)
-        if not state:
+        policies = getattr(plan, "policies_" + which)
+        if not state and not policies:
             continue
         out.append("*%s" % plan.table)
+        out.extend(":%s %s" % item for item in policies.items())
         for name, rules in state.items():
             if rules is None:
                 continue
@@ -160,7 +172,7 @@ def canonical(rule):
                 value = _network(value)
             if token == "-p":
                 value = value.lower()
-            if not (token in ("-s", "-d") and value == "0.0.0.0/0" and not negate):
+            if not (token in ("-s", "-d") and value in ("0.0.0.0/0", "::/0") and not negate):
                 generic[token] = (negate, value)
             i += 2
         else:
@@ -322,23 +334,91 @@ def validate_specs(specs):
                                     "jump from a chain that is not owned" % (spec.name, source))
 
 
-def plan(live, specs):
-    """The commands that make `live` (from parse_save) hold `specs`."""
+def validate_policies(policies):
+    for table, chains in (policies or {}).items():
+        for name, policy in chains.items():
+            if name not in BUILTIN_CHAINS.get(table, ()):
+                raise IptablesError("policy of %s: only the built-in chains of table %s have one (%s)"
+                                    % (name, table, ", ".join(BUILTIN_CHAINS.get(table, ())) or "none"))
+            if policy not in POLICIES:
+                raise IptablesError("policy of %s must be one of %s, not %r" % (name, ", ".join(POLICIES), policy))
+
+
+def plan(live, specs, policies=None, state="present"):
+    """The commands that make `live` (from parse_save) hold `specs` and
+    `policies` ({table: {built-in chain: ACCEPT or DROP}}), or, with
+    state "absent", no owned chain of `specs`, no jump to one, and those
+    policies back to ACCEPT."""
     validate_specs(specs)
+    validate_policies(policies)
+    if state not in STATES:
+        raise IptablesError("state must be one of %s, not %r" % (", ".join(STATES), state))
+    policies = policies or {}
     result = Plan()
     by_table = {}
     for spec in specs:
         by_table.setdefault(spec.table, []).append(spec)
+    for table in policies:
+        by_table.setdefault(table, [])
     for table, table_specs in by_table.items():
-        result.tables.append(_plan_table(table, live.get(table, {}), table_specs, result))
+        chains = dict(live.get(table, {}))
+        for name in BUILTIN_CHAINS.get(table, ()):
+            chains.setdefault(name, Chain(name, "ACCEPT"))
+        wanted = policies.get(table, {})
+        if state == "absent":
+            wanted = dict.fromkeys(wanted, "ACCEPT")
+        tp = TablePlan(table)
+        _plan_policies(tp, chains, wanted, result)
+        if state == "absent":
+            _plan_removal(tp, chains, table_specs)
+        else:
+            _plan_table(tp, chains, table_specs, result)
+        result.tables.append(tp)
     return result
 
 
-def _plan_table(table, chains, specs, result):
-    tp = TablePlan(table)
-    chains = dict(chains)
-    for name in BUILTIN_CHAINS.get(table, ()):
-        chains.setdefault(name, Chain(name, "ACCEPT"))
+def _plan_policies(tp, chains, wanted, result):
+    """Policy lines go first: iptables-restore takes chain lines ahead of rules."""
+    for name, policy in wanted.items():
+        current = chains[name].policy or "ACCEPT"
+        tp.policies_before[name] = current
+        tp.policies_after[name] = policy
+        if current != policy:
+            tp.commands.append(":%s %s [0:0]" % (name, policy))
+            tp.undo.append(":%s %s [0:0]" % (name, current))
+            result.policies.append({"table": tp.table, "chain": name, "before": current, "after": policy})
+
+
+def _plan_removal(tp, chains, specs):
+    owned = [s.name for s in specs if s.rules is not None and s.name in chains]
+    jumps_undo = []
+    for name, chain in chains.items():
+        if name in owned:
+            continue
+        positions = []
+        for position, rule in enumerate(chain.rules, 1):
+            if target_of(rule) not in owned:
+                continue
+            if canonical(rule) != ("-j", target_of(rule)):
+                raise IptablesError("rule %r of chain %s jumps to %s and is not one of the owned jumps: "
+                                    "remove it first" % (rule, name, target_of(rule)))
+            positions.append(position)
+        if positions:
+            tp.before[name] = list(chain.rules)
+            tp.after[name] = [r for n, r in enumerate(chain.rules, 1) if n not in positions]
+        tp.commands.extend("-D %s %d" % (name, p) for p in reversed(positions))
+        jumps_undo.extend("-I %s %d %s" % (name, p, chain.rules[p - 1]) for p in positions)
+    for name in owned:
+        tp.before[name] = list(chains[name].rules)
+        tp.after[name] = None
+        tp.commands.extend(["-F %s" % name, "-X %s" % name])
+        tp.undo.append("-N %s" % name)
+        tp.undo.extend("-A %s %s" % (name, rule) for rule in chains[name].rules)
+    tp.undo.extend(jumps_undo)
+
+
+def _plan_table(tp, chains, specs, result):
+    table = tp.table
     working = {name: list(chain.rules) for name, chain in chains.items()}
     creates = []
     for spec in specs:
@@ -366,7 +446,9 @@ def _plan_table(table, chains, specs, result):
         elif [canonical(r) for r in existing.rules] != [canonical(r) for r in effective]:
             tp.commands.append("-F %s" % spec.name)
             tp.commands.extend("-A %s %s" % (spec.name, rule) for rule in effective)
-            tp.undo[:0] = ["-F %s" % spec.name] + ["-A %s %s" % (spec.name, r) for r in existing.rules]
+            head = _policy_lines(tp.undo)
+            tp.undo[head:head] = (
+                ["-F %s" % spec.name] + ["-A %s %s" % (spec.name, r) for r in existing.rules])
         else:
             # Unchanged: show the rules as iptables spells them, so the diff is empty.
             tp.after[spec.name] = list(existing.rules)
@@ -406,8 +488,14 @@ def _plan_table(table, chains, specs, result):
     for name in tp.before:
         if name not in tp.after:
             tp.after[name] = list(working[name])
-    tp.undo = jump_undo + tp.undo + ["-F %s" % name for name in creates] + ["-X %s" % name for name in reversed(creates)]
-    return tp
+    head = _policy_lines(tp.undo)
+    tp.undo = (tp.undo[:head] + jump_undo + tp.undo[head:]
+               + ["-F %s" % name for name in creates] + ["-X %s" % name for name in reversed(creates)])
+
+
+def _policy_lines(commands):
+    """How many policy lines (`:CHAIN POLICY`) lead `commands`."""
+    return sum(1 for line in commands if line.startswith(":"))
 
 
 def _placement(table, source, name, position, rules, terminal):
@@ -484,17 +572,23 @@ def prove_loads(text, path, restore_bin, unshare_bin, runner=None):
                             % (path, err.strip() or "%s exited with %d" % (restore_bin, rc)))
 
 
-def merge_save_file(text, specs, effective_rules):
+def merge_save_file(text, specs, effective_rules, policies=None, state="present"):
     """`text` (an iptables-save file) with the chains of `specs` and their jumps.
 
     Owned chains get exactly `effective_rules[(table, name)]`; a needed chain
     is declared when missing; jumps move ahead of the chain's first terminal
-    rule. Every other line of the file stays as it is.
+    rule; built-in chains get the policies of `policies`. With state
+    "absent", the owned chains and the jumps to them go, and those policies
+    are ACCEPT. Every other line of the file stays as it is.
     """
+    policies = policies or {}
     lines = text.splitlines()
-    for table in dict.fromkeys(spec.table for spec in specs):
+    for table in dict.fromkeys([spec.table for spec in specs] + list(policies)):
         table_specs = [s for s in specs if s.table == table]
+        wanted = policies.get(table, {})
         start = _find_line(lines, "*%s" % table)
+        if start is None and state == "absent":
+            continue
         if start is None:
             if lines and lines[-1].strip():
                 lines.append("")
@@ -506,8 +600,12 @@ def merge_save_file(text, specs, effective_rules):
         if end == len(lines):
             raise IptablesError("table %s has no COMMIT line" % table)
         body = lines[start + 1:end]
-        body = _merge_table(body, table_specs, effective_rules, table)
-        lines[start + 1:end] = body
+        if state == "absent":
+            body = _remove_owned(body, table_specs)
+            wanted = dict.fromkeys(wanted, "ACCEPT")
+        else:
+            body = _merge_table(body, table_specs, effective_rules, table)
+        lines[start + 1:end] = _set_policies(body, wanted)
     return "\n".join(lines) + "\n"
 
 
@@ -518,6 +616,42 @@ def _find_line(lines, wanted):
     return None
 
 
+def _set_policies(body, wanted):
+    body = list(body)
+    missing = 0
+    for name, policy in wanted.items():
+        line = ":%s %s [0:0]" % (name, policy)
+        at = next((i for i, old in enumerate(body) if old.strip().startswith(":") and declared_chain(old) == name), None)
+        if at is not None:
+            body[at] = line
+            continue
+        body = [old for old in body if old.split()[:2] != ["-P", name] and old.split()[:2] != ["--policy", name]]
+        body.insert(missing, line)
+        missing += 1
+    return body
+
+
+def _is_jump_to(line, targets):
+    parts = line.split(None, 2)
+    if len(parts) != 3 or parts[0] != "-A":
+        return False
+    rule = canonical(parts[2])
+    return len(rule) == 2 and rule[0] == "-j" and rule[1] in targets
+
+
+def _remove_owned(body, specs):
+    owned = {s.name for s in specs if s.rules is not None}
+    kept = []
+    for line in body:
+        parts = line.strip().split(None, 2)
+        if declared_chain(line) in owned or (len(parts) >= 2 and parts[0] == "-A" and parts[1] in owned):
+            continue
+        if _is_jump_to(line.strip(), owned):
+            continue
+        kept.append(line)
+    return kept
+
+
 def _merge_table(body, specs, effective_rules, table):
     owned = {s.name for s in specs if s.rules is not None}
     targets = {s.name for s in specs}
@@ -526,14 +660,7 @@ def _merge_table(body, specs, effective_rules, table):
         parts = line.split(None, 2)
         return len(parts) >= 2 and parts[0] == "-A" and parts[1] in chains
 
-    def is_jump_to_ours(line):
-        parts = line.split(None, 2)
-        if len(parts) != 3 or parts[0] != "-A":
-            return False
-        rule = canonical(parts[2])
-        return len(rule) == 2 and rule[0] == "-j" and rule[1] in targets
-
-    body = [line for line in body if not is_rule_of(line.strip(), owned) and not is_jump_to_ours(line.strip())]
+    body = [line for line in body if not is_rule_of(line.strip(), owned) and not _is_jump_to(line.strip(), targets)]
     declared = {declared_chain(line) for line in body} - {None}
     last_declaration = max([i for i, line in enumerate(body) if declared_chain(line)], default=-1)
     for spec in specs:

@@ -394,3 +394,122 @@ def test_the_owned_chains_own_drops_do_not_move_its_jump_below_a_drop_of_the_sam
     apply_plan(state, iptables.plan(state, the_specs))
     state["filter"]["INPUT"].rules.insert(0, "-i eth0 -p tcp -m tcp --dport 51678 -j DROP")
     assert not iptables.plan(state, the_specs).changed
+
+
+OPEN_SAVE = """\
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -i eth0 -p tcp -m tcp --dport 51678 -j DROP
+-A FORWARD -j DOCKER-USER
+:DOCKER-USER - [0:0]
+-A DOCKER-USER -j RETURN
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+COMMIT
+"""
+DENY = {"filter": {"INPUT": "DROP", "FORWARD": "DROP", "OUTPUT": "ACCEPT"}}
+
+
+def execute_policies(state, table, commands):
+    """Policy lines of a payload, as iptables-restore applies them; the rest as execute()."""
+    chains = state.setdefault(table, {})
+    rest = []
+    for command in commands:
+        if command.startswith(":"):
+            name, policy = command[1:].split()[:2]
+            chains.setdefault(name, iptables.Chain(name)).policy = policy
+        else:
+            rest.append(command)
+    execute(state, table, rest)
+
+
+def policies_of(state):
+    return {t: {n: c.policy for n, c in chains.items() if c.policy} for t, chains in state.items()}
+
+
+def test_policies_land_in_the_same_load_as_the_rules_and_lead_it():
+    state = iptables.parse_save(OPEN_SAVE)
+    the_plan = iptables.plan(state, specs(), DENY)
+    filter_commands = the_plan.commands()["filter"]
+    assert filter_commands[:2] == [":INPUT DROP [0:0]", ":FORWARD DROP [0:0]"]
+    assert any(c.startswith("-N AGENT-FW-INPUT") for c in filter_commands)
+    assert the_plan.policies == [{"table": "filter", "chain": "INPUT", "before": "ACCEPT", "after": "DROP"},
+                                 {"table": "filter", "chain": "FORWARD", "before": "ACCEPT", "after": "DROP"}]
+    for tp in the_plan.tables:
+        execute_policies(state, tp.table, tp.commands)
+    assert not iptables.plan(state, specs(), DENY).changed
+
+
+def test_undo_puts_the_policies_back():
+    state = iptables.parse_save(OPEN_SAVE)
+    before = (rules_of(state), policies_of(state))
+    the_plan = iptables.plan(state, specs(), DENY)
+    for tp in the_plan.tables:
+        execute_policies(state, tp.table, tp.commands)
+        execute_policies(state, tp.table, tp.undo)
+    assert (rules_of(state), policies_of(state)) == before
+
+
+@pytest.mark.parametrize("policies,message", [
+    ({"filter": {"DOCKER-USER": "DROP"}}, "only the built-in chains"),
+    ({"filter": {"INPUT": "REJECT"}}, "must be one of ACCEPT, DROP"),
+])
+def test_bad_policies_are_refused(policies, message):
+    with pytest.raises(IptablesError, match=message):
+        iptables.plan({}, specs(), policies)
+
+
+def test_absent_removes_exactly_the_owned_chains_and_jumps_and_opens_the_policies():
+    state = iptables.parse_save(OPEN_SAVE)
+    pristine = rules_of(state)
+    for tp in iptables.plan(state, specs(), DENY).tables:
+        execute_policies(state, tp.table, tp.commands)
+    # Docker and ecs-init add rules of their own after the role ran.
+    state["filter"]["INPUT"].rules.insert(0, "-i eth1 -p tcp -m tcp --dport 51678 -j DROP")
+    removal = iptables.plan(state, specs(), DENY, state="absent")
+    after = copy.deepcopy(state)
+    for tp in removal.tables:
+        execute_policies(after, tp.table, tp.commands)
+    rules = rules_of(after)
+    assert not [name for table in rules.values() for name in table if name.startswith("AGENT-FW")]
+    assert rules["filter"]["INPUT"] == ["-i eth1 -p tcp -m tcp --dport 51678 -j DROP"] + pristine["filter"]["INPUT"]
+    assert rules["filter"]["DOCKER-USER"] == pristine["filter"]["DOCKER-USER"]
+    assert policies_of(after)["filter"] == {"INPUT": "ACCEPT", "FORWARD": "ACCEPT", "OUTPUT": "ACCEPT"}
+    assert not iptables.plan(after, specs(), DENY, state="absent").changed
+    for tp in removal.tables:
+        execute_policies(after, tp.table, tp.undo)
+    assert (rules_of(after), policies_of(after)) == (rules_of(state), policies_of(state))
+
+
+def test_absent_refuses_a_foreign_rule_that_jumps_to_an_owned_chain():
+    state = iptables.parse_save(OPEN_SAVE)
+    apply_plan(state, iptables.plan(state, specs()))
+    state["filter"]["INPUT"].rules.append("-i eth0 -j AGENT-FW-INPUT")
+    with pytest.raises(IptablesError, match="not one of the owned jumps"):
+        iptables.plan(state, specs(), state="absent")
+
+
+def test_merge_sets_policies_and_absent_takes_everything_back_out():
+    the_specs = specs()
+    open_file = FILE.replace("DROP [0:0]", "ACCEPT [0:0]")
+    merged = iptables.merge_save_file(open_file, the_specs, effective(the_specs), DENY)
+    lines = merged.splitlines()
+    assert ":INPUT DROP [0:0]" in lines and ":FORWARD DROP [0:0]" in lines and ":OUTPUT ACCEPT [0:0]" in lines
+    assert iptables.merge_save_file(merged, the_specs, effective(the_specs), DENY) == merged
+    removed = iptables.merge_save_file(merged, the_specs, effective(the_specs), DENY, state="absent")
+    assert "AGENT-FW" not in removed
+    # What stays is the file as it was, and DOCKER-USER (Docker's chain, only needed) with its jump.
+    extra = [line for line in removed.splitlines() if line not in open_file.splitlines()]
+    assert sorted(extra) == ["", "*nat", "-A FORWARD -j DOCKER-USER", ":DOCKER-USER - [0:0]"], extra
+    kept = [line for line in removed.splitlines() if line in open_file.splitlines()]
+    assert kept == open_file.splitlines() + ["COMMIT"]  # the second one closes *nat
+
+
+def test_merge_into_an_empty_file_declares_the_policies_first():
+    merged = iptables.merge_save_file("", specs()[:1], effective(specs()[:1]), DENY)
+    assert merged.splitlines()[:4] == ["*filter", ":INPUT DROP [0:0]", ":FORWARD DROP [0:0]", ":OUTPUT ACCEPT [0:0]"]
+    assert iptables.parse_save(merged)["filter"]["INPUT"].policy == "DROP"
