@@ -17,22 +17,36 @@ PLAYBOOK = """
     - guardrail.ecs.agent_firewall
 """
 # Tasks after validation; none of them may run on bad input.
-LATER_TASKS = ("Install iptables", "Route traffic", "Accept tasks' traffic", "Restore the rules file",
-               "Install the script", "Install the unit", "Enable the re-apply unit", "ECS_AWSVPC_BLOCK_IMDS")
+LATER_TASKS = ("Install iptables", "Route traffic", "Load the default-deny", "Restore the rules files",
+               "Install the script", "Install the unit", "Enable the re-apply unit", "ECS_AWSVPC_BLOCK_IMDS",
+               "Remove the re-apply unit", "Remove the role's sysctl file")
+SSH = {"agent_firewall_ssh_sources": ["10.0.0.0/8"]}
 
 
 @pytest.mark.parametrize("extra_vars,expected", [
+    ({}, ["agent_firewall_ssh_sources is not set", "default-deny", "agent_firewall_ssh_sources: [10.0.0.0/8]"]),
     ({"agent_firewall_ssh_sources": ["10.0.0.0/33"]}, ["agent_firewall_ssh_sources", "10.0.0.0/33"]),
     ({"agent_firewall_ssh_sources": ["10.0.0"]}, ["agent_firewall_ssh_sources", "10.0.0"]),
+    ({"agent_firewall_ssh_sources": ["2001:db8::/129"]}, ["agent_firewall_ssh_sources", "2001:db8::/129"]),
+    ({"agent_firewall_ssh_sources": ["1::2::3"]}, ["agent_firewall_ssh_sources", "1::2::3"]),
     ({"agent_firewall_ssh_sources": []}, ["agent_firewall_ssh_sources", "at least one", "(empty list)"]),
-    ({"agent_firewall_task_bridges": ["docker0", "eth0 -j ACCEPT"]}, ["agent_firewall_task_bridges", "eth0 -j ACCEPT"]),
-    ({"agent_firewall_task_bridges": ["a-name-longer-than-15"]}, ["agent_firewall_task_bridges", "a-name-longer-than-15"]),
-    ({"agent_firewall_imds_block_interfaces": ["docker+;"]}, ["agent_firewall_imds_block_interfaces", "docker+;"]),
-    ({"agent_firewall_ssh_port": 70000}, ["agent_firewall_ssh_port", "1 to 65535", "70000"]),
-    ({"agent_firewall_agent_port": 0}, ["agent_firewall_agent_port", "1 to 65535"]),
-    ({"agent_firewall_ssh_port": "ssh"}, ["agent_firewall_ssh_port", "int"]),
-    ({"agent_firewall_block_imds": "perhaps"}, ["agent_firewall_block_imds", "bool"]),
-    ({"agent_firewall_task_bridges": "docker0"}, ["agent_firewall_task_bridges", "must be a list"]),
+    ({**SSH, "agent_firewall_persist": False}, ["agent_firewall_persist was removed", "what is live is what boots"]),
+    ({**SSH, "agent_firewall_imds_block_interfaces": ["docker+"]},
+     ["agent_firewall_imds_block_interfaces was removed", "agent_firewall_imds_networks"]),
+    ({**SSH, "agent_firewall_task_bridges": ["docker0", "eth0 -j ACCEPT"]}, ["agent_firewall_task_bridges", "eth0 -j ACCEPT"]),
+    ({**SSH, "agent_firewall_task_bridges": ["a-name-longer-than-15"]},
+     ["agent_firewall_task_bridges", "a-name-longer-than-15"]),
+    ({**SSH, "agent_firewall_imds_networks": ["br-+;"]}, ["agent_firewall_imds_networks", "br-+;"]),
+    ({**SSH, "agent_firewall_policies": {"INPUT": "REJECT"}}, ["agent_firewall_policies", "REJECT"]),
+    ({**SSH, "agent_firewall_policies": {"PREROUTING": "DROP"}}, ["agent_firewall_policies", "PREROUTING"]),
+    ({**SSH, "agent_firewall_output_ports": ["443"]}, ["agent_firewall_output_ports", "tcp/443", "443"]),
+    ({**SSH, "agent_firewall_output_ports": ["tcp/65536"]}, ["agent_firewall_output_ports", "tcp/65536"]),
+    ({**SSH, "agent_firewall_state": "gone"}, ["agent_firewall_state", "gone"]),
+    ({**SSH, "agent_firewall_ssh_port": 70000}, ["agent_firewall_ssh_port", "1 to 65535", "70000"]),
+    ({**SSH, "agent_firewall_agent_port": 0}, ["agent_firewall_agent_port", "1 to 65535"]),
+    ({**SSH, "agent_firewall_ssh_port": "ssh"}, ["agent_firewall_ssh_port", "int"]),
+    ({**SSH, "agent_firewall_block_imds": "perhaps"}, ["agent_firewall_block_imds", "bool"]),
+    ({**SSH, "agent_firewall_task_bridges": "docker0"}, ["agent_firewall_task_bridges", "must be a list"]),
 ])
 def test_bad_settings_are_refused_before_anything_runs(extra_vars, expected):
     rc, out, stderr = run_playbook(PLAYBOOK, extra_vars=extra_vars, check=True)

@@ -28,6 +28,8 @@ AWX_JOB = {"awx_job_id": 4242, "awx_user_name": "alice", "awx_job_template_name"
 LOCALHOST = "all:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
 LAB_ENV = {"CONTAINERS_CONF": str(ROOT / "tests" / "lab" / "containers.conf")}
 PROBE = "/usr/local/bin/lab-task-probe"
+# agent_firewall has no default: lab hosts are reached from podman's default network.
+LAB_SSH_SOURCES = ["10.88.0.0/16"]
 
 
 @dataclass
@@ -147,8 +149,8 @@ def tofu_change_case(request):
 def agent_firewall_case(request):
     tmp_path = request.getfixturevalue("tmp_path_factory").mktemp("agent-firewall")
     name, inventory = lab_host(request, tmp_path)
-    blocked = podman("exec", name, PROBE, "http://169.254.170.2/v2/credentials", check=False)
-    assert blocked.returncode != 0, "the stand-in should reproduce the hardened host's failure first"
+    open_imds = podman("exec", name, PROBE, "http://169.254.169.254/latest/meta-data/", check=False)
+    assert open_imds.returncode == 0, "the stand-in should reproduce the field failure first: IMDS open to tasks"
 
     def check(runner, events):
         assert runner.status == "successful", runner.stdout.read()
@@ -158,15 +160,16 @@ def agent_firewall_case(request):
         imds = podman("exec", name, PROBE, "http://169.254.169.254/latest/meta-data/", check=False)
         assert imds.returncode != 0, "bridge-mode tasks must not reach the instance metadata service"
 
-    return Job(extravars={"target": name}, inventory=inventory, envvars=LAB_ENV, check=check)
+    return Job(extravars={"target": name, "agent_firewall_ssh_sources": LAB_SSH_SOURCES}, inventory=inventory,
+               envvars=LAB_ENV, check=check)
 
 
 def ecs_host_case(request):
     tmp_path = request.getfixturevalue("tmp_path_factory").mktemp("ecs-host")
     name, inventory = lab_host(request, tmp_path)
     reports = tmp_path / "reports"
-    blocked = podman("exec", name, PROBE, "http://169.254.170.2/v2/credentials", check=False)
-    assert blocked.returncode != 0, "the stand-in should reproduce the hardened host's failure first"
+    open_imds = podman("exec", name, PROBE, "http://169.254.169.254/latest/meta-data/", check=False)
+    assert open_imds.returncode == 0, "the stand-in should reproduce the field failure first: IMDS open to tasks"
 
     def check(runner, events):
         assert runner.status == "successful", runner.stdout.read()
@@ -178,7 +181,7 @@ def ecs_host_case(request):
         assert "AccessKeyId" in probe.stdout, "the task cannot reach its credentials after the job"
 
     return Job(extravars={"target": name, "cis_hardening_level": 2, "cis_hardening_install_packages": False,
-                          "cis_hardening_report_dir": str(reports)},
+                          "cis_hardening_report_dir": str(reports), "agent_firewall_ssh_sources": LAB_SSH_SOURCES},
                inventory=inventory, envvars=LAB_ENV, check=check)
 
 

@@ -1,9 +1,11 @@
-"""Promises of guardrail.ecs.agent_firewall on a CIS-hardened ECS host: the lab
-image's real Docker daemon, tasks that are real bridge-mode `docker run`
-containers, and stand-ins for the ECS agent and the metadata service
+"""Promises of guardrail.ecs.agent_firewall on an ECS host with no firewall of
+its own: the lab image's real Docker daemon (with IPv6 networks), tasks that
+are real `docker run` containers on docker0, on networks made by `docker
+network create` before and after the role ran, and on an IPv6 network, and
+stand-ins for the ECS agent and the metadata service
 (tests/lab/ecs_agent_standins.yml). Tests run in file order: the restarts,
-then the boot files a user writes by hand, then a boot file that no longer
-loads, each followed by a reboot of the host."""
+removal, a flushed ruleset, then the boot files a user writes by hand, then a
+boot file that no longer loads, each followed by a reboot of the host."""
 import json
 import os
 import re
@@ -25,7 +27,11 @@ PROBE_SCRIPT = 'printf "GET %s HTTP/1.0\\r\\n\\r\\n" "$2" | nc -w 3 "$1" 80'
 # (address, path, what the answer holds)
 CREDENTIALS = ("169.254.170.2", "/v2/credentials", "AccessKeyId")
 IMDS = ("169.254.169.254", "/latest/meta-data/", "instance-id")
+IMDS6 = ("fd00:ec2::254", "/latest/meta-data/", "instance-id")
 RULES_FILE = "/etc/iptables/rules.v4"
+RULES_FILE6 = "/etc/iptables/rules.v6"
+# docker0, a `docker network create` network and an IPv6 one, all made before the role ran (prepare.yml).
+NETWORKS = ("bridge", "lab-user", "lab-v6")
 PROBE_TABLE = Path(os.environ.get("LAB_PROBE_TABLE", ROOT / ".cache" / "agent_firewall-probes.txt"))
 OWN_CHAINS = {
     "filter": ["AGENT-FW-INPUT", "AGENT-FW-OUTPUT", "AGENT-FW-DOCKER"],
@@ -39,6 +45,7 @@ JUMPS = [
     ("nat", "PREROUTING", "AGENT-FW-PREROUTING"),
     ("nat", "OUTPUT", "AGENT-FW-NAT-OUTPUT"),
 ]
+POLICIES = ("-P INPUT DROP", "-P FORWARD DROP", "-P OUTPUT ACCEPT")
 
 
 class Probe(NamedTuple):
@@ -52,30 +59,38 @@ class Probe(NamedTuple):
         return self.stdout.split("\r\n\r\n", 1)[-1]
 
 
-def probe(host, target):
-    """A real bridge-mode task (`docker run`) asking target's address:80 for its path."""
+def probe(host, target, network="bridge"):
+    """A real task (`docker run` on network) asking target's address:80 for its path."""
     address, path, marker = target
-    result = host.run("docker run --rm %s sh -c %s probe %s %s", TASK_IMAGE, PROBE_SCRIPT, address, path)
+    result = host.run("docker run --rm --network %s %s sh -c %s probe %s %s", network, TASK_IMAGE, PROBE_SCRIPT,
+                      address, path)
     # 125-127: docker run itself failed, which says nothing about the firewall.
     assert result.rc not in (125, 126, 127), f"docker run failed: {result.stderr}"
     return Probe(result.rc, result.stdout, result.stderr, result.rc == 0 and marker in result.stdout)
 
 
-def assert_task_path(host, phase):
-    """Credentials reachable and the metadata service blocked from a task; the
-    outcome is added to the probe table."""
-    credentials, imds = probe(host, CREDENTIALS), probe(host, IMDS)
-    record_probes(phase, credentials, imds)
-    assert credentials.reached, f"{phase}: no credentials: rc={credentials.rc} {credentials.stderr}"
-    assert not imds.reached and imds.rc != 0, f"{phase}: a task reached the metadata service: {imds.stdout}"
+def assert_task_path(host, phase, networks=NETWORKS):
+    """From a task on each network: credentials reachable, the metadata service
+    blocked (over IPv6 too on the IPv6 network); each outcome goes into the
+    probe table."""
+    problems = []
+    for network in networks:
+        targets = [("credentials", CREDENTIALS, True), ("IMDS", IMDS, False)]
+        if network == "lab-v6":
+            targets.append(("IMDS over IPv6", IMDS6, False))
+        for name, target, wanted in targets:
+            result = probe(host, target, network)
+            record_probe(network, name, phase, result)
+            if result.reached != wanted:
+                problems.append(f"{network} -> {name}: {'reached' if result.reached else 'blocked'} "
+                                f"(rc={result.rc} {result.stderr.strip()})")
+    assert not problems, f"{phase}: {problems}"
 
 
-def record_probes(phase, credentials, imds):
-    def cell(result):
-        return f"{'reached' if result.reached else 'blocked'} (rc={result.rc})"
+def record_probe(network, name, phase, result):
     PROBE_TABLE.parent.mkdir(parents=True, exist_ok=True)
     with PROBE_TABLE.open("a") as table:
-        table.write(f"| {phase} | {cell(credentials)} | {cell(imds)} |\n")
+        table.write(f"| {network} | {name} | {phase} | {'reached' if result.reached else 'blocked'} (rc={result.rc}) |\n")
 
 
 def chain_rules(host, table, chain):
@@ -83,9 +98,9 @@ def chain_rules(host, table, chain):
     return [line for line in out.splitlines() if line.startswith("-A ")]
 
 
-def live_rules(host):
+def live_rules(host, command="iptables"):
     """iptables-save without counters and comment lines, for comparisons."""
-    out = host.check_output("iptables-save")
+    out = host.check_output(f"{command}-save")
     return [re.sub(r" \[\d+:\d+\]$", "", line) for line in out.splitlines() if not line.startswith("#")]
 
 
@@ -144,19 +159,37 @@ CONVERGE = """
 """
 
 
-def test_before_the_role_a_task_got_no_credentials_and_reached_the_metadata_service(host):
+def test_before_the_role_tasks_on_every_network_reached_the_metadata_service(host):
+    PROBE_TABLE.parent.mkdir(parents=True, exist_ok=True)
+    PROBE_TABLE.write_text("| network | path | event | result |\n| --- | --- | --- | --- |\n")
     seen = {}
-    for name, target in (("credentials", CREDENTIALS), ("imds", IMDS)):
+    for name, network, path, target in (("bridge-credentials", "bridge", "credentials", CREDENTIALS),
+                                        ("bridge-imds", "bridge", "IMDS", IMDS),
+                                        ("lab-user-imds", "lab-user", "IMDS", IMDS),
+                                        ("lab-v6-imds6", "lab-v6", "IMDS over IPv6", IMDS6)):
         record = json.loads(host.file(f"/var/lib/lab-probes/before-{name}.json").content_string)
+        assert record["rc"] not in (125, 126, 127), f"prepare's docker run failed: {record}"
         seen[name] = Probe(record["rc"], record["stdout"], record["stderr"],
                            record["rc"] == 0 and target[2] in record["stdout"])
-        assert record["rc"] not in (125, 126, 127), f"prepare's docker run failed: {record}"
-    PROBE_TABLE.parent.mkdir(parents=True, exist_ok=True)
-    PROBE_TABLE.write_text("| phase | task -> credentials (169.254.170.2) | task -> IMDS (169.254.169.254) |\n"
-                           "| --- | --- | --- |\n")
-    record_probes("before the role", seen["credentials"], seen["imds"])
-    assert not seen["credentials"].reached and seen["credentials"].rc != 0, seen["credentials"]
-    assert seen["imds"].reached, seen["imds"]
+        record_probe(network, path, "before the role", seen[name])
+    assert [name for name, result in seen.items() if not result.reached] == [], seen
+
+
+def test_the_host_is_default_deny_in_iptables_and_ip6tables(host):
+    for command in ("iptables", "ip6tables"):
+        rules = host.check_output(f"{command} -S").splitlines()
+        assert [line for line in rules if line.startswith("-P ")] == list(POLICIES), (command, rules)
+    for path in (RULES_FILE, RULES_FILE6):
+        text = host.file(path).content_string
+        for line in (":INPUT DROP [0:0]", ":FORWARD DROP [0:0]", ":OUTPUT ACCEPT [0:0]"):
+            assert line in text, (path, text)
+
+
+def test_ssh_is_dropped_from_a_source_not_listed(host):
+    # A task container (172.17.0.0/16, not in agent_firewall_ssh_sources) tries the host's SSH port.
+    result = host.run("docker run --rm %s nc -w 3 172.17.0.1 22", TASK_IMAGE)
+    assert result.rc not in (125, 126, 127), result.stderr
+    assert "SSH-2.0" not in result.stdout and result.rc != 0, result.stdout
 
 
 def test_task_fetches_credentials_from_the_agent(host):
@@ -179,24 +212,6 @@ def test_ssh_is_accepted_from_off_host():
 def test_introspection_port_is_closed_off_host_and_open_on_loopback(host):
     assert not isinstance(tcp_banner(container_ip(), 51678), bytes)
     assert host.run("curl -sS --max-time 3 http://127.0.0.1:51678/v1/metadata").rc == 0
-
-
-def test_credentials_and_ssh_work_without_the_hosts_established_rules(host):
-    # Default-deny at its strictest: the role's own chains carry the replies.
-    host_rules = [("INPUT", "-p tcp -m state --state ESTABLISHED -j ACCEPT"),
-                  ("OUTPUT", "-p tcp -m state --state NEW,ESTABLISHED -j ACCEPT")]
-    positions = [(chain, chain_rules(host, "filter", chain).index(f"-A {chain} {rule}") + 1, rule)
-                 for chain, rule in host_rules]
-    for chain, _position, rule in positions:
-        host.check_output(f"iptables -w -D {chain} {rule}")
-    try:
-        result = probe(host, CREDENTIALS)
-        assert result.reached, result.stderr
-        banner = tcp_banner(container_ip(), 22)
-        assert isinstance(banner, bytes) and banner.startswith(b"SSH-2.0"), banner
-    finally:
-        for chain, position, rule in positions:
-            host.check_output(f"iptables -w -I {chain} {position} {rule}")
 
 
 def test_route_localnet_is_on_and_persisted(host):
@@ -226,12 +241,12 @@ def test_own_chains_hold_no_duplicates(host):
             assert len(rules) == len(set(rules)), (chain, rules)
 
 
-def test_ecs_init_nat_rules_are_not_duplicated(host):
-    # The ecs-init stand-in installed both NAT rules; the role's nat chains stay empty.
-    assert chain_rules(host, "nat", "AGENT-FW-PREROUTING") == []
-    assert chain_rules(host, "nat", "AGENT-FW-NAT-OUTPUT") == []
-    prerouting = chain_rules(host, "nat", "PREROUTING")
-    assert sum("169.254.170.2/32" in rule for rule in prerouting) == 1, prerouting
+def test_the_role_keeps_its_own_nat_rules_beside_ecs_inits(host):
+    # A restore of the boot file flushes ecs-init's rules: the role's must not depend on them.
+    assert chain_rules(host, "nat", "AGENT-FW-PREROUTING") == [
+        "-A AGENT-FW-PREROUTING -d 169.254.170.2/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 127.0.0.1:51679"]
+    assert len(chain_rules(host, "nat", "AGENT-FW-NAT-OUTPUT")) == 1
+    assert "-A AGENT-FW-PREROUTING -d 169.254.170.2/32" in host.file(RULES_FILE).content_string
 
 
 def test_rules_file_holds_the_role_chains_and_no_dynamic_rules(host):
@@ -240,13 +255,16 @@ def test_rules_file_holds_the_role_chains_and_no_dynamic_rules(host):
         for chain in chains:
             assert f":{chain} - [0:0]" in text
     assert "-A INPUT -j AGENT-FW-INPUT" in text
-    assert "-A AGENT-FW-DOCKER -d 169.254.169.254/32 -i docker+ -j DROP" in text
-    # The CIS rules stay; Docker's and ecs-init's live rules were not saved.
-    assert "-A INPUT -s 127.0.0.0/8 -j DROP" in text
+    assert "-A AGENT-FW-DOCKER -d 169.254.169.254/32 -j DROP" in text
+    assert "-A AGENT-FW-INPUT -s 127.0.0.0/8 -j DROP" in text
+    # Docker's and ecs-init's live rules were not saved.
     for dynamic in ("docker0 -j ACCEPT", "MASQUERADE", "--to-destination 127.0.0.1:51679",
                     "-i eth0 -p tcp -m tcp --dport 51678", "NETAVARK"):
         assert dynamic not in text, dynamic
     assert host.run(f"iptables-restore --test {RULES_FILE}").rc == 0
+    text6 = host.file(RULES_FILE6).content_string
+    assert "-A AGENT-FW-DOCKER -d fd00:ec2::254/128 -j DROP" in text6 and "DOCKER-ISOLATION" not in text6
+    assert host.run(f"ip6tables-restore --test {RULES_FILE6}").rc == 0
 
 
 def test_reapply_unit_runs_after_the_restore_and_before_docker_and_ecs(host):
@@ -333,9 +351,9 @@ def assert_rules_in_place(host):
         assert len(rules) == len(set(rules)), sorted({r for r in rules if rules.count(r) > 1})
 
 
-def converge_changes(host):
+def converge_changes(host, extra_vars=None):
     """Runs the role; the names of the tasks that reported a change."""
-    rc, out = run_playbook(CONVERGE)
+    rc, out = run_playbook(CONVERGE, extra_vars=extra_vars)
     assert rc == 0, [r.get("msg") for _name, r in host_results(out) if r.get("failed")]
     return [name for name, result in host_results(out) if result.get("changed")]
 
@@ -346,6 +364,65 @@ def test_ecs_restart_keeps_the_rules_and_a_run_after_the_restarts_changes_nothin
     wait_listening(host, 51679)
     assert_task_path(host, "after systemctl restart ecs")
     assert_rules_in_place(host)
+    assert converge_changes(host) == []
+
+
+def test_a_network_created_after_the_role_is_covered(host):
+    host.check_output("docker network create lab-later")
+    assert_task_path(host, "network created after the role", networks=("lab-later",))
+    assert converge_changes(host) == []
+
+
+def test_restarting_netfilter_persistent_keeps_credentials_and_runs_stay_unchanged(host):
+    # A full restore of the boot files: Docker's and ecs-init's rules are gone, the role's are not.
+    host.check_output("systemctl restart netfilter-persistent")
+    assert "AGENT-FW" in host.check_output("iptables-save -t nat")
+    assert_task_path(host, "after systemctl restart netfilter-persistent")
+    assert converge_changes(host) == []
+    assert converge_changes(host) == []
+    host.check_output("systemctl restart docker")
+    assert_task_path(host, "after restarting netfilter-persistent, then docker")
+
+
+def role_free(lines):
+    return [line for line in lines if "AGENT-FW" not in line and not line.startswith(":")]
+
+
+def test_absent_removes_exactly_the_roles_rules_live_and_at_boot(host):
+    others = {command: role_free(live_rules(host, command)) for command in ("iptables", "ip6tables")}
+    rc, out = run_playbook(CONVERGE, extra_vars={"agent_firewall_state": "absent"})
+    assert rc == 0, [r.get("msg") for _name, r in host_results(out) if r.get("failed")]
+    for command, path in (("iptables", RULES_FILE), ("ip6tables", RULES_FILE6)):
+        after = live_rules(host, command)
+        assert "AGENT-FW" not in "\n".join(after), after
+        assert role_free(after) == others[command], command
+        policies = [line for line in host.check_output(f"{command} -S").splitlines() if line.startswith("-P ")]
+        assert policies == ["-P INPUT ACCEPT", "-P FORWARD ACCEPT", "-P OUTPUT ACCEPT"], policies
+        text = host.file(path).content_string
+        assert "AGENT-FW" not in text and "DROP [0:0]" not in text, text
+        assert host.run(f"unshare --net {command}-restore {path}").rc == 0
+    assert not host.file("/etc/systemd/system/agent-firewall.service").exists
+    assert "ECS_AWSVPC_BLOCK_IMDS=true" not in host.file("/etc/ecs/ecs.config").content_string
+    assert converge_changes(host, {"agent_firewall_state": "absent"}) == []
+    converge_changes(host)
+    assert_task_path(host, "after state absent, then present again")
+
+
+def test_after_nft_flush_ruleset_a_run_restores_the_policies_and_says_so(host):
+    host.check_output("apt-get update -qq && DEBIAN_FRONTEND=noninteractive "
+                      "apt-get install -y -qq --no-install-recommends nftables")
+    host.check_output("nft flush ruleset")
+    assert "-P INPUT ACCEPT" in host.check_output("iptables -S")
+    rc, out = run_playbook(CONVERGE)
+    assert rc == 0, [r.get("msg") for _name, r in host_results(out) if r.get("failed")]
+    loaded = [r for name, r in host_results(out) if name.startswith("Load the default-deny")]
+    warnings = " ".join(w for r in loaded for item in r["results"] for w in item.get("warnings", []))
+    assert "the live policy of INPUT was ACCEPT, not DROP" in warnings and RULES_FILE6 in warnings, warnings
+    for command in ("iptables", "ip6tables"):
+        rules = host.check_output(f"{command} -S").splitlines()
+        assert [line for line in rules if line.startswith("-P ")] == list(POLICIES), (command, rules)
+    host.check_output("systemctl restart docker")
+    assert_task_path(host, "after nft flush ruleset, a run and a docker restart")
     assert converge_changes(host) == []
 
 
