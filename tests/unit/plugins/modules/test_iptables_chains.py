@@ -135,3 +135,35 @@ def test_placements_say_where_each_jump_is(fake_host, capsys, tmp_path):
     assert {"table": "filter", "chain": "INPUT", "jump": "AGENT-FW-INPUT", "position": 2,
             "ahead_of": "-s 127.0.0.0/8 -j DROP"} in result["placements"]
     assert len(fake_host.proofs) == 1
+
+
+def test_a_policy_the_live_ruleset_lost_is_set_back_with_a_warning(fake_host, capsys, tmp_path, monkeypatch):
+    # The boot file holds INPUT DROP; the live ruleset was flushed to ACCEPT.
+    monkeypatch.setattr(fake_host, "run", lambda argv, data=None, timeout=None: (
+        (0, LIVE.replace(":INPUT DROP", ":INPUT ACCEPT"), "") if argv[0].endswith("iptables-save")
+        else FakeHost.run(fake_host, argv, data, timeout)))
+    monkeypatch.setattr(iptables, "run", fake_host.run)
+    rules_file = tmp_path / "rules.v4"
+    rules_file.write_text(LIVE)
+    result = run_module(capsys, chains=CHAINS, path=str(rules_file), policies={"INPUT": "DROP"})
+    assert result["policies"] == [{"table": "filter", "chain": "INPUT", "before": "ACCEPT", "after": "DROP"}]
+    assert fake_host.loads[0].splitlines()[1] == ":INPUT DROP [0:0]"
+    # ansible-core 2.19 returns warnings as objects: look in their text.
+    assert "the live policy of INPUT was ACCEPT, not DROP as in %s" % rules_file in json.dumps(result["warnings"])
+
+
+def test_a_first_run_sets_policies_without_a_warning(fake_host, capsys, tmp_path):
+    result = run_module(capsys, chains=CHAINS, path=str(tmp_path / "rules.v4"), policies={"OUTPUT": "ACCEPT"})
+    assert result["policies"] == [{"table": "filter", "chain": "OUTPUT", "before": "DROP", "after": "ACCEPT"}]
+    # Warnings collect process-wide across these in-process runs: look for this run's only.
+    assert "live policy of OUTPUT" not in json.dumps(result.get("warnings", []))
+    assert ":OUTPUT ACCEPT [0:0]" in (tmp_path / "rules.v4").read_text()
+
+
+def test_absent_loads_the_removal_and_takes_the_chains_out_of_the_file(fake_host, capsys, tmp_path):
+    rules_file = tmp_path / "rules.v4"
+    run_module(capsys, chains=CHAINS, path=str(rules_file), policies={"INPUT": "DROP"})
+    fake_host.loads.clear()
+    result = run_module(capsys, chains=CHAINS, path=str(rules_file), policies={"INPUT": "DROP"}, state="absent")
+    assert result["policies"] == [{"table": "filter", "chain": "INPUT", "before": "DROP", "after": "ACCEPT"}]
+    assert "AGENT-FW" not in rules_file.read_text() and ":INPUT ACCEPT [0:0]" in rules_file.read_text()
