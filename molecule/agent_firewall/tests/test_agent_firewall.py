@@ -401,7 +401,9 @@ def test_absent_removes_exactly_the_roles_rules_live_and_at_boot(host):
         text = host.file(path).content_string
         assert "AGENT-FW" not in text and "DROP [0:0]" not in text, text
         assert host.run(f"unshare --net {command}-restore {path}").rc == 0
-    assert not host.file("/etc/systemd/system/agent-firewall.service").exists
+    for path in ("/etc/systemd/system/agent-firewall.service", "/usr/local/libexec/agent-firewall-apply",
+                 "/usr/local/lib/agent-firewall"):
+        assert not host.file(path).exists, path
     assert "ECS_AWSVPC_BLOCK_IMDS=true" not in host.file("/etc/ecs/ecs.config").content_string
     assert converge_changes(host, {"agent_firewall_state": "absent"}) == []
     converge_changes(host)
