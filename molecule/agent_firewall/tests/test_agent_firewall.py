@@ -32,6 +32,7 @@ RULES_FILE = "/etc/iptables/rules.v4"
 RULES_FILE6 = "/etc/iptables/rules.v6"
 # docker0, a `docker network create` network and an IPv6 one, all made before the role ran (prepare.yml).
 NETWORKS = ("bridge", "lab-user", "lab-v6")
+IPV6_NETWORKS = ("lab-v6", "lab-later")
 PROBE_TABLE = Path(os.environ.get("LAB_PROBE_TABLE", ROOT / ".cache" / "agent_firewall-probes.txt"))
 OWN_CHAINS = {
     "filter": ["AGENT-FW-INPUT", "AGENT-FW-OUTPUT", "AGENT-FW-DOCKER"],
@@ -76,7 +77,7 @@ def assert_task_path(host, phase, networks=NETWORKS):
     problems = []
     for network in networks:
         targets = [("credentials", CREDENTIALS, True), ("IMDS", IMDS, False)]
-        if network == "lab-v6":
+        if network in IPV6_NETWORKS:
             targets.append(("IMDS over IPv6", IMDS6, False))
         for name, target, wanted in targets:
             result = probe(host, target, network)
@@ -263,7 +264,7 @@ def test_rules_file_holds_the_role_chains_and_no_dynamic_rules(host):
         assert dynamic not in text, dynamic
     assert host.run(f"iptables-restore --test {RULES_FILE}").rc == 0
     text6 = host.file(RULES_FILE6).content_string
-    assert "-A AGENT-FW-DOCKER -d fd00:ec2::254/128 -j DROP" in text6 and "DOCKER-ISOLATION" not in text6
+    assert "-A AGENT-FW-FORWARD -d fd00:ec2::254/128 -j DROP" in text6 and "DOCKER-ISOLATION" not in text6
     assert host.run(f"ip6tables-restore --test {RULES_FILE6}").rc == 0
 
 
@@ -368,7 +369,8 @@ def test_ecs_restart_keeps_the_rules_and_a_run_after_the_restarts_changes_nothin
 
 
 def test_a_network_created_after_the_role_is_covered(host):
-    host.check_output("docker network create lab-later")
+    # Docker puts a new network's accept rules at the top of FORWARD, in ip6tables too.
+    host.check_output("docker network create --ipv6 --subnet fd00:d0c:0:3::/64 lab-later")
     assert_task_path(host, "network created after the role", networks=("lab-later",))
     assert converge_changes(host) == []
 
