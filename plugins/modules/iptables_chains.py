@@ -81,7 +81,7 @@ options:
         default: []
   policies:
     description:
-      - Policies of built-in chains of the C(filter) table, such as C({INPUT: DROP, FORWARD: DROP}).
+      - "Policies of built-in chains of the C(filter) table, such as C({INPUT: DROP, FORWARD: DROP})."
       - Each is C(ACCEPT) or C(DROP); chains not named keep theirs.
     type: dict
     default: {}
