@@ -327,8 +327,8 @@ def main():
         result["diff"] = diffs
 
     for lost in _lost_policies(the_plan, old_text, state):
-        module.warn("the live policy of %s was %s, not %s as in %s (the ruleset was flushed or replaced): set back to %s"
-                    % (lost["chain"], lost["before"], lost["after"], path, lost["after"]))
+        module.warn("the live policy of %s was %s, not %s as in %s (the ruleset was flushed or replaced): "
+                    "set back to %s" % (lost["chain"], lost["before"], lost["after"], path, lost["after"]))
     if module.check_mode:
         module.exit_json(**result)
     try:

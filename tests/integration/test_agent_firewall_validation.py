@@ -18,8 +18,8 @@ PLAYBOOK = """
 """
 # Tasks after validation; none of them may run on bad input.
 LATER_TASKS = ("Install iptables", "Route traffic", "Load the default-deny", "Restore the rules files",
-               "Install the script", "Install the unit", "Enable the re-apply unit", "ECS_AWSVPC_BLOCK_IMDS",
-               "Remove the re-apply unit", "Remove the role's sysctl file")
+               "Install the re-apply program", "Write the chains", "Install the unit", "Enable the re-apply unit",
+               "ECS_AWSVPC_BLOCK_IMDS", "Remove the re-apply unit", "Remove the role's sysctl file")
 SSH = {"agent_firewall_ssh_sources": ["10.0.0.0/8"]}
 
 
@@ -33,7 +33,8 @@ SSH = {"agent_firewall_ssh_sources": ["10.0.0.0/8"]}
     ({**SSH, "agent_firewall_persist": False}, ["agent_firewall_persist was removed", "what is live is what boots"]),
     ({**SSH, "agent_firewall_imds_block_interfaces": ["docker+"]},
      ["agent_firewall_imds_block_interfaces was removed", "agent_firewall_imds_networks"]),
-    ({**SSH, "agent_firewall_task_bridges": ["docker0", "eth0 -j ACCEPT"]}, ["agent_firewall_task_bridges", "eth0 -j ACCEPT"]),
+    ({**SSH, "agent_firewall_task_bridges": ["docker0", "eth0 -j ACCEPT"]},
+     ["agent_firewall_task_bridges", "eth0 -j ACCEPT"]),
     ({**SSH, "agent_firewall_task_bridges": ["a-name-longer-than-15"]},
      ["agent_firewall_task_bridges", "a-name-longer-than-15"]),
     ({**SSH, "agent_firewall_imds_networks": ["br-+;"]}, ["agent_firewall_imds_networks", "br-+;"]),

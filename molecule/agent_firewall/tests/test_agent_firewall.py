@@ -91,7 +91,8 @@ def assert_task_path(host, phase, networks=NETWORKS):
 def record_probe(network, name, phase, result):
     PROBE_TABLE.parent.mkdir(parents=True, exist_ok=True)
     with PROBE_TABLE.open("a") as table:
-        table.write(f"| {network} | {name} | {phase} | {'reached' if result.reached else 'blocked'} (rc={result.rc}) |\n")
+        outcome = "reached" if result.reached else "blocked"
+        table.write(f"| {network} | {name} | {phase} | {outcome} (rc={result.rc}) |\n")
 
 
 def chain_rules(host, table, chain):

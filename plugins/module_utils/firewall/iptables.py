@@ -621,7 +621,8 @@ def _set_policies(body, wanted):
     missing = 0
     for name, policy in wanted.items():
         line = ":%s %s [0:0]" % (name, policy)
-        at = next((i for i, old in enumerate(body) if old.strip().startswith(":") and declared_chain(old) == name), None)
+        at = next((i for i, old in enumerate(body)
+                   if old.strip().startswith(":") and declared_chain(old) == name), None)
         if at is not None:
             body[at] = line
             continue
