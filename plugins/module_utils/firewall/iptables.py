@@ -227,6 +227,20 @@ def _interfaces_meet(a, b):
     return a == b
 
 
+def stateful_only(rule):
+    """Whether `rule` matches nothing but an established or related connection
+    state. Such a rule needs no protection of its own: a connection whose
+    first packet a DROP ahead stops never becomes established."""
+    tokens = list(canonical(rule))
+    for option in ("--ctstate", "--state"):
+        if option in tokens:
+            at = tokens.index(option)
+            states = set(tokens[at + 1].split(",")) if at + 1 < len(tokens) else set()
+            rest = tokens[:at - 2] + tokens[at + 2:]
+            return bool(states) and states <= {"ESTABLISHED", "RELATED"} and rest == ["-j", "ACCEPT"]
+    return False
+
+
 def disjoint(drop, accept):
     """Whether no packet can match both rules: they name different input
     interfaces, protocols or single destination ports."""
@@ -459,7 +473,8 @@ def _plan_table(tp, chains, specs, result):
         jump = "-j %s" % spec.name
         # What the jump must keep from being dropped: the traffic the owned chain
         # lets through. Its own DROP and REJECT rules lose nothing to a drop ahead.
-        protect = None if spec.rules is None else [r for r in spec.rules if target_of(r) not in ("DROP", "REJECT")]
+        protect = None if spec.rules is None else [r for r in spec.rules if target_of(r) not in ("DROP", "REJECT")
+                                                   and not stateful_only(r)]
         for source in spec.jump_from:
             if source not in working:
                 raise IptablesError("chain %s (jump to %s) does not exist in table %s" % (source, spec.name, table))

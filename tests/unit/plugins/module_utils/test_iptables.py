@@ -513,3 +513,17 @@ def test_merge_into_an_empty_file_declares_the_policies_first():
     merged = iptables.merge_save_file("", specs()[:1], effective(specs()[:1]), DENY)
     assert merged.splitlines()[:4] == ["*filter", ":INPUT DROP [0:0]", ":FORWARD DROP [0:0]", ":OUTPUT ACCEPT [0:0]"]
     assert iptables.parse_save(merged)["filter"]["INPUT"].policy == "DROP"
+
+
+def test_an_established_rule_does_not_move_the_jump_above_a_drop_of_other_traffic():
+    # ecs-init inserts its off-host 51678 drop at the top of INPUT at every start.
+    state = iptables.parse_save(OPEN_SAVE)
+    rules = ["-i lo -j ACCEPT", "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+             "-p tcp -m tcp --dport 22 -j ACCEPT", AGENT]
+    owned = [ChainSpec("filter", "AGENT-FW-INPUT", rules, ["INPUT"])]
+    apply_plan(state, iptables.plan(state, owned))
+    state["filter"]["INPUT"].rules.insert(0, "-i eth0 -p tcp -m tcp --dport 51678 -j DROP")
+    assert not iptables.plan(state, owned).changed
+    assert iptables.stateful_only("-m state --state ESTABLISHED -j ACCEPT")
+    assert not iptables.stateful_only("-i eth0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
+    assert not iptables.stateful_only("-m conntrack --ctstate NEW,ESTABLISHED -j ACCEPT")
