@@ -15,7 +15,7 @@ def test_agent_firewall_chains_are_live_and_persisted(host):
     assert "-A PREROUTING -j AGENT-FW-PREROUTING" in host.iptables.rules("nat", "PREROUTING")
     boot = host.file("/etc/iptables/rules.v4")
     assert boot.mode == 0o600 and ":AGENT-FW-INPUT - [0:0]" in boot.content_string
-    assert host.file("/usr/local/libexec/agent-firewall-apply").mode == 0o755
+    assert host.file("/usr/local/libexec/agent-firewall-apply").mode == 0o644
     assert host.service("agent-firewall.service").is_enabled
 
 
