@@ -145,6 +145,18 @@ class Watcher(threading.Thread):
         return spans
 
 
+def inventory(where, ids):
+    """The lab hosts with their EC2 instance ids (as aws_ec2 sets instance_id),
+    and localhost with this Python (boto3) for the delegated AWS calls."""
+    path = where / "hosts.yml"
+    path.write_text(yaml.safe_dump({"all": {
+        "children": {"ecs_hosts": {"hosts": {n: {"instance_id": i} for n, i in ids.items()}}},
+        "hosts": {"localhost": {"ansible_connection": "local", "ansible_python_interpreter": str(VENV_BIN / "python")}},
+        "vars": {"ansible_connection": "containers.podman.podman", "ansible_python_interpreter": "/usr/bin/python3"},
+    }}))
+    return str(path)
+
+
 @pytest.fixture
 def cluster_world(moto, lab, tmp_path):
     """The moto cluster with the lab hosts as instances, the scheduler, the
@@ -158,14 +170,7 @@ def cluster_world(moto, lab, tmp_path):
                Watcher(moto, {ids[n]: n for n in lab})]
     for thread in threads:
         thread.start()
-    inventory = tmp_path / "hosts.yml"
-    inventory.write_text(yaml.safe_dump({"all": {
-        "children": {"ecs_hosts": {"hosts": {n: {"instance_id": ids[n]} for n in lab}}},
-        "hosts": {"localhost": {"ansible_connection": "local",
-                                "ansible_python_interpreter": str(VENV_BIN / "python")}},
-        "vars": {"ansible_connection": "containers.podman.podman", "ansible_python_interpreter": "/usr/bin/python3"},
-    }}))
-    world = {"c": c, "ids": ids, "inventory": str(inventory), "watcher": threads[2], "scheduler": threads[0],
+    world = {"c": c, "ids": ids, "inventory": inventory(tmp_path, ids), "watcher": threads[2], "scheduler": threads[0],
              "endpoint": moto, "tmp": tmp_path}
     yield world
     threads[1].halt.set()
@@ -225,8 +230,13 @@ def test_three_hosts_one_at_a_time(cluster_world, lab):
     probe = podman("exec", lab[0], "docker", "run", "--rm", "lab/busybox", "sh", "-c",
                    "printf 'GET /v2/credentials HTTP/1.0\\r\\n\\r\\n' | nc -w 5 169.254.170.2 80")
     assert "AccessKeyId" in probe.stdout
-    print(json.dumps({"seconds": seconds, "timeline": spans, "moves": len(world["scheduler"].moves),
-                      "table": rows}, indent=1))
+    calls = {}
+    for name in lab:
+        for task, result in task_results(out, name):
+            for action, count in result.get("api_calls", {}).items():
+                calls.setdefault(name, {}).setdefault(task, {})[action] = count
+    print(json.dumps({"seconds": seconds, "timeline": spans, "samples": len(watcher.samples),
+                      "moves": len(world["scheduler"].moves), "table": rows, "api_calls": calls}, indent=1))
 
 
 def test_capacity_guard_refuses_the_batch(moto, lab, tmp_path):
@@ -236,12 +246,7 @@ def test_capacity_guard_refuses_the_batch(moto, lab, tmp_path):
     c = clients(moto)
     ids = cluster(c, "prod", lab)
     service(c, "prod", "big", [ids[n] for n in lab], memory=4000)
-    inventory = tmp_path / "hosts.yml"
-    inventory.write_text(yaml.safe_dump({"all": {
-        "children": {"ecs_hosts": {"hosts": {n: {"instance_id": ids[n]} for n in lab}}},
-        "hosts": {"localhost": {"ansible_connection": "local", "ansible_python_interpreter": str(VENV_BIN / "python")}},
-        "vars": {"ansible_connection": "containers.podman.podman", "ansible_python_interpreter": "/usr/bin/python3"}}}))
-    rc, out, err, _seconds = roll({"endpoint": moto, "inventory": str(inventory), "tmp": tmp_path})
+    rc, out, err, _seconds = roll({"endpoint": moto, "inventory": inventory(tmp_path, ids), "tmp": tmp_path})
     assert rc != 0
     [(host, _name, message)] = [f for f in failures(out) if f[1] == "Stop the run"]
     assert host == lab[0]
@@ -249,8 +254,12 @@ def test_capacity_guard_refuses_the_batch(moto, lab, tmp_path):
     assert ("service big: desired 3 x minimumHealthyPercent 100% = 3 healthy tasks needed; 2 run on the 2 "
             "instances that stay ACTIVE + 0 of 1 moving tasks fit") in message
     assert set(statuses(c, "prod").values()) == {"ACTIVE"}
-    ran = {name for name, _r in task_results(out, lab[0])}
-    assert not any("agent_firewall" in name for name in ran), "a role ran on a host that was not drained"
+    ran = [name for name, _r in task_results(out, lab[0])]
+    after = ran[[n.startswith("Drain the container instance") for n in ran].index(True) + 1:]
+    assert after and set(after) <= {"Fail as the step failed", "Record why the host stopped", "Stop the run",
+                                    "Mark the host's row of the summary", "Summary of the rolling change",
+                                    "Per-host summary (drained seconds, changes, rebooted, verification, back "
+                                    "ACTIVE, API calls)"}, f"a step ran after the refusal: {after}"
 
 
 def test_failed_verification_leaves_the_host_draining_and_stops(cluster_world, lab):
@@ -269,7 +278,10 @@ def test_failed_verification_leaves_the_host_draining_and_stops(cluster_world, l
     assert world["watcher"].max_not_active() == 1
     rows = table(out)
     [row] = [r for r in rows if r.startswith(lab[0] + " |")]
-    assert "FAILED" in row and row.endswith("no (DRAINING) | 0") is False and "no (DRAINING)" in row
+    cells = row.split(" | ")
+    assert cells[2].endswith(" (still)") and float(cells[2].split()[0]) > 0
+    assert cells[5].startswith("FAILED: Verify the credentials path answers")
+    assert cells[6] == "no (DRAINING)" and int(cells[7]) > 0
     assert rows[-1] == f"not reached: {lab[1]}, {lab[2]}"
 
 
@@ -296,3 +308,5 @@ def test_a_host_that_needs_a_reboot_is_rebooted_and_verified(cluster_world, lab)
     cells = row.split(" | ")
     assert cells[4] == "yes (agent_firewall)" and cells[5].startswith("ok (agent, credentials path")
     assert cells[6] == "yes"
+    print(json.dumps({task: result["api_calls"] for task, result in task_results(out, target)
+                      if "api_calls" in result}, indent=1))
