@@ -11,7 +11,6 @@ from ansible_collections.guardrail.ecs.plugins.module_utils.ecs.container_instan
     ContainerInstanceError,
     run,
 )
-
 from conftest import run_playbook, task_results
 from ecs_image_guard_helpers import clients
 from ecs_rollout_helpers import (
