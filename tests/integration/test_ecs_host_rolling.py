@@ -256,7 +256,7 @@ def test_capacity_guard_refuses_the_batch(moto, lab, tmp_path):
     assert set(statuses(c, "prod").values()) == {"ACTIVE"}
     ran = [name for name, _r in task_results(out, lab[0])]
     after = ran[[n.startswith("Drain the container instance") for n in ran].index(True) + 1:]
-    assert after and set(after) <= {"Fail as the step failed", "Record why the host stopped", "Stop the run",
+    assert after and set(after) <= {"Stop the run, the host out of service", "Fail as the step failed", "Record why the host stopped", "Stop the run",
                                     "Mark the host's row of the summary", "Summary of the rolling change",
                                     "Per-host summary (drained seconds, changes, rebooted, verification, back "
                                     "ACTIVE, API calls)"}, f"a step ran after the refusal: {after}"
