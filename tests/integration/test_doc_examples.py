@@ -35,6 +35,9 @@ NOT_RUN = {
     "iptables_chains": "loads iptables rules into the host's kernel: runs in molecule/agent_firewall",
     "ecs_image_guard": "needs ECS services with deployments and ECR images deleted under them, "
                        "which test_ecs_image_guard builds in moto; the examples name clusters that do not exist",
+    "ecs_container_instance": "the examples name EC2 instance ids, which moto draws at random; "
+                              "test_ecs_container_instance makes the same calls on a moto cluster and "
+                              "test_ecs_host_rolling makes them through the ecs_host playbook",
     "efs_hydrate": "the examples seed /srv/uploads and /srv/shared as root from package paths; "
                    "test_efs_hydrate and the adversarial suite run the module",
 }
