@@ -182,7 +182,8 @@ def roll(world, **extra):
     extra_vars = {"ecs_host_cluster": "prod", "ecs_host_serial": 1, "ecs_host_aws_region": "us-east-1",
                   "ecs_host_aws_endpoint_url": world["endpoint"], "ecs_host_roles": ["agent_firewall"],
                   "ecs_host_poll_interval": 1, "ecs_host_drain_timeout": 120, "ecs_host_agent_timeout": 120,
-                  "ecs_host_probe_image": "lab/busybox", "ecs_host_boot_time_command": BOOT_MARK}
+                  "ecs_host_probe_image": "lab/busybox", "ecs_host_boot_time_command": BOOT_MARK,
+                  "agent_firewall_ssh_sources": ["10.88.0.0/16"]}
     extra_vars.update(extra)
     started = time.time()
     rc, out, err = run_playbook(PLAYBOOK, extra_vars=extra_vars, inventory=world["inventory"], cwd=world["tmp"],
