@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The field failure and its fix on the lab host: a CIS-hardened ECS container
-# instance stand-in (tests/lab/ecs_agent_standins.yml) whose tasks cannot fetch
-# their IAM role credentials, then playbooks/agent_firewall.yml, then the same
-# probes from the task's network namespace, and a second run that changes
-# nothing.
+# The ECS host firewall on the lab host: an ECS container instance stand-in
+# (tests/lab/ecs_agent_standins.yml: ecs-init's NAT rules, a stand-in agent,
+# the metadata service, and no firewall of its own), where a task reaches the
+# instance metadata service and so the host's role credentials; then
+# playbooks/agent_firewall.yml makes the host default-deny, the same probes
+# from the task's network namespace, and a second run that changes nothing.
 set -euo pipefail
 : "${DEMO_HOST:?}" "${DEMO_INVENTORY:?}"
 say() { printf '\n== %s\n' "$*"; }
@@ -49,18 +50,18 @@ play() {
     rm -f "$log"
 }
 
-say "ECS container instance stand-in: CIS firewall (policies DROP), docker0 + task namespace, agent on 127.0.0.1:51679, ecs-init NAT rules, IMDS"
+say "ECS container instance stand-in: no firewall of its own, docker0 + task namespace, agent on 127.0.0.1:51679, ecs-init NAT rules, IMDS"
 play tests/lab/ecs_agent_standins.yml
 
-say "BEFORE: a task asks for its IAM role credentials (the field failure: it times out)"
-probe http://169.254.170.2/v2/credentials blocked
-say "BEFORE: a bridge-mode task asks the instance metadata service"
+say "BEFORE: a task asks for its IAM role credentials (ecs-init's NAT rules, nothing closed yet)"
+probe http://169.254.170.2/v2/credentials answers
+say "BEFORE: a bridge-mode task asks the instance metadata service (the host's role credentials: the hole)"
 probe http://169.254.169.254/latest/meta-data/ answers
 
-say "Apply playbooks/agent_firewall.yml"
+say "Apply playbooks/agent_firewall.yml (default-deny; SSH from the inventory's agent_firewall_ssh_sources)"
 play playbooks/agent_firewall.yml -e "target=$DEMO_HOST"
 
-say "AFTER: the task gets its credentials from the agent"
+say "AFTER: the task still gets its credentials from the agent, through the default-deny"
 probe http://169.254.170.2/v2/credentials answers
 say "AFTER: the task is kept away from the instance metadata service"
 probe http://169.254.169.254/latest/meta-data/ blocked
