@@ -36,9 +36,17 @@ description:
     V(destroy) first fetches the upstream again; a branch now behind it applies nothing and releases
     the lock. When exec fails the lock stays held by this run and nothing is pushed; the message says
     so and how to release the lock.
-  - On a timeout, or SIGINT or SIGTERM of the task (Ctrl-C), tofu (in its own process group) is sent
-    SIGINT and given a grace period to write its state, then SIGTERM, then SIGKILL; the lock stays
-    held and is marked interrupted, and the message reports what tofu said.
+  - On a timeout, or SIGINT, SIGTERM or SIGHUP of the task (Ctrl-C, a closed SSH session, a cancelled
+    job), tofu (in a session of its own) is sent SIGINT and given a grace period to write its state,
+    then SIGTERM, then SIGKILL; the lock stays held and is marked interrupted, and the message reports
+    what tofu said.
+  - tofu writes its output to files, not to pipes of the task, so even a task killed outright (SIGKILL)
+    leaves tofu running to its end, saving its state. The run holds a lock file in the git directory
+    (C(guardrail-run/<stack>/<profile>.lock)) that tofu inherits, and the run lock records it with the
+    host's boot id, the PID namespace, the pid and start time of the task and of tofu; no run takes
+    the run lock over while any of them lives, whatever PID namespace it runs in. The next run after
+    such a tofu ended takes the lock over, removes the state lock file a killed tofu left
+    (C(.terraform.tfstate.lock.info), when no process holds the state), and says so in RV(taken_over).
   - V(git_push) pushes the current branch to its upstream (never with force), and only after an
     V(apply) or V(destroy) that succeeded in this run (a V(plan) never pushes; without V(exec) among
     the steps the push is what was asked). When the push fails after a successful apply (someone
@@ -358,6 +366,13 @@ steps:
   type: list
   elements: dict
   sample: [{"step": "exec", "status": "ok", "changed": true, "duration": 0.19, "msg": "", "result": {}}]
+taken_over:
+  description:
+    - When the lock step took over the lock of an ended run of the same owner, one line saying whose
+      run, since when, why it has ended, what its tofu left and which state lock file was removed.
+  returned: when a lock was taken over
+  type: str
+  sample: "took over the lock of ended run 42 of alice (since 2026-01-02T03:04:05.000000Z, interrupted)"
 failed_step:
   description: The step that failed.
   returned: failure

@@ -12,6 +12,7 @@ same steps.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -168,6 +169,8 @@ class Workflow:
         if self.stack in RESERVED_STACKS:
             raise WorkflowError(f"stack name {self.stack!r} is reserved (it selects several stacks); "
                                 "nothing was run")
+        self.flock_fd = None
+        self.taken_over = None
         try:
             render_utils.validate_name("stack", self.stack)
             render_utils.validate_name("profile", self.profile)
@@ -305,10 +308,11 @@ class Workflow:
             conflict = f"var file(s) {', '.join(missing)} not found in the rendered directory {self.dest}"
         if conflict:
             raise StepFailed(f"lock refused before taking any lock: {conflict}")
+        flock = None if self.check_mode else self.hold_flock()
         try:
             record = run_lock.new_record(self.stack, self.profile, self.owner, self.run_id,
                                          operation=self.operation, message=self.params["lock_message"],
-                                         job=self.job)
+                                         job=self.job, flock=flock)
             changed, held = self.backend().acquire(self.stack, self.profile, record,
                                                    check_mode=self.check_mode,
                                                    takeover=self.params["lock_takeover"],
@@ -322,7 +326,70 @@ class Workflow:
         result = {"changed": changed, "record": held}
         if held.get("taken_over") and changed:
             result["taken_over"] = held["taken_over"]
+            self.taken_over = self.describe_takeover(held["taken_over"])
+            result["msg"] = self.taken_over
         return result
+
+    def flock_path(self):
+        """The file whose flock keeps this clone's run of (stack, profile)
+        live: in the git directory (never rendered over, never untracked)."""
+        try:
+            common = git_utils.run_git(["rev-parse", "--git-common-dir"], self.repo_path).strip()
+        except git_utils.GitError:
+            return os.path.join(self.dest, ".guardrail-run.lock")
+        return os.path.join(self.repo_path, common, "guardrail-run", self.stack, self.profile + ".lock")
+
+    def hold_flock(self):
+        """Takes the run's flock, inherited by every tofu it starts: the run
+        lock is live while any of them lives, even after this process died.
+        Refuses while a process of an earlier run still holds it."""
+        path = self.flock_path()
+        try:
+            self.flock_fd, flock = run_lock.hold_flock(path, self.run_id)
+        except BlockingIOError as exc:
+            try:
+                holder = self.backend().read(self.stack, self.profile)
+            except (run_lock.LockError, git_utils.GitError):
+                holder = None
+            child = ((holder or {}).get("children") or [{}])[-1]
+            still = f" (its {child.get('command') or 'tofu'}, pid {child['pid']})" if child.get("pid") else ""
+            who = f"run {run_lock.describe_holder(holder)}" if holder else "an earlier run"
+            raise StepFailed(
+                f"lock refused: run lock {self.stack}/{self.profile} is live: a process of {who} is still "
+                f"running in this clone{still} and holds {path}. Wait for it to end (tofu saves its "
+                "state), then run again; "
+                "nothing was run") from exc
+        except OSError as exc:
+            raise StepFailed(f"lock refused: cannot take the run's lock file {path}: {exc}; "
+                             "nothing was run") from exc
+        return flock
+
+    def record_child(self, pid):
+        """Records tofu's process in the lock: a record that outlives us says
+        which process still writes the state."""
+        if not self.lock_record or self.check_mode:
+            return
+        child = {"pid": pid, "start": run_lock.process_start(pid), "pid_ns": run_lock.pid_namespace(pid),
+                 "command": self.operation}
+        try:
+            self.lock_record = self.backend().set_state(self.stack, self.profile, self.lock_record, "running",
+                                                        extra={"children": [child]})
+        except (run_lock.LockError, git_utils.GitError):
+            pass
+
+    def describe_takeover(self, old):
+        """One line: whose ended run's lock was taken over, and what its tofu left."""
+        ended = old.get("state") if old.get("state") in run_lock.ENDED_STATES else "its processes are gone"
+        text = (f"took over the lock of ended run {old.get('run_id')} of {old.get('owner')} "
+                f"(since {old.get('created')}, {ended})")
+        children = [c for c in old.get("children") or [] if isinstance(c, dict)]
+        if children and (old.get("state") or "running") == "running":
+            text += (f"; its {children[-1].get('command') or 'tofu'} (pid {children[-1].get('pid')}) ran on "
+                     "after it died and has ended: the state is what that tofu saved")
+        released = release_state_locks(self.dest)
+        if released:
+            text += "; removed the state lock tofu left (" + "; ".join(released) + ")"
+        return text
 
     def tofu_lock_conflict(self):
         """Why the run lock would be the very lock tofu takes for the state
@@ -436,6 +503,8 @@ class Workflow:
             if self.policy is not None:
                 tofu.plan_check = policy_utils.checker(self.policy, self.stack, self.profile,
                                                        p["policy_allow"] or ())
+            tofu.pass_fds = self.inherited()
+            tofu.on_start = self.record_child
             result = self._saved_plan(tofu)
             if result is None:
                 result = tofu.execute(self.command, check_mode=self.check_mode,
@@ -522,7 +591,8 @@ class Workflow:
         try:
             with self.streaming(0):
                 rc, stdout, stderr, interrupted = tofu_utils.run_process(
-                    self.command, self.dest, dict(os.environ), self.params["exec_timeout"])
+                    self.command, self.dest, dict(os.environ), self.params["exec_timeout"],
+                    pass_fds=self.inherited(), on_start=self.record_child if self.pushing() else None)
         except OSError as exc:
             raise StepFailed(f"exec ({self.operation}) failed: {exc}") from exc
         result = {"changed": True, "cmd": self.command, "rc": rc, "stdout": stdout, "stderr": stderr,
@@ -609,10 +679,19 @@ class Workflow:
         return {"changed": changed, "record": record, "released": record if changed else None}
 
     # -- run -----------------------------------------------------------------
+    def inherited(self):
+        """The descriptors every process the run starts inherits: its flock."""
+        return () if self.flock_fd is None else (self.flock_fd,)
+
     def run(self, steps):
         self.steps = list(steps)
-        with tofu_utils.INTERRUPTS.guard() as interrupts:
-            return self._run(steps, interrupts)
+        try:
+            with tofu_utils.INTERRUPTS.guard() as interrupts:
+                return self._run(steps, interrupts)
+        finally:
+            if self.flock_fd is not None:
+                run_lock.drop_flock(self.flock_fd)
+                self.flock_fd = None
 
     def _run(self, steps, interrupts):
         records = []
@@ -695,6 +774,51 @@ def refused(records):
         return bool(result.get("refused") or record["step"] == "git_check"
                     or (record["step"] == "render" and "not committed" in record.get("msg", ""))
                     or (record["step"] == "lock" and record.get("msg", "").startswith("lock refused")))
+    return False
+
+
+def release_state_locks(dest):
+    """Removes the local backend's state lock files (.terraform.tfstate.lock.info)
+    that a tofu killed mid-run left in `dest`, each only when no process holds
+    the lock on its state file. Returns what each removed lock said."""
+    candidates = [os.path.join(dest, ".terraform.tfstate.lock.info")]
+    workspaces = os.path.join(dest, "terraform.tfstate.d")
+    with contextlib.suppress(OSError):
+        candidates += [os.path.join(workspaces, name, ".terraform.tfstate.lock.info")
+                       for name in sorted(os.listdir(workspaces))]
+    released = []
+    for path in candidates:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                info = json.load(handle)
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError):
+            info = {}
+        if state_file_locked(os.path.join(os.path.dirname(path), "terraform.tfstate")):
+            continue
+        os.unlink(path)
+        info = info if isinstance(info, dict) else {}
+        released.append(f"{os.path.relpath(path, dest)}: ID {info.get('ID')}, {info.get('Operation')} "
+                        f"by {info.get('Who')} since {info.get('Created')}")
+    return released
+
+
+def state_file_locked(path):
+    """Whether a process holds the lock tofu's local backend takes on its
+    state file (a POSIX record lock, which dies with its process)."""
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    try:
+        fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(descriptor)
     return False
 
 
@@ -803,6 +927,8 @@ def run(params, template, check_mode=False, diff=False, variables=None, fast=Fal
         result["msg"] = "; ".join(f"{r['step']} {'changed' if r['changed'] else 'ok'}" for r in records)
     if workflow.applied:
         result["applied_commit"] = workflow.applied["commit"]
+    if workflow.taken_over:
+        result["taken_over"] = workflow.taken_over
     if workflow.streamed:
         result["streamed"] = True
     # Masked: credentials given as options and every value tofu marks

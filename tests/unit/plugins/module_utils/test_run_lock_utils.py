@@ -100,7 +100,7 @@ def test_default_identity_outside_awx(monkeypatch):
 def test_new_record_fields():
     made = run_lock.new_record("alpha", "prod", "me@test", 7, operation="destroy", message="why")
     assert set(made) == {"owner", "run_id", "host", "created", "updated", "state", "detail", "operation",
-                         "message", "stack", "profile", "version", "id", "pid", "pid_start"}
+                         "message", "stack", "profile", "version", "id", "pid", "pid_start", "boot_id", "pid_ns"}
     assert (made["state"], made["pid"]) == ("running", os.getpid())
     assert (made["run_id"], made["operation"], made["message"], made["version"]) == ("7", "destroy", "why", run_lock.COLLECTION_VERSION)
     assert made["created"].endswith("Z")
@@ -189,7 +189,14 @@ def test_a_run_whose_process_is_gone_has_ended(tmp_path):
     assert "is gone" in run_lock.run_ended(gone)
     assert run_lock.run_ended(record()) is None  # this process is alive
     assert run_lock.run_ended(record(pid=os.getpid(), pid_start="1")) is not None  # pid reused
-    assert run_lock.run_ended(record(pid=child.pid, host="elsewhere")) is None  # another host: unknown, live
+    # Another host (another kernel's boot id): unknown, live; the same boot id
+    # under another name (a container's hostname) is this host.
+    assert run_lock.run_ended(record(pid=child.pid, host="elsewhere", boot_id="other")) is None
+    assert "is gone" in run_lock.run_ended(record(pid=child.pid, host="elsewhere"))
+    # This host booted again since: every process of the run is gone.
+    assert "booted again" in run_lock.run_ended(record(pid=os.getpid(), boot_id="before"))
+    # A pid of another PID namespace means nothing here: never judged gone.
+    assert run_lock.run_ended(record(pid=child.pid, pid_ns=1)) is None
     assert run_lock.run_ended(run_lock.new_record("alpha", "prod", "me@test", "r", job="42")) is None
 
 
