@@ -141,7 +141,10 @@ options:
     type: bool
     default: false
   exec_timeout:
-    description: Seconds an argument-list O(command) may run; then it is interrupted as tofu is.
+    description:
+      - Seconds each command the V(exec) step runs may take (an argument-list O(command), and each tofu
+        command - plan, apply, destroy - unless O(tofu_options) sets C(timeout)); then it is interrupted
+        (SIGINT, a grace period, then SIGTERM and SIGKILL).
     type: int
     default: 3600
   max_ahead:

@@ -169,8 +169,12 @@ class Workflow:
         if self.stack in RESERVED_STACKS:
             raise WorkflowError(f"stack name {self.stack!r} is reserved (it selects several stacks); "
                                 "nothing was run")
-        self.flock_fd = None
+        self.flock_fd = self.flock_info = None
         self.taken_over = None
+        # What this run's render step put in place: the commit, and a digest of
+        # the rendered files (what a saved plan must have been made from).
+        self.rendered_commit = None
+        self.render_digest = None
         try:
             render_utils.validate_name("stack", self.stack)
             render_utils.validate_name("profile", self.profile)
@@ -252,13 +256,21 @@ class Workflow:
         """Renders; with `fast`, keeps the rendered files when the committed
         inputs and the files it wrote last time are unchanged: rendering the
         same trees again would write the same files."""
+        if "lock" in self.steps and not self.check_mode:
+            # The clone's run lock file first: no render writes under the feet
+            # of another run of this clone, or of the tofu it left running.
+            self.hold_flock()
         key = self.render_key() if self.fast and not self.params.get("always_render") else None
         if key is not None and render_utils.rendered_from(self.dest, key):
-            return {"changed": False, "dest": self.dest, "skipped": True,
-                    "msg": "inputs unchanged since the last render: files kept"}
-        result = self._render()
-        if key is not None and not self.check_mode:
-            render_utils.record_key(self.dest, key)
+            result = {"changed": False, "dest": self.dest, "skipped": True,
+                      "msg": "inputs unchanged since the last render: files kept"}
+        else:
+            result = self._render()
+            if key is not None and not self.check_mode:
+                render_utils.record_key(self.dest, key)
+        self.rendered_commit = self.head()
+        if not self.check_mode:
+            self.render_digest = render_utils.tree_digest(self.dest)
         return result
 
     def _render(self):
@@ -308,7 +320,7 @@ class Workflow:
             conflict = f"var file(s) {', '.join(missing)} not found in the rendered directory {self.dest}"
         if conflict:
             raise StepFailed(f"lock refused before taking any lock: {conflict}")
-        flock = None if self.check_mode else self.hold_flock()
+        flock = self.flock_info if self.flock_fd is not None or self.check_mode else self.hold_flock()
         try:
             record = run_lock.new_record(self.stack, self.profile, self.owner, self.run_id,
                                          operation=self.operation, message=self.params["lock_message"],
@@ -345,7 +357,7 @@ class Workflow:
         Refuses while a process of an earlier run still holds it."""
         path = self.flock_path()
         try:
-            self.flock_fd, flock = run_lock.hold_flock(path, self.run_id)
+            self.flock_fd, self.flock_info = run_lock.hold_flock(path, self.run_id)
         except BlockingIOError as exc:
             try:
                 holder = self.backend().read(self.stack, self.profile)
@@ -362,7 +374,7 @@ class Workflow:
         except OSError as exc:
             raise StepFailed(f"lock refused: cannot take the run's lock file {path}: {exc}; "
                              "nothing was run") from exc
-        return flock
+        return self.flock_info
 
     def record_child(self, pid):
         """Records tofu's process in the lock: a record that outlives us says
@@ -480,6 +492,10 @@ class Workflow:
         if not os.path.isdir(self.dest):
             raise StepFailed(f"exec: the rendered directory {self.dest} does not exist; add the render step")
         commit = (self.recheck_upstream() or self.head()) if self.pushing() else None
+        if commit and self.rendered_commit and commit != self.rendered_commit:
+            raise StepFailed(f"exec ({self.operation}) refused: the checkout moved from {self.rendered_commit} "
+                             f"(rendered) to {commit} during the run: what would be applied is not what is "
+                             "checked out; nothing was applied. Run again", {"refused": True})
         try:
             result = self._exec()
         except StepFailed as exc:
@@ -495,7 +511,8 @@ class Workflow:
         if isinstance(self.command, list):
             return self._exec_argv()
         p = self.params
-        options = self.tofu_options
+        # One limit for every command of the step unless tofu's own is given.
+        options = dict(self.tofu_options, timeout=self.tofu_options.get("timeout") or p["exec_timeout"])
         tofu = None
         try:
             tofu = tofu_utils.Tofu(self.dest, binary=p["binary"], workspace=p["workspace"],
@@ -547,11 +564,12 @@ class Workflow:
         context = dict(commit=self.head(), stack=self.stack, profile=self.profile)
         if self.command == "plan" and not self.check_mode:
             with tofu_utils.INTERRUPTS.guard():
-                result = plans.save(tofu, **context)
+                result = plans.save(tofu, render_digest=self.render_digest, **context)
             outputs = {}
         elif self.command == "apply" and self.params["plan_id"] and not self.check_mode:
             with tofu_utils.INTERRUPTS.guard():
-                result = plans.apply(tofu, self.params["plan_id"], **context)
+                result = plans.apply(tofu, self.params["plan_id"], require_render=True,
+                                     render_digest=render_utils.tree_digest(self.dest), **context)
             outputs = result.pop("outputs_raw")
         else:
             return None
@@ -580,7 +598,7 @@ class Workflow:
         if self.command != "apply" or "exec" not in self.steps:
             raise WorkflowError("plan_id is for command apply with the exec step; nothing was run")
         try:
-            return plans.check(self.dest, plan_id, self.head(), self.stack, self.profile)
+            return plans.check(self.dest, plan_id, self.head(), self.stack, self.profile, require_render=True)
         except plans.PlanRefused as exc:
             raise StepFailed(f"saved plan refused: {exc}", {"refused": True}) from exc
 
@@ -595,6 +613,9 @@ class Workflow:
                     pass_fds=self.inherited(), on_start=self.record_child if self.pushing() else None)
         except OSError as exc:
             raise StepFailed(f"exec ({self.operation}) failed: {exc}") from exc
+        if os.path.basename(self.command[0]) in ("tofu", "terraform"):
+            # Masked in the result like everything tofu marks sensitive.
+            self.tofu_secrets |= tofu_utils.sensitive_values(stdout, self.dest)
         result = {"changed": True, "cmd": self.command, "rc": rc, "stdout": stdout, "stderr": stderr,
                   "interrupted": interrupted}
         if interrupted:
@@ -629,7 +650,8 @@ class Workflow:
                            f"and this run's command was {self.operation} (a plan never pushes)"}
         try:
             result = git_utils.push(self.repo_path, remote=self.params["push_remote"],
-                                    check_mode=self.check_mode)
+                                    check_mode=self.check_mode,
+                                    commit=self.applied["commit"] if self.applied else None)
         except git_utils.GitError as exc:
             raise StepFailed(f"git push failed: {exc}") from exc
         if self.applied and not self.check_mode:
@@ -719,10 +741,18 @@ class Workflow:
             except StepFailed as exc:
                 result, status, msg = exc.result, "failed", str(exc)
                 failure = (name, msg)
+                if name in ("git_push", "unlock") and self.lock_record:
+                    # Not `running`: the run is over, and the record says why.
+                    self.mark_lock("failed", msg)
             records.append({"step": name, "status": status, "changed": bool(result.get("changed")),
                             "duration": round(time.monotonic() - start, 3), "msg": msg,
                             "result": result})
         return records, failure
+
+    def applied_summary(self):
+        counts = self.applied.get("counts") or {}
+        return (f"{self.applied['command']}: "
+                f"{', '.join(f'{n} {k}' for k, n in counts.items() if n) or 'no resource change'}")
 
     def failure_message(self, step, msg, steps):
         if step not in steps:
@@ -731,14 +761,25 @@ class Workflow:
         if step == "git_check":
             return f"{msg}. No lock was taken and nothing ran."
         if held and step == "git_push" and self.applied:
-            counts = self.applied.get("counts") or {}
-            summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n) or "no resource change"
+            moved = "checkout moved" in msg
             return (f"{msg}. Commit {self.applied['commit']} was applied to {self.stack}/{self.profile} "
-                    f"({self.applied['command']}: {summary}) but is not on the upstream: someone "
-                    "pushed meanwhile. The run lock stays held by {self.owner} "
-                    f"(run {self.run_id}) so nobody applies the upstream over it. What to do: pull "
-                    "(rebase or merge onto the upstream), then run the workflow again as the same "
-                    "owner: it applies the combined commit, pushes it and releases the lock.")
+                    f"({self.applied_summary()}) but is not on the upstream"
+                    f"{'' if moved else ': someone pushed meanwhile'}. The run lock stays held by "
+                    f"{self.owner} (run {self.run_id}), marked failed, so nobody applies the upstream over "
+                    "it. What to do: "
+                    + (f"check out {self.applied['commit']} again (or review what was committed on top of "
+                       "it), then run the workflow again as the same owner: it applies what is checked "
+                       "out, pushes it and releases the lock." if moved else
+                       "pull (rebase or merge onto the upstream), then run the workflow again as the same "
+                       "owner: it applies the combined commit, pushes it and releases the lock."))
+        if held and step == "unlock" and (self.applied or self.exec_result):
+            done = (f"commit {self.applied['commit']} was applied ({self.applied_summary()})"
+                    f"{' and pushed' if 'git_push' in steps else ''}" if self.applied else
+                    f"{self.operation} succeeded")
+            return (f"{msg}. Everything else succeeded: {done}; only the run lock {self.stack}/"
+                    f"{self.profile} was not released (marked failed where the backend could be "
+                    f"reached). Release it with steps [unlock] and run_id {self.run_id} as owner "
+                    f"{self.owner} (steps [unlock_any] releases it whoever holds it).")
         if held and step == "exec" and self.interrupted:
             return (f"{msg}. The run lock {self.stack}/{self.profile} stays held by {self.owner} "
                     f"(run {self.run_id}), marked interrupted, and nothing was pushed; tofu's state "
@@ -773,7 +814,7 @@ def refused(records):
         result = record.get("result") if isinstance(record.get("result"), dict) else {}
         return bool(result.get("refused") or record["step"] == "git_check"
                     or (record["step"] == "render" and "not committed" in record.get("msg", ""))
-                    or (record["step"] == "lock" and record.get("msg", "").startswith("lock refused")))
+                    or (record["step"] in ("render", "lock") and record.get("msg", "").startswith("lock refused")))
     return False
 
 

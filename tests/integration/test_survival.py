@@ -257,3 +257,143 @@ def test_holder_in_another_pid_namespace_is_never_judged_gone(slow_repo, tmp_pat
     assert holder.wait(timeout=120) == 0, (tmp_path / "holder.log").read_text()
     assert len(lines(log)) == 1
     assert remote_lock(remote, "slow") is None
+
+
+# -- apply and push are bound to one commit ------------------------------------
+
+def test_commit_made_during_apply_is_not_pushed(slow_repo):
+    clone, remote, log = slow_repo
+    before = git("rev-parse", "HEAD", cwd=clone)
+    proc = start(clone)
+    started = log.with_name(log.name + ".started")
+    wait_for(lambda: lines(started) or proc.poll() is not None, "the resource's creation")
+    commit(clone, "notes.txt", "made while the apply ran\n", message="unreviewed")
+    assert proc.wait(timeout=120) == 1
+    assert remote_head(remote) == before, "a commit made during the apply was pushed"
+    holder = run_lock.get_backend("git", repo_path=str(clone)).read("slow", "prod")
+    assert holder["state"] == "failed" and "moved" in holder["detail"], holder
+    assert len(lines(log)) == 1
+
+
+def test_push_refuses_a_branch_moved_during_the_run(slow_repo):
+    clone, remote, log = slow_repo
+    before = git("rev-parse", "HEAD", cwd=clone)
+    out = log.with_name("run.out")
+    proc = start(clone, out=out)
+    started = log.with_name(log.name + ".started")
+    wait_for(lambda: lines(started) or proc.poll() is not None, "the resource's creation")
+    commit(clone, "notes.txt", "made while the apply ran\n", message="unreviewed")
+    assert proc.wait(timeout=120) == 1
+    text = out.read_text()
+    assert "checkout moved during the run" in text and f"{before} was applied" in text, text
+    assert "nothing was pushed" in text and "{self.owner}" not in text and "marked failed" in text, text
+    assert remote_head(remote) == before
+
+
+def test_plan_from_hand_edited_rendered_files_is_refused(slow_repo):
+    """A plan made by a bare exec from hand-edited rendered files smuggles a
+    resource past review: the full workflow refuses to apply it."""
+    clone, remote, _log = slow_repo
+    done = guardrail(clone, *STEPS, "--", "alpha", "prod", "tofu", "apply")
+    assert done.returncode == 0, done.stdout + done.stderr
+    main_tf = clone / ".dist" / "prod" / "alpha" / "main.tf"
+    main_tf.write_text(main_tf.read_text() + '\nresource "terraform_data" "smuggled" {\n  input = "x"\n}\n')
+    planned = guardrail(clone, "exec", "--", "alpha", "prod", "tofu", "plan")
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert "smuggled" in planned.stdout
+    plan_id = planned.stdout.split("Saved plan ")[1][:16]
+    applied = guardrail(clone, *STEPS, "--", "alpha", "prod", "tofu", "apply", plan_id)
+    assert applied.returncode == 2, applied.stdout + applied.stderr
+    assert "not made by the workflow from committed content" in applied.stderr, applied.stderr
+    listed = subprocess.run([os.environ.get("GUARDRAIL_BINARY") or "terraform", "state", "list"],
+                            cwd=clone / ".dist" / "prod" / "alpha", capture_output=True, text=True, check=False)
+    assert "smuggled" not in listed.stdout
+    # A plan made with the render step from committed content is applied.
+    planned = guardrail(clone, "render", "exec", "--", "alpha", "prod", "tofu", "plan")
+    plan_id = planned.stdout.split("Saved plan ")[1][:16]
+    applied = guardrail(clone, *STEPS, "--", "alpha", "prod", "tofu", "apply", plan_id)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+
+
+# -- paths, modes, timeouts, secrets, messages -----------------------------------
+
+def test_symlinked_plan_store_is_refused_and_left_alone(slow_repo, tmp_path):
+    clone, _remote, _log = slow_repo
+    done = guardrail(clone, "render", "--", "alpha", "prod", "tofu", "plan")
+    assert done.returncode == 0, done.stderr
+    foreign = tmp_path / "foreign"
+    foreign.mkdir(mode=0o755)
+    (foreign / "old.tfplan").write_text("not ours\n")
+    (clone / ".dist" / "prod" / "alpha" / ".guardrail-plans").symlink_to(foreign)
+    planned = guardrail(clone, *STEPS, "--", "alpha", "prod", "tofu", "plan")
+    assert planned.returncode == 2, planned.stdout + planned.stderr
+    assert "is a symlink" in planned.stderr, planned.stderr
+    assert sorted(p.name for p in foreign.iterdir()) == ["old.tfplan"]
+    assert (foreign.stat().st_mode & 0o777) == 0o755
+
+
+def test_state_and_plans_are_private(slow_repo):
+    clone, _remote, _log = slow_repo
+    project_dir = clone / ".dist" / "prod" / "alpha"
+    applied = guardrail(clone, *STEPS, "--", "alpha", "prod", "tofu", "apply")
+    assert applied.returncode == 0, applied.stderr
+    (project_dir / "terraform.tfstate").chmod(0o644)  # as an older run left it
+    commit(clone, "stacks/alpha/more.tf", 'resource "terraform_data" "more" {\n  input = "y"\n}\n', push=True)
+    planned = guardrail(clone, *STEPS, "--", "alpha", "prod", "tofu", "plan")
+    plan_id = planned.stdout.split("Saved plan ")[1][:16]
+    assert (project_dir / ".guardrail-plans" / f"{plan_id}.tfplan").stat().st_mode & 0o777 == 0o600
+    assert guardrail(clone, *STEPS, "--", "alpha", "prod", "tofu", "apply", plan_id).returncode == 0
+    for name in ("terraform.tfstate", "terraform.tfstate.backup"):
+        assert (project_dir / name).stat().st_mode & 0o777 == 0o600, name
+
+
+def test_timeout_applies_to_the_engine_apply(slow_repo):
+    clone, remote, log = slow_repo
+    started = time.monotonic()
+    proc = guardrail(clone, "--timeout", "3", *STEPS, "--", "slow", "prod", "tofu", "apply")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "timed out after 3s" in proc.stderr, proc.stderr
+    assert time.monotonic() - started < 30
+    assert lines(log) == []
+    assert remote_lock(remote, "slow") is not None
+
+
+SECRET = "hunter2-output-value"
+
+
+def test_pass_through_output_never_returns_sensitive_values(slow_repo):
+    clone, _remote, _log = slow_repo
+    commit(clone, "stacks/alpha/secret.tf", f'output "token" {{\n  value     = "{SECRET}"\n  sensitive = true\n}}\n',
+           push=True)
+    assert guardrail(clone, *STEPS, "--", "alpha", "prod", "tofu", "apply").returncode == 0
+    for cmd in (["output", "-json"], ["show", "-json"], ["output", "-raw", "token"]):
+        shown = guardrail(clone, "--json", "render", "exec", "--", "alpha", "prod", "tofu", *cmd)
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        assert SECRET not in shown.stdout, (cmd, shown.stdout)
+        assert "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" in shown.stdout, (cmd, shown.stdout)
+
+
+REJECT_LOCK_DELETES = """#!/bin/sh
+while read old new ref; do
+  case "$ref" in refs/guardrail/locks/*)
+    [ "$new" = 0000000000000000000000000000000000000000 ] && { echo "lock deletes are refused" >&2; exit 1; };;
+  esac
+done
+exit 0
+"""
+
+
+def test_unlock_failing_after_apply_says_what_succeeded(slow_repo):
+    clone, remote, _log = slow_repo
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text(REJECT_LOCK_DELETES)
+    hook.chmod(0o755)
+    commit(clone, "stacks/alpha/more.tf", 'resource "terraform_data" "more" {\n  input = "y"\n}\n')
+    proc = guardrail(clone, *STEPS, "--", "alpha", "prod", "tofu", "apply")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    head = git("rev-parse", "HEAD", cwd=clone)
+    assert f"commit {head} was applied" in proc.stderr and "and pushed" in proc.stderr, proc.stderr
+    assert "Release it with steps [unlock] and run_id run-next" in proc.stderr, proc.stderr
+    assert remote_head(remote) == head
+    holder = run_lock.get_backend("git", repo_path=str(clone)).read("alpha", "prod")
+    assert holder["state"] == "failed" and "lock deletes are refused" in holder["detail"], holder

@@ -274,6 +274,22 @@ class _exit_waiter:  # pylint: disable=invalid-name
             self.pidfd = None
 
 
+def private_state(project_path):
+    """Makes the local state files in `project_path` mode 0600: state holds
+    secrets, and one written by an older run (or another tool) may be 0644."""
+    for name in ("terraform.tfstate", "terraform.tfstate.backup"):
+        try:
+            descriptor = os.open(os.path.join(project_path, name), os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            mode = os.fstat(descriptor).st_mode
+            if mode & 0o077 and (mode & 0o170000) == 0o100000:
+                os.fchmod(descriptor, 0o600)
+        finally:
+            os.close(descriptor)
+
+
 def find_binary(binary=None):
     """The executable to run: `binary` when given (a name on PATH or a path),
     else `tofu` when on PATH, else `terraform`."""
@@ -410,6 +426,43 @@ def _sensitive_leaves(value, sensitive, found):
     elif isinstance(value, list) and isinstance(sensitive, list):
         for index, item in enumerate(value):
             _sensitive_leaves(item, sensitive[index] if index < len(sensitive) else False, found)
+
+
+def _sensitive_in(data, found):
+    """Collects the values a tofu JSON document (output -json, show -json of
+    a state or a plan) flags as sensitive, wherever they sit in it."""
+    if isinstance(data, dict):
+        if data.get("sensitive") is True and "value" in data:
+            _sensitive_leaves(data["value"], True, found)
+        for values, flags in (("values", "sensitive_values"), ("before", "before_sensitive"),
+                              ("after", "after_sensitive")):
+            if values in data and flags in data:
+                _sensitive_leaves(data[values], data[flags], found)
+        for item in data.values():
+            _sensitive_in(item, found)
+    elif isinstance(data, list):
+        for item in data:
+            _sensitive_in(item, found)
+
+
+def sensitive_values(stdout, project_path):
+    """The values tofu marks sensitive that a command run as given (`output
+    -json`, `show -json`, `output -raw NAME`) may have printed: those its JSON
+    output flags, and the sensitive outputs of the local state."""
+    found = set()
+    try:
+        _sensitive_in(json.loads(stdout), found)
+    except ValueError:
+        pass
+    try:
+        with open(os.path.join(project_path, "terraform.tfstate"), encoding="utf-8") as handle:
+            outputs = json.load(handle).get("outputs") or {}
+    except (OSError, ValueError, AttributeError):
+        outputs = {}
+    for output in outputs.values() if isinstance(outputs, dict) else ():
+        if isinstance(output, dict) and output.get("sensitive"):
+            _sensitive_leaves(output.get("value"), True, found)
+    return found
 
 
 def _mask_known(value, secrets):
@@ -557,6 +610,8 @@ class Tofu:
                 pass_fds=self.pass_fds, on_start=self.on_start if args[0] in WRITING else None)
         except OSError as exc:
             raise TofuError(f"cannot run {cmd[0]}: {exc}", cmd=cmd) from exc
+        if args[0] in WRITING:
+            private_state(self.project_path)
         proc = subprocess.CompletedProcess(cmd, rc, stdout, stderr)
         proc.log_entry = {"cmd": cmd, "rc": rc, "stdout": stdout if log_stdout else "", "stderr": stderr}
         self.log.append(proc.log_entry)
