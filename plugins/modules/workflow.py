@@ -49,11 +49,14 @@ description:
     (C(.terraform.tfstate.lock.info), when no process holds the state), and says so in RV(taken_over).
   - V(git_push) pushes the current branch to its upstream (never with force), and only after an
     V(apply) or V(destroy) that succeeded in this run (a V(plan) never pushes; without V(exec) among
-    the steps the push is what was asked). When the push fails after a successful apply (someone
-    pushed meanwhile) the lock stays held and the message names the commit applied and what to do.
+    the steps the push is what was asked). After an apply it pushes exactly the commit that was
+    rendered and applied, and refuses when the checkout moved during the run (exec likewise refuses
+    when it moved after render). When the push fails after a successful apply the lock stays held,
+    marked failed, and the message names the commit applied and what to do.
     V(unlock) releases the lock of this run (O(owner) and O(run_id)); V(unlock_any) releases the lock
     O(owner) holds on the stack and profile whichever run took it, and refuses a lock of another
-    owner (name that owner as O(owner) to release a colleague's lock; the result records it).
+    owner (name that owner as O(owner) to release a colleague's lock; the result records it). When
+    unlock fails after a successful apply, the message says what was applied and how to release it.
   - The result records every step's outcome and duration. A lock taken and released in the same
     run is no change, so a run that finds nothing to do reports C(changed=false).
   - A stack may name the stacks it depends on in C(<stacks_dir>/<stack>/stack.yml) (C(depends_on),
@@ -235,9 +238,11 @@ options:
       - With O(command=apply), apply exactly the plan saved by an earlier run with O(command=plan)
         that returned this id (RV(plan_id)), instead of planning again.
       - Refused before any step runs when the plan is not saved in the rendered directory, or was
-        made from another commit or for another O(stack) and O(profile); refused by the exec step
-        when tofu reports it stale. A successful apply removes it. Plans are written mode 0600, stay
-        in the rendered directory and are never pushed.
+        made from another commit or for another O(stack) and O(profile), or by a run without the
+        V(render) step (a plan of hand-edited rendered files); refused by the exec step when the
+        rendered files differ from those it was made from, or when tofu reports it stale. A successful
+        apply removes it. Plans are written mode 0600 in C(.guardrail-plans), a directory of the
+        rendered directory (refused when it is a symlink), stay there and are never pushed.
     type: str
   aws_profile:
     description:
