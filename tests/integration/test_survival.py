@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from ansible_collections.guardrail.ecs.plugins.module_utils import run_lock
+from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import run_lock
 from conftest import ROOT, VENV_BIN, ansible_env, git
 from workflow_helpers import commit, make_stack_repo, remote_head, remote_lock, workflow
 
