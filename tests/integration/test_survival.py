@@ -397,3 +397,34 @@ def test_unlock_failing_after_apply_says_what_succeeded(slow_repo):
     assert remote_head(remote) == head
     holder = run_lock.get_backend("git", repo_path=str(clone)).read("alpha", "prod")
     assert holder["state"] == "failed" and "lock deletes are refused" in holder["detail"], holder
+
+
+@pytest.mark.parametrize("backend", ["dynamodb", "s3"])
+def test_orphaned_tofu_keeps_an_aws_run_lock_live_from_another_clone(slow_repo, tmp_path, moto, backend):
+    """The lock records (boot id, lock file, pids) travel in every backend's
+    record: a run from another clone on the host sees the orphan alive."""
+    from lock_helpers import BUCKET, TABLE, create_aws_resources
+
+    clone, remote, log = slow_repo
+    create_aws_resources(moto)
+    options = (["--lock-backend", "dynamodb", "--lock-table", TABLE] if backend == "dynamodb" else
+               ["--lock-backend", "s3", "--lock-bucket", BUCKET]) + ["--endpoint-url", moto, "--region", "us-east-1"]
+    other = tmp_path / "other clone"
+    git("clone", "-q", str(remote), str(other), cwd=tmp_path)
+    env = dict(os.environ, GUARDRAIL_OWNER="tester", GUARDRAIL_RUN_ID="killed")
+    with open(os.devnull, "w", encoding="utf-8") as sink:
+        proc = subprocess.Popen([sys.executable, str(GUARDRAIL), *options, *STEPS, "--", "slow", "prod", "tofu",
+                                 "apply"], cwd=clone, env=env, stdout=sink, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    started = log.with_name(log.name + ".started")
+    wait_for(lambda: lines(started) or proc.poll() is not None, "the resource's creation")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    early = guardrail(other, *options, *STEPS, "--", "slow", "prod", "tofu", "apply", run_id="other")
+    assert early.returncode == 2, early.stdout + early.stderr
+    assert "held by tester (run killed" in early.stderr and "wait for it to end" in early.stderr, early.stderr
+    wait_for(lambda: not tool_processes(project(clone)), "the orphaned tofu to end")
+    assert len(lines(log)) == 1
+    nxt = guardrail(clone, *options, *STEPS, "--", "slow", "prod", "tofu", "apply")
+    assert nxt.returncode == 0 and "took over" in nxt.stdout, nxt.stdout + nxt.stderr
+    assert len(lines(log)) == 1 and state_entries(clone) == ["terraform_data.slow"]
