@@ -386,3 +386,47 @@ def test_release_in_one_step_refuses_another_owner_and_reads_when_unsure():
         backend.release("alpha", "prod", record())
     backend.store.clear()
     assert backend.release("alpha", "prod", record()) == (False, None)
+
+
+HOLDER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_the_run_flock_tells_live_from_gone(tmp_path):
+    import subprocess
+    import sys
+    path = tmp_path / "git" / "guardrail-run" / "alpha" / "prod.lock"
+    descriptor, flock = run_lock.hold_flock(str(path), "run-1")
+    try:
+        assert oct(path.stat().st_mode & 0o777) == oct(0o600)
+        with pytest.raises(BlockingIOError):
+            run_lock.hold_flock(str(path), "run-2")
+        # Held here: live for the run that holds it, gone for any other.
+        assert run_lock.flock_held(flock, "run-1") is True
+        assert run_lock.run_ended(record(run_id="run-1", flock=flock)) is None
+        assert "is gone" in run_lock.run_ended(record(run_id="run-0", flock=flock))
+    finally:
+        run_lock.drop_flock(descriptor)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        # Another process holds it: live, even with a record whose pid is gone.
+        assert run_lock.run_ended(record(run_id="run-0", flock=flock, pid=999999999)) is None
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run_lock.flock_held(flock, "run-0") is False
+    # Another file at that path (recreated, or another mount namespace's): unknown.
+    other = path.with_name("new")
+    other.write_text("")
+    other.replace(path)
+    assert run_lock.flock_held(flock, "run-0") is None
+    path.unlink()
+    path.symlink_to(tmp_path)
+    with pytest.raises(OSError):
+        run_lock.hold_flock(str(path), "run-3")
