@@ -135,19 +135,11 @@ def _capture():
     (mode 0600) that takes a child's output: a file, unlike a pipe, keeps
     taking it after we die, so tofu never dies of SIGPIPE mid-write, and
     the output (which may hold secrets) vanishes with the last descriptor."""
-    folder = os.environ.get("TMPDIR") or "/tmp"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
-    for _attempt in range(100):
-        path = os.path.join(folder, f"guardrail-{os.getpid()}-{os.urandom(6).hex()}.out")
-        try:
-            write = os.open(path, flags, 0o600)
-        except FileExistsError:
-            continue
-        try:
-            return write, os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        finally:
-            os.unlink(path)
-    raise FileExistsError(f"no free temporary name in {folder}")
+    write, path = tempfile.mkstemp(prefix="guardrail-", suffix=".out")
+    try:
+        return write, os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.unlink(path)
 
 
 class _Tail:
