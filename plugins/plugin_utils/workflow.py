@@ -779,7 +779,7 @@ class Workflow:
             return (f"{msg}. Everything else succeeded: {done}; only the run lock {self.stack}/"
                     f"{self.profile} was not released (marked failed where the backend could be "
                     f"reached). Release it with steps [unlock] and run_id {self.run_id} as owner "
-                    f"{self.owner} (steps [unlock_any] releases it whoever holds it).")
+                    f"{self.owner} (steps [unlock_any] releases that owner's lock whichever run took it).")
         if held and step == "exec" and self.interrupted:
             return (f"{msg}. The run lock {self.stack}/{self.profile} stays held by {self.owner} "
                     f"(run {self.run_id}), marked interrupted, and nothing was pushed; tofu's state "
