@@ -54,7 +54,7 @@ def start(clone, env=None, out=None):
     full_env.update(env or {})
     # Output to files: the test must not be what keeps a pipe open.
     sink = open(out or os.devnull, "w", encoding="utf-8")  # pylint: disable=consider-using-with
-    proc = subprocess.Popen([sys.executable, str(GUARDRAIL), *STEPS, "--", "slow", "prod", "tofu", "apply"],
+    proc = subprocess.Popen([sys.executable, str(GUARDRAIL), *STEPS, "--", "slow", "prod", "tofu", "apply", "-auto-approve"],
                             cwd=clone, env=full_env, stdout=sink, stderr=subprocess.STDOUT,
                             start_new_session=True)
     sink.close()
@@ -124,7 +124,7 @@ def test_signal_to_the_command_loses_no_state(slow_repo, signame, point):
         # The orphaned tofu goes on: while it lives, the lock is live and
         # nobody — not even the same owner — takes it over.
         if tool_processes(project(clone), "apply"):
-            early = guardrail(clone, *STEPS, "--", "slow", "prod", "tofu", "apply")
+            early = guardrail(clone, *STEPS, "--", "slow", "prod", "tofu", "apply", "-auto-approve")
             assert early.returncode == 2, early.stdout + early.stderr
             assert "still running" in early.stderr, early.stderr
         wait_for(lambda: not tool_processes(project(clone)), "the orphaned tofu to end")
@@ -136,7 +136,7 @@ def test_signal_to_the_command_loses_no_state(slow_repo, signame, point):
     ended = run_lock.run_ended(holder) if holder else "free"
     assert not (clone / ".dist" / "prod" / "slow" / ".terraform.tfstate.lock.info").exists() or ended
 
-    nxt = guardrail(clone, *STEPS, "--", "slow", "prod", "tofu", "apply")
+    nxt = guardrail(clone, *STEPS, "--", "slow", "prod", "tofu", "apply", "-auto-approve")
     assert nxt.returncode == 0, nxt.stdout + nxt.stderr
     created = lines(log)
     MATRIX.append((signame, point, rc, created_first, ", ".join(entries_first) or "-", lock_first,
@@ -146,7 +146,7 @@ def test_signal_to_the_command_loses_no_state(slow_repo, signame, point):
     assert state_entries(clone) == ["terraform_data.slow"]
     assert remote_lock(remote, "slow") is None
     assert remote_head(remote) == git("rev-parse", "HEAD", cwd=clone)
-    again = guardrail(clone, *STEPS, "--", "slow", "prod", "tofu", "apply")
+    again = guardrail(clone, *STEPS, "--", "slow", "prod", "tofu", "apply", "-auto-approve")
     assert again.returncode == 0 and len(lines(log)) == 1, again.stdout + again.stderr
     if signame == "SIGKILL":
         assert "took over" in nxt.stdout, nxt.stdout
@@ -215,7 +215,7 @@ def test_state_lock_left_by_a_killed_tofu_is_released_and_said(slow_repo):
     wait_for(lambda: not tool_processes(project(clone)), "the killed processes to go")
     lock_info = project(clone) / ".terraform.tfstate.lock.info"
     assert lock_info.exists(), "tofu left no state lock: the situation this test is about did not happen"
-    nxt = guardrail(clone, *STEPS, "--", "slow", "prod", "tofu", "apply")
+    nxt = guardrail(clone, *STEPS, "--", "slow", "prod", "tofu", "apply", "-auto-approve")
     assert nxt.returncode == 0, nxt.stdout + nxt.stderr
     assert "removed the state lock tofu left" in nxt.stdout and "took over" in nxt.stdout, nxt.stdout
     assert not lock_info.exists()
@@ -244,14 +244,14 @@ def test_holder_in_another_pid_namespace_is_never_judged_gone(slow_repo, tmp_pat
     env = dict(os.environ, GUARDRAIL_OWNER="tester", GUARDRAIL_RUN_ID="contained")
     with open(tmp_path / "holder.log", "w", encoding="utf-8") as sink:
         holder = subprocess.Popen(["unshare", "-p", "-f", "--mount-proc", sys.executable, str(GUARDRAIL), *STEPS,
-                                   "--", "slow", "prod", "tofu", "apply"], cwd=clone, env=env, stdout=sink,
+                                   "--", "slow", "prod", "tofu", "apply", "-auto-approve"], cwd=clone, env=env, stdout=sink,
                                   stderr=subprocess.STDOUT)
     started = log.with_name(log.name + ".started")
     wait_for(lambda: lines(started) or holder.poll() is not None, "the contained run's creation")
     record = run_lock.get_backend("git", repo_path=str(clone)).read("slow", "prod")
     assert record["pid_ns"] != run_lock.pid_namespace(), record
     assert run_lock.run_ended(record) is None
-    second = guardrail(other, *STEPS, "--", "slow", "prod", "tofu", "apply", run_id="outside")
+    second = guardrail(other, *STEPS, "--", "slow", "prod", "tofu", "apply", "-auto-approve", run_id="outside")
     assert second.returncode == 2, second.stdout + second.stderr
     assert "held by tester (run contained" in second.stderr and "wait for it to end" in second.stderr
     assert holder.wait(timeout=120) == 0, (tmp_path / "holder.log").read_text()
@@ -294,7 +294,7 @@ def test_plan_from_hand_edited_rendered_files_is_refused(slow_repo):
     """A plan made by a bare exec from hand-edited rendered files smuggles a
     resource past review: the full workflow refuses to apply it."""
     clone, remote, _log = slow_repo
-    done = guardrail(clone, *STEPS, "--", "alpha", "prod", "tofu", "apply")
+    done = guardrail(clone, *STEPS, "--", "alpha", "prod", "tofu", "apply", "-auto-approve")
     assert done.returncode == 0, done.stdout + done.stderr
     main_tf = clone / ".dist" / "prod" / "alpha" / "main.tf"
     main_tf.write_text(main_tf.read_text() + '\nresource "terraform_data" "smuggled" {\n  input = "x"\n}\n')
@@ -335,7 +335,7 @@ def test_symlinked_plan_store_is_refused_and_left_alone(slow_repo, tmp_path):
 def test_state_and_plans_are_private(slow_repo):
     clone, _remote, _log = slow_repo
     project_dir = clone / ".dist" / "prod" / "alpha"
-    applied = guardrail(clone, *STEPS, "--", "alpha", "prod", "tofu", "apply")
+    applied = guardrail(clone, *STEPS, "--", "alpha", "prod", "tofu", "apply", "-auto-approve")
     assert applied.returncode == 0, applied.stderr
     (project_dir / "terraform.tfstate").chmod(0o644)  # as an older run left it
     commit(clone, "stacks/alpha/more.tf", 'resource "terraform_data" "more" {\n  input = "y"\n}\n', push=True)
@@ -350,7 +350,7 @@ def test_state_and_plans_are_private(slow_repo):
 def test_timeout_applies_to_the_engine_apply(slow_repo):
     clone, remote, log = slow_repo
     started = time.monotonic()
-    proc = guardrail(clone, "--timeout", "3", *STEPS, "--", "slow", "prod", "tofu", "apply")
+    proc = guardrail(clone, "--timeout", "3", *STEPS, "--", "slow", "prod", "tofu", "apply", "-auto-approve")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "timed out after 3s" in proc.stderr, proc.stderr
     assert time.monotonic() - started < 30
@@ -365,7 +365,7 @@ def test_pass_through_output_never_returns_sensitive_values(slow_repo):
     clone, _remote, _log = slow_repo
     commit(clone, "stacks/alpha/secret.tf", f'output "token" {{\n  value     = "{SECRET}"\n  sensitive = true\n}}\n',
            push=True)
-    assert guardrail(clone, *STEPS, "--", "alpha", "prod", "tofu", "apply").returncode == 0
+    assert guardrail(clone, *STEPS, "--", "alpha", "prod", "tofu", "apply", "-auto-approve").returncode == 0
     for cmd in (["output", "-json"], ["show", "-json"], ["output", "-raw", "token"]):
         shown = guardrail(clone, "--json", "render", "exec", "--", "alpha", "prod", "tofu", *cmd)
         assert shown.returncode == 0, shown.stdout + shown.stderr
@@ -389,7 +389,7 @@ def test_unlock_failing_after_apply_says_what_succeeded(slow_repo):
     hook.write_text(REJECT_LOCK_DELETES)
     hook.chmod(0o755)
     commit(clone, "stacks/alpha/more.tf", 'resource "terraform_data" "more" {\n  input = "y"\n}\n')
-    proc = guardrail(clone, *STEPS, "--", "alpha", "prod", "tofu", "apply")
+    proc = guardrail(clone, *STEPS, "--", "alpha", "prod", "tofu", "apply", "-auto-approve")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     head = git("rev-parse", "HEAD", cwd=clone)
     assert f"commit {head} was applied" in proc.stderr and "and pushed" in proc.stderr, proc.stderr
@@ -414,17 +414,17 @@ def test_orphaned_tofu_keeps_an_aws_run_lock_live_from_another_clone(slow_repo, 
     env = dict(os.environ, GUARDRAIL_OWNER="tester", GUARDRAIL_RUN_ID="killed")
     with open(os.devnull, "w", encoding="utf-8") as sink:
         proc = subprocess.Popen([sys.executable, str(GUARDRAIL), *options, *STEPS, "--", "slow", "prod", "tofu",
-                                 "apply"], cwd=clone, env=env, stdout=sink, stderr=subprocess.STDOUT,
+                                 "apply", "-auto-approve"], cwd=clone, env=env, stdout=sink, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     started = log.with_name(log.name + ".started")
     wait_for(lambda: lines(started) or proc.poll() is not None, "the resource's creation")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    early = guardrail(other, *options, *STEPS, "--", "slow", "prod", "tofu", "apply", run_id="other")
+    early = guardrail(other, *options, *STEPS, "--", "slow", "prod", "tofu", "apply", "-auto-approve", run_id="other")
     assert early.returncode == 2, early.stdout + early.stderr
     assert "held by tester (run killed" in early.stderr and "wait for it to end" in early.stderr, early.stderr
     wait_for(lambda: not tool_processes(project(clone)), "the orphaned tofu to end")
     assert len(lines(log)) == 1
-    nxt = guardrail(clone, *options, *STEPS, "--", "slow", "prod", "tofu", "apply")
+    nxt = guardrail(clone, *options, *STEPS, "--", "slow", "prod", "tofu", "apply", "-auto-approve")
     assert nxt.returncode == 0 and "took over" in nxt.stdout, nxt.stdout + nxt.stderr
     assert len(lines(log)) == 1 and state_entries(clone) == ["terraform_data.slow"]
