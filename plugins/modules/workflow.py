@@ -36,16 +36,27 @@ description:
     V(destroy) first fetches the upstream again; a branch now behind it applies nothing and releases
     the lock. When exec fails the lock stays held by this run and nothing is pushed; the message says
     so and how to release the lock.
-  - On a timeout, or SIGINT or SIGTERM of the task (Ctrl-C), tofu (in its own process group) is sent
-    SIGINT and given a grace period to write its state, then SIGTERM, then SIGKILL; the lock stays
-    held and is marked interrupted, and the message reports what tofu said.
+  - On a timeout, or SIGINT, SIGTERM or SIGHUP of the task (Ctrl-C, a closed SSH session, a cancelled
+    job), tofu (in a session of its own) is sent SIGINT and given a grace period to write its state,
+    then SIGTERM, then SIGKILL; the lock stays held and is marked interrupted, and the message reports
+    what tofu said.
+  - tofu writes its output to files, not to pipes of the task, so even a task killed outright (SIGKILL)
+    leaves tofu running to its end, saving its state. The run holds a lock file in the git directory
+    (C(guardrail-run/<stack>/<profile>.lock)) that tofu inherits, and the run lock records it with the
+    host's boot id, the PID namespace, the pid and start time of the task and of tofu; no run takes
+    the run lock over while any of them lives, whatever PID namespace it runs in. The next run after
+    such a tofu ended takes the lock over, removes the state lock file a killed tofu left
+    (C(.terraform.tfstate.lock.info), when no process holds the state), and says so in RV(taken_over).
   - V(git_push) pushes the current branch to its upstream (never with force), and only after an
     V(apply) or V(destroy) that succeeded in this run (a V(plan) never pushes; without V(exec) among
-    the steps the push is what was asked). When the push fails after a successful apply (someone
-    pushed meanwhile) the lock stays held and the message names the commit applied and what to do.
+    the steps the push is what was asked). After an apply it pushes exactly the commit that was
+    rendered and applied, and refuses when the checkout moved during the run (exec likewise refuses
+    when it moved after render). When the push fails after a successful apply the lock stays held,
+    marked failed, and the message names the commit applied and what to do.
     V(unlock) releases the lock of this run (O(owner) and O(run_id)); V(unlock_any) releases the lock
     O(owner) holds on the stack and profile whichever run took it, and refuses a lock of another
-    owner (name that owner as O(owner) to release a colleague's lock; the result records it).
+    owner (name that owner as O(owner) to release a colleague's lock; the result records it). When
+    unlock fails after a successful apply, the message says what was applied and how to release it.
   - The result records every step's outcome and duration. A lock taken and released in the same
     run is no change, so a run that finds nothing to do reports C(changed=false).
   - A stack may name the stacks it depends on in C(<stacks_dir>/<stack>/stack.yml) (C(depends_on),
@@ -133,7 +144,10 @@ options:
     type: bool
     default: false
   exec_timeout:
-    description: Seconds an argument-list O(command) may run; then it is interrupted as tofu is.
+    description:
+      - Seconds each command the V(exec) step runs may take (an argument-list O(command), and each tofu
+        command - plan, apply, destroy - unless O(tofu_options) sets C(timeout)); then it is interrupted
+        (SIGINT, a grace period, then SIGTERM and SIGKILL).
     type: int
     default: 3600
   max_ahead:
@@ -224,9 +238,11 @@ options:
       - With O(command=apply), apply exactly the plan saved by an earlier run with O(command=plan)
         that returned this id (RV(plan_id)), instead of planning again.
       - Refused before any step runs when the plan is not saved in the rendered directory, or was
-        made from another commit or for another O(stack) and O(profile); refused by the exec step
-        when tofu reports it stale. A successful apply removes it. Plans are written mode 0600, stay
-        in the rendered directory and are never pushed.
+        made from another commit or for another O(stack) and O(profile), or by a run without the
+        V(render) step (a plan of hand-edited rendered files); refused by the exec step when the
+        rendered files differ from those it was made from, or when tofu reports it stale. A successful
+        apply removes it. Plans are written mode 0600 in C(.guardrail-plans), a directory of the
+        rendered directory (refused when it is a symlink), stay there and are never pushed.
     type: str
   aws_profile:
     description:
@@ -358,6 +374,13 @@ steps:
   type: list
   elements: dict
   sample: [{"step": "exec", "status": "ok", "changed": true, "duration": 0.19, "msg": "", "result": {}}]
+taken_over:
+  description:
+    - When the lock step took over the lock of an ended run of the same owner, one line saying whose
+      run, since when, why it has ended, what its tofu left and which state lock file was removed.
+  returned: when a lock was taken over
+  type: str
+  sample: "took over the lock of ended run 42 of alice (since 2026-01-02T03:04:05.000000Z, interrupted)"
 failed_step:
   description: The step that failed.
   returned: failure

@@ -196,7 +196,8 @@ def echo_line(line):
     try:
         sys.stdout.write(line)
         sys.stdout.flush()
-    except BrokenPipeError:
+    except OSError:
+        # A reader gone (`| head`) or a terminal hung up (EIO after SIGHUP).
         discard_stdout()
 
 
@@ -229,6 +230,8 @@ def human(result, stream):
             status = "refused"
         stream.write(f"{record['step']:<10} {status:<7} changed={int(bool(record['changed']))} "
                      f"{record['duration']:6.2f}s\n")
+    if result.get("taken_over"):
+        stream.write(f"lock: {result['taken_over']}\n")
     for line in result.get("summary") or []:
         stream.write(line + "\n")
     if result.get("plan_id") and not result.get("failed") and result.get("command_kind") == "plan":
@@ -288,7 +291,7 @@ def finish(result, params, as_json):
     result["command_kind"] = params["command"] if isinstance(params["command"], str) else "exec"
     try:
         report(result, as_json)
-    except BrokenPipeError:
+    except OSError:
         discard_stdout()
     if not result.get("failed"):
         return EXIT_OK

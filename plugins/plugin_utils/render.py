@@ -476,6 +476,19 @@ def rendered_from(dest, key):
         return False
 
 
+def tree_digest(dest):
+    """sha256 over what tofu loads from `dest`: every file render wrote there
+    and every other configuration file, by name and content."""
+    digest = hashlib.sha256()
+    for name in sorted(set(manifest(dest)) | set(_config_files(dest))):
+        try:
+            content = _digest(os.path.join(dest, name))
+        except OSError:
+            content = "-"
+        digest.update(f"{name}\0{content}\n".encode())
+    return digest.hexdigest()
+
+
 def record_key(dest, key):
     """Records in `dest` the key of the render that just wrote it, with a
     digest of every file it wrote."""

@@ -12,6 +12,7 @@ same steps.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -168,6 +169,12 @@ class Workflow:
         if self.stack in RESERVED_STACKS:
             raise WorkflowError(f"stack name {self.stack!r} is reserved (it selects several stacks); "
                                 "nothing was run")
+        self.flock_fd = self.flock_info = None
+        self.taken_over = None
+        # What this run's render step put in place: the commit, and a digest of
+        # the rendered files (what a saved plan must have been made from).
+        self.rendered_commit = None
+        self.render_digest = None
         try:
             render_utils.validate_name("stack", self.stack)
             render_utils.validate_name("profile", self.profile)
@@ -249,13 +256,21 @@ class Workflow:
         """Renders; with `fast`, keeps the rendered files when the committed
         inputs and the files it wrote last time are unchanged: rendering the
         same trees again would write the same files."""
+        if "lock" in self.steps and not self.check_mode:
+            # The clone's run lock file first: no render writes under the feet
+            # of another run of this clone, or of the tofu it left running.
+            self.hold_flock()
         key = self.render_key() if self.fast and not self.params.get("always_render") else None
         if key is not None and render_utils.rendered_from(self.dest, key):
-            return {"changed": False, "dest": self.dest, "skipped": True,
-                    "msg": "inputs unchanged since the last render: files kept"}
-        result = self._render()
-        if key is not None and not self.check_mode:
-            render_utils.record_key(self.dest, key)
+            result = {"changed": False, "dest": self.dest, "skipped": True,
+                      "msg": "inputs unchanged since the last render: files kept"}
+        else:
+            result = self._render()
+            if key is not None and not self.check_mode:
+                render_utils.record_key(self.dest, key)
+        self.rendered_commit = self.head()
+        if not self.check_mode:
+            self.render_digest = render_utils.tree_digest(self.dest)
         return result
 
     def _render(self):
@@ -305,10 +320,11 @@ class Workflow:
             conflict = f"var file(s) {', '.join(missing)} not found in the rendered directory {self.dest}"
         if conflict:
             raise StepFailed(f"lock refused before taking any lock: {conflict}")
+        flock = self.flock_info if self.flock_fd is not None or self.check_mode else self.hold_flock()
         try:
             record = run_lock.new_record(self.stack, self.profile, self.owner, self.run_id,
                                          operation=self.operation, message=self.params["lock_message"],
-                                         job=self.job)
+                                         job=self.job, flock=flock)
             changed, held = self.backend().acquire(self.stack, self.profile, record,
                                                    check_mode=self.check_mode,
                                                    takeover=self.params["lock_takeover"],
@@ -322,7 +338,70 @@ class Workflow:
         result = {"changed": changed, "record": held}
         if held.get("taken_over") and changed:
             result["taken_over"] = held["taken_over"]
+            self.taken_over = self.describe_takeover(held["taken_over"])
+            result["msg"] = self.taken_over
         return result
+
+    def flock_path(self):
+        """The file whose flock keeps this clone's run of (stack, profile)
+        live: in the git directory (never rendered over, never untracked)."""
+        try:
+            common = git_utils.run_git(["rev-parse", "--git-common-dir"], self.repo_path).strip()
+        except git_utils.GitError:
+            return os.path.join(self.dest, ".guardrail-run.lock")
+        return os.path.join(self.repo_path, common, "guardrail-run", self.stack, self.profile + ".lock")
+
+    def hold_flock(self):
+        """Takes the run's flock, inherited by every tofu it starts: the run
+        lock is live while any of them lives, even after this process died.
+        Refuses while a process of an earlier run still holds it."""
+        path = self.flock_path()
+        try:
+            self.flock_fd, self.flock_info = run_lock.hold_flock(path, self.run_id)
+        except BlockingIOError as exc:
+            try:
+                holder = self.backend().read(self.stack, self.profile)
+            except (run_lock.LockError, git_utils.GitError):
+                holder = None
+            child = ((holder or {}).get("children") or [{}])[-1]
+            still = f" (its {child.get('command') or 'tofu'}, pid {child['pid']})" if child.get("pid") else ""
+            who = f"run {run_lock.describe_holder(holder)}" if holder else "an earlier run"
+            raise StepFailed(
+                f"lock refused: run lock {self.stack}/{self.profile} is live: a process of {who} is still "
+                f"running in this clone{still} and holds {path}. Wait for it to end (tofu saves its "
+                "state), then run again; "
+                "nothing was run") from exc
+        except OSError as exc:
+            raise StepFailed(f"lock refused: cannot take the run's lock file {path}: {exc}; "
+                             "nothing was run") from exc
+        return self.flock_info
+
+    def record_child(self, pid):
+        """Records tofu's process in the lock: a record that outlives us says
+        which process still writes the state."""
+        if not self.lock_record or self.check_mode:
+            return
+        child = {"pid": pid, "start": run_lock.process_start(pid), "pid_ns": run_lock.pid_namespace(pid),
+                 "command": self.operation}
+        try:
+            self.lock_record = self.backend().set_state(self.stack, self.profile, self.lock_record, "running",
+                                                        extra={"children": [child]})
+        except (run_lock.LockError, git_utils.GitError):
+            pass
+
+    def describe_takeover(self, old):
+        """One line: whose ended run's lock was taken over, and what its tofu left."""
+        ended = old.get("state") if old.get("state") in run_lock.ENDED_STATES else "its processes are gone"
+        text = (f"took over the lock of ended run {old.get('run_id')} of {old.get('owner')} "
+                f"(since {old.get('created')}, {ended})")
+        children = [c for c in old.get("children") or [] if isinstance(c, dict)]
+        if children and (old.get("state") or "running") == "running":
+            text += (f"; its {children[-1].get('command') or 'tofu'} (pid {children[-1].get('pid')}) ran on "
+                     "after it died and has ended: the state is what that tofu saved")
+        released = release_state_locks(self.dest)
+        if released:
+            text += "; removed the state lock tofu left (" + "; ".join(released) + ")"
+        return text
 
     def tofu_lock_conflict(self):
         """Why the run lock would be the very lock tofu takes for the state
@@ -413,6 +492,10 @@ class Workflow:
         if not os.path.isdir(self.dest):
             raise StepFailed(f"exec: the rendered directory {self.dest} does not exist; add the render step")
         commit = (self.recheck_upstream() or self.head()) if self.pushing() else None
+        if commit and self.rendered_commit and commit != self.rendered_commit:
+            raise StepFailed(f"exec ({self.operation}) refused: the checkout moved from {self.rendered_commit} "
+                             f"(rendered) to {commit} during the run: what would be applied is not what is "
+                             "checked out; nothing was applied. Run again", {"refused": True})
         try:
             result = self._exec()
         except StepFailed as exc:
@@ -428,7 +511,8 @@ class Workflow:
         if isinstance(self.command, list):
             return self._exec_argv()
         p = self.params
-        options = self.tofu_options
+        # One limit for every command of the step unless tofu's own is given.
+        options = dict(self.tofu_options, timeout=self.tofu_options.get("timeout") or p["exec_timeout"])
         tofu = None
         try:
             tofu = tofu_utils.Tofu(self.dest, binary=p["binary"], workspace=p["workspace"],
@@ -436,6 +520,8 @@ class Workflow:
             if self.policy is not None:
                 tofu.plan_check = policy_utils.checker(self.policy, self.stack, self.profile,
                                                        p["policy_allow"] or ())
+            tofu.pass_fds = self.inherited()
+            tofu.on_start = self.record_child
             result = self._saved_plan(tofu)
             if result is None:
                 result = tofu.execute(self.command, check_mode=self.check_mode,
@@ -478,11 +564,12 @@ class Workflow:
         context = dict(commit=self.head(), stack=self.stack, profile=self.profile)
         if self.command == "plan" and not self.check_mode:
             with tofu_utils.INTERRUPTS.guard():
-                result = plans.save(tofu, **context)
+                result = plans.save(tofu, render_digest=self.render_digest, **context)
             outputs = {}
         elif self.command == "apply" and self.params["plan_id"] and not self.check_mode:
             with tofu_utils.INTERRUPTS.guard():
-                result = plans.apply(tofu, self.params["plan_id"], **context)
+                result = plans.apply(tofu, self.params["plan_id"], require_render=True,
+                                     render_digest=render_utils.tree_digest(self.dest), **context)
             outputs = result.pop("outputs_raw")
         else:
             return None
@@ -511,7 +598,7 @@ class Workflow:
         if self.command != "apply" or "exec" not in self.steps:
             raise WorkflowError("plan_id is for command apply with the exec step; nothing was run")
         try:
-            return plans.check(self.dest, plan_id, self.head(), self.stack, self.profile)
+            return plans.check(self.dest, plan_id, self.head(), self.stack, self.profile, require_render=True)
         except plans.PlanRefused as exc:
             raise StepFailed(f"saved plan refused: {exc}", {"refused": True}) from exc
 
@@ -522,9 +609,13 @@ class Workflow:
         try:
             with self.streaming(0):
                 rc, stdout, stderr, interrupted = tofu_utils.run_process(
-                    self.command, self.dest, dict(os.environ), self.params["exec_timeout"])
+                    self.command, self.dest, dict(os.environ), self.params["exec_timeout"],
+                    pass_fds=self.inherited(), on_start=self.record_child if self.pushing() else None)
         except OSError as exc:
             raise StepFailed(f"exec ({self.operation}) failed: {exc}") from exc
+        if os.path.basename(self.command[0]) in ("tofu", "terraform"):
+            # Masked in the result like everything tofu marks sensitive.
+            self.tofu_secrets |= tofu_utils.sensitive_values(stdout, self.dest)
         result = {"changed": True, "cmd": self.command, "rc": rc, "stdout": stdout, "stderr": stderr,
                   "interrupted": interrupted}
         if interrupted:
@@ -559,7 +650,8 @@ class Workflow:
                            f"and this run's command was {self.operation} (a plan never pushes)"}
         try:
             result = git_utils.push(self.repo_path, remote=self.params["push_remote"],
-                                    check_mode=self.check_mode)
+                                    check_mode=self.check_mode,
+                                    commit=self.applied["commit"] if self.applied else None)
         except git_utils.GitError as exc:
             raise StepFailed(f"git push failed: {exc}") from exc
         if self.applied and not self.check_mode:
@@ -609,10 +701,19 @@ class Workflow:
         return {"changed": changed, "record": record, "released": record if changed else None}
 
     # -- run -----------------------------------------------------------------
+    def inherited(self):
+        """The descriptors every process the run starts inherits: its flock."""
+        return () if self.flock_fd is None else (self.flock_fd,)
+
     def run(self, steps):
         self.steps = list(steps)
-        with tofu_utils.INTERRUPTS.guard() as interrupts:
-            return self._run(steps, interrupts)
+        try:
+            with tofu_utils.INTERRUPTS.guard() as interrupts:
+                return self._run(steps, interrupts)
+        finally:
+            if self.flock_fd is not None:
+                run_lock.drop_flock(self.flock_fd)
+                self.flock_fd = None
 
     def _run(self, steps, interrupts):
         records = []
@@ -640,10 +741,18 @@ class Workflow:
             except StepFailed as exc:
                 result, status, msg = exc.result, "failed", str(exc)
                 failure = (name, msg)
+                if name in ("git_push", "unlock") and self.lock_record:
+                    # Not `running`: the run is over, and the record says why.
+                    self.mark_lock("failed", msg)
             records.append({"step": name, "status": status, "changed": bool(result.get("changed")),
                             "duration": round(time.monotonic() - start, 3), "msg": msg,
                             "result": result})
         return records, failure
+
+    def applied_summary(self):
+        counts = self.applied.get("counts") or {}
+        return (f"{self.applied['command']}: "
+                f"{', '.join(f'{n} {k}' for k, n in counts.items() if n) or 'no resource change'}")
 
     def failure_message(self, step, msg, steps):
         if step not in steps:
@@ -652,14 +761,25 @@ class Workflow:
         if step == "git_check":
             return f"{msg}. No lock was taken and nothing ran."
         if held and step == "git_push" and self.applied:
-            counts = self.applied.get("counts") or {}
-            summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n) or "no resource change"
+            moved = "checkout moved" in msg
             return (f"{msg}. Commit {self.applied['commit']} was applied to {self.stack}/{self.profile} "
-                    f"({self.applied['command']}: {summary}) but is not on the upstream: someone "
-                    "pushed meanwhile. The run lock stays held by {self.owner} "
-                    f"(run {self.run_id}) so nobody applies the upstream over it. What to do: pull "
-                    "(rebase or merge onto the upstream), then run the workflow again as the same "
-                    "owner: it applies the combined commit, pushes it and releases the lock.")
+                    f"({self.applied_summary()}) but is not on the upstream"
+                    f"{'' if moved else ': someone pushed meanwhile'}. The run lock stays held by "
+                    f"{self.owner} (run {self.run_id}), marked failed, so nobody applies the upstream over "
+                    "it. What to do: "
+                    + (f"check out {self.applied['commit']} again (or review what was committed on top of "
+                       "it), then run the workflow again as the same owner: it applies what is checked "
+                       "out, pushes it and releases the lock." if moved else
+                       "pull (rebase or merge onto the upstream), then run the workflow again as the same "
+                       "owner: it applies the combined commit, pushes it and releases the lock."))
+        if held and step == "unlock" and (self.applied or self.exec_result):
+            done = (f"commit {self.applied['commit']} was applied ({self.applied_summary()})"
+                    f"{' and pushed' if 'git_push' in steps else ''}" if self.applied else
+                    f"{self.operation} succeeded")
+            return (f"{msg}. Everything else succeeded: {done}; only the run lock {self.stack}/"
+                    f"{self.profile} was not released (marked failed where the backend could be "
+                    f"reached). Release it with steps [unlock] and run_id {self.run_id} as owner "
+                    f"{self.owner} (steps [unlock_any] releases that owner's lock whichever run took it).")
         if held and step == "exec" and self.interrupted:
             return (f"{msg}. The run lock {self.stack}/{self.profile} stays held by {self.owner} "
                     f"(run {self.run_id}), marked interrupted, and nothing was pushed; tofu's state "
@@ -694,7 +814,52 @@ def refused(records):
         result = record.get("result") if isinstance(record.get("result"), dict) else {}
         return bool(result.get("refused") or record["step"] == "git_check"
                     or (record["step"] == "render" and "not committed" in record.get("msg", ""))
-                    or (record["step"] == "lock" and record.get("msg", "").startswith("lock refused")))
+                    or (record["step"] in ("render", "lock") and record.get("msg", "").startswith("lock refused")))
+    return False
+
+
+def release_state_locks(dest):
+    """Removes the local backend's state lock files (.terraform.tfstate.lock.info)
+    that a tofu killed mid-run left in `dest`, each only when no process holds
+    the lock on its state file. Returns what each removed lock said."""
+    candidates = [os.path.join(dest, ".terraform.tfstate.lock.info")]
+    workspaces = os.path.join(dest, "terraform.tfstate.d")
+    with contextlib.suppress(OSError):
+        candidates += [os.path.join(workspaces, name, ".terraform.tfstate.lock.info")
+                       for name in sorted(os.listdir(workspaces))]
+    released = []
+    for path in candidates:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                info = json.load(handle)
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError):
+            info = {}
+        if state_file_locked(os.path.join(os.path.dirname(path), "terraform.tfstate")):
+            continue
+        os.unlink(path)
+        info = info if isinstance(info, dict) else {}
+        released.append(f"{os.path.relpath(path, dest)}: ID {info.get('ID')}, {info.get('Operation')} "
+                        f"by {info.get('Who')} since {info.get('Created')}")
+    return released
+
+
+def state_file_locked(path):
+    """Whether a process holds the lock tofu's local backend takes on its
+    state file (a POSIX record lock, which dies with its process)."""
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    try:
+        fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(descriptor)
     return False
 
 
@@ -803,6 +968,8 @@ def run(params, template, check_mode=False, diff=False, variables=None, fast=Fal
         result["msg"] = "; ".join(f"{r['step']} {'changed' if r['changed'] else 'ok'}" for r in records)
     if workflow.applied:
         result["applied_commit"] = workflow.applied["commit"]
+    if workflow.taken_over:
+        result["taken_over"] = workflow.taken_over
     if workflow.streamed:
         result["streamed"] = True
     # Masked: credentials given as options and every value tofu marks

@@ -219,15 +219,27 @@ def check(repo_path, max_ahead=1, allow_detached=False, fetch=True, timeout=DEFA
     }
 
 
-def push(repo_path, remote=None, check_mode=False, timeout=DEFAULT_TIMEOUT):
-    """Pushes the current branch to its upstream, never with force.
+def _unmoved(commit, name, head):
+    """Refuses to push when `commit` (the one applied) is no longer `head`."""
+    if commit and head != commit:
+        raise GitError(f"the checkout moved during the run: {commit} was applied, but {name} now "
+                       f"points at {head}; nothing was pushed, since what would be pushed is not what "
+                       "was applied")
+
+
+def push(repo_path, remote=None, check_mode=False, timeout=DEFAULT_TIMEOUT, commit=None):
+    """Pushes the current branch to its upstream, never with force; given
+    `commit` (the one applied), exactly that commit, refused when the branch
+    no longer points at it.
 
     Compares with the remote itself (not a possibly stale tracking ref), so a
     branch behind or diverged is refused before anything is sent."""
     try:
         branch, head, up_remote, up_ref = checked_out(repo_path, timeout=timeout)
     except DetachedHead as exc:
+        _unmoved(commit, "HEAD", run_git(["rev-parse", "--verify", "HEAD"], repo_path, timeout=timeout).strip())
         return _push_detached(repo_path, remote or "origin", exc, timeout)
+    _unmoved(commit, branch, head)
     if not up_ref:
         raise GitError(f"branch {branch} has no upstream: set one with 'git push -u <remote> {branch}'")
     remote = remote or up_remote
@@ -267,7 +279,8 @@ def push(repo_path, remote=None, check_mode=False, timeout=DEFAULT_TIMEOUT):
               "commits": ahead}
     if not ahead or check_mode:
         return result
-    proc = run_git_proc(["push", "--porcelain", remote, f"refs/heads/{branch}:{up_ref}"], repo_path, timeout=timeout)
+    # The commit itself, not the branch: a commit made meanwhile is not pushed.
+    proc = run_git_proc(["push", "--porcelain", remote, f"{head}:{up_ref}"], repo_path, timeout=timeout)
     if proc.returncode != 0:
         raise failure(proc, f"push of {branch} to {upstream} was refused")
     return result

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import tempfile
 import time
 
@@ -42,22 +43,44 @@ def head_commit(path):
     return proc.stdout.strip() or None if proc.returncode == 0 else None
 
 
-def plan_id_of(planfile, commit, stack, profile):
+def plan_id_of(planfile, commit, stack, profile, render_digest=None):
     digest = hashlib.sha256()
     with open(planfile, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    for part in (commit or "", stack or "", profile or ""):
+    for part in (commit or "", stack or "", profile or "") + ((render_digest,) if render_digest else ()):
         digest.update(b"\0" + part.encode("utf-8"))
     return digest.hexdigest()[:16]
 
 
-def plans_dir(project_path):
-    return os.path.join(project_path, PLANS_DIR)
+def plans_dir(project_path, create=False):
+    """The plan store of `project_path`: a real directory inside it, mode
+    0700 (made so when `create`). PlanRefused when it is a symlink or
+    anything else that would put plans (which hold secrets) elsewhere."""
+    path = os.path.join(project_path, PLANS_DIR)
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        if not create:
+            return path
+        os.mkdir(path, 0o700)
+        info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or os.path.realpath(path) != os.path.join(
+            os.path.realpath(project_path), PLANS_DIR):
+        raise PlanRefused(f"{path} is a symlink or not a directory: saved plans hold secrets and are kept "
+                          "only in a directory of their own inside the rendered directory; remove it. "
+                          "Nothing was planned or applied")
+    if create and stat.S_IMODE(info.st_mode) != 0o700:
+        descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            os.fchmod(descriptor, 0o700)
+        finally:
+            os.close(descriptor)
+    return path
 
 
 def paths(project_path, plan_id):
-    base = os.path.join(plans_dir(project_path), plan_id)
+    base = os.path.join(plans_dir(project_path), plan_id)  # refuses a foreign store
     return base + ".tfplan", base + ".json"
 
 
@@ -80,12 +103,12 @@ def _prune(directory, keep=KEEP):
                 pass
 
 
-def save(tofu, commit=None, stack=None, profile=None, destroy=False):
+def save(tofu, commit=None, stack=None, profile=None, destroy=False, render_digest=None):
     """Plans with `tofu` (a tofu_utils.Tofu), keeps the plan file and returns
-    {"plan_id", "summary", "changed", "counts", "resources", "outputs_changed"}."""
-    directory = plans_dir(tofu.project_path)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    os.chmod(directory, 0o700)
+    {"plan_id", "summary", "changed", "counts", "resources", "outputs_changed"}.
+    `render_digest`: the digest of the rendered files when the run that plans
+    rendered them from committed content (the workflow's render step)."""
+    directory = plans_dir(tofu.project_path, create=True)
     handle, tmp = tempfile.mkstemp(dir=directory, prefix=".new-", suffix=".tfplan")
     os.close(handle)
     try:
@@ -102,9 +125,10 @@ def save(tofu, commit=None, stack=None, profile=None, destroy=False):
         # tofu's own human plan, for a reviewer; masked once summarize has
         # told which values are sensitive.
         shown["plan_text"] = tofu._masked(planned).strip("\n") + "\n"
-        plan_id = plan_id_of(tmp, commit, stack, profile)
+        plan_id = plan_id_of(tmp, commit, stack, profile, render_digest)
         planfile, metafile = paths(tofu.project_path, plan_id)
         meta = {"plan_id": plan_id, "commit": commit, "stack": stack, "profile": profile,
+                "render_digest": render_digest,
                 "destroy": destroy, "changed": shown["changed"], "created": int(time.time()), "counts": shown["counts"],
                 "resources": [{"address": r["address"], "action": r["action"]}
                               for r in shown["resources"]]}
@@ -118,9 +142,13 @@ def save(tofu, commit=None, stack=None, profile=None, destroy=False):
     return shown
 
 
-def check(project_path, plan_id, commit=None, stack=None, profile=None):
+def check(project_path, plan_id, commit=None, stack=None, profile=None, render_digest=None,
+          require_render=False):
     """The saved plan's metadata when it may be applied from `commit` to
-    (stack, profile); PlanRefused saying why otherwise."""
+    (stack, profile); PlanRefused saying why otherwise. `require_render`
+    (the workflow): only a plan made by a run that rendered committed content
+    is accepted, and, given `render_digest`, only while the rendered files
+    are those it was made from."""
     if not isinstance(plan_id, str) or not PLAN_ID_RE.match(plan_id):
         raise PlanRefused(f"plan_id {plan_id!r} is not a plan id (16 hexadecimal digits, as "
                           "plan returns it); nothing was applied")
@@ -144,9 +172,16 @@ def check(project_path, plan_id, commit=None, stack=None, profile=None):
         raise PlanRefused(f"plan {plan_id} was made from commit {meta.get('commit')}, but "
                           f"{commit} is checked out now: run plan again on this commit; "
                           "nothing was applied")
-    if plan_id_of(planfile, commit, stack, profile) != plan_id:
+    if plan_id_of(planfile, commit, stack, profile, meta.get("render_digest")) != plan_id:
         raise PlanRefused(f"plan file of {plan_id} no longer matches its id (changed since it was "
                           "saved): run plan again; nothing was applied")
+    if require_render and not meta.get("render_digest"):
+        raise PlanRefused(f"plan {plan_id} was not made by the workflow from committed content (it was "
+                          "planned without the render step, from whatever the rendered directory held): "
+                          "run plan with the render step; nothing was applied")
+    if require_render and render_digest and render_digest != meta["render_digest"]:
+        raise PlanRefused(f"plan {plan_id} was made from other rendered files than the committed render "
+                          "now in place: run plan again; nothing was applied")
     return meta
 
 
@@ -167,17 +202,17 @@ def _made_elsewhere(project_path, plan_id):
             try:
                 with open(paths(os.path.join(root, profile, stack), plan_id)[1], encoding="utf-8") as handle:
                     meta = json.load(handle)
-            except (OSError, ValueError):
+            except (OSError, ValueError, PlanRefused):
                 continue
             return f"{meta.get('stack')}/{meta.get('profile')}"
     return None
 
 
-def apply(tofu, plan_id, commit=None, stack=None, profile=None):
+def apply(tofu, plan_id, commit=None, stack=None, profile=None, render_digest=None, require_render=False):
     """Applies exactly the saved plan `plan_id` and removes it. PlanRefused
-    when it does not exist, was made from another commit or (stack,
-    profile), or tofu finds it stale."""
-    meta = check(tofu.project_path, plan_id, commit, stack, profile)
+    when it does not exist, was made from another commit, (stack, profile)
+    or render (see check), or tofu finds it stale."""
+    meta = check(tofu.project_path, plan_id, commit, stack, profile, render_digest, require_render)
     planfile, metafile = paths(tofu.project_path, plan_id)
     tofu.ensure_init()
     if tofu.plan_check is not None:

@@ -35,6 +35,7 @@ current Info; S3: If-Match on the ETag).
 from __future__ import annotations
 
 import datetime
+import fcntl
 import hashlib
 import json
 import os
@@ -198,25 +199,137 @@ def controller_run_id(pid):
     return f"{socket.gethostname()}-{pid}-{process_start(pid) or 'x'}"
 
 
+def boot_id():
+    """This kernel's boot id (the same in every container and PID namespace
+    of the host, new at each boot), or None where Linux's /proc is absent."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as handle:
+            return handle.read().strip() or None
+    except OSError:
+        return None
+
+
+def pid_namespace(pid="self"):
+    """The inode of the PID namespace of process `pid`, or None."""
+    try:
+        return os.stat(f"/proc/{pid}/ns/pid").st_ino
+    except OSError:
+        return None
+
+
+# (device, inode) of each run flock this process holds -> the run holding it.
+HELD_FLOCKS = {}
+
+
+def hold_flock(path, run_id):
+    """Opens and flocks `path` for the life of run `run_id`: every process
+    that inherits the descriptor (tofu, its provisioners) keeps it held, so
+    the run stays live until the last of them ends, whatever the PID
+    namespace of whoever asks. Returns (descriptor, {"path", "dev", "ino"});
+    BlockingIOError when another live process holds it. Refuses a symlink."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BaseException:
+        os.close(descriptor)
+        raise
+    stat = os.fstat(descriptor)
+    HELD_FLOCKS[(stat.st_dev, stat.st_ino)] = str(run_id)
+    return descriptor, {"path": path, "dev": stat.st_dev, "ino": stat.st_ino}
+
+
+def drop_flock(descriptor):
+    try:
+        stat = os.fstat(descriptor)
+        HELD_FLOCKS.pop((stat.st_dev, stat.st_ino), None)
+    finally:
+        os.close(descriptor)
+
+
+def flock_held(flock, run_id=None):
+    """True while a process of run `run_id` holds its flock, False when none
+    does, None when that cannot be told from here (another mount namespace,
+    another user's file, no such file)."""
+    if not isinstance(flock, dict) or not flock.get("path"):
+        return None
+    try:
+        descriptor = os.open(flock["path"], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except (OSError, TypeError, ValueError):
+        return None
+    try:
+        stat = os.fstat(descriptor)
+        key = (stat.st_dev, stat.st_ino)
+        if key != (flock.get("dev"), flock.get("ino")):
+            return None
+        if key in HELD_FLOCKS:
+            # This process holds it: only the recorded run is alive, if it is ours.
+            return HELD_FLOCKS[key] == str(run_id)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return None
+        return False
+    finally:
+        os.close(descriptor)
+
+
+def process_alive(pid, started=None, namespace=None):
+    """True/False whether process `pid` (started at `started` clock ticks,
+    in PID namespace `namespace`) lives, None when that cannot be told here
+    (a pid of another PID namespace means nothing in ours)."""
+    if namespace and namespace != pid_namespace():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, OverflowError, TypeError):
+        return None
+    return not (started and process_start(pid) not in (None, started))
+
+
 def run_ended(record):
     """Why the holder's run has ended ("failed", "interrupted", "process 123 on
-    ctl1 is gone"), or None while it may still be running."""
+    ctl1 is gone"), or None while it may still be running. A run is judged
+    gone only from what identifies it on the host: its boot id, then the
+    flock its processes hold, then pid, start time and PID namespace of the
+    command and of the tofu it started; anything unsure keeps it live."""
     if not record:
         return None
     state = record.get("state") or "running"
     if state in ENDED_STATES:
         return state
+    if record.get("job_id"):
+        return None
+    host = record.get("host")
+    if record.get("boot_id"):
+        if record["boot_id"] != boot_id():
+            return f"{host} has booted again since the run started" if host == socket.gethostname() else None
+        held = flock_held(record.get("flock"), record.get("run_id"))
+        if held is not None:
+            # Free: neither the command nor any tofu it started holds it.
+            return None if held else f"process {record.get('pid')} on {host} is gone"
+        processes = [(record.get("pid"), record.get("pid_start"), record.get("pid_ns"))]
+        processes += [(c.get("pid"), c.get("start"), c.get("pid_ns")) for c in record.get("children") or []
+                      if isinstance(c, dict)]
+        alive = [process_alive(*process) for process in processes if process[0]]
+        if not alive or any(status is not False for status in alive):
+            return None
+        return f"process {record.get('pid')} on {host} is gone"
     pid = record.get("pid")
-    if pid and not record.get("job_id") and record.get("host") == socket.gethostname():
+    if pid and host == socket.gethostname():
         try:
             os.kill(int(pid), 0)
         except ProcessLookupError:
-            return f"process {pid} on {record.get('host')} is gone"
+            return f"process {pid} on {host} is gone"
         except (PermissionError, ValueError, OverflowError):
             return None
         started = record.get("pid_start")
         if started and process_start(pid) not in (None, started):
-            return f"process {pid} on {record.get('host')} is gone (the pid now belongs to another process)"
+            return f"process {pid} on {host} is gone (the pid now belongs to another process)"
     return None
 
 
@@ -252,9 +365,10 @@ def parse_time(text):
     return moment.replace(tzinfo=datetime.timezone(offset))
 
 
-def new_record(stack, profile, owner, run_id, operation="apply", message="", pid=None, job=None):
+def new_record(stack, profile, owner, run_id, operation="apply", message="", pid=None, job=None, flock=None):
     """The record of a run that wants the lock. `pid` is the process whose end
-    ends the run (default: this process); `job` an AWX/Tower job id instead."""
+    ends the run (default: this process); `job` an AWX/Tower job id instead;
+    `flock` what hold_flock() returned, when the run holds one."""
     validate_identity(stack, profile)
     _validate_owner(owner)
     if not run_id:
@@ -282,6 +396,9 @@ def new_record(stack, profile, owner, run_id, operation="apply", message="", pid
         started = process_start(record["pid"])
         if started:
             record["pid_start"] = started
+        record.update(boot_id=boot_id(), pid_ns=pid_namespace(record["pid"]))
+        if flock:
+            record["flock"] = dict(flock)
     return record
 
 
@@ -455,10 +572,11 @@ class LockBackend:
                 raise LockError(f"run lock {stack}/{profile} kept changing hands over {ATTEMPTS} attempts; "
                                 "try again")
 
-    def set_state(self, stack, profile, record, state, detail=""):
-        """Records `state` (running, failed, interrupted) and `detail` in the
-        lock held by the run of `record`, as a compare-and-swap on the lock read;
-        returns the new record. Raises LockLost when that run no longer holds it."""
+    def set_state(self, stack, profile, record, state, detail="", extra=None):
+        """Records `state` (running, failed, interrupted), `detail` and the
+        fields of `extra` in the lock held by the run of `record`, as a
+        compare-and-swap on the lock read; returns the new record. Raises
+        LockLost when that run no longer holds it."""
         self._check_record(stack, profile, record)
         if state not in RUN_STATES:
             raise LockError(f"unknown run state {state!r}: use one of {', '.join(RUN_STATES)}")
@@ -470,8 +588,8 @@ class LockBackend:
             if not same_run(current, record):
                 raise LockLost(f"run lock {stack}/{profile} is no longer held by run {record.get('run_id')}: "
                                f"it is held by {describe_holder(current)}")
-            changed = dict(current, state=state, detail=str(detail or "")[:1000],
-                           updated=format_time(utc_now()))
+            changed = dict(current, **(extra or {}))
+            changed.update(state=state, detail=str(detail or "")[:1000], updated=format_time(utc_now()))
             if self._replace(stack, profile, token, changed):
                 return changed
         raise LockError(f"run lock {stack}/{profile} kept changing over {ATTEMPTS} attempts; try again")

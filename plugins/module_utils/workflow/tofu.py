@@ -24,6 +24,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 COMMANDS = ("init", "validate", "plan", "apply", "destroy", "output")
+# Commands that write the state: their process is recorded in the run lock.
+WRITING = ("apply", "destroy", "import", "taint", "untaint", "refresh", "state")
 MASK = "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
 DEFAULT_TIMEOUT = 3600
 # Seconds tofu gets after SIGINT to finish in-flight operations and write its
@@ -52,7 +54,7 @@ class Interrupts:
     """Signals received while tofu runs, forwarded as SIGINT to tofu.
 
     Tofu runs in its own process group (a terminal's Ctrl-C does not reach it
-    behind our back): `guard()` installs SIGINT/SIGTERM handlers (main thread
+    behind our back): `guard()` installs SIGINT/SIGTERM/SIGHUP handlers (main thread
     only) that record the signal and send SIGINT to every running tofu group,
     so tofu stops gracefully and writes its state.
     """
@@ -89,7 +91,9 @@ class Interrupts:
 
 
 class _Guard:
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    # SIGHUP: a closed SSH session or a cancelled job; by default it would
+    # kill the wrapper, not stop tofu gracefully.
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self, interrupts):
         self.interrupts = interrupts
@@ -126,36 +130,84 @@ def _signal_group(pgid, signum):
         return False
 
 
-def run_process(cmd, cwd, env, timeout, grace=DEFAULT_GRACE, interrupts=INTERRUPTS):
-    """Runs `cmd` in its own process group and returns (rc, stdout, stderr,
-    interrupted). On timeout or a signal recorded by `interrupts`, the group
-    gets SIGINT, then `grace` seconds to exit, then SIGTERM, then SIGKILL;
-    what is left of the group afterwards (orphaned provisioners) is
-    terminated too. `interrupted` is None, "timeout" or the signal's name."""
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    interrupts.register(proc.pid)
-    out, err = [], []
-    echo = ECHO
+def _capture():
+    """(write descriptor, read descriptor) of a new, already unlinked file
+    (mode 0600) that takes a child's output: a file, unlike a pipe, keeps
+    taking it after we die, so tofu never dies of SIGPIPE mid-write, and
+    the output (which may hold secrets) vanishes with the last descriptor."""
+    write, path = tempfile.mkstemp(prefix="guardrail-", suffix=".out")
+    try:
+        return write, os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.unlink(path)
 
-    def read(stream, buffer, lines=None):
-        if lines is None:
-            buffer.append(stream.read())
-            return
-        for line in stream:
-            buffer.append(line)
-            lines(line)
-    readers = [threading.Thread(target=read, args=(proc.stdout, out, echo), daemon=True),
-               threading.Thread(target=read, args=(proc.stderr, err), daemon=True)]
-    for reader in readers:
-        reader.start()
+
+class _Tail:
+    """What a child wrote to a _capture() file so far, and, when `echo` is
+    given, each complete line shown as it comes."""
+
+    def __init__(self, descriptor, echo=None):
+        self.descriptor = descriptor
+        self.echo = echo
+        self.data = bytearray()
+        self.shown = 0
+
+    def drain(self, final=False):
+        while True:
+            block = os.read(self.descriptor, 1 << 16)
+            if not block:
+                break
+            self.data += block
+        if self.echo is not None:
+            end = len(self.data) if final else self.data.rfind(b"\n") + 1
+            if end > self.shown:
+                for line in bytes(self.data[self.shown:end]).decode("utf-8", "replace").splitlines(True):
+                    self.echo(line)
+                self.shown = end
+
+    def text(self):
+        return bytes(self.data).decode("utf-8", "replace")
+
+
+def run_process(cmd, cwd, env, timeout, grace=DEFAULT_GRACE, interrupts=INTERRUPTS, pass_fds=(),
+                on_start=None):
+    """Runs `cmd` in a session of its own and returns (rc, stdout, stderr,
+    interrupted). Its output goes to unlinked files, not pipes, so our death
+    leaves it running to its end (tofu then saves its state). On timeout or
+    a signal recorded by `interrupts`, the group gets SIGINT, then `grace`
+    seconds to exit, then SIGTERM, then SIGKILL; what is left of the group
+    afterwards (orphaned provisioners) is terminated too. `interrupted` is
+    None, "timeout" or the signal's name. `pass_fds` are inherited (the run's
+    liveness lock); `on_start(pid)` is called once the process runs. Files it
+    creates are private (umask 077): state and plans may hold secrets."""
+    out_write, out_read = _capture()
+    err_write, err_read = _capture()
+    try:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out_write,
+                                stderr=err_write, start_new_session=True, pass_fds=tuple(pass_fds),
+                                umask=0o077)
+    except BaseException:
+        for descriptor in (out_read, err_read):
+            os.close(descriptor)
+        raise
+    finally:
+        os.close(out_write)
+        os.close(err_write)
+    interrupts.register(proc.pid)
+    out, err = _Tail(out_read, ECHO), _Tail(err_read)
     deadline = time.monotonic() + timeout if timeout else None
     reason, stop_at, step = None, None, 0
     exited = _exit_waiter(proc)
     try:
+        if on_start is not None:
+            try:
+                on_start(proc.pid)
+            except Exception:  # pylint: disable=broad-exception-caught
+                pass  # a record of the child is a help; the child runs regardless
         while True:
             if exited(0.2 if reason is None else 0.1):
                 break
+            out.drain()
             now = time.monotonic()
             if reason is None:
                 if interrupts.received:
@@ -176,11 +228,13 @@ def run_process(cmd, cwd, env, timeout, grace=DEFAULT_GRACE, interrupts=INTERRUP
         if reason is not None:
             _signal_group(proc.pid, signal.SIGTERM)
         interrupts.unregister(proc.pid)
-        for reader in readers:
-            reader.join(timeout=5)
-        for stream in (proc.stdout, proc.stderr):
-            stream.close()
-    return proc.returncode, "".join(out), "".join(err), reason
+        try:
+            out.drain(final=True)
+            err.drain(final=True)
+        finally:
+            os.close(out_read)
+            os.close(err_read)
+    return proc.returncode, out.text(), err.text(), reason
 
 
 class _exit_waiter:  # pylint: disable=invalid-name
@@ -210,6 +264,22 @@ class _exit_waiter:  # pylint: disable=invalid-name
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None
+
+
+def private_state(project_path):
+    """Makes the local state files in `project_path` mode 0600: state holds
+    secrets, and one written by an older run (or another tool) may be 0644."""
+    for name in ("terraform.tfstate", "terraform.tfstate.backup"):
+        try:
+            descriptor = os.open(os.path.join(project_path, name), os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            mode = os.fstat(descriptor).st_mode
+            if mode & 0o077 and (mode & 0o170000) == 0o100000:
+                os.fchmod(descriptor, 0o600)
+        finally:
+            os.close(descriptor)
 
 
 def find_binary(binary=None):
@@ -350,6 +420,43 @@ def _sensitive_leaves(value, sensitive, found):
             _sensitive_leaves(item, sensitive[index] if index < len(sensitive) else False, found)
 
 
+def _sensitive_in(data, found):
+    """Collects the values a tofu JSON document (output -json, show -json of
+    a state or a plan) flags as sensitive, wherever they sit in it."""
+    if isinstance(data, dict):
+        if data.get("sensitive") is True and "value" in data:
+            _sensitive_leaves(data["value"], True, found)
+        for values, flags in (("values", "sensitive_values"), ("before", "before_sensitive"),
+                              ("after", "after_sensitive")):
+            if values in data and flags in data:
+                _sensitive_leaves(data[values], data[flags], found)
+        for item in data.values():
+            _sensitive_in(item, found)
+    elif isinstance(data, list):
+        for item in data:
+            _sensitive_in(item, found)
+
+
+def sensitive_values(stdout, project_path):
+    """The values tofu marks sensitive that a command run as given (`output
+    -json`, `show -json`, `output -raw NAME`) may have printed: those its JSON
+    output flags, and the sensitive outputs of the local state."""
+    found = set()
+    try:
+        _sensitive_in(json.loads(stdout), found)
+    except ValueError:
+        pass
+    try:
+        with open(os.path.join(project_path, "terraform.tfstate"), encoding="utf-8") as handle:
+            outputs = json.load(handle).get("outputs") or {}
+    except (OSError, ValueError, AttributeError):
+        outputs = {}
+    for output in outputs.values() if isinstance(outputs, dict) else ():
+        if isinstance(output, dict) and output.get("sensitive"):
+            _sensitive_leaves(output.get("value"), True, found)
+    return found
+
+
 def _mask_known(value, secrets):
     """`value` with every string equal to a known secret masked."""
     if isinstance(value, dict):
@@ -454,6 +561,10 @@ class Tofu:
         self.replace = list(replace or [])
         self.timeout = timeout
         self.grace = DEFAULT_GRACE
+        # Descriptors every tofu process inherits (the run's liveness lock),
+        # and a callable told the pid of each state-writing command.
+        self.pass_fds = ()
+        self.on_start = None
         self.log = []
         # Sensitive values seen in plans and outputs; masked in stdout/stderr,
         # where the tool itself may print them.
@@ -486,10 +597,13 @@ class Tofu:
             raise TofuError(f"{os.path.basename(cmd[0])} {args[0]} not started: interrupted by "
                             f"{INTERRUPTS.received}", cmd=cmd, interrupted=INTERRUPTS.received)
         try:
-            rc, stdout, stderr, interrupted = run_process(cmd, self.project_path, self.env(workspace),
-                                                          self.timeout, grace=self.grace)
+            rc, stdout, stderr, interrupted = run_process(
+                cmd, self.project_path, self.env(workspace), self.timeout, grace=self.grace,
+                pass_fds=self.pass_fds, on_start=self.on_start if args[0] in WRITING else None)
         except OSError as exc:
             raise TofuError(f"cannot run {cmd[0]}: {exc}", cmd=cmd) from exc
+        if args[0] in WRITING:
+            private_state(self.project_path)
         proc = subprocess.CompletedProcess(cmd, rc, stdout, stderr)
         proc.log_entry = {"cmd": cmd, "rc": rc, "stdout": stdout if log_stdout else "", "stderr": stderr}
         self.log.append(proc.log_entry)
@@ -618,7 +732,7 @@ class Tofu:
     def execute(self, command, check_mode=False, show_sensitive=False):
         """Runs `command` the way the tofu module does. Returns a result dict:
         changed, command, counts, resources, outputs, initialised, applied.
-        SIGINT/SIGTERM meanwhile stop tofu gracefully (see Interrupts)."""
+        SIGINT/SIGTERM/SIGHUP meanwhile stop tofu gracefully (see Interrupts)."""
         with INTERRUPTS.guard():
             return self._execute(command, check_mode, show_sensitive)
 

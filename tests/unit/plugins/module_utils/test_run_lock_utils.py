@@ -100,7 +100,7 @@ def test_default_identity_outside_awx(monkeypatch):
 def test_new_record_fields():
     made = run_lock.new_record("alpha", "prod", "me@test", 7, operation="destroy", message="why")
     assert set(made) == {"owner", "run_id", "host", "created", "updated", "state", "detail", "operation",
-                         "message", "stack", "profile", "version", "id", "pid", "pid_start"}
+                         "message", "stack", "profile", "version", "id", "pid", "pid_start", "boot_id", "pid_ns"}
     assert (made["state"], made["pid"]) == ("running", os.getpid())
     assert (made["run_id"], made["operation"], made["message"], made["version"]) == ("7", "destroy", "why", run_lock.COLLECTION_VERSION)
     assert made["created"].endswith("Z")
@@ -189,7 +189,14 @@ def test_a_run_whose_process_is_gone_has_ended(tmp_path):
     assert "is gone" in run_lock.run_ended(gone)
     assert run_lock.run_ended(record()) is None  # this process is alive
     assert run_lock.run_ended(record(pid=os.getpid(), pid_start="1")) is not None  # pid reused
-    assert run_lock.run_ended(record(pid=child.pid, host="elsewhere")) is None  # another host: unknown, live
+    # Another host (another kernel's boot id): unknown, live; the same boot id
+    # under another name (a container's hostname) is this host.
+    assert run_lock.run_ended(record(pid=child.pid, host="elsewhere", boot_id="other")) is None
+    assert "is gone" in run_lock.run_ended(record(pid=child.pid, host="elsewhere"))
+    # This host booted again since: every process of the run is gone.
+    assert "booted again" in run_lock.run_ended(record(pid=os.getpid(), boot_id="before"))
+    # A pid of another PID namespace means nothing here: never judged gone.
+    assert run_lock.run_ended(record(pid=child.pid, pid_ns=1)) is None
     assert run_lock.run_ended(run_lock.new_record("alpha", "prod", "me@test", "r", job="42")) is None
 
 
@@ -379,3 +386,47 @@ def test_release_in_one_step_refuses_another_owner_and_reads_when_unsure():
         backend.release("alpha", "prod", record())
     backend.store.clear()
     assert backend.release("alpha", "prod", record()) == (False, None)
+
+
+HOLDER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_the_run_flock_tells_live_from_gone(tmp_path):
+    import subprocess
+    import sys
+    path = tmp_path / "git" / "guardrail-run" / "alpha" / "prod.lock"
+    descriptor, flock = run_lock.hold_flock(str(path), "run-1")
+    try:
+        assert oct(path.stat().st_mode & 0o777) == oct(0o600)
+        with pytest.raises(BlockingIOError):
+            run_lock.hold_flock(str(path), "run-2")
+        # Held here: live for the run that holds it, gone for any other.
+        assert run_lock.flock_held(flock, "run-1") is True
+        assert run_lock.run_ended(record(run_id="run-1", flock=flock)) is None
+        assert "is gone" in run_lock.run_ended(record(run_id="run-0", flock=flock))
+    finally:
+        run_lock.drop_flock(descriptor)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        # Another process holds it: live, even with a record whose pid is gone.
+        assert run_lock.run_ended(record(run_id="run-0", flock=flock, pid=999999999)) is None
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run_lock.flock_held(flock, "run-0") is False
+    # Another file at that path (recreated, or another mount namespace's): unknown.
+    other = path.with_name("new")
+    other.write_text("")
+    other.replace(path)
+    assert run_lock.flock_held(flock, "run-0") is None
+    path.unlink()
+    path.symlink_to(tmp_path)
+    with pytest.raises(OSError):
+        run_lock.hold_flock(str(path), "run-3")
