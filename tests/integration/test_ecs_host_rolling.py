@@ -274,8 +274,8 @@ def test_failed_verification_leaves_the_host_draining_and_stops(cluster_world, l
     message = stops[0][2]
     assert f"{lab[0]} ({world['ids'][lab[0]]}) stays DRAINING in cluster prod" in message
     assert "Verify the credentials path answers" in message and "169.254.170.2:80" in message
-    assert statuses(world["c"], "prod") == {world["ids"][lab[0]]: "DRAINING", world["ids"][lab[1]]: "ACTIVE",
-                                             world["ids"][lab[2]]: "ACTIVE"}
+    ids = world["ids"]
+    assert statuses(world["c"], "prod") == {ids[lab[0]]: "DRAINING", ids[lab[1]]: "ACTIVE", ids[lab[2]]: "ACTIVE"}
     assert world["watcher"].max_not_active() == 1
     rows = table(out)
     [row] = [r for r in rows if r.startswith(lab[0] + " |")]
