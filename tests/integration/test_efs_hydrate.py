@@ -19,6 +19,7 @@ from conftest import ROOT, run_playbook, task_results
 from efs_hydrate_helpers import (
     LOCK_FILE,
     MARKER,
+    STAGING_PREFIX,
     leftovers,
     make_tree,
     module_result,
@@ -79,8 +80,10 @@ def test_sigkill_at_random_points_then_the_next_run_completes(tmp_path):
         os.unlink(proc.args_file)
         marker_after_kill = (dest / MARKER).exists()
         if marker_after_kill:
-            # The marker is written last: if it exists, the content is complete.
-            assert tree_listing(dest) == expected
+            # The marker is written last: if it exists, the content is complete
+            # (an emptied staging tree may remain; the next run removes it).
+            assert {k: v for k, v in tree_listing(dest).items()
+                    if not k.startswith(STAGING_PREFIX)} == expected
         outcomes.append(marker_after_kill)
         result = run_module({"src": str(src), "dest": str(dest)})
         assert result["rc"] == 0, result
@@ -88,6 +91,20 @@ def test_sigkill_at_random_points_then_the_next_run_completes(tmp_path):
         assert [n for n in os.listdir(dest) if n.startswith(MARKER)] == [MARKER]
         assert leftovers(dest) == []
     assert not all(outcomes), "every kill landed after the marker: the test did not interrupt a copy"
+
+
+def test_a_staging_tree_left_after_the_marker_is_removed_by_the_next_run(tmp_path):
+    """Killed between writing the marker and removing its emptied staging tree:
+    the volume is hydrated, and the next run still tidies up under the lock."""
+    src = make_tree(tmp_path / "src", files=3, size=64)
+    dest = tmp_path / "volume"
+    assert run_module({"src": str(src), "dest": str(dest)})["seeded"]
+    os.mkdir(dest / (STAGING_PREFIX + "0" * 32), 0o700)
+    result = run_module({"src": str(src), "dest": str(dest)})
+    assert result["rc"] == 0 and result["changed"] and not result["seeded"], result
+    assert leftovers(dest) == []
+    assert tree_listing(dest) == tree_listing(src)
+    assert not run_module({"src": str(src), "dest": str(dest)})["changed"]
 
 
 def _tar(path, members, gz=False):

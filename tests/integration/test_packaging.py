@@ -130,9 +130,20 @@ def test_release_writes_the_changelog_for_the_galaxy_version(tmp_path):
         if (ROOT / name).is_file():
             (copy / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, copy / name)
-    version = yaml.safe_load((copy / "galaxy.yml").read_text())["version"]
-    fragments = sorted((copy / "changelogs" / "fragments").glob("*.yml"))
-    assert fragments, "no changelog fragments for the next release"
+    galaxy = copy / "galaxy.yml"
+    version = yaml.safe_load(galaxy.read_text())["version"]
+    released = yaml.safe_load((copy / "changelogs" / "changelog.yaml").read_text())["releases"]
+    if version in released:
+        # A checkout at a release commit: release the next version in the copy.
+        major, minor, _patch = version.split(".")
+        bumped = f"{major}.{int(minor) + 1}.0"
+        galaxy.write_text(galaxy.read_text().replace(f"version: {version}\n", f"version: {bumped}\n", 1))
+        version = bumped
+        assert yaml.safe_load(galaxy.read_text())["version"] == version
+    fragments = copy / "changelogs" / "fragments"
+    if not list(fragments.glob("*.yml")):
+        fragments.mkdir(parents=True, exist_ok=True)
+        (fragments / "release-test.yml").write_text("minor_changes:\n  - release test - a change.\n")
     env = dict(os.environ, PATH=f"{BIN}:{os.environ.get('PATH', '')}")
     run([copy / "scripts" / "release", "2030-01-02"], copy, env)
     releases = yaml.safe_load((copy / "changelogs" / "changelog.yaml").read_text())["releases"]

@@ -475,7 +475,10 @@ def test_examples_run(git_repo, moto):
     play = [{"name": "Examples", "hosts": "localhost", "connection": "local", "gather_facts": False,
              "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"}, "tasks": tasks}]
     (work / "examples.yml").write_text(yaml.safe_dump(play, sort_keys=False))
-    git("add", "examples.yml", cwd=work)
+    # The examples that name stack=all read the repository's stacks.
+    (work / "stacks" / "alpha").mkdir(parents=True)
+    (work / "stacks" / "alpha" / "main.tf").write_text("")
+    git("add", "examples.yml", "stacks", cwd=work)
     git("commit", "-q", "-m", "examples", cwd=work)
     git("push", "-q", cwd=work)
 

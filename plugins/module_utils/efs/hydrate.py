@@ -1557,8 +1557,11 @@ def hydrate(src, dest, owner=None, group=None, dir_mode=None, file_mode=None,
     try:
         marker = read_marker(dest_fd, dest, policy.trusted)
         if marker is not None and not force:
-            return done(marker=marker, digest=marker.get("digest"),
-                        msg=f"{dest} is already hydrated (marker {MARKER})")
+            if not any(_is_ours(name) for name in os.listdir(dest_fd)):
+                return done(marker=marker, digest=marker.get("digest"),
+                            msg=f"{dest} is already hydrated (marker {MARKER})")
+            # Killed between the marker and the removal of its staging tree.
+            return _tidy_hydrated(dest_fd, dest, policy, marker, lock_timeout, check_mode, done)
         _check_dest_writable(dest, policy)
         with tempfile.TemporaryDirectory(prefix="guardrail-hydrate-") as workdir:
             # The whole source is validated before anything is written to dest.
@@ -1575,6 +1578,20 @@ def hydrate(src, dest, owner=None, group=None, dir_mode=None, file_mode=None,
     finally:
         if dest_fd is not None:
             os.close(dest_fd)
+
+
+def _tidy_hydrated(dest_fd, dest, policy, marker, lock_timeout, check_mode, done):
+    """A hydrated dest that still holds what an interrupted run left: finished
+    or removed under the lock, as a run that found no marker would."""
+    msg = f"{dest} is already hydrated (marker {MARKER}); what an interrupted run left "
+    if check_mode:
+        return done(changed=True, marker=marker, digest=marker.get("digest"), msg=msg + "would be removed")
+    with DestLock(dest_fd, dest, lock_timeout, trusted=policy.trusted):
+        _check_same_dest(dest_fd, dest)
+        recovered = recover(dest_fd, dest)
+        marker = read_marker(dest_fd, dest, policy.trusted) or marker
+    return done(changed=True, recovered=recovered is not None, marker=marker, digest=marker.get("digest"),
+                msg=msg + "was removed")
 
 
 def _locked_run(source, src, dest, dest_fd, policy, on_existing, force, prune, lock_timeout,
