@@ -51,7 +51,8 @@ def lab(tmp_path_factory):
         work = tmp_path_factory.mktemp("order")
         (work / "inventory.json").write_text(json.dumps({"all": {"hosts": {NAME: {
             "ansible_connection": "containers.podman.podman", "ansible_python_interpreter": "/usr/bin/python3",
-            "cis_hardening_level": 2, "cis_hardening_report_dir": str(work / "reports")}}}}))
+            "cis_hardening_level": 2, "cis_hardening_report_dir": str(work / "reports"),
+            "agent_firewall_ssh_sources": ["10.88.0.0/16"]}}}}))
         for name, roles in (("cis_then_firewall", CIS + FIREWALL), ("firewall_then_cis", FIREWALL + CIS)):
             (work / f"{name}.yml").write_text(ORDER.format(title=name.replace("_", " "), roles=roles))
         yield work
