@@ -232,7 +232,11 @@ def test_each_jump_is_there_once_ahead_of_every_drop(host, table, source, target
     rules = chain_rules(host, table, source)
     jump = f"-A {source} -j {target}"
     assert rules.count(jump) == 1, rules
-    terminal = [i for i, rule in enumerate(rules) if rule.split()[-1] in ("DROP", "REJECT", "RETURN")]
+    # ecs-init's drop of the introspection port (51678) from off-host, which it
+    # puts first at every start, drops nothing the role's chain lets through:
+    # the jump may stay behind it. Every other drop must come after the jump.
+    terminal = [i for i, rule in enumerate(rules) if rule.split()[-1] in ("DROP", "REJECT", "RETURN")
+                and "--dport 51678" not in rule]
     assert not terminal or rules.index(jump) < terminal[0], rules
 
 
@@ -285,7 +289,7 @@ def test_check_mode_shows_a_lost_jump_and_changes_nothing(host):
         saved = live_rules(host)
         rc, out = run_playbook(CONVERGE, "--check", "--diff")
         assert rc == 0
-        loaded = [r for name, r in host_results(out) if name.startswith("Load the default-deny")]
+        loaded = [r for name, r in host_results(out) if "Load the default-deny" in name]
         assert loaded and loaded[0]["changed"], loaded
         live_diff = loaded[0]["results"][0]["diff"][0]
         assert "-A INPUT -j AGENT-FW-INPUT" not in live_diff["before"]
@@ -421,7 +425,7 @@ def test_after_nft_flush_ruleset_a_run_restores_the_policies_and_says_so(host):
     assert "-P INPUT ACCEPT" in host.check_output("iptables -S")
     rc, out = run_playbook(CONVERGE)
     assert rc == 0, [r.get("msg") for _name, r in host_results(out) if r.get("failed")]
-    loaded = [r for name, r in host_results(out) if name.startswith("Load the default-deny")]
+    loaded = [r for name, r in host_results(out) if "Load the default-deny" in name]
     # Warnings are strings before ansible-core 2.19, objects after, on the items or the task: look in their text.
     warnings = json.dumps(loaded)
     assert "the live policy of INPUT was ACCEPT, not DROP" in warnings and RULES_FILE6 in warnings, warnings
