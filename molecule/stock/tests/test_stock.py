@@ -10,8 +10,10 @@ def test_agent_firewall_chains_are_live_and_persisted(host):
     rules = host.iptables.rules("filter", "INPUT")
     jumps = [r for r in rules if r == "-A INPUT -j AGENT-FW-INPUT"]
     assert len(jumps) == 1
-    assert "-A AGENT-FW-INPUT -d 127.0.0.0/8 -i docker0 -p tcp -m tcp --dport 51679 -j ACCEPT" in \
-        host.iptables.rules("filter", "AGENT-FW-INPUT")
+    chain = host.iptables.rules("filter", "AGENT-FW-INPUT")
+    # Every task network: docker0 and its kind, user-defined bridges, ecs-bridge.
+    for bridge in ("docker+", "br-+", "ecs-bridge"):
+        assert f"-A AGENT-FW-INPUT -d 127.0.0.0/8 -i {bridge} -p tcp -m tcp --dport 51679 -j ACCEPT" in chain, chain
     assert "-A PREROUTING -j AGENT-FW-PREROUTING" in host.iptables.rules("nat", "PREROUTING")
     boot = host.file("/etc/iptables/rules.v4")
     assert boot.mode == 0o600 and ":AGENT-FW-INPUT - [0:0]" in boot.content_string
