@@ -6,23 +6,25 @@ push and unlock for one (stack, profile), or for several stacks in
 dependency order (plugin_utils/stacks.py), in one task.
 
 The steps live in plugin_utils/workflow.py and run in-process on the
-controller; this plugin validates the arguments and hands the engine
-Ansible's templar.
+controller; this plugin validates the arguments (plugin_utils/workflow_spec.py,
+warning of each deprecated flat name) and hands the engine Ansible's templar.
 """
 from __future__ import annotations
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
 
-from ansible_collections.guardrail.ecs.plugins.plugin_utils import api, stacks
+from ansible_collections.guardrail.ecs.plugins.plugin_utils import api, stacks, workflow_spec
 from ansible_collections.guardrail.ecs.plugins.plugin_utils import workflow as engine
 from ansible_collections.guardrail.ecs.plugins.plugin_utils.templar import templater
 from ansible_collections.guardrail.ecs.plugins.plugin_utils.workflow import (  # noqa: F401 pylint: disable=unused-import
     DEFAULT_STEPS,
     STEPS,
-    WORKFLOW_ARGUMENT_SPEC,
     net_changed,
 )
+
+display = Display()
 
 
 def validate_steps(steps):
@@ -48,7 +50,12 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         del tmp
-        _validation, params = self.validate_argument_spec(argument_spec=WORKFLOW_ARGUMENT_SPEC)
+        try:
+            params, deprecations = workflow_spec.validate(self._task.args)
+        except engine.WorkflowError as exc:
+            raise AnsibleActionFail(str(exc), obj=self._task.args) from exc
+        for message in deprecations:
+            display.deprecated(message, **workflow_spec.FLAT_REMOVED_IN)
         try:
             # The engine masks what is secret (credentials, values tofu marks
             # sensitive) and nothing else: masking every no_log option value

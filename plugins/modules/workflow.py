@@ -15,22 +15,26 @@ description:
     V(render), V(git_check), V(lock), V(exec), V(git_push), V(unlock), V(unlock_any), on the controller.
   - Step names are written with underscores or hyphens alike (V(git-check), V(unlock-any)), and
     V(build) is V(render), as in the design the C(guardrail) command's alias comes from.
+  - Options that only one part of the run reads are grouped - O(render), O(git), O(lock), O(tofu); the
+    top level names the run (O(stack), O(profile), O(steps), O(command), O(repo_path)) and carries the
+    AWS options the O(lock) backends V(dynamodb) and V(s3) use. The C(guardrail) command and the Python
+    entry point (C(plugins/plugin_utils/api.py)) validate with the same argument spec.
   - Each step runs only if every previous one succeeded. Unknown steps, steps out of that order and
     names or paths escaping the repository are refused before anything runs, as is every problem that
-    needs no lock to find - a missing stack or profile, invalid O(tofu_options), a missing var file, a
+    needs no lock to find - a missing stack or profile, invalid O(tofu.options), a missing var file, a
     missing or unsupported C(tofu)/C(terraform) (OpenTofu 1.6 or Terraform 1.5 and later), boto3
     missing for a DynamoDB or S3 lock - so a refusal leaves nothing locked.
   - V(render) renders C(<stacks_dir>/<stack>/) for the profile into C(.dist/<profile>/<stack>/) as
     M(guardrail.ecs.render) does; the rendered directory is git-ignored (through C(.git/info/exclude)
     when needed), so rendering never dirties the tree. Only committed sources are rendered - the
-    stack, the profiles and absolute O(var_files) inside the repository are checked before any template
+    stack, the profiles and absolute O(tofu.var_files) inside the repository are checked before any template
     is evaluated (with V(git_check) among the steps the repository must be a git work tree). Render
     removes only files it wrote, never state, plans or C(.terraform/).
   - V(git_check) refuses modified, staged or untracked files, a branch behind or diverged from its
-    upstream, and more than O(max_ahead) unpushed commits. When it refuses, no lock is taken and nothing runs.
-  - V(lock) takes the run lock of (stack, profile) for O(owner); the same owner may re-enter, anyone
+    upstream, and more than O(git.max_ahead) unpushed commits. When it refuses, no lock is taken and nothing runs.
+  - V(lock) takes the run lock of (stack, profile) for O(lock.owner); the same owner may re-enter, anyone
     else is refused and told who holds it, since when and from which run. A run lock that would be
-    tofu's own state lock (O(lock_key) on the rendered C(s3) backend's key) is refused before any lock
+    tofu's own state lock (O(lock.key) on the rendered C(s3) backend's key) is refused before any lock
     is taken, since tofu would wait for it forever.
   - V(exec) runs O(command) in the rendered directory. With the lock among the steps, an V(apply) or
     V(destroy) first fetches the upstream again; a branch now behind it applies nothing and releases
@@ -53,9 +57,9 @@ description:
     rendered and applied, and refuses when the checkout moved during the run (exec likewise refuses
     when it moved after render). When the push fails after a successful apply the lock stays held,
     marked failed, and the message names the commit applied and what to do.
-    V(unlock) releases the lock of this run (O(owner) and O(run_id)); V(unlock_any) releases the lock
-    O(owner) holds on the stack and profile whichever run took it, and refuses a lock of another
-    owner (name that owner as O(owner) to release a colleague's lock; the result records it). When
+    V(unlock) releases the lock of this run (O(lock.owner) and O(lock.run_id)); V(unlock_any) releases the lock
+    O(lock.owner) holds on the stack and profile whichever run took it, and refuses a lock of another
+    owner (name that owner as O(lock.owner) to release a colleague's lock; the result records it). When
     unlock fails after a successful apply, the message says what was applied and how to release it.
   - The result records every step's outcome and duration. A lock taken and released in the same
     run is no change, so a run that finds nothing to do reports C(changed=false).
@@ -74,15 +78,13 @@ description:
     nothing, releases the lock this run took and lists the offending resources. See the README.
 author:
   - guardrail.ecs maintainers (@guardrail-ecs)
-extends_documentation_fragment:
-  - guardrail.ecs.stack_layout
 options:
   stack:
     description:
-      - The stack, a directory under O(stacks_dir); also the first half of the lock key.
+      - The stack, a directory under O(render.stacks_dir); also the first half of the lock key.
       - A comma list (V(network,cluster)), V(all), or V(affected) runs several stacks in dependency order.
         V(affected) selects the stacks whose committed inputs (the stack's directory, its C(inputs), the
-        profile and the profiles it extends, in-repository O(var_files)) changed between the last commit
+        profile and the profiles it extends, in-repository O(tofu.var_files)) changed between the last commit
         applied to that stack and profile (recorded on the remote under C(refs/guardrail/applied/)) and
         HEAD - or O(since) - and the stacks depending on them. V(all) and V(affected) are never stack names.
     type: str
@@ -112,110 +114,171 @@ options:
       - In check mode a tofu command plans only and an argument list does not run.
     type: raw
     default: apply
-  dest:
-    description: The rendered directory relative to O(repo_path) (default C(.dist/<profile>/<stack>)).
-    type: str
-  binary:
-    description: The tofu executable (default C(tofu) when on E(PATH), else C(terraform)).
-    type: str
-  workspace:
-    description: The tofu workspace, passed as E(TF_WORKSPACE).
-    type: str
-  variables:
-    description:
-      - Input variables for tofu, passed as C(TF_VAR_*) environment variables, never on a command line.
-      - Values tofu marks sensitive (C(sensitive = true) variables, from here or from O(var_files))
-        are masked wherever they appear in the result; other values pass through unchanged.
+  render:
+    description: Options of the V(render) step.
     type: dict
     default: {}
-  var_files:
-    description: Variable files for tofu, relative to the rendered directory or absolute.
-    type: list
-    elements: path
-    default: []
-  tofu_options:
-    description:
-      - Further options of M(guardrail.ecs.tofu) for the V(exec) step - V(backend_config),
-        V(backend_config_files), V(lock), V(lock_timeout), V(parallelism), V(targets), V(replace), V(timeout).
+    version_added: 0.3.0
+    suboptions:
+      stacks_dir:
+        description: Directory of the stacks, relative to O(repo_path). Was C(stacks_dir).
+        type: str
+        default: stacks
+      profiles_dir:
+        description: Directory of the profiles, relative to O(repo_path). Was C(profiles_dir).
+        type: str
+        default: profiles
+      dest:
+        description: The rendered directory relative to O(repo_path) (default C(.dist/<profile>/<stack>)). Was C(dest).
+        type: str
+      vars:
+        description: Template variables on top of the profile's configuration. Was C(vars).
+        type: dict
+        default: {}
+  git:
+    description: Options of the V(git_check) and V(git_push) steps.
     type: dict
     default: {}
-  show_sensitive:
-    description: Return sensitive tofu outputs in clear instead of masked.
-    type: bool
-    default: false
-  exec_timeout:
-    description:
-      - Seconds each command the V(exec) step runs may take (an argument-list O(command), and each tofu
-        command - plan, apply, destroy - unless O(tofu_options) sets C(timeout)); then it is interrupted
-        (SIGINT, a grace period, then SIGTERM and SIGKILL).
-    type: int
-    default: 3600
-  max_ahead:
-    description: Unpushed commits V(git_check) allows.
-    type: int
-    default: 1
-  allow_detached:
-    description:
-      - Let V(git_check) accept any detached HEAD. Without it a detached HEAD passes only when it is
-        the head of a remote branch (an AWX project sync), which V(git_check) then names as the branch compared.
-    type: bool
-    default: false
-  fetch:
-    description: Let V(git_check) fetch the upstream before comparing with it.
-    type: bool
-    default: true
-  push_remote:
-    description: The remote V(git_push) pushes to (default the branch's upstream remote).
-    type: str
-  owner:
-    description:
-      - Who holds the lock. Default the launching user inside an AWX/Tower job (C(awx_user_name)),
-        else C(user@host).
-    type: str
-  run_id:
-    description: The run recorded in the lock. Default the AWX/Tower job id, else a fresh id.
-    type: str
-  lock_message:
-    description: A note stored in the lock record.
-    type: str
-    default: ""
-  lock_backend:
-    description: Where the run lock lives.
-    type: str
-    choices: [git, dynamodb, s3]
-    default: git
-  lock_remote:
-    description: For V(git), the remote holding the lock tags (default C(origin)).
-    type: str
-  lock_table:
-    description: For V(dynamodb), the table (OpenTofu's lock table format).
-    type: str
-  lock_bucket:
-    description: For V(s3), the bucket.
-    type: str
-  lock_takeover:
-    description:
-      - Take over the run lock of an ended run of the same O(owner) (marked failed or interrupted, or its
-        process gone on this host); the lock step's result then holds the replaced record in C(taken_over).
-      - V(false) refuses instead. A live run's lock is never taken over, whoever owns it.
-    type: bool
-    default: true
-  lock_ttl:
-    description:
-      - Age in seconds after which a lock held by another run is reported as stale in the refusal.
-      - A stale lock is still held; nothing is broken automatically.
-    type: int
-  lock_key:
-    description:
-      - For V(dynamodb) and V(s3), the run lock's own key (default C(guardrail/<stack>/<profile>)).
-      - It must differ from the state key tofu locks itself (the C(s3) backend's C(<bucket>/<key>) item
-        in the same table, or its C(<key>.tflock) object in the same bucket); that configuration is
-        refused before any lock is taken.
-    type: str
+    version_added: 0.3.0
+    suboptions:
+      max_ahead:
+        description: Unpushed commits V(git_check) allows. Was C(max_ahead).
+        type: int
+        default: 1
+      allow_detached:
+        description:
+          - Let V(git_check) accept any detached HEAD. Was C(allow_detached).
+          - Without it a detached HEAD passes only when it is the head of a remote branch (an AWX project
+            sync), which V(git_check) then names as the branch compared.
+        type: bool
+        default: false
+      fetch:
+        description: Let V(git_check) fetch the upstream before comparing with it. Was C(fetch).
+        type: bool
+        default: true
+      push_remote:
+        description: The remote V(git_push) pushes to (default the branch's upstream remote). Was C(push_remote).
+        type: str
+  lock:
+    description: Options of the V(lock), V(unlock) and V(unlock_any) steps - the run lock.
+    type: dict
+    default: {}
+    version_added: 0.3.0
+    suboptions:
+      backend:
+        description: Where the run lock lives. Was C(lock_backend).
+        type: str
+        choices: [git, dynamodb, s3]
+        default: git
+      owner:
+        description:
+          - Who holds the lock. Default the launching user inside an AWX/Tower job (C(awx_user_name)),
+            else C(user@host). Was C(owner).
+        type: str
+      run_id:
+        description: The run recorded in the lock. Default the AWX/Tower job id, else a fresh id. Was C(run_id).
+        type: str
+      message:
+        description: A note stored in the lock record. Was C(lock_message).
+        type: str
+        default: ""
+      remote:
+        description: For V(git), the remote holding the lock tags (default C(origin)). Was C(lock_remote).
+        type: str
+      table:
+        description: For V(dynamodb), the table (OpenTofu's lock table format). Was C(lock_table).
+        type: str
+      bucket:
+        description: For V(s3), the bucket. Was C(lock_bucket).
+        type: str
+      key:
+        description:
+          - For V(dynamodb) and V(s3), the run lock's own key (default C(guardrail/<stack>/<profile>)).
+            Was C(lock_key).
+          - It must differ from the state key tofu locks itself (the C(s3) backend's C(<bucket>/<key>) item
+            in the same table, or its C(<key>.tflock) object in the same bucket); that configuration is
+            refused before any lock is taken.
+        type: str
+      takeover:
+        description:
+          - Take over the run lock of an ended run of the same O(lock.owner) (marked failed or interrupted, or
+            its process gone on this host); the lock step's result then holds the replaced record in
+            C(taken_over). Was C(lock_takeover).
+          - V(false) refuses instead. A live run's lock is never taken over, whoever owns it.
+        type: bool
+        default: true
+      ttl:
+        description:
+          - Age in seconds after which a lock held by another run is reported as stale in the refusal.
+            Was C(lock_ttl).
+          - A stale lock is still held; nothing is broken automatically.
+        type: int
+  tofu:
+    description: Options of the V(exec) step - what tofu is run with.
+    type: dict
+    default: {}
+    version_added: 0.3.0
+    suboptions:
+      binary:
+        description: The tofu executable (default C(tofu) when on E(PATH), else C(terraform)). Was C(binary).
+        type: str
+      workspace:
+        description: The tofu workspace, passed as E(TF_WORKSPACE). Was C(workspace).
+        type: str
+      variables:
+        description:
+          - Input variables for tofu, passed as C(TF_VAR_*) environment variables, never on a command line.
+            Was C(variables).
+          - Values tofu marks sensitive (C(sensitive = true) variables, from here or from O(tofu.var_files))
+            are masked wherever they appear in the result; other values pass through unchanged.
+        type: dict
+        default: {}
+      var_files:
+        description: Variable files for tofu, relative to the rendered directory or absolute. Was C(var_files).
+        type: list
+        elements: path
+        default: []
+      options:
+        description:
+          - Further options of M(guardrail.ecs.tofu) for the V(exec) step - V(backend_config),
+            V(backend_config_files), V(lock), V(lock_timeout), V(parallelism), V(targets), V(replace),
+            V(timeout). Was C(tofu_options).
+        type: dict
+        default: {}
+      show_sensitive:
+        description: Return sensitive tofu outputs in clear instead of masked. Was C(show_sensitive).
+        type: bool
+        default: false
+      timeout:
+        description:
+          - Seconds each command the V(exec) step runs may take (an argument-list O(command), and each tofu
+            command - plan, apply, destroy - unless O(tofu.options) sets C(timeout)); then it is interrupted
+            (SIGINT, a grace period, then SIGTERM and SIGKILL). Was C(exec_timeout).
+        type: int
+        default: 3600
+      plan_id:
+        description:
+          - With O(command=apply), apply exactly the plan saved by an earlier run with O(command=plan)
+            that returned this id (RV(plan_id)), instead of planning again. Was C(plan_id).
+          - Refused before any step runs when the plan is not saved in the rendered directory, or was
+            made from another commit or for another O(stack) and O(profile), or by a run without the
+            V(render) step (a plan of hand-edited rendered files); refused by the exec step when the
+            rendered files differ from those it was made from, or when tofu reports it stale. A successful
+            apply removes it. Plans are written mode 0600 in C(.guardrail-plans), a directory of the
+            rendered directory (refused when it is a symlink), stay there and are never pushed.
+        type: str
+      policy_allow:
+        description:
+          - Resource addresses (such as V(terraform_data.marker[0])) whose changes the C(protect) rules of the
+            plan policy let through in this run. C(max_changes) and C(require_tags) still apply.
+            Was C(policy_allow).
+        type: list
+        elements: str
+        default: []
   parallelism:
     description:
       - With several stacks selected, how many run at once (independent stacks only).
-      - Not tofu's own C(-parallelism), which is C(parallelism) in O(tofu_options).
+      - Not tofu's own C(-parallelism), which is C(parallelism) in O(tofu.options).
     type: int
     default: 4
   since:
@@ -226,24 +289,6 @@ options:
       - With O(steps=[drift]), where C(drift.json) and C(drift.html) are written (default
         C(<repo_path>/.dist/drift)).
     type: path
-  policy_allow:
-    description:
-      - Resource addresses (such as V(terraform_data.marker[0])) whose changes the C(protect) rules of the
-        plan policy let through in this run. C(max_changes) and C(require_tags) still apply.
-    type: list
-    elements: str
-    default: []
-  plan_id:
-    description:
-      - With O(command=apply), apply exactly the plan saved by an earlier run with O(command=plan)
-        that returned this id (RV(plan_id)), instead of planning again.
-      - Refused before any step runs when the plan is not saved in the rendered directory, or was
-        made from another commit or for another O(stack) and O(profile), or by a run without the
-        V(render) step (a plan of hand-edited rendered files); refused by the exec step when the
-        rendered files differ from those it was made from, or when tofu reports it stale. A successful
-        apply removes it. Plans are written mode 0600 in C(.guardrail-plans), a directory of the
-        rendered directory (refused when it is a symlink), stay there and are never pushed.
-    type: str
   aws_profile:
     description:
       - A named profile from the AWS shared configuration and credentials files, for the V(dynamodb)
@@ -290,6 +335,16 @@ seealso:
   - module: guardrail.ecs.tofu
 notes:
   - >-
+    Deprecated: before 0.3.0 every option was at the top level. Those flat names still work until 0.4.0,
+    each with a deprecation warning, and are moved into their group - C(stacks_dir), C(profiles_dir),
+    C(dest) and C(vars) into O(render); C(max_ahead), C(allow_detached), C(fetch) and C(push_remote)
+    into O(git); C(owner), C(run_id), C(lock_backend), C(lock_message), C(lock_remote), C(lock_table),
+    C(lock_bucket), C(lock_key), C(lock_takeover) and C(lock_ttl) into O(lock) (without the C(lock_)
+    prefix); C(binary), C(workspace), C(variables), C(var_files), C(show_sensitive), C(plan_id) and
+    C(policy_allow) into O(tofu), C(tofu_options) as O(tofu.options) and C(exec_timeout) as
+    O(tofu.timeout). A flat name and its nested form given with different values are refused before
+    anything runs.
+  - >-
     A shell function makes C(tofu) itself run the whole workflow from the stack
     repository, for example C(tofu apply alpha prod) -
     tofu() { ansible localhost -m guardrail.ecs.workflow
@@ -311,6 +366,21 @@ EXAMPLES = r"""
     steps: [render, git_check, exec]
     command: plan
 
+- name: Apply with a DynamoDB run lock, tofu variables and a shorter timeout
+  guardrail.ecs.workflow:
+    repo_path: /srv/infra
+    stack: alpha
+    profile: prod
+    lock:
+      backend: dynamodb
+      table: tofu-locks
+      message: "release 2024.06"
+    tofu:
+      variables:
+        release: "2024.06"
+      timeout: 900
+    region: eu-west-1
+
 - name: Apply every stack in dependency order, two at a time
   guardrail.ecs.workflow:
     repo_path: /srv/infra
@@ -330,7 +400,8 @@ EXAMPLES = r"""
     repo_path: /srv/infra
     stack: alpha
     profile: prod
-    policy_allow: [terraform_data.deployment]
+    tofu:
+      policy_allow: [terraform_data.deployment]
 
 - name: Report drift of every stack in prod (a comma list of profiles also works; fails when any drifted)
   guardrail.ecs.workflow:
@@ -345,13 +416,14 @@ EXAMPLES = r"""
     repo_path: /srv/infra
     stack: alpha
     profile: prod
-    owner: alice
+    lock:
+      owner: alice
     steps: [unlock-any]
 """
 
 RETURN = r"""
 plan_id:
-  description: With O(command=plan), the id of the saved plan, to give as O(plan_id) to an apply; with O(plan_id), the plan applied.
+  description: With O(command=plan), the id of the saved plan, to give as O(tofu.plan_id) to an apply; with O(tofu.plan_id), the plan applied.
   returned: when a plan was saved or applied
   type: str
   sample: 3f2a9c01d4e5b6a7
@@ -433,7 +505,7 @@ resources:
   elements: dict
   sample: [{"address": "terraform_data.deployment", "action": "replace", "before": {}, "after": {}}]
 outputs:
-  description: The stack's outputs after the tofu command (sensitive ones masked unless O(show_sensitive)).
+  description: The stack's outputs after the tofu command (sensitive ones masked unless O(tofu.show_sensitive)).
   returned: when exec ran a tofu command
   type: dict
   sample: {"service_name": "web-prod"}

@@ -8,20 +8,25 @@ web hook, a chat bot) call.
     from ansible_collections.guardrail.ecs.plugins.plugin_utils.api import run_workflow
 
     result = run_workflow({"repo_path": "/srv/infra", "stack": "alpha", "profile": "prod",
-                           "steps": ["render", "git_check", "lock", "exec", "git_push", "unlock"]})
+                           "steps": ["render", "git_check", "lock", "exec", "git_push", "unlock"],
+                           "lock": {"owner": "webhook@example"}})
     for step in result.steps:
         print(step.step, step.status, step.changed)
 
-`options` are the guardrail.ecs.workflow task's options, under the same names,
+`options` are the guardrail.ecs.workflow task's options, nested as the task
+takes them (`lock: {backend, owner, ...}`, `tofu: {...}`; workflow_spec.py),
 validated with the same argument spec before any step runs; a problem raises
-WorkflowError and nothing runs. A step that fails or refuses does not raise:
+WorkflowError and nothing runs. The flat names of 0.2 still work until 0.4.0,
+each with a DeprecationWarning. A step that fails or refuses does not raise:
 it is in the result (`failed`, `refused`, `failed_step`, the step's outcome).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 from ansible_collections.guardrail.ecs.plugins.plugin_utils import workflow as engine
+from ansible_collections.guardrail.ecs.plugins.plugin_utils import workflow_spec
 from ansible_collections.guardrail.ecs.plugins.plugin_utils.templar import standalone_templater
 
 WorkflowError = engine.WorkflowError
@@ -64,16 +69,17 @@ class WorkflowResult:
 
 
 def validate(options):
-    """`options` completed with the argument spec's defaults; WorkflowError
-    naming every problem when they do not validate."""
-    # Here, not at the top: the command line parses its own flags and runs
-    # through run_validated without paying for Ansible's validator.
-    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+    """The engine's parameters from `options` (defaults applied);
+    WorkflowError naming every problem when they do not validate."""
+    return _validated(options)
 
-    checked = ArgumentSpecValidator(engine.WORKFLOW_ARGUMENT_SPEC).validate(dict(options))
-    if checked.error_messages:
-        raise WorkflowError("; ".join(checked.error_messages))
-    return checked.validated_parameters
+
+def _validated(options):
+    params, deprecations = workflow_spec.validate(options)
+    for message in deprecations:
+        # stacklevel: the program that called validate or run_workflow.
+        warnings.warn(message, DeprecationWarning, stacklevel=3)
+    return params
 
 
 def run_workflow(options, template=None, check_mode=False, diff=False, variables=None, fast=False, echo=None):
@@ -83,13 +89,13 @@ def run_workflow(options, template=None, check_mode=False, diff=False, variables
     variables (AWX job ids name the lock owner); `fast` and `echo`: as the
     command line runs (skip a render whose committed inputs are unchanged;
     stream tofu's output)."""
-    return run_validated(validate(options), template, check_mode=check_mode, diff=diff, variables=variables,
+    return run_validated(_validated(options), template, check_mode=check_mode, diff=diff, variables=variables,
                          fast=fast, echo=echo)
 
 
 def run_validated(params, template=None, check_mode=False, diff=False, variables=None, fast=False, echo=None):
-    """run_workflow for options already validated against the workflow's
-    argument spec (the action plugin's and the command line's)."""
+    """run_workflow for the engine's parameters, as workflow_spec.validate
+    (the action plugin and the command line) or `validate` returned them."""
     data = engine.run(params, template or standalone_templater(), check_mode=check_mode, diff=diff,
                       variables=variables, fast=fast, echo=echo)
     return WorkflowResult.from_engine(data)

@@ -21,9 +21,9 @@ import json
 import os
 import sys
 
-from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import plans, run_lock
+from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import plans
 from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import tofu as tofu_utils
-from ansible_collections.guardrail.ecs.plugins.plugin_utils import api, stacks
+from ansible_collections.guardrail.ecs.plugins.plugin_utils import api, stacks, workflow_spec
 from ansible_collections.guardrail.ecs.plugins.plugin_utils import workflow as engine
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_BAD_INPUT = 0, 1, 2, 3
@@ -56,29 +56,34 @@ drift.html to --report (default .dist/drift); exit code 2 when drift is found.
 exit codes: 0 done, 1 a step failed, 2 refused (dirty or behind work tree, lock
 held, saved plan not applicable, plan policy) or drift found, 3 bad input.
 """
-# (flag, parameter, environment variable, help)
-OPTIONS = (
-    ("--repo", "repo_path", "GUARDRAIL_REPO", "the stack repository (default: the current directory)"),
-    ("--owner", "owner", "GUARDRAIL_OWNER", "lock owner (default: user@host)"),
-    ("--run-id", "run_id", "GUARDRAIL_RUN_ID", "this run's id in the lock record"),
-    ("--lock-backend", "lock_backend", "GUARDRAIL_LOCK_BACKEND", f"{', '.join(run_lock.BACKENDS)} (default: git)"),
-    ("--lock-remote", "lock_remote", "GUARDRAIL_LOCK_REMOTE", "git lock: the remote holding lock refs"),
-    ("--lock-table", "lock_table", "GUARDRAIL_LOCK_TABLE", "dynamodb lock: the table"),
-    ("--lock-bucket", "lock_bucket", "GUARDRAIL_LOCK_BUCKET", "s3 lock: the bucket"),
-    ("--lock-key", "lock_key", "GUARDRAIL_LOCK_KEY", "dynamodb/s3 lock: the key"),
-    ("--lock-message", "lock_message", "GUARDRAIL_LOCK_MESSAGE", "a note stored in the lock record"),
-    ("--region", "region", "GUARDRAIL_REGION", "AWS region of the lock backend"),
-    ("--aws-profile", "aws_profile", "GUARDRAIL_AWS_PROFILE", "AWS named profile of the lock backend"),
-    ("--endpoint-url", "endpoint_url", "GUARDRAIL_ENDPOINT_URL", "AWS endpoint of the lock backend"),
-    ("--push-remote", "push_remote", "GUARDRAIL_PUSH_REMOTE", "remote git_push pushes to"),
-    ("--stacks-dir", "stacks_dir", "GUARDRAIL_STACKS_DIR", "stacks directory (default: stacks)"),
-    ("--profiles-dir", "profiles_dir", "GUARDRAIL_PROFILES_DIR", "profiles directory (default: profiles)"),
-    ("--dest", "dest", "GUARDRAIL_DEST", "rendered directory (default: .dist/PROFILE/STACK)"),
-    ("--binary", "binary", "GUARDRAIL_BINARY", "tofu or terraform executable"),
-    ("--workspace", "workspace", "GUARDRAIL_WORKSPACE", "tofu workspace"),
-)
-
-
+# How the command line spells an option of the workflow's argument spec
+# (workflow_spec.py, "group.name" for one in a group) where the rule `--NAME`
+# (top level) or `--GROUP-NAME` does not: the flags of 0.2, kept. Every flag
+# but a repeated one is also GUARDRAIL_ and the flag in capitals
+# (GUARDRAIL_LOCK_BACKEND).
+SPELLINGS = {
+    "repo_path": "--repo",
+    "report_dir": "--report",
+    "render.stacks_dir": "--stacks-dir",
+    "render.profiles_dir": "--profiles-dir",
+    "render.dest": "--dest",
+    "git.fetch": "--fetch",
+    "git.push_remote": "--push-remote",
+    "lock.owner": "--owner",
+    "lock.run_id": "--run-id",
+    "tofu.binary": "--binary",
+    "tofu.workspace": "--workspace",
+    "tofu.variables": "--var",
+    "tofu.var_files": "--var-file",
+    "tofu.timeout": "--timeout",
+    "tofu.policy_allow": "--allow",
+}
+# Options that are no flag: the positions give them (STEP... -- STACK PROFILE
+# CMD..., `tofu apply PLAN_ID`); credentials come from the environment through
+# boto3's chain (a flag would show them to `ps`); structured values need the
+# task or the API.
+NOT_FLAGS = ("stack", "profile", "steps", "command", "tofu.plan_id", "access_key", "secret_key",
+             "session_token", "render.vars", "tofu.options")
 class BadInput(Exception):
     """The command line is wrong; nothing was run."""
 
@@ -88,19 +93,46 @@ class _Parser(argparse.ArgumentParser):
         raise BadInput(message)
 
 
-def parser():
+def flag_options():
+    """(path, spec, flag) of every option of the workflow's argument spec that
+    the command line takes as a flag; `path` is NAME or GROUP.NAME."""
+    for name, spec in workflow_spec.WORKFLOW_ARGUMENT_SPEC.items():
+        members = spec.get("options")
+        leaves = [(f"{name}.{n}", s) for n, s in members.items()] if members else [(name, spec)]
+        for path, leaf in leaves:
+            if path not in NOT_FLAGS:
+                yield path, leaf, SPELLINGS.get(path) or "--" + path.replace(".", "-").replace("_", "-")
+
+
+def environment_variable(flag):
+    return "GUARDRAIL_" + flag[2:].upper().replace("-", "_")
+
+
+def parser(described=False):
+    """The parser of the command line: a flag for each option flag_options
+    yields, typed and with choices as the argument spec says; its defaults
+    left to the spec (a flag not given is None). `described`: with each
+    option's description from the workflow module's documentation, for --help."""
     p = _Parser(prog="guardrail", usage=USAGE, epilog=EPILOG,
                 formatter_class=argparse.RawDescriptionHelpFormatter,
                 description="Runs the change workflow for one stack and profile.")
-    for flag, dest, env, text in OPTIONS:
-        p.add_argument(flag, dest=dest, default=os.environ.get(env), help=f"{text} [{env}]")
-    p.add_argument("--var", dest="variables", action="append", default=[], metavar="NAME=VALUE",
-                   help="a tofu variable (passed as TF_VAR_NAME)")
-    p.add_argument("--var-file", dest="var_files", action="append", default=[], help="a tofu var file")
-    p.add_argument("--timeout", dest="exec_timeout", type=int,
-                   default=int(os.environ.get("GUARDRAIL_TIMEOUT") or 3600),
-                   help="seconds exec may run; then tofu gets SIGINT [GUARDRAIL_TIMEOUT]")
-    p.add_argument("--no-fetch", dest="fetch", action="store_false", help="git_check does not fetch")
+    descriptions = option_descriptions() if described else {}
+    for path, spec, flag in flag_options():
+        kind = spec.get("type", "str")
+        text = descriptions.get(path, "")
+        if spec.get("default") not in (None, "", [], {}):
+            text += f" (default: {spec['default']})"
+        if kind in ("list", "dict"):
+            metavar = "NAME=VALUE" if kind == "dict" else None
+            p.add_argument(flag, dest=path, action="append", metavar=metavar,
+                           help=f"{text} (repeat the flag for more)" if described else None)
+            continue
+        env = environment_variable(flag)
+        arguments = dict(dest=path, default=os.environ.get(env) or None, help=f"{text} [{env}]" if described else None)
+        if kind == "bool":
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, **arguments)
+        else:
+            p.add_argument(flag, type=int if kind == "int" else str, choices=spec.get("choices"), **arguments)
     p.add_argument("--always-render", action="store_true",
                    default=bool(os.environ.get("GUARDRAIL_ALWAYS_RENDER")),
                    help="render even when the committed inputs are unchanged (for templates "
@@ -109,51 +141,88 @@ def parser():
                    help="apply or destroy without asking (as tofu's -auto-approve, which is accepted "
                         "after the command too); without it, on a terminal the plan is shown and "
                         "confirmed first, and with no terminal the run is refused")
-    p.add_argument("--parallelism", type=int, default=int(os.environ.get("GUARDRAIL_PARALLELISM") or 4),
-                   help="stacks run at once when several are selected [GUARDRAIL_PARALLELISM]")
-    p.add_argument("--since", default=os.environ.get("GUARDRAIL_SINCE"),
-                   help="`affected`: compare with this ref instead of each stack's last applied commit "
-                        "[GUARDRAIL_SINCE]")
-    p.add_argument("--allow", dest="policy_allow", action="append", default=[], metavar="ADDRESS",
-                   help="let the plan policy pass a protected change of this resource address")
-    p.add_argument("--report", help="drift: the report directory (default .dist/drift)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("steps", nargs="*", metavar="STEP")
     return p
 
 
+def option_descriptions():
+    """{path: the first sentence of its description} from the workflow
+    module's documentation (what `ansible-doc guardrail.ecs.workflow` shows),
+    read only for --help."""
+    import ast  # pylint: disable=import-outside-toplevel
+    import re  # pylint: disable=import-outside-toplevel
+
+    import yaml  # pylint: disable=import-outside-toplevel
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "modules", "workflow.py")
+    with open(path, encoding="utf-8") as handle:
+        tree = ast.parse(handle.read())
+    text = next(node.value.value for node in tree.body if isinstance(node, ast.Assign)
+                and getattr(node.targets[0], "id", None) == "DOCUMENTATION")
+    found = {}
+
+    def walk(options, prefix):
+        for name, doc in options.items():
+            description = doc.get("description") or ""
+            description = description[0] if isinstance(description, list) else description
+            description = re.sub(r"\b[A-Z]+\(([^)]*)\)", r"\1", description)
+            found[prefix + name] = description.split(". ")[0].rstrip(".")
+            walk(doc.get("suboptions") or {}, f"{prefix}{name}.")
+    walk(yaml.safe_load(text).get("options") or {}, "")
+    return found
+
+
 def parse(argv):
-    """(params for the workflow engine, options) from the command line."""
+    """(the workflow's options from the command line, nested as the argument
+    spec takes them, not yet validated; the command line's own flags)."""
     if "--" not in argv:
         raise BadInput("missing `--`: " + USAGE)
     cut = argv.index("--")
-    options = parser().parse_args(argv[:cut])
+    namespace = parser().parse_args(argv[:cut])
     rest = argv[cut + 1:]
     if len(rest) < 3:
         raise BadInput("after `--` give STACK PROFILE CMD...: " + USAGE)
     stack, profile, cmd = rest[0], rest[1], rest[2:]
-    approved = options.yes
+    approved = namespace.yes
     if os.path.basename(cmd[0]) in TOOLS and any(a in AUTO_APPROVE for a in cmd[1:]):
         approved = True
         cmd = [a for a in cmd if a not in AUTO_APPROVE]
-    variables = {}
-    for item in options.variables:
+    options = {"stack": stack, "profile": profile, "steps": namespace.steps}
+    for path, spec, flag in flag_options():
+        value = getattr(namespace, path)
+        if value is None:
+            continue
+        if spec.get("type") == "dict":
+            value = pairs(flag, value)
+        elif "path" in (spec.get("type"), spec.get("elements")):
+            # Relative to where the command runs, as a shell user means it.
+            value = ([os.path.abspath(os.path.expanduser(v)) for v in value] if isinstance(value, list)
+                     else os.path.abspath(os.path.expanduser(value)))
+        group, _dot, name = path.rpartition(".")
+        (options.setdefault(group, {}) if group else options)[name] = value
+    flags = {"always_render": namespace.always_render, "approved": approved}
+    tofu = options.setdefault("tofu", {})
+    if namespace.steps == ["drift"]:
+        options["command"] = "plan"
+        if os.path.basename(cmd[0]) != "tofu":
+            tofu.setdefault("binary", cmd[0])
+        return options, flags
+    found = command_params(cmd, tofu.get("binary"))
+    options["command"] = found["command"]
+    if found["plan_id"]:
+        tofu["plan_id"] = found["plan_id"]
+    return options, flags
+
+
+def pairs(flag, items):
+    found = {}
+    for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            raise BadInput(f"--var {item!r}: use NAME=VALUE")
-        variables[name] = value
-    params = {flag_dest: getattr(options, flag_dest) for _flag, flag_dest, _env, _text in OPTIONS}
-    params.update(stack=stack, profile=profile, steps=options.steps, variables=variables,
-                  var_files=[os.path.abspath(f) for f in options.var_files],
-                  exec_timeout=options.exec_timeout, fetch=options.fetch, parallelism=options.parallelism,
-                  since=options.since, policy_allow=options.policy_allow)
-    flags = {"always_render": options.always_render, "approved": approved}
-    if options.steps == ["drift"]:
-        params.update(command="plan", plan_id=None, report=options.report,
-                      binary=options.binary or (cmd[0] if os.path.basename(cmd[0]) != "tofu" else None))
-        return params, flags
-    params.update(command_params(cmd, options.binary))
-    return params, flags
+            raise BadInput(f"{flag} {item!r}: use NAME=VALUE")
+        found[name] = value
+    return found
 
 
 def command_params(cmd, binary=None):
@@ -173,23 +242,17 @@ def command_params(cmd, binary=None):
     return {"command": list(cmd), "plan_id": None}
 
 
-def defaults(params):
-    """`params` completed with the workflow argument spec's defaults."""
-    full = {}
-    for name, spec in engine.WORKFLOW_ARGUMENT_SPEC.items():
-        value = params.get(name)
-        full[name] = spec.get("default") if value is None else value
-        if isinstance(full[name], (dict, list)):
-            full[name] = type(full[name])(full[name])
-    full["lock_backend"] = full["lock_backend"] or "git"
-    choices = engine.WORKFLOW_ARGUMENT_SPEC["lock_backend"]["choices"]
-    if full["lock_backend"] not in choices:
-        raise BadInput(f"lock backend {full['lock_backend']!r}: use one of {', '.join(choices)}")
-    if not full["steps"]:
+def defaults(options):
+    """The engine's parameters from the command line's options, validated
+    against the workflow's argument spec before anything runs; BadInput
+    naming every problem."""
+    if not options.get("steps"):
         raise BadInput("name at least one step before `--`: " + USAGE)
-    if full["repo_path"]:
-        full["repo_path"] = os.path.abspath(os.path.expanduser(full["repo_path"]))
-    return full
+    try:
+        params, _deprecations = workflow_spec.validate(options)
+    except engine.WorkflowError as exc:
+        raise BadInput(str(exc)) from exc
+    return params
 
 
 def echo_line(line):
@@ -259,14 +322,14 @@ def exec_output(result):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("-h", "--help"):
-        sys.stdout.write(parser().format_help())
+        sys.stdout.write(parser(described=True).format_help())
         return EXIT_OK
     as_json = "--json" in argv[:argv.index("--")] if "--" in argv else False
     try:
-        params, flags = parse(argv)
-        if params["steps"] == ["drift"]:
-            return drift(params, as_json)
-        params = defaults(params)
+        options, flags = parse(argv)
+        if options["steps"] == ["drift"]:
+            return drift(options, as_json)
+        params = defaults(options)
         params["always_render"] = flags["always_render"]
         echo = None if as_json else (echo_line, echo_events)
         if stacks.selects_many(params["stack"]):
@@ -366,13 +429,12 @@ def report_many(result, as_json):
     return EXIT_REFUSED if result.get("refused") else EXIT_FAILED
 
 
-def drift(params, as_json):
+def drift(options, as_json):
     """`guardrail drift -- STACKS PROFILES TOOL`: the drift report; exit code
     2 when any stack drifted, 1 when any could not be checked."""
-    profiles = params["profile"].split(",")
-    report_dir = params.pop("report")
-    params = defaults(dict(params, profile=profiles[0], steps=["render"]))
-    result = stacks.drift(params, api.standalone_templater(), profiles, report_dir=report_dir)
+    profiles = options["profile"].split(",")
+    params = defaults(dict(options, profile=profiles[0], steps=["render"]))
+    result = stacks.drift(params, api.standalone_templater(), profiles, report_dir=params["report_dir"])
     if as_json:
         json.dump(result, sys.stdout, indent=2, sort_keys=True, default=str)
         sys.stdout.write("\n")

@@ -20,7 +20,6 @@ import time
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.common import aws
 from ansible_collections.guardrail.ecs.plugins.module_utils.common import git as git_utils
-from ansible_collections.guardrail.ecs.plugins.module_utils.common.aws import AWS_ARGUMENT_SPEC
 from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import plans, run_lock
 from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import tofu as tofu_utils
 from ansible_collections.guardrail.ecs.plugins.plugin_utils import policy as policy_utils
@@ -35,45 +34,6 @@ PUSHING = ("apply", "destroy")
 SECRET_KEY_RE = re.compile(r"(secret|token|password|access_key|credentials|sas|client_key)", re.I)
 # Stack positions that select several stacks (plugin_utils/stacks.py): never stack names.
 RESERVED_STACKS = ("all", "affected")
-
-WORKFLOW_ARGUMENT_SPEC = dict(
-    stack=dict(type="str", required=True),
-    profile=dict(type="str", required=True),
-    steps=dict(type="list", elements="str", default=DEFAULT_STEPS),
-    repo_path=dict(type="path"),
-    command=dict(type="raw", default="apply"),
-    stacks_dir=dict(type="str", default="stacks"),
-    profiles_dir=dict(type="str", default="profiles"),
-    dest=dict(type="str"),
-    vars=dict(type="dict", default={}),
-    binary=dict(type="str"),
-    workspace=dict(type="str"),
-    variables=dict(type="dict", default={}, no_log=True),
-    var_files=dict(type="list", elements="path", default=[]),
-    tofu_options=dict(type="dict", default={}, no_log=True),
-    show_sensitive=dict(type="bool", default=False),
-    exec_timeout=dict(type="int", default=3600),
-    max_ahead=dict(type="int", default=1),
-    allow_detached=dict(type="bool", default=False),
-    fetch=dict(type="bool", default=True),
-    push_remote=dict(type="str"),
-    owner=dict(type="str"),
-    run_id=dict(type="str"),
-    lock_message=dict(type="str", default=""),
-    lock_backend=dict(type="str", default="git", choices=list(run_lock.BACKENDS)),
-    lock_remote=dict(type="str"),
-    lock_table=dict(type="str"),
-    lock_bucket=dict(type="str"),
-    lock_key=dict(type="str"),
-    lock_takeover=dict(type="bool", default=True),
-    lock_ttl=dict(type="int"),
-    plan_id=dict(type="str"),
-    policy_allow=dict(type="list", elements="str", default=[]),
-    parallelism=dict(type="int", default=4),
-    since=dict(type="str"),
-    report_dir=dict(type="path"),
-)
-WORKFLOW_ARGUMENT_SPEC.update(AWS_ARGUMENT_SPEC)
 
 
 class WorkflowError(Exception):
@@ -129,7 +89,7 @@ class Workflow:
     """The steps of one run and everything they share."""
 
     def __init__(self, params, template, check_mode=False, diff=False, variables=None, fast=False, echo=None):
-        """`params` as validated by WORKFLOW_ARGUMENT_SPEC; `template` renders
+        """`params` as workflow_spec.validate returns them; `template` renders
         one template text with a dict of variables; `variables` (Ansible's
         task variables, or None) give the default owner and run id.
 

@@ -8,6 +8,7 @@ fails test_every_playbook_has_a_case, so none is forgotten.
 """
 import json
 import os
+import re
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -231,17 +232,23 @@ def workflow_options():
 
     doc = get_docstring(str(ROOT / "plugins" / "modules" / "workflow.py"), fragment_loader,
                         collection_name="guardrail.ecs")[0]
-    return set(doc["options"])
+    return doc["options"]
 
 
 def test_tofu_change_passes_every_workflow_option():
     play = yaml.safe_load((PLAYBOOKS / "tofu_change.yml").read_text())[0]
     task = next(t for t in play["tasks"] if "guardrail.ecs.workflow" in t)
     passed = set(task["guardrail.ecs.workflow"])
-    options = workflow_options()
+    documented = workflow_options()
+    options = set(documented)
     assert options, "no options parsed from the workflow documentation"
     assert not options - passed, f"tofu_change drops workflow options: {sorted(options - passed)}"
     assert not passed - options, f"tofu_change passes unknown options: {sorted(passed - options)}"
+    # A group is built from the extra vars in one expression, one key per suboption.
+    for group in (name for name, doc in documented.items() if doc.get("suboptions")):
+        built = task["vars"][f"tofu_change_{group}"]
+        keys = set(re.findall(r"'(\w+)': ", built))
+        assert keys == set(documented[group]["suboptions"]), (group, keys)
 
 
 STACK_EXTRA = """variable "note" {

@@ -130,6 +130,9 @@ def check_git_push(world, results):
 def check_workflow(world, results):
     assert results["Apply stack alpha for prod, the whole way"]["changed"] is True
     assert [s["step"] for s in results["Plan only, without locking"]["steps"]] == ["render", "git_check", "exec"]
+    grouped = results["Apply with a DynamoDB run lock, tofu variables and a shorter timeout"]
+    assert [s["status"] for s in grouped["steps"]] == ["ok"] * 6, grouped
+    assert next(s for s in grouped["steps"] if s["step"] == "lock")["result"]["record"]["message"] == "release 2024.06"
     assert remote_lock(world["remote"]) is None, "the last example releases every lock"
     assert results["Apply every stack in dependency order, two at a time"]["order"] == ["alpha"]
     assert results["Plan only the stacks a change touched since the last apply of each"]["stacks"] == []

@@ -11,7 +11,7 @@ from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import run_
 ROOT = Path(__file__).resolve().parents[4]
 PRIMITIVES = ("from_options", "_create", "_read", "_replace", "_delete", "_list")
 DOCUMENTED = [("plugins/modules/run_lock.py", "backend"), ("plugins/lookup/run_lock.py", "backend"),
-              ("plugins/modules/workflow.py", "lock_backend")]
+              ("plugins/modules/workflow.py", "lock.backend")]
 
 
 @pytest.mark.parametrize("name", run_lock.BACKENDS)
@@ -41,4 +41,8 @@ def test_documented_choices_are_the_registry(path, option):
     tree = ast.parse((ROOT / path).read_text())
     doc = next(node.value.value for node in tree.body if isinstance(node, ast.Assign)
                and getattr(node.targets[0], "id", None) == "DOCUMENTATION")
-    assert yaml.safe_load(doc)["options"][option]["choices"] == list(run_lock.BACKENDS)
+    options = yaml.safe_load(doc)["options"]
+    *groups, name = option.split(".")
+    for group in groups:
+        options = options[group]["suboptions"]
+    assert options[name]["choices"] == list(run_lock.BACKENDS)

@@ -58,7 +58,8 @@ def test_flags_and_environment(monkeypatch):
     (["render", "alpha", "prod", "tofu", "plan"], "missing `--`"),
     (["render", "--", "alpha", "prod"], "STACK PROFILE CMD"),
     (["--", "alpha", "prod", "tofu", "plan"], "at least one step"),
-    (["--lock-backend", "nfs", "lock", "--", "alpha", "prod", "tofu", "plan"], "lock backend 'nfs'"),
+    (["--lock-backend", "nfs", "lock", "--", "alpha", "prod", "tofu", "plan"], "--lock-backend: invalid choice: 'nfs'"),
+    (["--timeout", "soon", "exec", "--", "alpha", "prod", "tofu", "plan"], "--timeout: invalid int value"),
     (["--var", "novalue", "exec", "--", "alpha", "prod", "tofu", "plan"], "NAME=VALUE"),
     (["--bogus", "exec", "--", "alpha", "prod", "tofu", "plan"], "unrecognized arguments"),
 ])
