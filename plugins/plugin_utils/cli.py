@@ -122,8 +122,8 @@ def parser(described=False):
         text = descriptions.get(path, "")
         if spec.get("default") not in (None, "", [], {}):
             text += f" (default: {spec['default']})"
+        metavar = "NAME=VALUE" if kind == "dict" else path.rpartition(".")[2].upper()
         if kind in ("list", "dict"):
-            metavar = "NAME=VALUE" if kind == "dict" else None
             p.add_argument(flag, dest=path, action="append", metavar=metavar,
                            help=f"{text} (repeat the flag for more)" if described else None)
             continue
@@ -132,7 +132,8 @@ def parser(described=False):
         if kind == "bool":
             p.add_argument(flag, action=argparse.BooleanOptionalAction, **arguments)
         else:
-            p.add_argument(flag, type=int if kind == "int" else str, choices=spec.get("choices"), **arguments)
+            p.add_argument(flag, type=int if kind == "int" else str, choices=spec.get("choices"), metavar=None
+                           if spec.get("choices") else metavar, **arguments)
     p.add_argument("--always-render", action="store_true",
                    default=bool(os.environ.get("GUARDRAIL_ALWAYS_RENDER")),
                    help="render even when the committed inputs are unchanged (for templates "

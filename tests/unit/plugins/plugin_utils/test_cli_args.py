@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from ansible_collections.guardrail.ecs.plugins.plugin_utils import cli
+from ansible_collections.guardrail.ecs.plugins.plugin_utils import cli, workflow_spec
 
 BINARY = shutil.which("tofu") or shutil.which("terraform")
 
@@ -71,3 +71,83 @@ def test_bad_input(argv, message):
 def test_bad_input_exits_3_and_runs_nothing(capsys):
     assert cli.main(["nosuchstep", "--", "alpha", "prod", "tofu", "plan"]) == cli.EXIT_BAD_INPUT
     assert "unknown step" in capsys.readouterr().err
+
+
+def spec_leaves():
+    for name, spec in workflow_spec.WORKFLOW_ARGUMENT_SPEC.items():
+        members = spec.get("options")
+        yield from ((f"{name}.{n}", s) for n, s in members.items()) if members else [(name, spec)]
+
+
+def test_every_option_of_the_spec_is_a_flag_or_deliberately_not():
+    actions = {a.dest: a for a in cli.parser()._actions if a.option_strings}
+    leaves = dict(spec_leaves())
+    assert set(cli.NOT_FLAGS) <= set(leaves) and set(cli.SPELLINGS) <= set(leaves), "a name the spec lacks"
+    for path, spec in leaves.items():
+        if path in cli.NOT_FLAGS:
+            assert path not in actions
+            continue
+        action = actions[path]
+        assert action.choices == spec.get("choices"), path
+        assert action.type is (int if spec.get("type") == "int" else (str if spec.get("type") in (None, "str", "path") else None)), path
+        assert action.default is None, f"{path}: the spec gives the default, not the parser"
+
+
+def test_choices_come_from_the_spec(monkeypatch):
+    monkeypatch.setitem(workflow_spec.LOCK_SPEC, "backend", dict(workflow_spec.LOCK_SPEC["backend"],
+                                                                  choices=["git", "etcd"]))
+    action = next(a for a in cli.parser()._actions if a.dest == "lock.backend")
+    assert action.choices == ["git", "etcd"]
+
+
+@pytest.mark.parametrize("argv, path, value", [
+    (["--repo", "/srv/infra"], "repo_path", "/srv/infra"),
+    (["--owner", "alice"], "owner", "alice"),
+    (["--run-id", "job-7"], "run_id", "job-7"),
+    (["--lock-backend", "s3", "--lock-bucket", "b"], "lock_bucket", "b"),
+    (["--lock-remote", "locks"], "lock_remote", "locks"),
+    (["--lock-table", "t", "--lock-backend", "dynamodb"], "lock_table", "t"),
+    (["--lock-key", "k"], "lock_key", "k"),
+    (["--lock-message", "release 7"], "lock_message", "release 7"),
+    (["--region", "eu-west-1"], "region", "eu-west-1"),
+    (["--aws-profile", "ops"], "aws_profile", "ops"),
+    (["--endpoint-url", "http://127.0.0.1:5000"], "endpoint_url", "http://127.0.0.1:5000"),
+    (["--push-remote", "mirror"], "push_remote", "mirror"),
+    (["--stacks-dir", "tf/stacks"], "stacks_dir", "tf/stacks"),
+    (["--profiles-dir", "tf/profiles"], "profiles_dir", "tf/profiles"),
+    (["--dest", "out"], "dest", "out"),
+    (["--binary", "/usr/bin/terraform"], "binary", "/usr/bin/terraform"),
+    (["--workspace", "blue"], "workspace", "blue"),
+    (["--var", "a=1", "--var", "b=2"], "variables", {"a": "1", "b": "2"}),
+    (["--var-file", "/tmp/x.tfvars"], "var_files", ["/tmp/x.tfvars"]),
+    (["--timeout", "30"], "exec_timeout", 30),
+    (["--no-fetch"], "fetch", False),
+    (["--parallelism", "2"], "parallelism", 2),
+    (["--since", "HEAD~1"], "since", "HEAD~1"),
+    (["--allow", "a.b", "--allow", "c.d"], "policy_allow", ["a.b", "c.d"]),
+    (["--report", "/tmp/drift"], "report_dir", "/tmp/drift"),
+    (["--no-lock-takeover", "--lock-ttl", "60"], "lock_takeover", False),
+    (["--git-max-ahead", "3", "--git-allow-detached"], "max_ahead", 3),
+    (["--tofu-show-sensitive"], "show_sensitive", True),
+])
+def test_flags_of_0_2_and_new_ones_reach_the_engine(argv, path, value):
+    params = parse([*argv, "render", "--", "alpha", "prod", "tofu", "plan"])
+    assert params[path] == value
+
+
+def test_environment_is_validated_by_the_spec_too(monkeypatch):
+    monkeypatch.setenv("GUARDRAIL_LOCK_BACKEND", "nfs")
+    with pytest.raises(cli.BadInput, match="value of backend must be one of: git, dynamodb, s3, got: nfs"):
+        parse(["lock", "--", "alpha", "prod", "tofu", "plan"])
+    monkeypatch.setenv("GUARDRAIL_LOCK_BACKEND", "s3")
+    monkeypatch.setenv("GUARDRAIL_LOCK_TAKEOVER", "no")
+    params = parse(["lock", "--", "alpha", "prod", "tofu", "plan"])
+    assert (params["lock_backend"], params["lock_takeover"]) == ("s3", False)
+
+
+def test_help_describes_each_option_from_the_module_documentation():
+    text = " ".join(cli.parser(described=True).format_help().split())
+    assert "--lock-backend {git,dynamodb,s3} Where the run lock lives" in text
+    assert "--timeout TIMEOUT Seconds each command the exec step runs may take" in text
+    assert "--owner OWNER Who holds the lock [GUARDRAIL_OWNER]" in text
+    assert "[GUARDRAIL_TIMEOUT]" in text and "(default: 3600)" in text
