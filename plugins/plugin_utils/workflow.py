@@ -653,7 +653,7 @@ class Workflow:
             raise StepFailed(f"lock backend configuration error: {exc}; nothing was unlocked") from exc
         except run_lock.LockHeld as exc:
             raise StepFailed(f"unlock_any refused: {exc}: unlock_any releases only the locks of owner "
-                             f"{self.owner}; to release this one name its owner (owner="
+                             f"{self.owner}; to release this one name its owner (lock.owner="
                              f"{exc.record.get('owner')}) or use run_lock state=absent",
                              {"refused": True}) from exc
         except (run_lock.LockError, git_utils.GitError) as exc:

@@ -105,6 +105,47 @@ def test_second_owner_refused_while_lock_held(stack_repo):
     assert remote_lock(remote) is None
 
 
+def deprecations(result, err):
+    """The deprecations Ansible shows: in the task result (ansible-core 2.19
+    and later, with the collection and the version of removal) or on stderr."""
+    found = [d["msg"] for d in result.get("deprecations") or []
+             if (d.get("collection_name"), d.get("version")) == ("guardrail.ecs", "0.4.0")]
+    if "[DEPRECATION WARNING]" in err:
+        found.append(" ".join(err.split()))
+    return " ".join(found)
+
+
+def test_flat_names_of_0_2_work_with_a_deprecation_and_the_same_result(stack_repo):
+    """A playbook written for 0.2 (flat names) runs as the nested form does,
+    with one deprecation warning per flat name; both forms of one option
+    with different values are refused before anything runs."""
+    clone, remote = stack_repo
+    flat = dict(owner="alice", run_id="run-flat", lock_message="from 0.2", exec_timeout=600,
+                variables={"release": "v2"}, max_ahead=1, steps=["render", "git_check", "lock", "exec"])
+    rc, old, err = workflow(clone, **flat)
+    assert rc == 0, (old.get("msg"), err)
+    warned = deprecations(old, err)
+    for name in ("owner", "run_id", "lock_message", "exec_timeout", "variables", "max_ahead"):
+        assert f"the workflow option {name} is deprecated, and removed in 0.4.0" in warned, (name, old, err)
+    record = git("cat-file", "-p", "refs/guardrail/locks/alpha/prod", cwd=remote)
+    assert "run-flat" in record and "from 0.2" in record, record
+    rc, released, err = workflow(clone, lock={"owner": "alice", "run_id": "run-flat"}, steps=["unlock"])
+    assert rc == 0 and released["changed"] and not deprecations(released, err), (released, err)
+
+    nested = dict(lock={"owner": "alice", "run_id": "run-flat", "message": "from 0.2"},
+                  tofu={"timeout": 600, "variables": {"release": "v2"}}, git={"max_ahead": 1},
+                  steps=["render", "git_check", "lock", "exec"])
+    rc, new, err = workflow(clone, **nested)
+    assert rc == 0 and not deprecations(new, err), (new.get("msg"), err)
+    assert statuses(new) == statuses(old) == [(s, "ok") for s in flat["steps"]]
+    assert (new["owner"], new["run_id"], new["outputs"]) == (old["owner"], old["run_id"], old["outputs"])
+    assert workflow(clone, lock={"owner": "alice", "run_id": "run-flat"}, steps=["unlock"])[0] == 0
+
+    rc, both, _err = workflow(clone, owner="bob", lock={"owner": "alice"})
+    assert rc != 0 and "owner ('bob') and lock.owner ('alice') are both given and differ" in both["msg"], both
+    assert remote_lock(remote) is None and "steps" not in both
+
+
 def test_design_spelling_of_the_steps_runs_the_workflow(stack_repo):
     clone, remote = stack_repo
     before = remote_head(remote)
