@@ -19,7 +19,8 @@ def main(argv):
         sys.stderr.write(__doc__)
         return 3
     repo, stack, profile, *steps = argv
-    options = {"repo_path": repo, "stack": stack, "profile": profile, "owner": "webhook@example"}
+    options = {"repo_path": repo, "stack": stack, "profile": profile,
+               "lock": {"owner": "webhook@example"}}
     if steps:
         options["steps"] = steps
     try:

@@ -235,9 +235,10 @@ PROFILE_PLAYBOOK = """
         stack: alpha
         profile: prod
         steps: [unlock_any]
-        lock_backend: {backend}
-        lock_table: {table}
-        lock_bucket: {bucket}
+        lock:
+          backend: {backend}
+          table: {table}
+          bucket: {bucket}
         repo_path: {repo}
       ignore_errors: true
 """

@@ -69,20 +69,20 @@ def test_tofu_module_applies_exactly_the_saved_plan(git_repo):
 def test_workflow_plan_then_apply_plan_id_and_refusal_after_a_new_commit(git_repo):
     clone, remote = git_repo
     make_stack_repo(clone)
-    rc, planned, err = workflow(clone, command="plan", variables={"release": "reviewed"})
+    rc, planned, err = workflow(clone, command="plan", tofu={"variables": {"release": "reviewed"}})
     assert rc == 0 and planned.get("plan_id"), (planned, err)
     assert any("terraform_data.deployment" in line for line in planned["summary"])
     project = clone / ".dist" / "prod" / "alpha"
     commit(clone, "stacks/alpha/extra.tf", 'resource "terraform_data" "extra" {\n  input = 1\n}\n',
            push=True)
-    rc, refused, _err = workflow(clone, command="apply", plan_id=planned["plan_id"])
+    rc, refused, _err = workflow(clone, command="apply", tofu={"plan_id": planned["plan_id"]})
     assert rc != 0 and refused["refused"] and refused["failed_step"] == "plan_id"
     assert "was made from commit" in refused["msg"]
     assert [s["status"] for s in refused["steps"]][1:] == ["skipped"] * 6
     assert not (project / "terraform.tfstate").exists() and remote_lock(remote) is None
 
-    rc, planned, err = workflow(clone, command="plan", variables={"release": "reviewed"})
-    rc, applied, err = workflow(clone, command="apply", plan_id=planned["plan_id"])
+    rc, planned, err = workflow(clone, command="plan", tofu={"variables": {"release": "reviewed"}})
+    rc, applied, err = workflow(clone, command="apply", tofu={"plan_id": planned["plan_id"]})
     assert rc == 0 and applied["changed"], (applied, err)
     assert state_outputs(project)["deployment_id"]
     assert remote_lock(remote) is None

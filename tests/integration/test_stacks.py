@@ -251,9 +251,9 @@ def test_the_workflow_task_runs_several_stacks_with_dynamodb_locks(git_repo, mot
                           AttributeDefinitions=[{"AttributeName": "LockID", "AttributeType": "S"}],
                           BillingMode="PAY_PER_REQUEST")
     log = tmp_path / "applies.log"
-    rc, result, err = workflow(clone, stack="all", parallelism=2, variables={"log": str(log)},
-                               lock_backend="dynamodb", lock_table="locks", endpoint_url=moto,
-                               region="us-east-1", owner="tester", run_id="run-1")
+    rc, result, err = workflow(clone, stack="all", parallelism=2, tofu={"variables": {"log": str(log)}},
+                               lock={"backend": "dynamodb", "table": "locks", "owner": "tester", "run_id": "run-1"},
+                               endpoint_url=moto, region="us-east-1")
     assert rc != 0 and result["failed"], err
     assert outcomes(result) == {"net": "changed", "solo": "changed", "app": "changed", "db": "failed",
                                 "web": "skipped"}

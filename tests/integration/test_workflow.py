@@ -86,20 +86,21 @@ def test_dirty_tree_takes_no_lock_and_runs_nothing(stack_repo):
 
 def test_second_owner_refused_while_lock_held(stack_repo):
     clone, remote = stack_repo
-    rc, result, err = workflow(clone, owner="alice", run_id="run-1", steps=["render", "git_check", "lock"])
+    rc, result, err = workflow(clone, lock={"owner": "alice", "run_id": "run-1"},
+                               steps=["render", "git_check", "lock"])
     assert rc == 0, (result.get("msg"), err)
-    rc, result, _err = workflow(clone, owner="bob")
+    rc, result, _err = workflow(clone, lock={"owner": "bob"})
     assert rc != 0 and result["failed_step"] == "lock"
     assert "held by alice (run run-1" in result["msg"]
     assert not (dest(clone) / "terraform.tfstate").exists()
-    rc, result, _err = workflow(clone, owner="bob", steps=["unlock"])
+    rc, result, _err = workflow(clone, lock={"owner": "bob"}, steps=["unlock"])
     assert rc != 0 and "alice" in result["msg"] and "unlock_any" in result["msg"]
     assert remote_lock(remote) is not None
     # unlock_any releases only its owner's locks: bob must name alice to release hers.
-    rc, result, _err = workflow(clone, owner="bob", steps=["unlock_any"])
+    rc, result, _err = workflow(clone, lock={"owner": "bob"}, steps=["unlock_any"])
     assert rc != 0 and result["refused"] and "owner=alice" in result["msg"], result
     assert remote_lock(remote) is not None
-    rc, result, err = workflow(clone, owner="alice", steps=["unlock-any"])
+    rc, result, err = workflow(clone, lock={"owner": "alice"}, steps=["unlock-any"])
     assert rc == 0 and result["changed"], (result, err)
     assert result["steps"][0]["result"]["released"]["run_id"] == "run-1"
     assert remote_lock(remote) is None
@@ -150,7 +151,7 @@ def test_design_spelling_of_the_steps_runs_the_workflow(stack_repo):
     clone, remote = stack_repo
     before = remote_head(remote)
     commit(clone, "stacks/alpha/note.tf", "# spelled as the design spells it\n")
-    rc, result, err = workflow(clone, owner="alice",
+    rc, result, err = workflow(clone, lock={"owner": "alice"},
                                steps=["build", "git-check", "lock", "exec", "git-push", "unlock-any"])
     assert rc == 0, (result.get("msg"), err)
     assert statuses(result) == [(step, "ok") for step in
@@ -180,7 +181,7 @@ def test_replacement_reported_and_outputs_match_state(stack_repo):
     clone, _remote = stack_repo
     rc, first, err = workflow(clone)
     assert rc == 0, (first, err)
-    rc, result, err = workflow(clone, variables={"release": "v2"})
+    rc, result, err = workflow(clone, tofu={"variables": {"release": "v2"}})
     assert rc == 0, (result.get("msg"), err)
     assert result["changed"] is True
     assert result["counts"] == {"create": 0, "update": 0, "delete": 0, "replace": 1}
@@ -278,19 +279,20 @@ def test_dynamodb_lock_backend_through_moto(stack_repo, moto):
     dynamodb.create_table(TableName="locks", KeySchema=[{"AttributeName": "LockID", "KeyType": "HASH"}],
                           AttributeDefinitions=[{"AttributeName": "LockID", "AttributeType": "S"}],
                           BillingMode="PAY_PER_REQUEST")
-    options = {"lock_backend": "dynamodb", "lock_table": "locks", "endpoint_url": moto, "region": "us-east-1"}
-    rc, result, err = workflow(clone, owner="alice", run_id="deploy-1", steps=["render", "git_check", "lock"],
-                               **options)
+    options = {"endpoint_url": moto, "region": "us-east-1"}
+    lock = {"backend": "dynamodb", "table": "locks"}
+    rc, result, err = workflow(clone, lock=dict(lock, owner="alice", run_id="deploy-1"),
+                               steps=["render", "git_check", "lock"], **options)
     assert rc == 0, (result.get("msg"), err)
     items = dynamodb.scan(TableName="locks")["Items"]
     assert [i["LockID"]["S"] for i in items] == ["guardrail/alpha/prod"]
     assert json.loads(items[0]["Info"]["S"])["Who"] == "alice"
-    rc, result, _err = workflow(clone, owner="bob", **options)
+    rc, result, _err = workflow(clone, lock=dict(lock, owner="bob"), **options)
     assert rc != 0 and result["failed_step"] == "lock" and "held by alice" in result["msg"]
     assert remote_lock(remote) is None
     # Another run of the same owner may not release it; the run that took it may.
-    rc, result, _err = workflow(clone, owner="alice", run_id="deploy-2", steps=["unlock"], **options)
+    rc, result, _err = workflow(clone, lock=dict(lock, owner="alice", run_id="deploy-2"), steps=["unlock"], **options)
     assert rc != 0 and "held by alice (run deploy-1" in result["msg"]
-    rc, result, err = workflow(clone, owner="alice", run_id="deploy-1", steps=["unlock"], **options)
+    rc, result, err = workflow(clone, lock=dict(lock, owner="alice", run_id="deploy-1"), steps=["unlock"], **options)
     assert rc == 0, (result.get("msg"), err)
     assert dynamodb.scan(TableName="locks")["Items"] == []

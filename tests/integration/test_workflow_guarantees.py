@@ -101,7 +101,7 @@ def test_dest_outside_the_rendering_area_refused_with_nothing_deleted(stack_repo
     clone, _remote = stack_repo
     commit(clone, "tracked/keep.txt", "tracked\n", push=True)
     before = snapshot(clone)
-    rc, result, _err = workflow(clone, dest=bad, steps=["render"])
+    rc, result, _err = workflow(clone, render={"dest": bad}, steps=["render"])
     assert rc != 0
     assert "dest" in result["msg"] and "nothing was run" in result["msg"], result["msg"]
     assert snapshot(clone) == before
@@ -163,7 +163,7 @@ def assert_state_kept(clone):
 def test_timeout_interrupts_apply_gracefully(stack_repo):
     clone, remote = stack_repo
     slow_repo(clone)
-    rc, result, err = workflow(clone, stack="slow", tofu_options={"timeout": 8})
+    rc, result, err = workflow(clone, stack="slow", tofu={"options": {"timeout": 8}})
     assert rc != 0, err
     assert result["failed_step"] == "exec"
     assert "timed out after 8s" in result["msg"] and "SIGINT" in result["msg"]
@@ -267,7 +267,7 @@ def test_sensitive_variable_from_var_file_never_printed(stack_repo, tmp_path, ve
 
 def test_plain_values_pass_through_unchanged(stack_repo):
     clone, _remote = stack_repo
-    rc, result, err = workflow(clone, variables={"release": "prod"}, tofu_options={"parallelism": 5})
+    rc, result, err = workflow(clone, tofu={"variables": {"release": "prod"}, "options": {"parallelism": 5}})
     assert rc == 0, (result.get("msg"), err)
     assert result["profile"] == "prod" and result["dest"].endswith("/prod/alpha")
     assert result["counts"]["create"] == 5
@@ -326,7 +326,7 @@ def test_lock_key_on_the_state_key_refused_before_any_lock(stack_repo, moto):
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
     for backend, extra in (("dynamodb", {"lock_table": "locks", "lock_key": "states/alpha/prod.tfstate"}),
                            ("s3", {"lock_bucket": "states", "lock_key": "alpha/prod.tfstate"})):
-        rc, result, _err = workflow(clone, env=env, lock_backend=backend, endpoint_url=moto,
+        rc, result, _err = workflow(clone, env=env, lock={"backend": backend}, endpoint_url=moto,
                                     region="us-east-1", **extra)
         assert rc != 0 and result["failed_step"] == "lock", result
         assert "tofu's own lock" in result["msg"] and "deadlock" in result["msg"], result["msg"]
@@ -393,7 +393,7 @@ def test_push_lost_after_apply_keeps_lock_and_says_what_was_applied(stack_repo, 
            f'    command = "cd {other} && git commit -q --allow-empty -m theirs && git push -q"\n'
            '  }\n}\n')
     head = git("rev-parse", "HEAD", cwd=clone)
-    rc, result, err = workflow(clone, max_ahead=2, env={"GIT_AUTHOR_NAME": "T", "GIT_AUTHOR_EMAIL": "t@x",
+    rc, result, err = workflow(clone, git={"max_ahead": 2}, env={"GIT_AUTHOR_NAME": "T", "GIT_AUTHOR_EMAIL": "t@x",
                                                         "GIT_COMMITTER_NAME": "T", "GIT_COMMITTER_EMAIL": "t@x"})
     assert rc != 0 and result["failed_step"] == "git_push", (result.get("msg"), err)
     msg = result["msg"]
@@ -421,23 +421,23 @@ def test_every_check_that_needs_no_lock_runs_before_the_lock(case, git_repo, tmp
     clone, remote = git_repo
     make_stack_repo(clone)
     cache = tmp_path / "cache"  # a fresh version cache: the stand-ins are asked, not remembered
-    args = dict(owner="alice", run_id="run-1")
+    args = dict(lock={"owner": "alice", "run_id": "run-1"}, tofu={})
     steps = ["render", "git_check", "lock", "exec", "git_push", "unlock"]
     expect = case
     if case == "no binary":
-        args["binary"] = str(tmp_path / "no-such-tofu")
+        args["tofu"]["binary"] = str(tmp_path / "no-such-tofu")
         expect = "no-such-tofu"
     elif case == "old terraform":
-        args["binary"] = stand_in(tmp_path, "terraform", OLD_TERRAFORM)
+        args["tofu"]["binary"] = stand_in(tmp_path, "terraform", OLD_TERRAFORM)
         expect = "older than the 1.5.0"
     elif case == "not tofu":
-        args["binary"] = stand_in(tmp_path, "tofu", NOT_TOFU)
+        args["tofu"]["binary"] = stand_in(tmp_path, "tofu", NOT_TOFU)
         expect = "is not OpenTofu or Terraform"
     elif case == "unknown tofu_option":
-        args["tofu_options"] = {"paralelism": 2}
+        args["tofu"]["options"] = {"paralelism": 2}
         expect = "paralelism"
     elif case == "bad tofu_option value":
-        args["tofu_options"] = {"parallelism": "many"}
+        args["tofu"]["options"] = {"parallelism": "many"}
         expect = "parallelism"
     elif case == "missing stack":
         args["stack"] = "beta"
@@ -448,10 +448,10 @@ def test_every_check_that_needs_no_lock_runs_before_the_lock(case, git_repo, tmp
         steps = ["lock", "exec", "unlock"]
         expect = "profile 'qa' not found"
     elif case == "missing var file":
-        args["var_files"] = [str(tmp_path / "absent.tfvars")]
+        args["tofu"]["var_files"] = [str(tmp_path / "absent.tfvars")]
         expect = "absent.tfvars does not exist"
     elif case == "missing relative var file":
-        args["var_files"] = ["absent.tfvars"]
+        args["tofu"]["var_files"] = ["absent.tfvars"]
         expect = "absent.tfvars not found in the rendered directory"
     rc, result, err = workflow(clone, steps=steps, env={"XDG_CACHE_HOME": str(cache)}, **args)
     assert rc != 0, result
