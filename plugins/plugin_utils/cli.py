@@ -84,6 +84,8 @@ SPELLINGS = {
 # task or the API.
 NOT_FLAGS = ("stack", "profile", "steps", "command", "tofu.plan_id", "access_key", "secret_key",
              "session_token", "render.vars", "tofu.options")
+
+
 class BadInput(Exception):
     """The command line is wrong; nothing was run."""
 

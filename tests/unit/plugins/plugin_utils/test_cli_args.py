@@ -89,13 +89,14 @@ def test_every_option_of_the_spec_is_a_flag_or_deliberately_not():
             continue
         action = actions[path]
         assert action.choices == spec.get("choices"), path
-        assert action.type is (int if spec.get("type") == "int" else (str if spec.get("type") in (None, "str", "path") else None)), path
+        kind = spec.get("type", "str")
+        assert action.type is {"int": int, "str": str, "path": str}.get(kind), path
         assert action.default is None, f"{path}: the spec gives the default, not the parser"
 
 
 def test_choices_come_from_the_spec(monkeypatch):
-    monkeypatch.setitem(workflow_spec.LOCK_SPEC, "backend", dict(workflow_spec.LOCK_SPEC["backend"],
-                                                                  choices=["git", "etcd"]))
+    backend = dict(workflow_spec.LOCK_SPEC["backend"], choices=["git", "etcd"])
+    monkeypatch.setitem(workflow_spec.LOCK_SPEC, "backend", backend)
     action = next(a for a in cli.parser()._actions if a.dest == "lock.backend")
     assert action.choices == ["git", "etcd"]
 
