@@ -55,7 +55,7 @@ class ActionModule(ActionBase):
         except engine.WorkflowError as exc:
             raise AnsibleActionFail(str(exc), obj=self._task.args) from exc
         for message in deprecations:
-            display.deprecated(message, **workflow_spec.FLAT_REMOVED_IN)
+            display.deprecated(message, version="0.4.0", collection_name="guardrail.ecs")
         try:
             # The engine masks what is secret (credentials, values tofu marks
             # sensitive) and nothing else: masking every no_log option value

@@ -100,6 +100,7 @@ FLAT_NAMES = {
     "plan_id": ("tofu", "plan_id"),
     "policy_allow": ("tofu", "policy_allow"),
 }
+# The action plugin repeats it: Ansible's sanity test wants the version written out.
 FLAT_REMOVED_IN = dict(version="0.4.0", collection_name="guardrail.ecs")
 
 

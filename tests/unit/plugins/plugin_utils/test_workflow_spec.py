@@ -42,7 +42,7 @@ def test_flat_names_land_where_the_nested_ones_do():
 
 
 def test_groups_absent_still_give_every_default():
-    params, _ = spec.validate(RUN)
+    params, _deprecations = spec.validate(RUN)
     assert (params["lock_backend"], params["exec_timeout"], params["stacks_dir"], params["max_ahead"]) == (
         "git", 3600, "stacks", 1)
     assert params["tofu_options"] == {} and params["lock_takeover"] is True
