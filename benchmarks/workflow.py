@@ -138,7 +138,7 @@ def make_repo(work):
 
 def workflow_cmd(clone):
     return [str(VENV_BIN / "ansible"), "localhost", "-m", "guardrail.ecs.workflow", "-a",
-            f"stack=alpha profile=prod owner=bench repo_path={clone}"]
+            json.dumps({"stack": "alpha", "profile": "prod", "lock": {"owner": "bench"}, "repo_path": str(clone)})]
 
 
 def raw_sequence(clone):

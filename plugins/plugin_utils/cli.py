@@ -324,7 +324,7 @@ def exec_output(result):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("-h", "--help"):
+    if {"-h", "--help"} & set(argv[:argv.index("--")] if "--" in argv else argv):
         sys.stdout.write(parser(described=True).format_help())
         return EXIT_OK
     as_json = "--json" in argv[:argv.index("--")] if "--" in argv else False

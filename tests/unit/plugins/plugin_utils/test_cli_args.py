@@ -152,3 +152,9 @@ def test_help_describes_each_option_from_the_module_documentation():
     assert "--timeout TIMEOUT Seconds each command the exec step runs may take" in text
     assert "--owner OWNER Who holds the lock [GUARDRAIL_OWNER]" in text
     assert "[GUARDRAIL_TIMEOUT]" in text and "(default: 3600)" in text
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--owner", "x", "-h"], ["lock", "--help", "--", "a", "p", "tofu"]])
+def test_help_anywhere_before_the_separator_is_the_described_help(argv, capsys):
+    assert cli.main(argv) == cli.EXIT_OK
+    assert "Where the run lock lives" in capsys.readouterr().out
