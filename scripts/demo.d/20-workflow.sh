@@ -19,8 +19,9 @@ say() { printf '\n== %s\n' "$*"; }
 fail() { echo "demo: $*" >&2; exit 1; }
 locks() { git -C "$work/remote.git" for-each-ref --format='%(refname)' refs/guardrail/locks/; }
 
-# One workflow task; prints each step's outcome and duration, then the
-# summary. Returns the task's status.
+# One workflow task (its options as key=value; a group as
+# `lock=owner=alice,run_id=demo-1`); prints each step's outcome and duration,
+# then the summary. Returns the task's status.
 workflow() {
     local out rc=0
     out=$(ansible localhost -m guardrail.ecs.workflow -a "$*") || rc=$?
@@ -57,37 +58,37 @@ git log --oneline | sed 's/^/  /'
 say "first run as alice: render, git_check, lock, exec (apply), git_push, unlock"
 echo "# release notes" > stacks/alpha/NOTES.md
 git add stacks/alpha/NOTES.md && git commit -q -m "alpha: notes"
-workflow "stack=alpha profile=prod owner=alice repo_path=$PWD"
+workflow "stack=alpha profile=prod lock=owner=alice repo_path=$PWD"
 echo "  remote main is now $(git -C "$work/remote.git" rev-parse --short main) (local $(git rev-parse --short HEAD))"
 [ "$(git -C "$work/remote.git" rev-parse main)" = "$(git rev-parse HEAD)" ] || fail "the apply was not pushed"
 
 say "second run: nothing to change"
-workflow "stack=alpha profile=prod owner=alice repo_path=$PWD" | tee "$work/second"
+workflow "stack=alpha profile=prod lock=owner=alice repo_path=$PWD" | tee "$work/second"
 grep -q "(changed: false)" "$work/second" || fail "the second run changed something"
 
 say "alice takes the lock and stops there (steps render, git_check, lock)"
-workflow "stack=alpha profile=prod owner=alice run_id=demo-1 steps=render,git_check,lock repo_path=$PWD"
+workflow "stack=alpha profile=prod lock=owner=alice,run_id=demo-1 steps=render,git_check,lock repo_path=$PWD"
 echo "  lock on the remote: $(locks)"
 [ -n "$(locks)" ] || fail "alice holds no lock"
 
 say "bob tries the whole workflow while alice holds the lock: refused, and told who holds it"
-if workflow "stack=alpha profile=prod owner=bob repo_path=$PWD"; then
+if workflow "stack=alpha profile=prod lock=owner=bob repo_path=$PWD"; then
     fail "bob was not refused"
 fi
 
 say "bob tries unlock-any: it releases only bob's own locks, so it is refused"
-if workflow "stack=alpha profile=prod owner=bob steps=unlock-any repo_path=$PWD"; then
+if workflow "stack=alpha profile=prod lock=owner=bob steps=unlock-any repo_path=$PWD"; then
     fail "bob released alice's lock"
 fi
 [ -n "$(locks)" ] || fail "alice's lock is gone"
 
 say "alice releases her lock (steps unlock-any: her lock, whichever of her runs took it)"
-workflow "stack=alpha profile=prod owner=alice steps=unlock-any repo_path=$PWD"
+workflow "stack=alpha profile=prod lock=owner=alice steps=unlock-any repo_path=$PWD"
 echo "  locks left on the remote: $(locks | wc -l)"
 [ -z "$(locks)" ] || fail "alice's lock is still held"
 
 say "a tofu that is not installed: refused before the lock, nothing locked"
-if workflow "stack=alpha profile=prod owner=alice binary=/opt/no-such/tofu repo_path=$PWD"; then
+if workflow "stack=alpha profile=prod lock=owner=alice tofu=binary=/opt/no-such/tofu repo_path=$PWD"; then
     fail "a missing tofu was not refused"
 fi
 echo "  locks on the remote: $(locks | wc -l)"
