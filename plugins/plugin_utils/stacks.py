@@ -365,9 +365,9 @@ class ManyRun:
         p = self.params
         if p["parallelism"] is None or p["parallelism"] < 1:
             raise StackError(f"parallelism must be at least 1, not {p['parallelism']}; nothing was run")
-        for option in ("plan_id", "dest", "lock_key"):
+        for option, spelled in (("plan_id", "tofu.plan_id"), ("dest", "render.dest"), ("lock_key", "lock.key")):
             if p[option]:
-                raise StackError(f"{option} names one stack's {option.replace('_', ' ')}: leave it unset to run "
+                raise StackError(f"{spelled} names one stack's {option.replace('_', ' ')}: leave it unset to run "
                                  "several stacks; nothing was run")
         self.graph = load_graph(p["repo_path"], p["stacks_dir"])
         self.reasons = {}

@@ -165,7 +165,7 @@ class Workflow:
             from ansible.module_utils.common.arg_spec import ArgumentSpecValidator  # pylint: disable=import-outside-toplevel
 
             checked = ArgumentSpecValidator(tofu_utils.OPTIONS_SPEC).validate(p["tofu_options"])
-            problems.extend(f"tofu_options: {error}" for error in checked.error_messages)
+            problems.extend(f"tofu.options: {error}" for error in checked.error_messages)
             self.tofu_options = checked.validated_parameters
         if p["lock_backend"] != "git" and {"lock", "unlock", "unlock_any"} & set(steps) and aws.missing_boto3():
             problems.append(f"the {p['lock_backend']} run lock: {aws.missing_boto3()}")
@@ -384,9 +384,9 @@ class Workflow:
             where = f"object {key}.tflock in bucket {p['lock_bucket']}"
         else:
             return None
-        return (f"lock_key {ours!r} makes the run lock the {where}, which is tofu's own lock for "
+        return (f"lock.key {ours!r} makes the run lock the {where}, which is tofu's own lock for "
                 f"the state {backend.get('bucket')}/{key}: tofu would wait for the run lock while "
-                "the run waits for tofu (a deadlock). Leave lock_key unset (the run lock is then "
+                "the run waits for tofu (a deadlock). Leave lock.key unset (the run lock is then "
                 f"guardrail/{self.stack}/{self.profile}) or give it a key of its own; tofu's lock "
                 "keeps guarding the state")
 

@@ -214,7 +214,7 @@ BAD_INPUT = """
       guardrail.ecs.workflow: {repo_path: "%(repo)s", stack: ../../etc, profile: prod}
       ignore_errors: true
     - name: escaping dest
-      guardrail.ecs.workflow: {repo_path: "%(repo)s", stack: alpha, profile: prod, dest: ../out}
+      guardrail.ecs.workflow: {repo_path: "%(repo)s", stack: alpha, profile: prod, render: {dest: ../out}}
       ignore_errors: true
     - name: unknown command
       guardrail.ecs.workflow: {repo_path: "%(repo)s", stack: alpha, profile: prod, command: deploy}

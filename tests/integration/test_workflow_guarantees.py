@@ -324,12 +324,12 @@ def test_lock_key_on_the_state_key_refused_before_any_lock(stack_repo, moto):
     git("commit", "-q", "-am", "s3 backend", cwd=clone)
     git("push", "-q", cwd=clone)
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-    for backend, extra in (("dynamodb", {"lock_table": "locks", "lock_key": "states/alpha/prod.tfstate"}),
-                           ("s3", {"lock_bucket": "states", "lock_key": "alpha/prod.tfstate"})):
-        rc, result, _err = workflow(clone, env=env, lock={"backend": backend}, endpoint_url=moto,
-                                    region="us-east-1", **extra)
+    for lock in ({"backend": "dynamodb", "table": "locks", "key": "states/alpha/prod.tfstate"},
+                 {"backend": "s3", "bucket": "states", "key": "alpha/prod.tfstate"}):
+        rc, result, _err = workflow(clone, env=env, lock=lock, endpoint_url=moto, region="us-east-1")
         assert rc != 0 and result["failed_step"] == "lock", result
         assert "tofu's own lock" in result["msg"] and "deadlock" in result["msg"], result["msg"]
+        assert "Leave lock.key unset" in result["msg"], result["msg"]
         assert statuses(result)[3:] == [(s, "skipped") for s in ("exec", "git_push", "unlock")]
 
 
