@@ -245,7 +245,7 @@ def command_params(cmd, binary=None):
     return {"command": list(cmd), "plan_id": None}
 
 
-def defaults(options):
+def validated(options):
     """The engine's parameters from the command line's options, validated
     against the workflow's argument spec before anything runs; BadInput
     naming every problem."""
@@ -332,7 +332,7 @@ def main(argv=None):
         options, flags = parse(argv)
         if options["steps"] == ["drift"]:
             return drift(options, as_json)
-        params = defaults(options)
+        params = validated(options)
         params["always_render"] = flags["always_render"]
         echo = None if as_json else (echo_line, echo_events)
         if stacks.selects_many(params["stack"]):
@@ -436,7 +436,7 @@ def drift(options, as_json):
     """`guardrail drift -- STACKS PROFILES TOOL`: the drift report; exit code
     2 when any stack drifted, 1 when any could not be checked."""
     profiles = options["profile"].split(",")
-    params = defaults(dict(options, profile=profiles[0], steps=["render"]))
+    params = validated(dict(options, profile=profiles[0], steps=["render"]))
     result = stacks.drift(params, api.standalone_templater(), profiles, report_dir=params["report_dir"])
     if as_json:
         json.dump(result, sys.stdout, indent=2, sort_keys=True, default=str)

@@ -209,11 +209,17 @@ def test_bad_input_exit_3_runs_nothing(repo):
                  ["lock", "render", "--", "alpha", "prod", "tofu", "apply"],
                  ["render", "--", "alpha"],
                  ["--lock-backend", "nfs", "lock", "--", "alpha", "prod", "tofu", "apply"],
+                 ["--lock-ttl", "a day", "lock", "--", "alpha", "prod", "tofu", "apply"],
                  ["render", "--", "../x", "prod", "tofu", "apply"]):
         proc = subprocess.run([sys.executable, str(GUARDRAIL), *args], cwd=clone, capture_output=True,
                               text=True, timeout=120, check=False)
         assert proc.returncode == 3, (args, proc.stdout, proc.stderr)
         assert "bad input" in proc.stderr, proc.stderr
+    # What the argument spec refuses, whether a flag or the environment gave it.
+    proc = subprocess.run([sys.executable, str(GUARDRAIL), "render", "lock", "--", "alpha", "prod", "tofu", "apply"],
+                          cwd=clone, capture_output=True, text=True, timeout=120, check=False,
+                          env=dict(os.environ, GUARDRAIL_LOCK_BACKEND="nfs"))
+    assert proc.returncode == 3 and "value of backend must be one of: git, dynamodb, s3" in proc.stderr, proc.stderr
     assert not (clone / ".dist").exists() and remote_lock(remote) is None
 
 

@@ -11,7 +11,7 @@ BINARY = shutil.which("tofu") or shutil.which("terraform")
 
 def parse(argv):
     params, _always = cli.parse(argv)
-    return cli.defaults(params)
+    return cli.validated(params)
 
 
 @pytest.mark.parametrize("cmd, command, plan_id", [
