@@ -15,6 +15,8 @@ The flat names of 0.2 (`lock_backend`, `exec_timeout`, ...) still work until
 """
 from __future__ import annotations
 
+import sys
+
 from ansible_collections.guardrail.ecs.plugins.module_utils.common.aws import AWS_ARGUMENT_SPEC
 from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import run_lock
 from ansible_collections.guardrail.ecs.plugins.plugin_utils.workflow import DEFAULT_STEPS, WorkflowError
@@ -150,7 +152,13 @@ def validate(options):
     they do not validate: nothing has run."""
     # Here, not at the top: the validator is the only part of Ansible the
     # command line needs before a render.
-    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator  # pylint: disable=import-outside-toplevel
+    try:
+        from ansible.module_utils.common.arg_spec import ArgumentSpecValidator  # pylint: disable=import-outside-toplevel
+    except ImportError as exc:
+        raise WorkflowError(
+            f"ansible-core is not installed for the Python that runs this ({sys.executable}): install it there "
+            f"({sys.executable} -m pip install ansible-core), or use a Python that has it (for the guardrail "
+            "command: GUARDRAIL_PYTHON); nothing was run") from exc
 
     nested, deprecations = nest(dict(options))
     checked = ArgumentSpecValidator(WORKFLOW_ARGUMENT_SPEC).validate(nested)

@@ -477,14 +477,26 @@ def test_plan_shows_tofus_own_plan_then_the_summary(repo):
 @pytest.mark.parametrize("backend", [["--lock-backend", "dynamodb", "--lock-table", "locks"],
                                      ["--lock-backend", "s3", "--lock-bucket", "locks"]])
 def test_aws_lock_without_botocore_is_a_clear_refusal_not_a_traceback(repo, tmp_path, backend):
-    """GUARDRAIL_PYTHON names a Python without boto3/botocore (a fresh venv)."""
+    """GUARDRAIL_PYTHON names a Python with ansible-core (which validates the
+    options) but without boto3/botocore: a fresh venv that sees only the
+    `ansible` package. Without ansible-core at all the refusal names that."""
+    import ansible
+
     clone, _remote = repo
     bare = tmp_path / "bare-python"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
     env = dict(os.environ, GUARDRAIL_PYTHON=str(bare / "bin" / "python"), GUARDRAIL_OWNER="tester")
-    proc = subprocess.run([str(GUARDRAIL), *backend, "--region", "eu-west-1", "lock", "exec", "unlock", "--",
-                           "alpha", "prod", "true"], cwd=clone, env=env, capture_output=True, text=True,
-                          timeout=120, check=False)
+    argv = [str(GUARDRAIL), *backend, "--region", "eu-west-1", "lock", "exec", "unlock", "--", "alpha", "prod", "true"]
+    proc = subprocess.run(argv, cwd=clone, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr, proc.stdout + proc.stderr
+    assert "ansible-core is not installed" in proc.stderr and "GUARDRAIL_PYTHON" in proc.stderr, proc.stderr
+
+    only_ansible = tmp_path / "only-ansible"
+    only_ansible.mkdir()
+    (only_ansible / "ansible").symlink_to(Path(ansible.__file__).parent)
+    site = next(bare.glob("lib/python3*/site-packages"))
+    (site / "only-ansible.pth").write_text(f"{only_ansible}\n")
+    proc = subprocess.run(argv, cwd=clone, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     assert "boto3 and botocore are not installed" in proc.stderr and "GUARDRAIL_PYTHON" in proc.stderr
