@@ -394,7 +394,7 @@ def test_push_lost_after_apply_keeps_lock_and_says_what_was_applied(stack_repo, 
            '  }\n}\n')
     head = git("rev-parse", "HEAD", cwd=clone)
     rc, result, err = workflow(clone, git={"max_ahead": 2}, env={"GIT_AUTHOR_NAME": "T", "GIT_AUTHOR_EMAIL": "t@x",
-                                                        "GIT_COMMITTER_NAME": "T", "GIT_COMMITTER_EMAIL": "t@x"})
+                                                                 "GIT_COMMITTER_NAME": "T", "GIT_COMMITTER_EMAIL": "t@x"})
     assert rc != 0 and result["failed_step"] == "git_push", (result.get("msg"), err)
     msg = result["msg"]
     assert "applied" in msg and head in msg and "stays held" in msg, msg
