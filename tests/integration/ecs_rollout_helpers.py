@@ -115,13 +115,18 @@ def set_agent_connected(ec2_id, connected):
 
 class Scheduler(threading.Thread):
     """Moves the service tasks off DRAINING instances, one replacement at a
-    time, each after `delay` seconds (ECS is not instant either)."""
+    time, each after `delay` seconds (ECS is not instant either).
+    `while_draining(ec2_id)`, when set, runs once per drain before the first
+    task moves: the play waits for the moves, so it happens after the host
+    left service and before the play changes it."""
 
-    def __init__(self, endpoint, name, delay=0.3):
+    def __init__(self, endpoint, name, delay=0.3, while_draining=None):
         super().__init__(daemon=True)
         self.c = clients(endpoint)
         self.name = name
         self.delay = delay
+        self.while_draining = while_draining
+        self.drains_seen = set()
         self.moves = []
         self.errors = []
         self._halt = threading.Event()
@@ -146,7 +151,11 @@ class Scheduler(threading.Thread):
             if s.get("schedulingStrategy") == "DAEMON"}
         for ec2_id, instance in instances(self.c, self.name).items():
             if instance["status"] != "DRAINING":
+                self.drains_seen.discard(ec2_id)
                 continue
+            if self.while_draining and ec2_id not in self.drains_seen:
+                self.while_draining(ec2_id)
+            self.drains_seen.add(ec2_id)
             arns = ecs.list_tasks(cluster=self.name, containerInstance=instance["containerInstanceArn"],
                                   desiredStatus="RUNNING")["taskArns"]
             if not arns:

@@ -13,13 +13,14 @@ rebooting host's agent is disconnected until its ecs.service is back.
 Role set: the play runs with ecs_host_roles: [agent_firewall]. cis_hardening
 takes about 3.5 minutes per host on this 2-core machine, and the CIS comparison
 would run it twice more per host; three hosts with every role would not fit the
-suite's time. The CIS steps of the play are covered by their own molecule
-scenario; here they are skipped because cis_hardening is not in the role set.
+suite's time. The CIS comparison has its own test, with cis_hardening in
+audit-only mode as the role set (a scan takes well under a minute).
 The hosts are containers restarted by podman (--restart=always) when systemd
 reboots; their boot_id is the machine's (lab-init shields /proc/sys/kernel),
 so the play is told to tell boots apart by PID 1's start time.
 """
 import json
+import re
 import subprocess
 import threading
 import time
@@ -311,3 +312,51 @@ def test_a_host_that_needs_a_reboot_is_rebooted_and_verified(cluster_world, lab)
     assert cells[6] == "yes"
     print(json.dumps({task: result["api_calls"] for task, result in task_results(out, target)
                       if "api_calls" in result}, indent=1))
+
+
+def test_a_cis_regression_leaves_the_host_draining_and_stops(cluster_world, lab):
+    """The CIS comparison: the role set is cis_hardening in audit-only mode, so
+    the play changes nothing, and the failed count after the change is the
+    baseline's unless the host regressed. While the second host drains (after
+    its baseline scan, before the role's scan: the play waits for its tasks to
+    move), /etc/shadow becomes world-readable, as a bad package or change might
+    leave it (Debian 12 7.1.5). The first host's count does not rise: ACTIVE.
+    The second's rises: it stays DRAINING, and the run stops naming it and the
+    counts; the third is not reached."""
+    world = cluster_world
+    ids = world["ids"]
+    regressed = lab[1]
+
+    def make_shadow_world_readable(ec2_id):
+        if ec2_id == ids[regressed]:
+            podman("exec", regressed, "chmod", "0644", "/etc/shadow")
+
+    mode = podman("exec", regressed, "stat", "-c", "%a", "/etc/shadow").stdout.strip()
+    world["scheduler"].while_draining = make_shadow_world_readable
+    try:
+        rc, out, err, seconds = roll(world, ecs_host_roles=["cis_hardening"], cis_hardening_audit_only=True,
+                                     cis_hardening_report_dir=str(world["tmp"] / "reports"))
+    finally:
+        podman("exec", regressed, "chmod", mode, "/etc/shadow")
+    assert rc != 0, "the run went on past a host whose CIS failed count rose"
+    stops = [f for f in failures(out) if f[1] == "Stop the run"]
+    assert [host for host, _n, _m in stops] == [regressed], failures(out)
+    message = stops[0][2]
+    assert f"{regressed} ({ids[regressed]}) stays DRAINING in cluster prod" in message, message
+    assert "Verify the CIS scan fails no more controls than before" in message, message
+    counts = re.search(r"the CIS scan of \S+ fails (\d+) controls, (\d+) before the change", message)
+    assert counts and int(counts.group(1)) == int(counts.group(2)) + 1, message
+    assert statuses(world["c"], "prod") == {ids[lab[0]]: "ACTIVE", ids[regressed]: "DRAINING", ids[lab[2]]: "ACTIVE"}
+    assert world["watcher"].max_not_active() == 1
+    rows = table(out)
+    [kept] = [r for r in rows if r.startswith(lab[0] + " |")]
+    cells = kept.split(" | ")
+    before_after = re.search(r"CIS failed (\d+) <= (\d+)\)", cells[5])
+    assert cells[5].startswith("ok (agent, credentials path") and before_after, kept
+    assert before_after.group(1) == before_after.group(2) and cells[6] == "yes", kept
+    [stopped] = [r for r in rows if r.startswith(regressed + " |")]
+    cells = stopped.split(" | ")
+    assert cells[5].startswith("FAILED: Verify the CIS scan fails no more controls than before"), stopped
+    assert cells[6] == "no (DRAINING)", stopped
+    assert rows[-1] == f"not reached: {lab[2]}"
+    print(json.dumps({"seconds": seconds, "table": rows, "stop": message}, indent=1))
