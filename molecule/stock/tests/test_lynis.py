@@ -6,6 +6,7 @@ written to <report_dir>/lynis/."""
 import json
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -174,17 +175,22 @@ def test_no_pass_of_ours_where_lynis_finds_the_same_check_failing(host, lynis, o
     assert disagreements == [], json.dumps(disagreements, indent=2)
 
 
-def test_the_xccdf_export_is_valid_for_openscap(host):
+def test_the_xccdf_export_is_valid_for_openscap(host, tmp_path):
+    # Validated where the report is, on the controller: installing a validator on the
+    # hardened host would change the host under test.
     latest = report_dir() / "runs" / host.backend.name / "latest" / "xccdf-results.xml"
     assert latest.exists(), latest
-    installed = host.run("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends openscap-scanner")
-    assert installed.rc == 0, installed.stderr[-1000:]
-    assert host.file("/usr/share/openscap/schemas/xccdf/1.2/xccdf_1.2.xsd").exists
-    subprocess.run(["podman", "cp", str(latest.resolve()), "%s:/root/xccdf-results.xml" % host.backend.name],
-                   check=True, timeout=60)
-    valid = host.run("oscap xccdf validate /root/xccdf-results.xml")
-    assert valid.rc == 0, valid.stdout + valid.stderr
+    oscap = shutil.which("oscap")
+    if oscap is None:
+        pytest.skip("SKIPPED LOUDLY: no `oscap` on this machine to validate the XCCDF export against the XCCDF 1.2 "
+                    "schema (scripts/bootstrap installs Debian's openscap-scanner when run as root on Debian/Ubuntu)")
+    valid = subprocess.run([oscap, "xccdf", "validate", str(latest)], capture_output=True, text=True, check=False,
+                           timeout=120)
+    assert valid.returncode == 0, valid.stdout + valid.stderr
     # The same document, made invalid, is refused: the validation is real.
-    broken = host.run("sed 's/<result>pass</<result>passed</' /root/xccdf-results.xml > /root/broken.xml && "
-                      "oscap xccdf validate /root/broken.xml")
-    assert broken.rc != 0
+    broken = tmp_path / "broken.xml"
+    broken.write_text(latest.read_text().replace("<result>pass<", "<result>passed<"))
+    assert broken.read_text() != latest.read_text()
+    refused = subprocess.run([oscap, "xccdf", "validate", str(broken)], capture_output=True, text=True, check=False,
+                             timeout=120)
+    assert refused.returncode != 0, refused.stdout

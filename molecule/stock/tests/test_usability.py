@@ -2,6 +2,7 @@
 stock Debian 12 host (Level 2), and again after a reboot, a user is created, sets and
 changes a password that meets the policy (and is refused one that does not, with
 pwquality's message), logs in over SSH with a key and runs sudo; `docker run` works;
+a task on every kind of task network reaches the ECS agent's credentials endpoint;
 chrony keeps time from its configured server; logrotate runs clean."""
 import shlex
 import subprocess
@@ -14,6 +15,15 @@ USER = "opsuser"
 GOOD = "Tq7#vLm2$Wz9!pKd"
 NEXT = "Rb4%nXc8&Hy3?sJf"
 TIME_SERVER = "169.254.169.123"
+# What the lab's ECS agent stand-in (tests/lab/ecs_agent_standins.yml) answers at /v2/credentials.
+CREDENTIALS_KEY = '"AccessKeyId": "ASIALABSTANDIN000000"'
+# A task network of each kind: docker0 (bridge mode), a `docker network create` bridge
+# (br-<id>), and one named ecs-bridge on awsvpc's subnet, as the ECS CNI plugin makes it.
+TASK_NETWORKS = {
+    "bridge": None,
+    "lab-tasks": [],
+    "lab-ecs-bridge": ["--subnet", "169.254.172.0/22", "-o", "com.docker.network.bridge.name=ecs-bridge"],
+}
 
 
 def sh(host, script, stdin=None):
@@ -122,6 +132,25 @@ def test_docker_runs_a_container(host, boot):
     assert imported.rc == 0, imported.stderr
     ran = sh(host, "docker run --rm lab/busybox echo container-ran")
     assert ran.rc == 0 and ran.stdout.strip() == "container-ran", ran.stderr
+
+
+@pytest.mark.parametrize("network", sorted(TASK_NETWORKS))
+def test_a_task_gets_its_credentials_from_the_ecs_agent(host, boot, network):
+    # The task's view: 169.254.170.2:80, through ecs-init's NAT rules, to the agent on
+    # 127.0.0.1:51679 — the INPUT rule agent_firewall adds is all that lets it through the
+    # default-deny policy. busybox's nc writes the request (its wget crashes on this image).
+    assert sh(host, "docker image inspect lab/busybox >/dev/null 2>&1 || "
+                    "docker import /usr/local/share/lab/busybox.tar lab/busybox").rc == 0
+    options = TASK_NETWORKS[network]
+    if options is not None and sh(host, "docker network inspect %s >/dev/null 2>&1" % network).rc != 0:
+        made = sh(host, "docker network create %s %s" % (" ".join(map(shlex.quote, options)), network))
+        assert made.rc == 0, made.stderr
+    probe = sh(host, "docker run --rm -i --network %s lab/busybox nc -w 5 169.254.170.2 80" % network,
+               stdin="GET /v2/credentials HTTP/1.0\r\n\r\n")
+    answer = probe.stdout
+    assert answer.startswith("HTTP/1.0 200 ") or answer.startswith("HTTP/1.1 200 "), (
+        "no HTTP 200 from the credentials endpoint on %s (%s): %r %s" % (network, boot, answer, probe.stderr))
+    assert CREDENTIALS_KEY in answer, answer
 
 
 def test_chrony_keeps_time_from_its_configured_server(host, boot):
