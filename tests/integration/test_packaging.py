@@ -190,7 +190,7 @@ def test_bootstrap_as_another_user_prints_the_apt_command(nobody_dir):
                           cwd=checkout, env={"PATH": str(bin_dir), "HOME": str(tmp_path)}, capture_output=True,
                           text=True, timeout=120, check=False)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "missing system commands: podman runc debootstrap iptables git busybox shellcheck gcc" in proc.stderr
-    assert ("sudo sh -c 'apt-get update && apt-get install -y podman runc debootstrap iptables git busybox "
+    assert "missing system commands: podman runc debootstrap iptables nft git busybox shellcheck gcc" in proc.stderr
+    assert ("sudo sh -c 'apt-get update && apt-get install -y podman runc debootstrap iptables nftables git busybox "
             "uidmap shellcheck python3-venv gcc libc6-dev'") in proc.stderr, proc.stderr
     assert not (checkout / ".venv").exists(), "nothing is installed before the system packages are there"
