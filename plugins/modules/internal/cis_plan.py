@@ -25,10 +25,17 @@ author:
   - guardrail.ecs maintainers (@guardrail-ecs)
 options:
   catalogue:
-    description: The control catalogue, see the role's C(cis_hardening_catalogue).
+    description:
+      - The control catalogue as a list of resolved rows (no parameter references). Exactly one of O(catalogue)
+        and O(catalogue_dir) is required.
     type: list
     elements: dict
-    required: true
+  catalogue_dir:
+    description:
+      - "A directory of catalogue files, as the role's C(catalogue/) - C(manifest-<benchmark>.yml) lists the section
+        files the benchmark reads; each row's C({param: name}) references are replaced by the values of those
+        variables on the controller before anything else."
+    type: path
   benchmark:
     description: Which benchmark's ids to use.
     type: str
@@ -58,7 +65,7 @@ options:
 EXAMPLES = r"""
 - name: Pick the controls of this run
   guardrail.ecs.internal.cis_plan:
-    catalogue: "{{ cis_hardening_catalogue }}"
+    catalogue_dir: "{{ role_path }}/catalogue"
     benchmark: al2023
     level: 2
   register: cis_hardening_plan

@@ -117,18 +117,16 @@ def test_the_manual_recommendations_are_rows_of_their_benchmark_with_a_manual_ti
     import re
     from pathlib import Path
 
-    import yaml
-
     from ansible_collections.guardrail.ecs.plugins.module_utils.cis.catalogue import manual_ids
-    defaults = Path(__file__).resolve().parents[4] / "roles" / "cis_hardening" / "defaults" / "main.yml"
-    catalogue = yaml.safe_load(defaults.read_text())["cis_hardening_catalogue"]
+    from ansible_collections.guardrail.ecs.plugins.plugin_utils.cis_catalogue import load
+    directory = Path(__file__).resolve().parents[4] / "roles" / "cis_hardening" / "catalogue"
     # Every Manual recommendation asks a person to review something against site policy.
     manual_words = re.compile(r"GPG keys|repositories|updates, patches|approved services|authorized timeserver|IPv6 status|"
                               r"outbound|flushed|complexity|minimum password days|journald log file|authentication is|"
                               r"rsyslog logging|remote log host|logrotate|running and on disk|SUID and SGID|unused filesystems")
     for benchmark, ids in manual_ids().items():
         titles = {}
-        for row in catalogue:
+        for row in load(str(directory), benchmark):
             row_id = row["id"].get(benchmark) if isinstance(row["id"], dict) else row["id"]
             title = row["title"].get(benchmark) if isinstance(row["title"], dict) else row["title"]
             if row_id:
