@@ -731,6 +731,9 @@ CHECKS = {
     "unused_fs_modules": check_unused_fs_modules,
     "listeners_have_rules": check_listeners_have_rules,
 }
+# The checks that change the host when a control fails; the others report what a person must act on, so a
+# catalogue row using one says why in check_only (or not_applicable, waived).
+FIXING_CHECKS = frozenset(("world_writable", "mount", "aide_scheduled", "shell_less_locked"))
 
 
 def apply(controls, prune=DEFAULT_PRUNE, audit_only=False, check_mode=False, mountinfo="/proc/self/mountinfo",

@@ -49,7 +49,7 @@ options:
     elements: dict
   overrides:
     description:
-      - Per control id of the benchmark, the fields to change - C(title), C(level), C(kind), C(settings),
+      - Per control id of the benchmark, the fields to change - C(title), C(level), C(assessment), C(kind), C(settings),
         C(not_applicable), C(waived), C(waived_by). C(settings) is merged key by key (mappings recursively,
         lists replaced); the other fields are replaced.
       - The catalogue with O(extra) and O(overrides) merged in is validated before anything is picked; an error
@@ -89,11 +89,11 @@ decided:
   elements: dict
   sample: [{id: "1.1.2.1", status: not_applicable, evidence: not evaluated, reason: "mounts belong to the container runtime"}]
 controls:
-  description: Id, title, level, section, kind and tags of every selected control.
+  description: Id, title, level, assessment (Automated or Manual), section, kind and tags of every selected control.
   returned: always
   type: list
   elements: dict
-  sample: [{id: "3.3.8", title: Ensure TCP SYN Cookies is enabled, level: 1, section: "3", kind: sysctl}]
+  sample: [{id: "3.3.8", title: Ensure TCP SYN Cookies is enabled, level: 1, assessment: Automated, section: "3", kind: sysctl}]
 selected:
   description: How many controls the run covers.
   returned: always
