@@ -42,6 +42,7 @@ file) and ``on_change`` commands (reloads) run once when the file changed.
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import re
@@ -737,21 +738,21 @@ def _unload_kmods(plan, loaded, audit_only, check_mode, modprobe_unload):
                 run(["modprobe", "-r", item["kmod"]])
 
 
+@dataclasses.dataclass
 class _Outcome:
     """What the writing steps left, for the results: failed validations, failed reloads, modules still loaded,
     and the sshd connections and kernel command line, each read once per run."""
 
-    def __init__(self, files, check_mode, failed_files, reload_notes, loaded_now, modprobe_unload, proc_cmdline):
-        self.files = files
-        self.check_mode = check_mode
-        self.failed_files = failed_files
-        self.reload_notes = reload_notes
-        self.loaded_now = loaded_now
-        self.modprobe_unload = modprobe_unload
-        self.proc_cmdline = proc_cmdline
-        self.sshd = {}
-        self._cmdline = None
-        self._cmdline_read = False
+    files: dict
+    check_mode: bool
+    failed_files: dict
+    reload_notes: dict
+    loaded_now: set
+    modprobe_unload: bool
+    proc_cmdline: str
+    sshd: dict = dataclasses.field(default_factory=dict)
+    _cmdline: object = None
+    _cmdline_read: bool = False
 
     def cmdline(self):
         if not self._cmdline_read:
