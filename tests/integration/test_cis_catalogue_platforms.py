@@ -20,7 +20,7 @@ PLAYBOOK = """
   tasks:
     - name: Plan
       guardrail.ecs.internal.cis_plan:
-        catalogue: "{{ cis_hardening_catalogue }}"
+        catalogue_dir: %(role)s/catalogue
         benchmark: "{{ cis_hardening_benchmark_id }}"
         level: "{{ cis_hardening_level }}"
         extra: "{{ cis_hardening_catalogue_extra }}"

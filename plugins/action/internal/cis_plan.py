@@ -1,8 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright: guardrail.ecs contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Controller side: merges site controls and overrides into the catalogue, validates it and picks
-the controls of a run (no remote execution)."""
+"""Controller side: loads the role's catalogue files and resolves their parameters, merges site
+controls and overrides into the catalogue, validates it and picks the controls of a run (no remote
+execution)."""
 from __future__ import annotations
 
 from ansible.errors import AnsibleActionFail
@@ -16,24 +17,32 @@ from ansible_collections.guardrail.ecs.plugins.module_utils.cis.catalogue import
     rule_variable,
     select,
 )
+from ansible_collections.guardrail.ecs.plugins.plugin_utils import cis_catalogue
 
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("catalogue", "benchmark", "level", "extra", "overrides"))
+    _VALID_ARGS = frozenset(("catalogue", "catalogue_dir", "benchmark", "level", "extra", "overrides"))
 
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
         args = self._task.args
-        missing = [k for k in ("catalogue", "benchmark", "level") if k not in args]
+        missing = [k for k in ("benchmark", "level") if k not in args]
+        if ("catalogue" in args) == ("catalogue_dir" in args):
+            missing.append("one of catalogue or catalogue_dir")
         if missing:
             raise AnsibleActionFail("cis_plan needs %s" % ", ".join(missing))
         benchmark = str(args["benchmark"])
         if benchmark not in BENCHMARKS:
             raise AnsibleActionFail("benchmark must be one of %s, not %r" % (", ".join(BENCHMARKS), benchmark))
         try:
-            catalogue = extend(args["catalogue"], args.get("extra"), args.get("overrides"), benchmark)
+            if "catalogue_dir" in args:
+                rows = cis_catalogue.resolve(cis_catalogue.load(str(args["catalogue_dir"]), benchmark),
+                                             lambda name: self._variable(task_vars, name))
+            else:
+                rows = args["catalogue"]
+            catalogue = extend(rows, args.get("extra"), args.get("overrides"), benchmark)
         except CatalogueError as exc:
             raise AnsibleActionFail(str(exc))
         toggles = {}
@@ -59,3 +68,8 @@ class ActionModule(ActionBase):
         result["changed"] = False
         result["selected"] = len(plan["controls"])
         return result
+
+    def _variable(self, task_vars, name):
+        if name not in task_vars:
+            raise KeyError(name)
+        return self._templar.template(task_vars[name])

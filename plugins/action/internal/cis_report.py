@@ -14,10 +14,10 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from ansible_collections.guardrail.ecs.plugins.module_utils.cis.catalogue import BENCHMARKS, manual_ids, merge, summary
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis.catalogue import BENCHMARKS, merge, summary
 from ansible_collections.guardrail.ecs.plugins.module_utils.cis.common import STATUSES
 from ansible_collections.guardrail.ecs.plugins.module_utils.common.files import write_atomic
-from ansible_collections.guardrail.ecs.plugins.plugin_utils.cis_export import assessment, to_csv, to_xccdf
+from ansible_collections.guardrail.ecs.plugins.plugin_utils.cis_export import to_csv, to_xccdf
 
 
 def _write(path, text):
@@ -112,9 +112,7 @@ class ActionModule(ActionBase):
             "summary": summary(rows),
             "controls": rows,
         }
-        manual = manual_ids()
-        for row in rows:
-            row["assessment"] = assessment(benchmark, row["id"], manual)
+        manual = {str(benchmark): frozenset(row["id"] for row in rows if row["assessment"] == "Manual")}
         env = Environment(loader=FileSystemLoader(str(args["templates"])), autoescape=select_autoescape(default=True),
                           trim_blocks=True, lstrip_blocks=True)
         json_path = os.path.join(report_dir, host + ".json")

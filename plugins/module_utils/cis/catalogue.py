@@ -8,6 +8,7 @@ A catalogue entry::
     id: {al2023: "3.2.1", al2: "3.3.1", debian12: "3.3.1"}   # or one string for every benchmark
     title: Ensure IP forwarding is disabled                  # or one per benchmark
     level: 1                                                 # 1 or 2 (or per benchmark)
+    assessment: Automated                                    # or Manual, as the benchmark marks it (or per benchmark)
     kind: sysctl                                             # one of KINDS
     settings: {...}                                          # the data the kind's module takes
     not_applicable: ""                                       # a reason makes the control not_applicable
@@ -34,22 +35,8 @@ BENCHMARKS = {
     "al2": {"name": "CIS Amazon Linux 2 Benchmark", "version": "v3.0.0"},
     "debian12": {"name": "CIS Debian Linux 12 Benchmark", "version": "v1.1.0"},
 }
-# The recommendations each benchmark assesses Manually (every other one is Automated). Debian 12's are
-# the recommendations CIS marks Manual in its Debian/Ubuntu family (CIS Ubuntu 24.04 v1.0.0 carries the
-# same recommendations under the same ids); Amazon Linux's are the same recommendations by title.
-MANUAL = {
-    "al2023": ("1.2.1", "1.2.3", "1.8", "3.1.1", "5.1.1.6", "5.3", "5.2.3.21", "6.1.13"),
-    "al2": ("1.2.1", "1.2.4", "1.2.5", "2.2.22", "3.4.3.2", "3.4.3.6", "3.4.4.2.2", "3.4.4.3.2", "4.4.2.2.4", "5.1.1.6",
-            "5.1.3", "5.2.3.21", "6.1.13"),
-    "debian12": ("1.1.1.10", "1.2.1.1", "1.2.1.2", "1.2.2.1", "2.1.22", "2.3.2.1", "2.3.3.1", "3.1.1", "4.2.5", "4.3.3",
-                 "4.3.7", "4.4.2.3", "4.4.3.3", "5.3.3.2.3", "5.4.1.2", "6.1.1.2", "6.1.1.3", "6.1.2.1.2", "6.1.3.5",
-                 "6.1.3.6", "6.1.3.8", "6.2.3.21", "7.1.13"),
-}
-
-
-def manual_ids():
-    """{benchmark: ids the benchmark assesses Manually}."""
-    return {name: frozenset(ids) for name, ids in MANUAL.items()}
+# How a benchmark assesses a recommendation; a row without one (a site control) is Automated.
+ASSESSMENTS = ("Automated", "Manual")
 
 
 # Fields of a row: the type each must have. Per-benchmark fields may also be a mapping
@@ -58,6 +45,7 @@ _FIELDS = {
     "id": "text",
     "title": "text",
     "level": "level",
+    "assessment": "assessment",
     "kind": "kind",
     "settings": "mapping",
     "not_applicable": "reason",
@@ -65,9 +53,9 @@ _FIELDS = {
     "waived_by": "reason",
     "check_only": "reason",
 }
-_PER_BENCHMARK = ("id", "title", "level")
+_PER_BENCHMARK = ("id", "title", "level", "assessment")
 # What an override may change (never the id: that is how it finds its row).
-OVERRIDE_FIELDS = ("title", "level", "kind", "settings", "not_applicable", "waived", "waived_by", "check_only")
+OVERRIDE_FIELDS = ("title", "level", "assessment", "kind", "settings", "not_applicable", "waived", "waived_by", "check_only")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # The one key each kind's settings cannot do without (any of them).
 _REQUIRED_SETTINGS = {
@@ -124,6 +112,10 @@ def _check_value(check, value):
     if check == "level":
         if str(value) not in ("1", "2") or isinstance(value, bool):
             return "must be 1 or 2, not %r" % (value,)
+        return None
+    if check == "assessment":
+        if value not in ASSESSMENTS:
+            return "must be one of %s, not %r" % (", ".join(ASSESSMENTS), value)
         return None
     if check == "kind":
         if value not in KINDS:
@@ -300,6 +292,7 @@ def select(catalogue, benchmark, level, toggles=None, run_tags=None, skip_tags=N
             "id": control_id,
             "title": _for(entry.get("title"), benchmark) or "",
             "level": control_level,
+            "assessment": _for(entry.get("assessment"), benchmark) or "Automated",
             "section": control_id.split(".", maxsplit=1)[0],
             "kind": kind,
             "tags": tags,
@@ -358,6 +351,7 @@ def merge(controls, results):
     for meta in controls:
         result = by_id.get(meta["id"], {"status": "failed", "evidence": "no result: the task evaluating it did not run"})
         row = {k: meta[k] for k in ("id", "title", "section", "level", "kind")}
+        row["assessment"] = meta.get("assessment") or "Automated"
         row["status"] = result["status"]
         row["evidence"] = result.get("evidence", "")
         row["reason"] = result.get("reason", "")

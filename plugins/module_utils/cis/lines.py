@@ -42,6 +42,7 @@ file) and ``on_change`` commands (reloads) run once when the file changed.
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import re
@@ -591,77 +592,71 @@ def expand(controls, paths):
     return out
 
 
-def apply(controls, files=None, modprobe_file="/etc/modprobe.d/cis-hardening.conf", modprobe_unload=True,
-          audit_only=False, check_mode=False, proc_modules="/proc/modules", per_path_values=None,
-          proc_cmdline="/proc/cmdline", audit_tables=None):
-    """Evaluates and enforces a table of line controls. Returns (results, changed, diffs)."""
-    if isinstance(files, list):
-        files = {f["path"]: f for f in files}
-    files = files or {}
-    controls = expand(controls, per_path_values or [])
-    book = EditBook(files)
-    edits = book.edits
-    edit_for = book.edit
-    sshd = {}
-    plan = []  # (control, [(item, kind, edit or None, compliant, observed)])
-
-    for control in controls:
-        if not isinstance(control.get("lines"), list) or not (control["lines"] or control.get("per_path")):
-            raise CisError("control %s: 'lines' must be a non-empty list" % control.get("id"))
-        entries = []
-        for item in control["lines"]:
+def _plan_entries(control, book, syscall_tables):
+    """Step 1, per control: (item, kind, edit or None, compliant, observed) for each of its line items, as the
+    files are now. Kernel modules, commands and sshd items are evaluated in later steps."""
+    if not isinstance(control.get("lines"), list) or not (control["lines"] or control.get("per_path")):
+        raise CisError("control %s: 'lines' must be a non-empty list" % control.get("id"))
+    entries = []
+    for item in control["lines"]:
+        kind = item_kind(item)
+        problem = line_item_problem(item)
+        if problem:
+            raise CisError("control %s: line item %s" % (control.get("id"), problem))
+        adapted_note = ""
+        if kind == "line" and is_audit_syscall_rule(item["line"]):
+            item, adapted_note = adapt_audit_item(item, syscall_tables())
             kind = item_kind(item)
-            problem = line_item_problem(item)
-            if problem:
-                raise CisError("control %s: line item %s" % (control.get("id"), problem))
-            adapted_note = ""
-            if kind == "line" and is_audit_syscall_rule(item["line"]):
-                if audit_tables is None:
-                    audit_tables = host_syscall_tables()
-                item, adapted_note = adapt_audit_item(item, audit_tables)
-                kind = item_kind(item)
-            if kind == "kmod":
-                entries.append((item, kind, None, None, None))
+        if kind == "kmod":
+            entries.append((item, kind, None, None, None))
+            continue
+        if item.get("requires") and not os.path.exists(item["requires"]):
+            entries.append((item, "skip", None, True, "%s is not installed" % item["requires"]))
+            continue
+        if kind in ("command", "sshd"):
+            entries.append((item, kind, None, None, None))
+            continue
+        if "path" not in item:
+            raise CisError("control %s: line item %r needs a path" % (control["id"], item))
+        if kind in BOOK_ITEMS:
+            ok, observed = BOOK_ITEMS[kind][0](book, item)
+            entries.append((item, kind, None if ok else book.edit(item["path"]), ok, observed))
+            continue
+        paths = sorted(glob.glob(item["path"])) if kind == "absent" and glob.has_magic(item["path"]) else [item["path"]]
+        for path in paths:
+            if kind == "absent" and not os.path.exists(path) and not item.get("adapted"):
                 continue
-            if item.get("requires") and not os.path.exists(item["requires"]):
-                entries.append((item, "skip", None, True, "%s is not installed" % item["requires"]))
-                continue
-            if kind in ("command", "sshd"):
-                entries.append((item, kind, None, None, None))
-                continue
-            if "path" not in item:
-                raise CisError("control %s: line item %r needs a path" % (control["id"], item))
-            if kind in BOOK_ITEMS:
-                ok, observed = BOOK_ITEMS[kind][0](book, item)
-                entries.append((item, kind, None if ok else edit_for(item["path"]), ok, observed))
-                continue
-            paths = sorted(glob.glob(item["path"])) if kind == "absent" and glob.has_magic(item["path"]) else [item["path"]]
-            for path in paths:
-                if kind == "absent" and not os.path.exists(path) and not item.get("adapted"):
-                    continue
-                edit = edit_for(path)
-                ok, observed = FILE_ITEMS[kind][0](edit, item)
-                if adapted_note:
-                    observed = "; ".join(o for o in (observed, adapted_note) if o)
-                entries.append((item, kind, edit, ok, observed))
-        plan.append((control, entries))
+            edit = book.edit(path)
+            ok, observed = FILE_ITEMS[kind][0](edit, item)
+            if adapted_note:
+                observed = "; ".join(o for o in (observed, adapted_note) if o)
+            entries.append((item, kind, edit, ok, observed))
+    return entries
 
-    # Kernel modules: both lines in one modprobe.d file.
-    loaded = _modules_loaded(proc_modules)
-    for control, entries in plan:
+
+def _kmod_lines(name):
+    return ({"line": "install %s /bin/false" % name, "match": r"^\s*install\s+%s\s" % re.escape(name)},
+            {"line": "blacklist %s" % name})
+
+
+def _check_kmods(plan, book, modprobe_file, loaded):
+    """Step 2: kernel modules are disabled by both lines in one modprobe.d file, and not loaded."""
+    for _control, entries in plan:
         for index, (item, kind, _edit, _ok, _observed) in enumerate(entries):
             if kind != "kmod":
                 continue
-            edit = edit_for(modprobe_file)
+            edit = book.edit(modprobe_file)
             name = item["kmod"]
-            install_ok, _observed = edit.check_line({"line": "install %s /bin/false" % name,
-                                                     "match": r"^\s*install\s+%s\s" % re.escape(name)})
-            blacklist_ok, _observed = edit.check_line({"line": "blacklist %s" % name})
+            install, blacklist = _kmod_lines(name)
+            install_ok, _observed = edit.check_line(install)
+            blacklist_ok, _observed = edit.check_line(blacklist)
             entries[index] = (item, kind, edit, install_ok and blacklist_ok and name not in loaded,
                               "modprobe.d: %s; loaded: %s" % ("disabled" if install_ok and blacklist_ok else "not disabled",
                                                               "yes" if name in loaded else "no"))
 
-    # Fix in memory, in table order (in check mode too, for the diff).
+
+def _fix_in_memory(plan, book, audit_only):
+    """Step 3: the fixes, in table order, on the texts in memory (in check mode too, for the diff)."""
     for control, entries in plan:
         if not enforce(control, audit_only, False):
             continue
@@ -669,15 +664,17 @@ def apply(controls, files=None, modprobe_file="/etc/modprobe.d/cis-hardening.con
             if ok or edit is None:
                 continue
             if kind == "kmod":
-                name = item["kmod"]
-                edit.fix_line({"line": "install %s /bin/false" % name, "match": r"^\s*install\s+%s\s" % re.escape(name)})
-                edit.fix_line({"line": "blacklist %s" % name})
+                for line in _kmod_lines(item["kmod"]):
+                    edit.fix_line(line)
             elif kind in BOOK_ITEMS:
                 BOOK_ITEMS[kind][1](book, item)
             else:
                 FILE_ITEMS[kind][1](edit, item)
 
-    # Write, validate, roll back on failure.
+
+def _write_files(edits, audit_only, check_mode):
+    """Step 4: the changed files written and validated, each restored when its validation fails.
+    Returns (diffs, written paths, {path: why it failed})."""
     failed_files = {}
     written = []
     diffs = []
@@ -702,107 +699,170 @@ def apply(controls, files=None, modprobe_file="/etc/modprobe.d/cis-hardening.con
                 failed_files[path] = "validation failed, file restored: %s" % (err or out).strip()[:300]
                 continue
         written.append(path)
+    return diffs, written, failed_files
 
-    # Files the table owns keep their mode, whoever changed it.
-    if not (audit_only or check_mode):
-        for path, edit in sorted(edits.items()):
-            wanted = edit.options.get("mode")
-            if wanted is None or path in failed_files or not os.path.exists(path):
-                continue
-            wanted = int(str(wanted), 8)
-            if os.stat(path).st_mode & 0o7777 != wanted:
-                os.chmod(path, wanted)
-                if path not in written:
-                    written.append(path)
 
+def _keep_modes(edits, written, failed_files):
+    """Step 5: files the table owns keep their mode, whoever changed it (a chmod counts as written)."""
+    for path, edit in sorted(edits.items()):
+        wanted = edit.options.get("mode")
+        if wanted is None or path in failed_files or not os.path.exists(path):
+            continue
+        wanted = int(str(wanted), 8)
+        if os.stat(path).st_mode & 0o7777 != wanted:
+            os.chmod(path, wanted)
+            if path not in written:
+                written.append(path)
+
+
+def _reload(edits, written):
+    """Step 6: each written file's on_change commands. Returns {path: the command that failed}."""
     reload_notes = {}
     for path in written:
         for argv in edits[path].options.get("on_change", []):
             rc, out, err = run(argv)
             if rc != 0:
                 reload_notes[path] = "%s failed: %s" % (" ".join(argv), (err or out).strip()[:200])
+    return reload_notes
 
-    unloaded_failed = set()
-    if written or not (audit_only or check_mode):
-        for control, entries in plan:
-            if not enforce(control, audit_only, check_mode):
-                continue
-            for item, kind, _edit, _ok, _observed in entries:
-                if kind == "kmod" and item["kmod"] in loaded:
-                    if not modprobe_unload:
-                        unloaded_failed.add(item["kmod"])
-                        continue
-                    rc, _out, _err = run(["modprobe", "-r", item["kmod"]])
-                    if rc != 0:
-                        unloaded_failed.add(item["kmod"])
-    loaded_now = _modules_loaded(proc_modules)
 
-    results = []
-    cmdline = None
+def _unload_kmods(plan, loaded, audit_only, check_mode, modprobe_unload):
+    """Step 7: the disabled modules that are loaded are unloaded (where the kernel is the host's)."""
+    if not modprobe_unload:
+        return
     for control, entries in plan:
-        statuses, evidence = [], []
+        if not enforce(control, audit_only, check_mode):
+            continue
+        for item, kind, _edit, _ok, _observed in entries:
+            if kind == "kmod" and item["kmod"] in loaded:
+                run(["modprobe", "-r", item["kmod"]])
+
+
+@dataclasses.dataclass
+class _Outcome:
+    """What the writing steps left, for the results: failed validations, failed reloads, modules still loaded,
+    and the sshd connections and kernel command line, each read once per run."""
+
+    files: dict
+    check_mode: bool
+    failed_files: dict
+    reload_notes: dict
+    loaded_now: set
+    modprobe_unload: bool
+    proc_cmdline: str
+    sshd: dict = dataclasses.field(default_factory=dict)
+    _cmdline: object = None
+    _cmdline_read: bool = False
+
+    def cmdline(self):
+        if not self._cmdline_read:
+            self._cmdline = live_kernel_args(self.proc_cmdline)
+            self._cmdline_read = True
+        return self._cmdline
+
+
+def _command_status(item, may_change):
+    rc, out, err = run(item["command"])
+    matched = re.search(item["expect"], out + err, re.M) is not None
+    status = "pass" if matched else "failed"
+    if not matched and item.get("fix") and may_change:
+        run(item["fix"])
+        rc, out, err = run(item["command"])
+        if re.search(item["expect"], out + err, re.M):
+            status = "fixed"
+    return status, "%s: %s" % (" ".join(item["command"]), (out + err).strip()[:200] or "rc %d" % rc)
+
+
+def _file_status(item, kind, edit, ok, may_change, outcome):
+    """The status of a file item after the writes, and a note on why it is not simply fixed."""
+    if ok:
+        return "pass", ""
+    if not may_change:
+        return "failed", ""
+    if edit.path in outcome.failed_files:
+        return "failed", outcome.failed_files[edit.path]
+    status, note = "fixed", outcome.reload_notes.get(edit.path, "")
+    if kind == "kmod" and item["kmod"] in outcome.loaded_now:
+        status = "pending_reboot"
+        note = "still loaded: %s" % ("the kernel belongs to the machine running this container"
+                                     if not outcome.modprobe_unload else "modprobe -r refused")
+    return status, note
+
+
+def _live_status(item, kind, edit, status, note, outcome):
+    """A fix in the files that the running system does not use yet is pending_reboot."""
+    if status != "failed" and item.get("live_command"):
+        problem = live_command_problem(item)
+        if problem:
+            status, note = "pending_reboot", problem
+    if status != "failed" and (kind == "grub_arg" or (kind == "absent" and edit.has_grub_cmdline())):
+        cmdline = outcome.cmdline()
+        problem = live_kernel_problem(item, kind, cmdline)
+        if status == "fixed" and cmdline is None:
+            status, note = "pending_reboot", "takes effect at the next boot"
+        elif problem:
+            status, note = "pending_reboot", problem + ", takes effect at the next boot"
+    return status, note
+
+
+def _item_result(item, kind, edit, ok, observed, may_change, outcome):
+    """Step 8, per item: (status, evidence)."""
+    if kind == "skip":
+        return "not_applicable", observed
+    if kind == "sshd":
+        connections = outcome.sshd.setdefault(item.get("config", "/etc/ssh/sshd_config"), SshdConnections(item))
+        return connections.check(item)
+    if kind == "command":
+        return _command_status(item, may_change)
+    status, note = _file_status(item, kind, edit, ok, may_change, outcome)
+    if status == "fixed" and kind in BOOK_ITEMS and not outcome.check_mode:
+        # What the program will read now, from the files as written.
+        ok_now, observed = BOOK_ITEMS[kind][0](EditBook(outcome.files), item)
+        if not ok_now:
+            status = "failed"
+    status, note = _live_status(item, kind, edit, status, note, outcome)
+    text = observed or ""
+    if kind in ("key", "line", "grub_arg"):
+        text = "%s: %s" % (edit.path, observed)
+    return status, "%s%s" % (text, " (%s)" % note if note else "")
+
+
+def apply(controls, files=None, modprobe_file="/etc/modprobe.d/cis-hardening.conf", modprobe_unload=True,
+          audit_only=False, check_mode=False, proc_modules="/proc/modules", per_path_values=None,
+          proc_cmdline="/proc/cmdline", audit_tables=None):
+    """Evaluates and enforces a table of line controls. Returns (results, changed, diffs)."""
+    if isinstance(files, list):
+        files = {f["path"]: f for f in files}
+    files = files or {}
+    controls = expand(controls, per_path_values or [])
+    book = EditBook(files)
+    tables = [audit_tables]
+
+    def syscall_tables():
+        if tables[0] is None:
+            tables[0] = host_syscall_tables()
+        return tables[0]
+
+    plan = [(control, _plan_entries(control, book, syscall_tables)) for control in controls]
+    loaded = _modules_loaded(proc_modules)
+    _check_kmods(plan, book, modprobe_file, loaded)
+    _fix_in_memory(plan, book, audit_only)
+    diffs, written, failed_files = _write_files(book.edits, audit_only, check_mode)
+    if not (audit_only or check_mode):
+        _keep_modes(book.edits, written, failed_files)
+    reload_notes = _reload(book.edits, written)
+    if written or not (audit_only or check_mode):
+        _unload_kmods(plan, loaded, audit_only, check_mode, modprobe_unload)
+    loaded_now = _modules_loaded(proc_modules)
+    outcome = _Outcome(files, check_mode, failed_files, reload_notes, loaded_now, modprobe_unload, proc_cmdline)
+    results = []
+    for control, entries in plan:
         may_change = enforce(control, audit_only, check_mode)
+        statuses, evidence = [], []
         for item, kind, edit, ok, observed in entries:
-            if kind == "skip":
-                statuses.append("not_applicable")
-                evidence.append(observed)
-                continue
-            if kind == "sshd":
-                connections = sshd.setdefault(item.get("config", "/etc/ssh/sshd_config"), SshdConnections(item))
-                status, text = connections.check(item)
-                statuses.append(status)
-                evidence.append(text)
-                continue
-            if kind == "command":
-                rc, out, err = run(item["command"])
-                matched = re.search(item["expect"], out + err, re.M) is not None
-                status = "pass" if matched else "failed"
-                if not matched and item.get("fix") and may_change:
-                    run(item["fix"])
-                    rc, out, err = run(item["command"])
-                    if re.search(item["expect"], out + err, re.M):
-                        status = "fixed"
-                statuses.append(status)
-                evidence.append("%s: %s" % (" ".join(item["command"]), (out + err).strip()[:200] or "rc %d" % rc))
-                continue
-            note = ""
-            if ok:
-                status = "pass"
-            elif not may_change:
-                status = "failed"
-            elif edit.path in failed_files:
-                status = "failed"
-                note = failed_files[edit.path]
-            else:
-                status = "fixed"
-                if edit.path in reload_notes:
-                    note = reload_notes[edit.path]
-                if kind == "kmod" and item["kmod"] in loaded_now:
-                    status = "pending_reboot"
-                    note = "still loaded: %s" % ("the kernel belongs to the machine running this container"
-                                                 if not modprobe_unload else "modprobe -r refused")
-            if status == "fixed" and kind in BOOK_ITEMS and not check_mode:
-                # What the program will read now, from the files as written.
-                ok_now, observed = BOOK_ITEMS[kind][0](EditBook(files), item)
-                if not ok_now:
-                    status = "failed"
-            if status != "failed" and item.get("live_command"):
-                problem = live_command_problem(item)
-                if problem:
-                    status, note = "pending_reboot", problem
-            if status != "failed" and (kind == "grub_arg" or (kind == "absent" and edit.has_grub_cmdline())):
-                if cmdline is None:
-                    cmdline = live_kernel_args(proc_cmdline)
-                problem = live_kernel_problem(item, kind, cmdline)
-                if status == "fixed" and cmdline is None:
-                    status, note = "pending_reboot", "takes effect at the next boot"
-                elif problem:
-                    status, note = "pending_reboot", problem + ", takes effect at the next boot"
+            status, text = _item_result(item, kind, edit, ok, observed, may_change, outcome)
             statuses.append(status)
-            text = observed or ""
-            if kind in ("key", "line", "grub_arg"):
-                text = "%s: %s" % (edit.path, observed)
-            evidence.append("%s%s" % (text, " (%s)" % note if note else ""))
+            evidence.append(text)
         results.append(finish(control, statuses, evidence))
     changed = bool(written) or bool(loaded - loaded_now) or (check_mode and bool(diffs))
     return results, changed, diffs

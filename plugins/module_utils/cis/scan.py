@@ -60,12 +60,6 @@ PSEUDO_FS = frozenset((
 DEFAULT_PRUNE = ("/proc", "/sys", "/dev", "/run", "/var/lib/docker", "/var/lib/containerd", "/var/lib/ecs",
                  "/var/lib/containers")
 WALK_CHECKS = ("world_writable", "unowned", "suid_sgid")
-ACCOUNT_TESTS = (
-    "shadowed", "empty_password", "groups_exist", "duplicate_uid", "duplicate_gid", "duplicate_user",
-    "duplicate_group", "uid0_only", "root_gid0", "root_path", "root_password_set", "system_accounts_nologin",
-    "last_change_past", "home_dirs", "dot_files", "shells_no_nologin", "gid0_only", "gid0_group_only",
-    "root_access_controlled",
-)
 
 
 def mounts(path="/proc/self/mountinfo"):
@@ -147,118 +141,185 @@ def _nologin(shell):
     return shell.endswith(("/nologin", "/false"))
 
 
+class _Accounts:
+    """The account databases, read once for a test."""
+
+    def __init__(self, exempt):
+        self.passwd = _passwd()
+        self.shadow = _colon_file("/etc/shadow")
+        self.group = _colon_file("/etc/group")
+        self.uid_min = _login_defs("UID_MIN", 1000)
+        self.exempt = exempt
+        self.interactive = [p for p in self.passwd if p[0] != "nobody" and (int(p[2]) >= self.uid_min or p[0] == "root")
+                            and not _nologin(p[6])]
+
+    def root_shadow_field(self):
+        root = [s for s in self.shadow if s[0] == "root"]
+        return root[0][1] if root else ""
+
+
+def _dupes(values):
+    seen, dup = set(), set()
+    for value in values:
+        (dup if value in seen else seen).add(value)
+    return sorted(dup)
+
+
+def _shadowed(db):
+    bad = [p[0] for p in db.passwd if p[1] != "x"]
+    return not bad, "accounts not using shadow: %s" % (sample(bad) or "none")
+
+
+def _empty_password(db):
+    bad = [s[0] for s in db.shadow if s[1] == ""]
+    return not bad, "empty password fields: %s" % (sample(bad) or "none")
+
+
+def _groups_exist(db):
+    known = {g[2] for g in db.group}
+    bad = ["%s (gid %s)" % (p[0], p[3]) for p in db.passwd if p[3] not in known]
+    return not bad, "primary groups missing from /etc/group: %s" % (sample(bad) or "none")
+
+
+def _duplicates(field, table):
+    def test(db):
+        bad = _dupes(row[field] for row in getattr(db, table))
+        return not bad, "duplicates: %s" % (sample(bad) or "none")
+    return test
+
+
+def _uid0_only(db):
+    bad = [p[0] for p in db.passwd if p[2] == "0" and p[0] != "root"]
+    return not bad, "UID 0 accounts besides root: %s" % (sample(bad) or "none")
+
+
+def _gid0_only(db):
+    bad = [p[0] for p in db.passwd if p[3] == "0" and p[0] not in ("root", "sync", "shutdown", "halt", "operator")]
+    return not bad, "accounts with primary GID 0 besides root: %s" % (sample(bad) or "none")
+
+
+def _gid0_group_only(db):
+    bad = [g[0] for g in db.group if g[2] == "0" and g[0] != "root"]
+    return not bad, "groups with GID 0 besides root: %s" % (sample(bad) or "none")
+
+
+def _root_access_controlled(db):
+    # passwd -S: P (a password), L (locked: ! or *) pass; NP (empty) fails.
+    field = db.root_shadow_field()
+    state = "NP" if not field else ("L" if field.startswith(("!", "*")) else "P")
+    return state != "NP", "root password status %s" % state
+
+
+def _root_gid0(db):
+    root = [p for p in db.passwd if p[0] == "root"]
+    return bool(root) and root[0][3] == "0", "root primary GID %s" % (root[0][3] if root else "missing")
+
+
+def _root_password_set(db):
+    field = db.root_shadow_field()
+    ok = bool(field) and not field.startswith(("!", "*"))
+    return ok, "root password %s" % ("set" if ok else "not set or locked")
+
+
+def _system_accounts_nologin(db):
+    bad = [p[0] for p in db.passwd if int(p[2]) < db.uid_min and p[0] not in db.exempt and not _nologin(p[6])]
+    return not bad, "system accounts with a login shell: %s" % (sample(bad) or "none")
+
+
+def _last_change_past(db):
+    today = int(time.time() // 86400)
+    bad = [s[0] for s in db.shadow if s[2].isdigit() and int(s[2]) > today]
+    return not bad, "password changed in the future: %s" % (sample(bad) or "none")
+
+
+def _shells_no_nologin(_db):
+    bad = [line.strip() for line in (read_text("/etc/shells") or "").splitlines()
+           if line.strip().endswith("/nologin")]
+    return not bad, "nologin in /etc/shells: %s" % (sample(bad) or "none")
+
+
+def _root_path(_db):
+    # The PATH root gets from a login shell (/etc/profile and friends).
+    _rc, out, _err = run(["/bin/sh", "-lc", 'printf %s "$PATH"'])
+    out = out.strip() or os.environ.get("PATH", "")
+    bad = []
+    for part in out.split(":"):
+        if part in ("", "."):
+            bad.append("empty or '.' entry")
+            continue
+        try:
+            st = os.stat(part)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
+            bad.append(part)
+    return not bad, "root PATH %s: %s" % (out, "problems in " + sample(bad) if bad else "ok")
+
+
+def _home_dirs(db):
+    bad = []
+    for p in db.interactive:
+        home = p[5]
+        try:
+            st = os.stat(home)
+        except OSError:
+            bad.append("%s: %s missing" % (p[0], home))
+            continue
+        if st.st_uid != int(p[2]) or st.st_mode & 0o027:
+            bad.append("%s: %s %04o" % (p[0], home, stat.S_IMODE(st.st_mode)))
+    return not bad, "interactive home directories: %s" % (sample(bad) or "owned and 0750 or stricter")
+
+
+def _unsafe_dot_file(path, uid):
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
+        return False
+    name = os.path.basename(path)
+    if name in (".forward", ".rhosts"):
+        return True
+    if name == ".netrc" and st.st_mode & 0o177:
+        return True
+    return bool(st.st_mode & 0o022 or st.st_uid != uid)
+
+
+def _dot_files(db):
+    bad = [path for p in db.interactive for path in glob.glob(os.path.join(p[5], ".*")) if _unsafe_dot_file(path, int(p[2]))]
+    return not bad, "dot files: %s" % (sample(bad) or "none insecure")
+
+
+_ACCOUNT_CHECKS = {
+    "shadowed": _shadowed,
+    "empty_password": _empty_password,
+    "groups_exist": _groups_exist,
+    "duplicate_uid": _duplicates(2, "passwd"),
+    "duplicate_gid": _duplicates(2, "group"),
+    "duplicate_user": _duplicates(0, "passwd"),
+    "duplicate_group": _duplicates(0, "group"),
+    "uid0_only": _uid0_only,
+    "root_gid0": _root_gid0,
+    "root_path": _root_path,
+    "root_password_set": _root_password_set,
+    "system_accounts_nologin": _system_accounts_nologin,
+    "last_change_past": _last_change_past,
+    "home_dirs": _home_dirs,
+    "dot_files": _dot_files,
+    "shells_no_nologin": _shells_no_nologin,
+    "gid0_only": _gid0_only,
+    "gid0_group_only": _gid0_group_only,
+    "root_access_controlled": _root_access_controlled,
+}
+ACCOUNT_TESTS = tuple(_ACCOUNT_CHECKS)
+
+
 def account_test(test, exempt=("root", "sync", "shutdown", "halt", "nobody")):
     """(compliant, evidence) for one account database test."""
-    passwd = _passwd()
-    shadow = _colon_file("/etc/shadow")
-    group = _colon_file("/etc/group")
-    uid_min = _login_defs("UID_MIN", 1000)
-    interactive = [p for p in passwd if p[0] != "nobody" and (int(p[2]) >= uid_min or p[0] == "root")
-                   and not _nologin(p[6])]
-
-    def dupes(values):
-        seen, dup = set(), set()
-        for value in values:
-            (dup if value in seen else seen).add(value)
-        return sorted(dup)
-
-    if test == "shadowed":
-        bad = [p[0] for p in passwd if p[1] != "x"]
-        return not bad, "accounts not using shadow: %s" % (sample(bad) or "none")
-    if test == "empty_password":
-        bad = [s[0] for s in shadow if s[1] == ""]
-        return not bad, "empty password fields: %s" % (sample(bad) or "none")
-    if test == "groups_exist":
-        known = {g[2] for g in group}
-        bad = ["%s (gid %s)" % (p[0], p[3]) for p in passwd if p[3] not in known]
-        return not bad, "primary groups missing from /etc/group: %s" % (sample(bad) or "none")
-    if test in ("duplicate_uid", "duplicate_user"):
-        bad = dupes(p[2] if test == "duplicate_uid" else p[0] for p in passwd)
-        return not bad, "duplicates: %s" % (sample(bad) or "none")
-    if test in ("duplicate_gid", "duplicate_group"):
-        bad = dupes(g[2] if test == "duplicate_gid" else g[0] for g in group)
-        return not bad, "duplicates: %s" % (sample(bad) or "none")
-    if test == "uid0_only":
-        bad = [p[0] for p in passwd if p[2] == "0" and p[0] != "root"]
-        return not bad, "UID 0 accounts besides root: %s" % (sample(bad) or "none")
-    if test == "gid0_only":
-        bad = [p[0] for p in passwd if p[3] == "0" and p[0] not in ("root", "sync", "shutdown", "halt", "operator")]
-        return not bad, "accounts with primary GID 0 besides root: %s" % (sample(bad) or "none")
-    if test == "gid0_group_only":
-        bad = [g[0] for g in group if g[2] == "0" and g[0] != "root"]
-        return not bad, "groups with GID 0 besides root: %s" % (sample(bad) or "none")
-    if test == "root_access_controlled":
-        # passwd -S: P (a password), L (locked: ! or *) pass; NP (empty) fails.
-        root = [s for s in shadow if s[0] == "root"]
-        field = root[0][1] if root else ""
-        state = "NP" if not field else ("L" if field.startswith(("!", "*")) else "P")
-        return state != "NP", "root password status %s" % state
-    if test == "root_gid0":
-        root = [p for p in passwd if p[0] == "root"]
-        return bool(root) and root[0][3] == "0", "root primary GID %s" % (root[0][3] if root else "missing")
-    if test == "root_password_set":
-        root = [s for s in shadow if s[0] == "root"]
-        field = root[0][1] if root else ""
-        ok = bool(field) and not field.startswith(("!", "*"))
-        return ok, "root password %s" % ("set" if ok else "not set or locked")
-    if test == "system_accounts_nologin":
-        bad = [p[0] for p in passwd if int(p[2]) < uid_min and p[0] not in exempt and not _nologin(p[6])]
-        return not bad, "system accounts with a login shell: %s" % (sample(bad) or "none")
-    if test == "last_change_past":
-        today = int(time.time() // 86400)
-        bad = [s[0] for s in shadow if s[2].isdigit() and int(s[2]) > today]
-        return not bad, "password changed in the future: %s" % (sample(bad) or "none")
-    if test == "shells_no_nologin":
-        bad = [line.strip() for line in (read_text("/etc/shells") or "").splitlines()
-               if line.strip().endswith("/nologin")]
-        return not bad, "nologin in /etc/shells: %s" % (sample(bad) or "none")
-    if test == "root_path":
-        # The PATH root gets from a login shell (/etc/profile and friends).
-        _rc, out, _err = run(["/bin/sh", "-lc", 'printf %s "$PATH"'])
-        out = out.strip() or os.environ.get("PATH", "")
-        bad = []
-        for part in out.split(":"):
-            if part in ("", "."):
-                bad.append("empty or '.' entry")
-                continue
-            try:
-                st = os.stat(part)
-            except OSError:
-                continue
-            if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
-                bad.append(part)
-        return not bad, "root PATH %s: %s" % (out, "problems in " + sample(bad) if bad else "ok")
-    if test == "home_dirs":
-        bad = []
-        for p in interactive:
-            home = p[5]
-            try:
-                st = os.stat(home)
-            except OSError:
-                bad.append("%s: %s missing" % (p[0], home))
-                continue
-            if st.st_uid != int(p[2]) or st.st_mode & 0o027:
-                bad.append("%s: %s %04o" % (p[0], home, stat.S_IMODE(st.st_mode)))
-        return not bad, "interactive home directories: %s" % (sample(bad) or "owned and 0750 or stricter")
-    if test == "dot_files":
-        bad = []
-        for p in interactive:
-            for path in glob.glob(os.path.join(p[5], ".*")):
-                name = os.path.basename(path)
-                try:
-                    st = os.lstat(path)
-                except OSError:
-                    continue
-                if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
-                    continue
-                if name in (".forward", ".rhosts"):
-                    bad.append(path)
-                elif name == ".netrc" and st.st_mode & 0o177:
-                    bad.append(path)
-                elif st.st_mode & 0o022 or st.st_uid != int(p[2]):
-                    bad.append(path)
-        return not bad, "dot files: %s" % (sample(bad) or "none insecure")
-    raise CisError("unknown accounts test %r (known: %s)" % (test, ", ".join(ACCOUNT_TESTS)))
+    db = _Accounts(exempt)
+    if test not in _ACCOUNT_CHECKS:
+        raise CisError("unknown accounts test %r (known: %s)" % (test, ", ".join(ACCOUNT_TESTS)))
+    return _ACCOUNT_CHECKS[test](db)
 
 
 def _fstab_add_options(point, options, fstab="/etc/fstab"):
@@ -731,6 +792,9 @@ CHECKS = {
     "unused_fs_modules": check_unused_fs_modules,
     "listeners_have_rules": check_listeners_have_rules,
 }
+# The checks that change the host when a control fails; the others report what a person must act on, so a
+# catalogue row using one says why in check_only (or not_applicable, waived).
+FIXING_CHECKS = frozenset(("world_writable", "mount", "aide_scheduled", "shell_less_locked"))
 
 
 def apply(controls, prune=DEFAULT_PRUNE, audit_only=False, check_mode=False, mountinfo="/proc/self/mountinfo",

@@ -137,6 +137,81 @@ def waived_keys(control, docker_config="/etc/docker/daemon.json"):
     return waived
 
 
+def _boot_values(persist_file, dirs, legacy):
+    """{key: (value, file)} as the boot applies them, the role's file included even when it is new."""
+    files = drop_in_files(dirs, legacy)
+    if persist_file not in files:
+        files.append(persist_file)
+    return persisted_values(files)
+
+
+def _live_and_wanted(controls, waivers, audit_only, check_mode, proc_root):
+    """Step 1: each key's live value, and the values to enforce (keys the running kernel has, not waived)."""
+    initial_live = {}
+    wanted = {}
+    for control in controls:
+        for key, value in control["settings"].items():
+            key = normalize_key(key)
+            initial_live[key] = read_live(key, proc_root)
+            if key in waivers[control["id"]]:
+                continue
+            if enforce(control, audit_only, check_mode) and initial_live[key] is not None:
+                wanted[key] = normalize_value(value)
+    return initial_live, wanted
+
+
+def _persist(wanted, initial, persist_file, dirs, legacy):
+    """Step 2: the wanted values written to the role's file. Returns (changed, diff, boot values now)."""
+    before_text = read_text(persist_file)
+    to_persist = {k: v for k, v in wanted.items() if initial.get(k, (None, None)) != (v, persist_file)}
+    if not to_persist:
+        return False, None, initial
+    changed, diff = False, None
+    after_text = upsert(before_text, to_persist)
+    if after_text != (before_text or ""):
+        changed = True
+        diff = {"before": before_text or "", "after": after_text,
+                "before_header": persist_file, "after_header": persist_file}
+        write_text(persist_file, after_text, 0o644)
+    return changed, diff, _boot_values(persist_file, dirs, legacy)
+
+
+def _control_result(control, waived, values, may_change, live_all, proc_root):
+    """Step 3, per control: each key applied live where it may change, then its status.
+    values: (live values before, boot values before, boot values now). Returns (result, changed live)."""
+    initial_live, initial, current = values
+    statuses, evidence, left = [], [], []
+    changed = False
+    for key, value in control["settings"].items():
+        key, value = normalize_key(key), normalize_value(value)
+        live = initial_live[key]
+        if live is None:
+            statuses.append("not_applicable")
+            evidence.append("%s: not in the running kernel" % key)
+            continue
+        if key in waived:
+            stored, source = current.get(key, (None, None))
+            if live != value or stored not in (None, value):
+                left.append("%s: %s" % (key, waived[key]))
+            evidence.append("%s: left as found (waived), live %s%s" % (
+                key, live, ", persisted %s in %s" % (stored, source) if stored is not None else ""))
+            continue
+        compliant_before = live == value and initial.get(key, (None,))[0] == value
+        note = ""
+        if may_change and live != value:
+            live, wrote, note = write_live(key, value, live_all, proc_root)
+            changed = changed or wrote
+        stored, source = current.get(key, (None, None))
+        statuses.append(key_status(value, live, stored, compliant_before, may_change))
+        where = "persisted %s in %s" % (stored, source) if stored is not None else "not persisted"
+        evidence.append("%s: want %s, live %s%s, %s" % (key, value, live, note, where))
+    result = finish(control, statuses, evidence)
+    if left and result["status"] in ("pass", "fixed", "not_applicable"):
+        result["status"] = "waived"
+        result["reason"] = "; ".join(left)
+    return result, changed
+
+
 def apply(controls, persist_file, live_all=True, audit_only=False, check_mode=False,
           proc_root="/proc/sys", dirs=SYSCTL_DIRS, legacy="/etc/sysctl.conf", docker_config="/etc/docker/daemon.json"):
     """Evaluates and enforces a table of sysctl controls.
@@ -151,70 +226,14 @@ def apply(controls, persist_file, live_all=True, audit_only=False, check_mode=Fa
     for control in controls:
         if not isinstance(control.get("settings"), dict) or not control["settings"]:
             raise CisError("control %s: 'settings' must be a non-empty mapping of key to value" % control.get("id"))
-
-    def boot_values():
-        files = drop_in_files(dirs, legacy)
-        if persist_file not in files:
-            files.append(persist_file)
-        return persisted_values(files)
-
-    before_text = read_text(persist_file)
-    initial = boot_values()
-    initial_live = {}
-    wanted = {}
+    initial = _boot_values(persist_file, dirs, legacy)
     waivers = {control["id"]: waived_keys(control, docker_config) for control in controls}
-    for control in controls:
-        for key, value in control["settings"].items():
-            key = normalize_key(key)
-            initial_live[key] = read_live(key, proc_root)
-            if key in waivers[control["id"]]:
-                continue
-            if enforce(control, audit_only, check_mode) and initial_live[key] is not None:
-                wanted[key] = normalize_value(value)
-
-    to_persist = {k: v for k, v in wanted.items() if initial.get(k, (None, None)) != (v, persist_file)}
-    changed = False
-    diff = None
-    current = initial
-    if to_persist:
-        after_text = upsert(before_text, to_persist)
-        if after_text != (before_text or ""):
-            changed = True
-            diff = {"before": before_text or "", "after": after_text,
-                    "before_header": persist_file, "after_header": persist_file}
-            write_text(persist_file, after_text, 0o644)
-        current = boot_values()
-
+    initial_live, wanted = _live_and_wanted(controls, waivers, audit_only, check_mode, proc_root)
+    changed, diff, current = _persist(wanted, initial, persist_file, dirs, legacy)
     results = []
     for control in controls:
-        statuses, evidence, left = [], [], []
-        may_change = enforce(control, audit_only, check_mode)
-        for key, value in control["settings"].items():
-            key, value = normalize_key(key), normalize_value(value)
-            live = initial_live[key]
-            if live is None:
-                statuses.append("not_applicable")
-                evidence.append("%s: not in the running kernel" % key)
-                continue
-            if key in waivers[control["id"]]:
-                stored, source = current.get(key, (None, None))
-                if live != value or stored not in (None, value):
-                    left.append("%s: %s" % (key, waivers[control["id"]][key]))
-                evidence.append("%s: left as found (waived), live %s%s" % (
-                    key, live, ", persisted %s in %s" % (stored, source) if stored is not None else ""))
-                continue
-            compliant_before = live == value and initial.get(key, (None,))[0] == value
-            note = ""
-            if may_change and live != value:
-                live, wrote, note = write_live(key, value, live_all, proc_root)
-                changed = changed or wrote
-            stored, source = current.get(key, (None, None))
-            statuses.append(key_status(value, live, stored, compliant_before, may_change))
-            where = "persisted %s in %s" % (stored, source) if stored is not None else "not persisted"
-            evidence.append("%s: want %s, live %s%s, %s" % (key, value, live, note, where))
-        result = finish(control, statuses, evidence)
-        if left and result["status"] in ("pass", "fixed", "not_applicable"):
-            result["status"] = "waived"
-            result["reason"] = "; ".join(left)
+        result, changed_live = _control_result(control, waivers[control["id"]], (initial_live, initial, current),
+                                               enforce(control, audit_only, check_mode), live_all, proc_root)
+        changed = changed or changed_live
         results.append(result)
     return results, changed, diff

@@ -25,10 +25,17 @@ author:
   - guardrail.ecs maintainers (@guardrail-ecs)
 options:
   catalogue:
-    description: The control catalogue, see the role's C(cis_hardening_catalogue).
+    description:
+      - The control catalogue as a list of resolved rows (no parameter references). Exactly one of O(catalogue)
+        and O(catalogue_dir) is required.
     type: list
     elements: dict
-    required: true
+  catalogue_dir:
+    description:
+      - "A directory of catalogue files, as the role's C(catalogue/) - C(manifest-<benchmark>.yml) lists the section
+        files the benchmark reads; each row's C({param: name}) references are replaced by the values of those
+        variables on the controller before anything else."
+    type: path
   benchmark:
     description: Which benchmark's ids to use.
     type: str
@@ -42,7 +49,7 @@ options:
     elements: dict
   overrides:
     description:
-      - Per control id of the benchmark, the fields to change - C(title), C(level), C(kind), C(settings),
+      - Per control id of the benchmark, the fields to change - C(title), C(level), C(assessment), C(kind), C(settings),
         C(not_applicable), C(waived), C(waived_by). C(settings) is merged key by key (mappings recursively,
         lists replaced); the other fields are replaced.
       - The catalogue with O(extra) and O(overrides) merged in is validated before anything is picked; an error
@@ -58,7 +65,7 @@ options:
 EXAMPLES = r"""
 - name: Pick the controls of this run
   guardrail.ecs.internal.cis_plan:
-    catalogue: "{{ cis_hardening_catalogue }}"
+    catalogue_dir: "{{ role_path }}/catalogue"
     benchmark: al2023
     level: 2
   register: cis_hardening_plan
@@ -82,11 +89,11 @@ decided:
   elements: dict
   sample: [{id: "1.1.2.1", status: not_applicable, evidence: not evaluated, reason: "mounts belong to the container runtime"}]
 controls:
-  description: Id, title, level, section, kind and tags of every selected control.
+  description: Id, title, level, assessment (Automated or Manual), section, kind and tags of every selected control.
   returned: always
   type: list
   elements: dict
-  sample: [{id: "3.3.8", title: Ensure TCP SYN Cookies is enabled, level: 1, section: "3", kind: sysctl}]
+  sample: [{id: "3.3.8", title: Ensure TCP SYN Cookies is enabled, level: 1, assessment: Automated, section: "3", kind: sysctl}]
 selected:
   description: How many controls the run covers.
   returned: always

@@ -2,6 +2,7 @@
 import pytest
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.cis.catalogue import (
+    BENCHMARKS,
     CatalogueError,
     merge,
     rule_variable,
@@ -117,23 +118,36 @@ def test_the_manual_recommendations_are_rows_of_their_benchmark_with_a_manual_ti
     import re
     from pathlib import Path
 
-    import yaml
-
-    from ansible_collections.guardrail.ecs.plugins.module_utils.cis.catalogue import manual_ids
-    defaults = Path(__file__).resolve().parents[4] / "roles" / "cis_hardening" / "defaults" / "main.yml"
-    catalogue = yaml.safe_load(defaults.read_text())["cis_hardening_catalogue"]
+    from ansible_collections.guardrail.ecs.plugins.plugin_utils.cis_catalogue import load
+    directory = Path(__file__).resolve().parents[4] / "roles" / "cis_hardening" / "catalogue"
     # Every Manual recommendation asks a person to review something against site policy.
     manual_words = re.compile(r"GPG keys|repositories|updates, patches|approved services|authorized timeserver|IPv6 status|"
                               r"outbound|flushed|complexity|minimum password days|journald log file|authentication is|"
                               r"rsyslog logging|remote log host|logrotate|running and on disk|SUID and SGID|unused filesystems")
-    for benchmark, ids in manual_ids().items():
-        titles = {}
-        for row in catalogue:
+    for benchmark in BENCHMARKS:
+        manual = {}
+        for row in load(str(directory), benchmark):
             row_id = row["id"].get(benchmark) if isinstance(row["id"], dict) else row["id"]
             title = row["title"].get(benchmark) if isinstance(row["title"], dict) else row["title"]
-            if row_id:
-                titles[str(row_id)] = title
-        assert ids, benchmark
-        for control_id in ids:
-            assert control_id in titles, (benchmark, control_id)
-            assert manual_words.search(titles[control_id]), (benchmark, control_id, titles[control_id])
+            assessment = row["assessment"].get(benchmark) if isinstance(row["assessment"], dict) else row["assessment"]
+            if row_id and assessment == "Manual":
+                manual[str(row_id)] = title
+        assert manual, benchmark
+        for control_id, title in manual.items():
+            assert manual_words.search(title), (benchmark, control_id, title)
+
+
+def test_the_assessment_of_the_run_benchmark_reaches_the_report_row():
+    rows = [dict(CATALOGUE[0], assessment={"al2023": "Manual", "al2": "Automated"})]
+    for benchmark, expected in (("al2023", "Manual"), ("al2", "Automated")):
+        plan = select(rows, benchmark, 2)
+        assert plan["controls"][0]["assessment"] == expected
+        assert merge(plan["controls"], plan["decided"])[0]["assessment"] == expected
+    # A site control says nothing: the benchmark's own recommendations are the Manual ones.
+    assert select(CATALOGUE[:1], "al2023", 2)["controls"][0]["assessment"] == "Automated"
+
+
+def test_an_assessment_other_than_automated_or_manual_is_refused():
+    from ansible_collections.guardrail.ecs.plugins.module_utils.cis.catalogue import validate_row
+    with pytest.raises(CatalogueError, match=r"field assessment.al2 must be one of Automated, Manual, not 'manual'"):
+        validate_row(dict(CATALOGUE[0], assessment={"al2": "manual"}), "cis_hardening_catalogue_extra", 0, "al2")
