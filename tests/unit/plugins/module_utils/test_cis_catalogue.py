@@ -124,7 +124,8 @@ def test_the_manual_recommendations_are_rows_of_their_benchmark_with_a_manual_ti
     manual_words = re.compile(r"GPG keys|repositories|updates, patches|approved services|authorized timeserver|IPv6 status|"
                               r"outbound|flushed|complexity|minimum password days|journald log file|authentication is|"
                               r"rsyslog logging|remote log host|logrotate|running and on disk|SUID and SGID|unused filesystems")
-    for benchmark in BENCHMARKS:
+    # Amazon Linux 2023's Manual list is checked against the published benchmark in test_cis_export_assessment.
+    for benchmark in set(BENCHMARKS) - {"al2023"}:
         manual = {}
         for row in load(str(directory), benchmark):
             row_id = row["id"].get(benchmark) if isinstance(row["id"], dict) else row["id"]

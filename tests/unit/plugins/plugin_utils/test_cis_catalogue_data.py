@@ -45,6 +45,12 @@ CHECK_ONLY_ADDED = {"al2023": {"4.6.6", "6.1.12", "6.1.13", "6.2.1", "6.2.3", "6
                                  "4.4.3.2", "4.4.3.3", "5.4.3.1"}}
 
 
+# CIS Amazon Linux 2023 v1.0.0 assesses these otherwise than the old table, which followed Debian 12's
+# recommendation of the same title (test_cis_export_assessment has the benchmark's list).
+ASSESSMENT_CORRECTED = {"al2023": {"1.2.4", "2.4", "3.4.2.5", "3.4.2.6", "4.4.1", "5.1.1.2", "5.1.1.5", "5.1.1.6",
+                                   "5.1.2.1.1", "5.1.2.1.2", "5.1.2.1.3", "5.1.2.5", "5.1.2.6", "5.1.2.7", "6.1.10"}}
+
+
 def _for(value, benchmark):
     return value.get(benchmark) if isinstance(value, dict) else value
 
@@ -59,7 +65,10 @@ def test_the_data_files_resolve_to_the_catalogue_the_role_templated_before(bench
     for index, (old, new) in enumerate(zip(before, after)):
         control_id = _for(new["id"], benchmark)
         if control_id:
-            assert _for(new.pop("assessment"), benchmark) == ("Manual" if control_id in manual else "Automated"), control_id
+            was_manual = control_id in manual
+            if control_id in ASSESSMENT_CORRECTED.get(benchmark, ()):
+                was_manual = not was_manual
+            assert _for(new.pop("assessment"), benchmark) == ("Manual" if was_manual else "Automated"), control_id
         else:
             new.pop("assessment")
         if any(_for(new["id"], other) in added for other, added in CHECK_ONLY_ADDED.items()):

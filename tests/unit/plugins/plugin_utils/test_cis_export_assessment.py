@@ -2,19 +2,17 @@
 
 CIS Amazon Linux 2023 v1.0.0 marks each recommendation "(Automated)" or "(Manual)" in its
 title; ComplianceAsCode's controls/cis_al2023.yml (version 1.0.0) carries those titles as
-published. Below are the Manual ones. The catalogue's Amazon Linux assessments were derived
-from Debian 12's by title, which misses the Manual recommendations Debian's benchmark does
-not have and inherits Debian's assessment where Amazon Linux's differs.
+published. Below are the Manual ones: the catalogue's rows must carry them as the benchmark
+does, not as Debian 12's recommendation of the same title is assessed.
 """
 import csv
 import io
 from pathlib import Path
 
-import pytest
-import yaml
-
-from ansible_collections.guardrail.ecs.plugins.module_utils.cis.catalogue import manual_ids
+from ansible_collections.guardrail.ecs.plugins.plugin_utils import cis_catalogue
 from ansible_collections.guardrail.ecs.plugins.plugin_utils.cis_export import assessment, to_csv
+
+CATALOGUE = Path(__file__).resolve().parents[4] / "roles" / "cis_hardening" / "catalogue"
 
 AL2023_MANUAL = {
     "1.2.1": "Ensure GPG keys are configured",
@@ -43,15 +41,26 @@ AL2023_MANUAL = {
 AL2023_AUTOMATED_WHERE_DEBIAN_IS_MANUAL = {"5.1.1.6": "Ensure rsyslog is configured to send logs to a remote log host"}
 
 
-def al2023_rows():
-    defaults = Path(__file__).resolve().parents[4] / "roles" / "cis_hardening" / "defaults" / "main.yml"
+def _for_al2023(value):
+    return value.get("al2023") if isinstance(value, dict) else value
+
+
+def al2023_catalogue():
+    """{id: (title, assessment)} of the rows the al2023 manifest reads."""
     rows = {}
-    for row in yaml.safe_load(defaults.read_text())["cis_hardening_catalogue"]:
-        row_id = row["id"].get("al2023") if isinstance(row["id"], dict) else row["id"]
-        title = row["title"].get("al2023") if isinstance(row["title"], dict) else row["title"]
+    for row in cis_catalogue.load(str(CATALOGUE), "al2023"):
+        row_id = _for_al2023(row["id"])
         if row_id:
-            rows[str(row_id)] = title
+            rows[str(row_id)] = (_for_al2023(row["title"]), _for_al2023(row.get("assessment")) or "Automated")
     return rows
+
+
+def al2023_rows():
+    return {control_id: title for control_id, (title, _assessment) in al2023_catalogue().items()}
+
+
+def manual_ids():
+    return {"al2023": frozenset(i for i, (_title, kind) in al2023_catalogue().items() if kind == "Manual")}
 
 
 def test_the_catalogue_carries_these_recommendations_under_the_benchmark_s_ids_and_titles():
@@ -60,8 +69,6 @@ def test_the_catalogue_carries_these_recommendations_under_the_benchmark_s_ids_a
         assert rows.get(control_id) == title, (control_id, rows.get(control_id), title)
 
 
-@pytest.mark.xfail(strict=True, reason="the AL2023 Manual list in module_utils/cis/catalogue.py was derived from "
-                                       "Debian 12's by title: 14 Manual rows read Automated, 5.1.1.6 reads Manual")
 def test_al2023_rows_are_exported_manual_exactly_where_the_benchmark_says():
     manual = manual_ids()
     wrong = {}
@@ -73,7 +80,6 @@ def test_al2023_rows_are_exported_manual_exactly_where_the_benchmark_says():
     assert wrong == {}
 
 
-@pytest.mark.xfail(strict=True, reason="as above: the CSV column comes from the same Manual list")
 def test_the_csv_column_follows_the_benchmark():
     doc = {"benchmark": "al2023", "benchmark_name": "CIS Amazon Linux 2023 Benchmark", "benchmark_version": "v1.0.0",
            "generated": "2026-12-06T23:00:00Z",
