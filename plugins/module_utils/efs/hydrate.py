@@ -1378,11 +1378,14 @@ def _open_own_staging(dest_fd, name):
     return fd
 
 
-def recover(dest_fd, dest):
+def recover(dest_fd, dest, trusted=()):
     """Finishes or removes what an interrupted run left; call with the lock
     held. Only a staging tree this uid created with a valid ready record is
     finished; whatever else bears the hydrator's names is removed, without
-    following links. Returns the marker written for a finished run, or None."""
+    following links. A ready tree whose marker dest already has belongs to a
+    run killed after its marker: it is removed, not finished again (its prune
+    entries may name files the volume's users made since).
+    Returns the marker written for a finished run, or None."""
     finished = None
     for name in sorted(os.listdir(dest_fd)):
         if not _is_ours(name):
@@ -1392,6 +1395,8 @@ def recover(dest_fd, dest):
         if fd is not None:
             try:
                 ready = _read_ready(fd, f"{dest}/{name}/{READY_FILE}")
+                if ready is not None and read_marker(dest_fd, dest, trusted) == ready["marker"]:
+                    ready = None
                 if ready is not None:
                     ready["marker"]["recovered"] = _now()
                     _finish(dest_fd, fd, name, ready, ready["marker"])
@@ -1588,17 +1593,22 @@ def _tidy_hydrated(dest_fd, dest, policy, marker, lock_timeout, check_mode, done
         return done(changed=True, marker=marker, digest=marker.get("digest"), msg=msg + "would be removed")
     with DestLock(dest_fd, dest, lock_timeout, trusted=policy.trusted):
         _check_same_dest(dest_fd, dest)
-        recovered = recover(dest_fd, dest)
+        recovered = recover(dest_fd, dest, policy.trusted)
         marker = read_marker(dest_fd, dest, policy.trusted) or marker
+    if recovered is not None:
+        # A forced run killed after its ready record, before its marker.
+        msg = f"{dest}: finished a hydration that was interrupted"
+    else:
+        msg += "was removed"
     return done(changed=True, recovered=recovered is not None, marker=marker, digest=marker.get("digest"),
-                msg=msg + "was removed")
+                msg=msg)
 
 
 def _locked_run(source, src, dest, dest_fd, policy, on_existing, force, prune, lock_timeout,
                 result, done):
     with DestLock(dest_fd, dest, lock_timeout, trusted=policy.trusted):
         _check_same_dest(dest_fd, dest)
-        recovered = recover(dest_fd, dest)
+        recovered = recover(dest_fd, dest, policy.trusted)
         marker = read_marker(dest_fd, dest, policy.trusted)
         if recovered is not None:
             result.update(changed=True, seeded=True, recovered=True)
