@@ -23,6 +23,7 @@ Usage: .venv/bin/python benchmarks/hydrate.py [--quick] [--rounds N] [--dir PATH
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -59,6 +60,20 @@ def timed(fn):
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def cpu_seconds():
+    """User and system time of this process and of its waited-for children."""
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+def timed_cpu(fn):
+    """(wall seconds, CPU seconds) of fn: on a loaded machine the wall time
+    is mostly waiting for a core, the CPU time much less so."""
+    cpu = cpu_seconds()
+    wall = timed(fn)
+    return wall, cpu_seconds() - cpu
 
 
 def cp_a(src, dest, sync):
@@ -128,6 +143,7 @@ def compare(label, src, work, binary, rounds):
     """Median seconds of each contender on `src`, side by side, in a
     different order each round."""
     times = {"cp -a": [], "cp -a + sync": [], "module_utils": [], "module entry point": [], "helper": []}
+    cpu = {name: [] for name in times}
     for r in range(rounds):
         runs = [
             ("cp -a", cp_a(src, work / f"cp{r}", sync=False)),
@@ -141,7 +157,9 @@ def compare(label, src, work, binary, rounds):
         shift = r % len(runs)
         for name, fn in runs[shift:] + runs[:shift]:
             subprocess.run(["sync", "-f", str(work)], check=True, timeout=600)
-            times[name].append(timed(fn))
+            wall, used = timed_cpu(fn)
+            times[name].append(wall)
+            cpu[name].append(used)
         # Each round's copies go before the next, so the disk is not filling up.
         subprocess.run(["sync", "-f", str(work)], check=True, timeout=600)
         for name in ("cp", "cps", "mu", "hp"):
@@ -161,6 +179,12 @@ def compare(label, src, work, binary, rounds):
     for name in ("helper", "module_utils"):
         ratios = sorted(t / c for t, c in zip(times[name], times["cp -a"]))
         print(f"  {name} / cp -a per round: " + " ".join(f"{x:.2f}x" for x in ratios))
+    med_cpu = {name: statistics.median(v) for name, v in cpu.items()}
+    print("  CPU seconds (user + system), median: " + ", ".join(f"{n} {v:.2f}" for n, v in med_cpu.items()))
+    for name in ("helper", "module_utils"):
+        ratios = sorted(t / c for t, c in zip(cpu[name], cpu["cp -a"]))
+        print(f"  CPU {name} / cp -a: {med_cpu[name] / med_cpu['cp -a']:.2f}x (per round: "
+              + " ".join(f"{x:.2f}x" for x in ratios) + ")")
     return work / f"ep{rounds - 1}"
 
 
