@@ -12,7 +12,10 @@ gets a warmer cache:
   - the helper as a container starts it       (guardrail-hydrate true, built here with gcc -static)
 and a re-run of the module on the hydrated volume. Each round runs them in a
 different order, each one starting after a sync. Then the disk usage of a
-2 GiB sparse file (8 MiB of data) after the helper hydrated it.
+2 GiB sparse file (8 MiB of data) after the helper and the module hydrated it.
+The hydrators sync the filesystem before their marker: on a filesystem other
+processes write to, that waits for their data too, so measure on a filesystem
+of its own (--dir on a tmpfs or a loop-mounted image) for figures that repeat.
 Targets: helper <= 1.1 x cp -a, module <= 1.3 x cp -a; re-run <= 0.3 s.
 
 Usage: .venv/bin/python benchmarks/hydrate.py [--quick] [--rounds N] [--dir PATH]
@@ -20,6 +23,7 @@ Usage: .venv/bin/python benchmarks/hydrate.py [--quick] [--rounds N] [--dir PATH
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -56,6 +60,20 @@ def timed(fn):
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def cpu_seconds():
+    """User and system time of this process and of its waited-for children."""
+    usages = (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+    return sum(r.ru_utime + r.ru_stime for r in usages)
+
+
+def timed_cpu(fn):
+    """(wall seconds, CPU seconds) of fn: on a loaded machine the wall time
+    is mostly waiting for a core, the CPU time much less so."""
+    cpu = cpu_seconds()
+    wall = timed(fn)
+    return wall, cpu_seconds() - cpu
 
 
 def cp_a(src, dest, sync):
@@ -125,6 +143,7 @@ def compare(label, src, work, binary, rounds):
     """Median seconds of each contender on `src`, side by side, in a
     different order each round."""
     times = {"cp -a": [], "cp -a + sync": [], "module_utils": [], "module entry point": [], "helper": []}
+    cpu = {name: [] for name in times}
     for r in range(rounds):
         runs = [
             ("cp -a", cp_a(src, work / f"cp{r}", sync=False)),
@@ -138,7 +157,9 @@ def compare(label, src, work, binary, rounds):
         shift = r % len(runs)
         for name, fn in runs[shift:] + runs[:shift]:
             subprocess.run(["sync", "-f", str(work)], check=True, timeout=600)
-            times[name].append(timed(fn))
+            wall, used = timed_cpu(fn)
+            times[name].append(wall)
+            cpu[name].append(used)
         # Each round's copies go before the next, so the disk is not filling up.
         subprocess.run(["sync", "-f", str(work)], check=True, timeout=600)
         for name in ("cp", "cps", "mu", "hp"):
@@ -146,20 +167,30 @@ def compare(label, src, work, binary, rounds):
         if r != rounds - 1:
             shutil.rmtree(work / f"ep{r}")
     med = {name: statistics.median(v) for name, v in times.items()}
-    print(f"{label}: rounds: {rounds} (median of each)")
+    print(f"{label}: rounds: {rounds} (median of each; min to max in brackets)")
     for name, value in med.items():
-        print(f"  {name:<20} {value:7.2f} s")
+        print(f"  {name:<20} {value:7.2f} s  [{min(times[name]):.2f} to {max(times[name]):.2f}]")
     print(f"  ratio helper / cp -a:                {med['helper'] / med['cp -a']:.2f}x (target <= 1.1x)")
     print(f"  ratio helper / (cp -a + sync):       {med['helper'] / med['cp -a + sync']:.2f}x")
     print(f"  ratio module_utils / cp -a:          {med['module_utils'] / med['cp -a']:.2f}x (target <= 1.3x)")
     print(f"  ratio module_utils / (cp -a + sync): {med['module_utils'] / med['cp -a + sync']:.2f}x")
     print(f"  ratio module entry point / cp -a:    {med['module entry point'] / med['cp -a']:.2f}x")
+    # Per round, both measured minutes apart at most: what the machine's load does to one ratio.
+    for name in ("helper", "module_utils"):
+        ratios = sorted(t / c for t, c in zip(times[name], times["cp -a"]))
+        print(f"  {name} / cp -a per round: " + " ".join(f"{x:.2f}x" for x in ratios))
+    med_cpu = {name: statistics.median(v) for name, v in cpu.items()}
+    print("  CPU seconds (user + system), median: " + ", ".join(f"{n} {v:.2f}" for n, v in med_cpu.items()))
+    for name in ("helper", "module_utils"):
+        ratios = sorted(t / c for t, c in zip(cpu[name], cpu["cp -a"]))
+        print(f"  CPU {name} / cp -a: {med_cpu[name] / med_cpu['cp -a']:.2f}x (per round: "
+              + " ".join(f"{x:.2f}x" for x in ratios) + ")")
     return work / f"ep{rounds - 1}"
 
 
 def sparse_usage(binary, work):
     """Bytes allocated for a 2 GiB sparse file with 8 MiB of data, in the
-    source and after the helper hydrated it."""
+    source and after the helper and the module hydrated it."""
     src = work / "sparse-src"
     src.mkdir()
     with open(src / "disk.img", "wb") as f:
@@ -167,9 +198,10 @@ def sparse_usage(binary, work):
             f.seek(offset)
             f.write(os.urandom(1 << 20))
         f.truncate(2 << 30)
-    dest = work / "sparse-dest"
+    dest, module_dest = work / "sparse-dest", work / "sparse-module"
     helper(binary, src, dest)()
-    allocated = [os.stat(d / "disk.img").st_blocks * 512 for d in (src, dest)]
+    hydrate(str(src), str(module_dest))
+    allocated = [os.stat(d / "disk.img").st_blocks * 512 for d in (src, dest, module_dest)]
     du = subprocess.run(["du", "-s", "--block-size=1", str(dest)], check=True, capture_output=True, text=True,
                         timeout=60).stdout.split()[0]
     return os.stat(dest / "disk.img").st_size, allocated, int(du)
@@ -206,9 +238,10 @@ def main():
         print(f"re-run on the hydrated volume, module_utils:       {min(rerun_in_process):.4f} s (target <= 0.3 s)")
         print(f"re-run on the hydrated volume, module entry point: {min(rerun_entry_times):.4f} s"
               " (includes starting Python and importing Ansible)")
-        size, (src_alloc, dest_alloc), du = sparse_usage(binary, work)
+        size, (src_alloc, dest_alloc, module_alloc), du = sparse_usage(binary, work)
         print(f"sparse file of {size / 2 ** 30:.0f} GiB: {src_alloc / 2 ** 20:.1f} MiB allocated in the source, "
-              f"{dest_alloc / 2 ** 20:.1f} MiB after the helper (du -s of dest: {du / 2 ** 20:.1f} MiB)")
+              f"{dest_alloc / 2 ** 20:.1f} MiB after the helper (du -s of dest: {du / 2 ** 20:.1f} MiB), "
+              f"{module_alloc / 2 ** 20:.1f} MiB after module_utils")
     finally:
         shutil.rmtree(work)
 

@@ -23,15 +23,18 @@ HELPER_SOURCE = ROOT / "roles" / "efs_volume" / "files" / "guardrail-hydrate.c"
 
 
 @functools.lru_cache(maxsize=None)
-def build_helper():
+def build_helper(test_steps=False):
     """guardrail-hydrate built once per session as `make hydrate-helper` builds
     it (static, warnings as errors), in a directory every uid can enter. A
-    machine without gcc or a static libc fails the tests that need it."""
+    machine without gcc or a static libc fails the tests that need it.
+    test_steps: a separate test build that kills itself at the protocol step
+    GUARDRAIL_HYDRATE_TEST_STOP names (production builds have no such hook)."""
     out_dir = Path(tempfile.mkdtemp(prefix="guardrail-hydrate-bin-"))
     atexit.register(shutil.rmtree, out_dir, True)
     out_dir.chmod(0o755)
     out = out_dir / "guardrail-hydrate"
-    proc = subprocess.run(["gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(out),
+    steps = ["-DGUARDRAIL_HYDRATE_TEST_STEPS"] if test_steps else []
+    proc = subprocess.run(["gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror", *steps, "-o", str(out),
                            str(HELPER_SOURCE)], capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, f"gcc could not build {HELPER_SOURCE} (scripts/bootstrap installs gcc " \
         f"and libc6-dev): {proc.stderr}"
@@ -118,15 +121,57 @@ def _args_file(args):
     return path
 
 
-def start_module(args, env=None):
+# The module killed at a step boundary of the protocol, the way the test build
+# of the helper is: the step's function of module_utils is wrapped in this
+# process only, so the module itself carries no hook.
+STEP_RUNNER = """
+import os, runpy, signal, sys
+from ansible_collections.guardrail.ecs.plugins.module_utils.efs import hydrate as h
+stop = sys.argv.pop(1)
+
+def kill(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def before(fn):
+    def wrapped(*args, **kwargs):
+        kill()
+    return wrapped
+
+def after(fn, when=lambda *args: True):
+    def wrapped(*args, **kwargs):
+        result = fn(*args, **kwargs)
+        if when(*args):
+            kill()
+        return result
+    return wrapped
+
+wrap = {
+    "before-lock": lambda: setattr(h.DestLock, "__enter__", before(h.DestLock.__enter__)),
+    "after-copy": lambda: setattr(h, "copy_into", after(h.copy_into)),
+    "after-ready": lambda: setattr(h, "_write_atomic_at",
+                                   after(h._write_atomic_at, lambda fd, name, *rest: name == h.READY_FILE)),
+    "after-swap": lambda: setattr(h, "move_into", after(h.move_into)),
+    "after-marker": lambda: setattr(h, "write_marker", after(h.write_marker)),
+    "before-tidy": lambda: setattr(h, "recover", before(h.recover)),
+}
+wrap[stop]()
+runpy.run_module("ansible_collections.guardrail.ecs.plugins.modules.efs_hydrate", run_name="__main__",
+                 alter_sys=True)
+"""
+
+
+def start_module(args, env=None, stop_at=None):
     """Starts guardrail.ecs.efs_hydrate as its own process. Returns the Popen;
-    read its result with module_result()."""
+    read its result with module_result(). stop_at: the protocol step at which
+    it kills itself (STEP_RUNNER)."""
     path = _args_file(args)
     full_env = module_env()
     full_env.update(env or {})
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ansible_collections.guardrail.ecs.plugins.modules.efs_hydrate", path],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env)
+    if stop_at:
+        argv = [sys.executable, "-c", STEP_RUNNER, stop_at, path]
+    else:
+        argv = [sys.executable, "-m", "ansible_collections.guardrail.ecs.plugins.modules.efs_hydrate", path]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env)
     proc.args_file = path
     return proc
 

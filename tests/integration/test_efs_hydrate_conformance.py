@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
@@ -31,6 +32,7 @@ from efs_hydrate_helpers import (
     LOCK_FILE,
     MARKER,
     build_helper,
+    leftovers,
     make_tree,
     module_result,
     remove_tree,
@@ -115,32 +117,32 @@ def fs(request, volumes):
 # ------------------------------------------------------------ implementations
 
 
-@pytest.fixture(params=IMPLEMENTATIONS)
-def tool(request):
+def implementation(name):
     """run(src, dest, **options) -> Outcome(rc, all output, module result)
-    of the hydrator as root; start()/finish() for runs that race."""
-    name = request.param
+    of the hydrator `name` as root; start()/finish() for runs that race;
+    start(..., stop_at=step) for a run that kills itself at a step of the
+    protocol (the test build of the helper, the module with a wrapped step)."""
     if name == "module":
-        def start(src, dest, diff=False, **options):
+        def start(src, dest, diff=False, stop_at=None, **options):
             args = {"src": str(src), "dest": str(dest), **options}
             if diff:
                 args["_ansible_diff"] = True
-            return start_module(args)
+            return start_module(args, stop_at=stop_at)
 
         def finish(proc, timeout=600):
             result = module_result(proc, timeout=timeout)
             return Outcome(REFUSED if result.get("failed") else 0, json.dumps(result), result)
     else:
-        binary = build_helper()
-
-        def start(src, dest, diff=False, **options):
+        def start(src, dest, diff=False, stop_at=None, **options):
             env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "GUARDRAIL_HYDRATE_SRC": str(src),
                    "GUARDRAIL_HYDRATE_DEST": str(dest)}
+            if stop_at:
+                env["GUARDRAIL_HYDRATE_TEST_STOP"] = stop_at
             for key, value in options.items():
                 value = ("true" if value else "false") if isinstance(value, bool) else str(value)
                 env[f"GUARDRAIL_HYDRATE_{key.upper()}"] = value
-            return subprocess.Popen([binary, "echo", "command-ran"], env=env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True, errors="replace")
+            return subprocess.Popen([build_helper(test_steps=bool(stop_at)), "echo", "command-ran"], env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
 
         def finish(proc, timeout=600):
             out, err = proc.communicate(timeout=timeout)
@@ -150,6 +152,11 @@ def tool(request):
         return finish(start(src, dest, **options), timeout=timeout)
     run.name, run.start, run.finish = name, start, finish
     return run
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def tool(request):
+    return implementation(request.param)
 
 
 def ok(outcome):
@@ -820,6 +827,129 @@ def test_enospc_leaves_nothing_partial(fs, tool, tmp_path):
         assert sorted(os.listdir(dest)) == [LOCK_FILE], os.listdir(dest)
     finally:
         unmount()
+
+
+# Step boundaries of a run (PROTOCOL.md, "A run"), and what a run killed there
+# leaves for the next: the test checks that state first, so a kill that did
+# not land where it says fails the test rather than passing it.
+STEPS = ("before-lock", "after-copy", "after-ready", "after-swap", "after-marker")
+
+
+def killed_at(tool, src, dest, step):
+    """Runs `tool` until it kills itself (SIGKILL) at `step`; checks that it
+    died there and what it left."""
+    proc = tool.start(src, dest, stop_at=step)
+    out, err = proc.communicate(timeout=600)
+    if getattr(proc, "args_file", None):
+        os.unlink(proc.args_file)
+    assert proc.returncode == -signal.SIGKILL, f"not killed at {step} (rc {proc.returncode}): {out} {err}"
+    staging = [n for n in os.listdir(dest) if n.startswith(STAGING)]
+    ready = [n for n in staging if (dest / n / READY).is_file()]
+    content = {n for n in os.listdir(dest) if n not in (MARKER, LOCK_FILE) and not n.startswith(STAGING)}
+    left = {"staging": len(staging), "ready": len(ready), "content": bool(content),
+            "marker": (dest / MARKER).exists()}
+    expected = {
+        "before-lock": {"staging": 0, "ready": 0, "content": False, "marker": False},
+        "after-copy": {"staging": 1, "ready": 0, "content": False, "marker": False},
+        "after-ready": {"staging": 1, "ready": 1, "content": False, "marker": False},
+        "after-swap": {"staging": 1, "ready": 1, "content": True, "marker": False},
+        "after-marker": {"staging": 1, "ready": 1, "content": True, "marker": True},
+        "before-tidy": {"staging": 1, "ready": 1, "content": True, "marker": True},
+    }[step]
+    assert left == expected, (step, left)
+
+
+def converged(lab, tool, reference, *words):
+    """The next run exits 0 and leaves exactly the source, nothing partial,
+    and the marker of this source; the one after it changes nothing."""
+    outcome = tool(lab.src, lab.dest)
+    assert ok(outcome), outcome.out
+    for word in words:
+        assert word in outcome.out, (word, outcome.out)
+    assert seeded(lab), outcome.out
+    assert leftovers(lab.dest) == [], leftovers(lab.dest)
+    marker = json.loads((lab.dest / MARKER).read_text())
+    assert marker["digest"] == reference["digest"], (marker, reference)
+    assert os.lstat(lab.dest / MARKER).st_mode & 0o7777 == 0o644
+    again = tool(lab.src, lab.dest)
+    assert ok(again) and "already hydrated" in again.out, again.out
+    if again.result is not None:
+        assert not again.result["changed"], again.result
+    assert json.loads((lab.dest / MARKER).read_text()) == marker
+    lab.assert_host_intact(outcome.out + again.out)
+    return outcome
+
+
+def reference_marker(lab, tool):
+    """The marker a run that nobody interrupts writes for lab.src."""
+    outcome = tool(lab.src, lab.vol / "reference")
+    assert ok(outcome), outcome.out
+    return json.loads((lab.vol / "reference" / MARKER).read_text())
+
+
+# What the run after a kill says: it seeds, finishes the killed run's tree
+# (with the marker that run prepared), or tidies what it left after its marker.
+AFTER_KILL = {
+    "before-lock": (),
+    "after-copy": (),
+    "after-ready": ("finished a hydration that was interrupted",),
+    "after-swap": ("finished a hydration that was interrupted",),
+    "after-marker": ("already hydrated",),
+}
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_killed_at_each_step_the_next_run_converges(lab, tool, step):
+    reference = reference_marker(lab, tool)
+    dest_for_nobody(lab)
+    killed_at(tool, lab.src, lab.dest, step)
+    outcome = converged(lab, tool, reference, *AFTER_KILL[step])
+    if outcome.result is not None:
+        assert outcome.result["changed"], outcome.result
+        assert outcome.result["recovered"] == (step in ("after-ready", "after-swap")), outcome.result
+
+
+def test_killed_while_tidying_after_the_marker(lab, tool):
+    """A run killed after its marker, then the run that tidies killed with the
+    lock held, before removing anything: the third run tidies."""
+    reference = reference_marker(lab, tool)
+    dest_for_nobody(lab)
+    killed_at(tool, lab.src, lab.dest, "after-marker")
+    killed_at(tool, lab.src, lab.dest, "before-tidy")
+    converged(lab, tool, reference, "already hydrated", "removed")
+
+
+@pytest.mark.parametrize("step", ["after-ready", "after-swap"])
+def test_a_forced_run_killed_after_its_ready_record_is_finished_by_a_plain_run(lab, tool, step):
+    """On a hydrated dest, a forced run to another version dies with its tree
+    ready (after-swap: half of dest already the new version, the old marker):
+    the next run, without force, finishes it rather than only tidying."""
+    v2 = readable_by_all(make_tree(lab.root / "v2", files=12, seed=2))
+    lab.before = lab.snapshot()
+    dest_for_nobody(lab)
+    assert ok(tool(lab.src, lab.dest))
+    old = (lab.dest / MARKER).read_text()
+    proc = tool.start(v2, lab.dest, force=True, stop_at=step)
+    proc.communicate(timeout=600)
+    if getattr(proc, "args_file", None):
+        os.unlink(proc.args_file)
+    assert proc.returncode == -signal.SIGKILL and (lab.dest / MARKER).read_text() == old
+    outcome = tool(lab.src, lab.dest)
+    assert ok(outcome) and "finished a hydration that was interrupted" in outcome.out, outcome.out
+    assert seeded(lab, v2) and leftovers(lab.dest) == []
+    assert json.loads((lab.dest / MARKER).read_text())["digest"] != json.loads(old)["digest"]
+    lab.assert_host_intact(outcome.out)
+
+
+@pytest.mark.parametrize("step", ["after-ready", "after-swap", "after-marker"])
+@pytest.mark.parametrize("killer", IMPLEMENTATIONS)
+def test_one_implementation_finishes_what_the_other_left(lab, killer, step):
+    """They share volumes: what one left when killed, the other finishes."""
+    finisher = implementation("helper" if killer == "module" else "module")
+    reference = reference_marker(lab, finisher)
+    dest_for_nobody(lab)
+    killed_at(implementation(killer), lab.src, lab.dest, step)
+    converged(lab, finisher, reference, *AFTER_KILL[step])
 
 
 def test_a_nested_mount_in_dest(lab, tool):

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <signal.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -48,6 +49,20 @@
 #define DIR_FLAGS (O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
 
 static const char *prog = "guardrail-hydrate";
+
+/* The conformance suite kills a run at each step boundary of the protocol
+ * (GUARDRAIL_HYDRATE_TEST_STOP names one) with a binary built with
+ * -DGUARDRAIL_HYDRATE_TEST_STEPS; a production build has no such hook. */
+#ifdef GUARDRAIL_HYDRATE_TEST_STEPS
+static void step(const char *name)
+{
+    const char *stop = getenv("GUARDRAIL_HYDRATE_TEST_STOP");
+    if (stop && !strcmp(stop, name))
+        raise(SIGKILL);
+}
+#else
+#define step(name) ((void)0)
+#endif
 static const char *dest_path; /* resolved, for messages */
 static uid_t euid;
 static int is_root;
@@ -1034,6 +1049,7 @@ static void finish(int dest_fd, int staging_fd, const char *staging_name, const 
     if (unlinkat(staging_fd, MARKER_TMP, 0) != 0 && errno != ENOENT)
         die_errno("cannot remove", MARKER_TMP);
     move_into(staging_fd, dest_fd, r->overwrite, "");
+    step("after-swap");
     /* What stays (files a merge keeps) goes before the marker: after it, only
      * two unlinks remain, the smallest window a kill can leave a tree in. */
     size_t n;
@@ -1054,6 +1070,7 @@ static void finish(int dest_fd, int staging_fd, const char *staging_name, const 
     /* rename replaces whatever is at the marker's name and never follows it. */
     if (renameat(staging_fd, MARKER_TMP, dest_fd, MARKER) != 0)
         die("cannot write the marker %s/%s: %s", dest_path, MARKER, strerror(errno));
+    step("after-marker");
     if (unlinkat(staging_fd, READY, 0) != 0 || unlinkat(dest_fd, staging_name, AT_REMOVEDIR) != 0)
         remove_at(dest_fd, staging_name);
     fsync(dest_fd);
@@ -1674,8 +1691,72 @@ static _Noreturn void run_command(char **argv)
     exit(127);
 }
 
+/* Whether two JSON texts differ only in whitespace outside strings (the
+ * module writes its marker indented, the ready record holds it on one line). */
+static int json_same(const char *a, const char *b)
+{
+    int in_string = 0;
+    for (;;) {
+        while (!in_string && (*a == ' ' || *a == '\n' || *a == '\t' || *a == '\r'))
+            a++;
+        while (!in_string && (*b == ' ' || *b == '\n' || *b == '\t' || *b == '\r'))
+            b++;
+        if (*a != *b)
+            return 0;
+        if (!*a)
+            return 1;
+        if (*a == '\\' && in_string) {
+            if (!a[1] || a[1] != b[1])
+                return 0;
+            a++;
+            b++;
+        } else if (*a == '"') {
+            in_string = !in_string;
+        }
+        a++;
+        b++;
+    }
+}
+
+/* Whether DEST's marker is `record_marker`: the staging tree that holds it
+ * belongs to a run killed after writing its marker. */
+static int marker_is(int dest_fd, const char *record_marker)
+{
+    struct stat st;
+    int fd = open_checked(dest_fd, MARKER, O_RDONLY, S_IFREG, &st);
+    if (fd < 0)
+        return 0;
+    if (owned_problem(&st) || st.st_size > MARKER_MAX) {
+        close(fd);
+        return 0;
+    }
+    char *data = xmalloc((size_t)st.st_size + 1);
+    size_t got = 0;
+    ssize_t n;
+    while (got < (size_t)st.st_size && (n = read(fd, data + got, (size_t)st.st_size - got)) > 0)
+        got += (size_t)n;
+    close(fd);
+    data[got] = '\0';
+    int same = strlen(data) == got && json_same(data, record_marker);
+    free(data);
+    return same;
+}
+
+static int has_leftovers(int dest_fd)
+{
+    size_t n;
+    char **names = list_dir(dest_fd, &n);
+    int found = 0;
+    for (size_t i = 0; i < n && !found; i++)
+        found = is_ours(names[i]);
+    free_names(names, n);
+    return found;
+}
+
 /* Finishes or removes what an interrupted run left; call with the lock held.
- * Returns 1 when a ready staging tree was finished. */
+ * A ready tree whose marker DEST already has is done, only not removed: it is
+ * removed, not finished again (its prune entries may name files the volume's
+ * users made since). Returns 1 when a ready staging tree was finished. */
 static int recover(int dest_fd)
 {
     int recovered = 0;
@@ -1692,6 +1773,10 @@ static int recover(int dest_fd)
             char *data = NULL;
             if (fd >= 0 && fstat(fd, &st) == 0 && st.st_uid == euid && (st.st_mode & 07777) == 0700)
                 data = read_ready(fd, &r);
+            if (data && marker_is(dest_fd, r.marker)) {
+                free(data);
+                data = NULL;
+            }
             if (data && r.prune)
                 die("%s/%s holds a ready record with prune entries: only guardrail.ecs.efs_hydrate finishes "
                     "it; run the module on this volume", dest_path, names[i]);
@@ -1773,6 +1858,21 @@ int main(int argc, char **argv)
     int dest_fd = open_dest(dest, &resolved);
     dest_path = resolved;
     if (dest_fd >= 0 && !force && check_marker(dest_fd)) {
+        if (has_leftovers(dest_fd)) {
+            /* Killed between the marker and the removal of its staging tree:
+             * tidied under the lock, as a run that found no marker would. */
+            int lock_fd = take_lock(dest_fd, timeout);
+            check_same_dest(dest_fd);
+            step("before-tidy");
+            if (recover(dest_fd)) {
+                close(lock_fd);
+                say("%s: finished a hydration that was interrupted", dest_path);
+                run_command(argv + 1);
+            }
+            close(lock_fd);
+            say("%s is already hydrated; what an interrupted run left was removed", dest_path);
+            run_command(argv + 1);
+        }
         say("%s is already hydrated", dest_path);
         run_command(argv + 1);
     }
@@ -1799,6 +1899,7 @@ int main(int argc, char **argv)
     if (faccessat(dest_fd, ".", W_OK | X_OK, AT_EACCESS) != 0)
         die("%s is not writable by uid %ld", dest_path, (long)euid);
 
+    step("before-lock");
     int lock_fd = take_lock(dest_fd, timeout);
     check_same_dest(dest_fd);
     int recovered = recover(dest_fd);
@@ -1861,6 +1962,7 @@ int main(int argc, char **argv)
     if (staging_fd < 0 || fstat(staging_fd, &st) != 0 || st.st_uid != euid || fchmod(staging_fd, 0700) != 0)
         die("%s/%s was replaced while hydrating", dest_path, staging_name);
     copy_tree(src_fd, staging_fd);
+    step("after-copy");
     fix_dirs(dest_fd);
     if ((owner_uid >= 0 || owner_gid >= 0) && fchown(dest_fd, (uid_t)owner_uid, (gid_t)owner_gid) != 0)
         die_errno("cannot set the owner of", dest_path);
@@ -1883,6 +1985,7 @@ int main(int argc, char **argv)
     if (renameat(staging_fd, READY_TMP, staging_fd, READY) != 0)
         die_errno("cannot write", READY);
     fsync(staging_fd);
+    step("after-ready");
     /* Ready: from here on the tree is finished, by this run or the next. */
     on_die = NULL;
     struct ready r = {.overwrite = force, .prune = 0, .marker = marker};
