@@ -561,6 +561,8 @@ while not os.path.exists(stop):
         os.unlink(dest)
         os.rename(dest + ".away", dest)
         swaps += 1
+        if swaps == 21:
+            open(count + ".running", "w").close()
     except OSError:
         pass
 open(count, "w").write(str(swaps))
@@ -578,7 +580,11 @@ def test_dest_swapped_for_a_symlink_during_the_run(lab, tool):
     stop, count = lab.scratch / "stop", lab.scratch / "count"
     attacker = lab.attacker(DEST_FLIPPER, lab.dest, lab.outside / "victim-dir", stop, count)
     try:
-        time.sleep(0.3)
+        # On a loaded machine the flipper may start late: the runs begin once it is flipping.
+        deadline = time.monotonic() + 60
+        while not (lab.scratch / "count.running").exists():
+            assert time.monotonic() < deadline and attacker.poll() is None, "the attacker did not start flipping"
+            time.sleep(0.05)
         outcomes = [tool(src, lab.dest, force=True) for _attempt in range(3)]
     finally:
         stop.touch()
