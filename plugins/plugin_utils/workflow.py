@@ -608,16 +608,17 @@ class Workflow:
             return {"changed": False, "skipped": True,
                     "msg": f"nothing pushed: only a successful {' or '.join(PUSHING)} pushes, "
                            f"and this run's command was {self.operation} (a plan never pushes)"}
+        remote = self.params["push_remote"]
         try:
-            result = git_utils.push(self.repo_path, remote=self.params["push_remote"],
-                                    check_mode=self.check_mode,
-                                    commit=self.applied["commit"] if self.applied else None)
+            if self.applied and not self.check_mode:
+                result, markers = git_utils.push_applied(self.repo_path, self.applied["commit"],
+                                                         [(self.stack, self.profile)], remote=remote)
+                result["applied_marker"] = markers[0]
+            else:
+                result = git_utils.push(self.repo_path, remote=remote, check_mode=self.check_mode,
+                                        commit=self.applied["commit"] if self.applied else None)
         except git_utils.GitError as exc:
             raise StepFailed(f"git push failed: {exc}") from exc
-        if self.applied and not self.check_mode:
-            result["applied_marker"] = git_utils.mark_applied(
-                self.repo_path, self.stack, self.profile, self.applied["commit"],
-                remote=self.params["push_remote"])
         return result
 
     def run_record(self):

@@ -190,3 +190,53 @@ def test_push_to_another_remote_creates_the_branch(git_repo, tmp_path):
     assert result == {"changed": True, "branch": "main", "upstream": "mirror/main", "range": head, "commits": 1}
     assert git("rev-parse", "main", cwd=mirror) == head
     assert gitops.push(str(work), remote="mirror")["changed"] is False
+
+
+def receive_log(work, tmp_path):
+    """Logs every connection `work` makes to push (each starts the remote's
+    receive-pack, even one that then finds nothing to send)."""
+    log = tmp_path / "received.log"
+    wrapper = tmp_path / "logging-receive-pack"
+    wrapper.write_text(f"#!/bin/sh\necho \"$@\" >> '{log}'\nexec git-receive-pack \"$@\"\n")
+    wrapper.chmod(0o755)
+    git("config", "remote.origin.receivepack", str(wrapper), cwd=work)
+    log.write_text("")
+    return log
+
+
+def test_push_applied_moves_the_marker_wherever_it_points_and_pushes_nothing_when_unchanged(git_repo, tmp_path):
+    work, remote = git_repo
+    marker = "refs/guardrail/applied/alpha/prod"
+    new = commit(work, "a.tf")
+    log = receive_log(work, tmp_path)
+
+    result, markers = gitops.push_applied(str(work), new, [("alpha", "prod")])
+    assert result["changed"] and result["commits"] == 1
+    assert markers == [{"ref": marker, "commit": new, "pushed": True, "error": None}]
+    assert git("rev-parse", "main", marker, cwd=remote).split() == [new, new]
+    assert git("rev-parse", marker, cwd=work) == new
+
+    log.write_text("")
+    again = gitops.push_applied(str(work), new, [("alpha", "prod")])
+    assert again == ({"changed": False, "branch": "main", "upstream": "origin/main", "range": "", "commits": 0},
+                     markers)
+    assert log.read_text() == "", "no push when the branch and the marker are where they belong"
+
+    # Another clone recorded an older commit meanwhile (a revert applied
+    # elsewhere), and this clone's own marker is gone: both are put back.
+    git("push", "-q", "--no-verify", "origin", f"+HEAD~1:{marker}", cwd=work)
+    git("update-ref", "-d", marker, cwd=work)
+    assert gitops.push_applied(str(work), new, [("alpha", "prod")])[1] == markers
+    assert git("rev-parse", marker, cwd=remote) == new
+    assert git("rev-parse", marker, cwd=work) == new
+    assert log.read_text(), "the marker was pushed"
+
+
+def test_push_applied_refuses_a_moved_checkout_and_marks_nothing(git_repo):
+    work, remote = git_repo
+    applied = commit(work, "a.tf")
+    commit(work, "b.tf")
+    with pytest.raises(gitops.GitError, match="the checkout moved during the run"):
+        gitops.push_applied(str(work), applied, [("alpha", "prod")])
+    assert git("for-each-ref", "refs/guardrail", cwd=remote) == ""
+    assert git("for-each-ref", "refs/guardrail", cwd=work) == ""

@@ -183,6 +183,34 @@ def test_owner_rules_and_check_mode(lock_env):
     assert stored() == []
 
 
+@pytest.mark.parametrize("lock_env", BACKENDS, indirect=True)
+def test_state_change_swaps_on_what_the_run_wrote_and_never_on_a_lock_taken_since(lock_env):
+    """set_state tries its swap on the record this run wrote, without reading
+    first; the swap's condition, not that memory, decides: a lock broken and
+    taken by someone else meanwhile is reported lost and left as it is."""
+    _name, options_for, _stored = lock_env
+    mine = run_lock.get_backend(**options_for(0))
+    theirs = run_lock.get_backend(**options_for(1))
+    record = run_lock.new_record("alpha", "prod", "me@test", "run-1")
+    assert mine.acquire("alpha", "prod", record) == (True, record)
+
+    before = mine.calls
+    running = mine.set_state("alpha", "prod", record, "running", extra={"children": [{"pid": 1}]})
+    assert mine.calls - before == 1, "the state change is one conditional write, no read"
+    assert theirs.read("alpha", "prod") == running
+
+    assert theirs.remove("alpha", "prod") == (True, running)
+    other = run_lock.new_record("alpha", "prod", "you@test", "run-9")
+    assert theirs.acquire("alpha", "prod", other) == (True, other)
+    with pytest.raises(run_lock.LockLost, match="you@test"):
+        mine.set_state("alpha", "prod", running, "failed", detail="late")
+    assert theirs.read("alpha", "prod") == other
+
+    assert theirs.release("alpha", "prod", other) == (True, other)
+    with pytest.raises(run_lock.LockLost, match="released or broken"):
+        mine.set_state("alpha", "prod", running, "failed")
+
+
 @pytest.mark.parametrize("lock_env", ["dynamodb", "s3"], indirect=True)
 def test_aws_lock_is_tofu_lock_info(lock_env, moto_server):
     import boto3

@@ -234,27 +234,49 @@ def push(repo_path, remote=None, check_mode=False, timeout=DEFAULT_TIMEOUT, comm
 
     Compares with the remote itself (not a possibly stale tracking ref), so a
     branch behind or diverged is refused before anything is sent."""
+    return _push(repo_path, remote, check_mode, timeout, commit)[0]
+
+
+def push_applied(repo_path, commit, applied, remote=None, timeout=DEFAULT_TIMEOUT):
+    """push() of `commit` (the one applied), then mark_applied() of it for
+    each (stack, profile) in `applied`: (push result, [marker result...]).
+    The markers are read from the remote in the same request as the branch
+    and pushed only where they point elsewhere: a run that changed nothing
+    sends nothing."""
+    refs = [f"{APPLIED_PREFIX}/{stack}/{profile}" for stack, profile in applied]
+    result, remote, on_remote = _push(repo_path, remote, False, timeout, commit, refs)
+    return result, [mark_applied(repo_path, stack, profile, commit, remote=remote, timeout=timeout,
+                                 on_remote=on_remote.get(ref))
+                    for (stack, profile), ref in zip(applied, refs)]
+
+
+def _push(repo_path, remote, check_mode, timeout, commit, also=()):
+    """push(); (its result, the remote pushed to, {ref: object id} of the
+    refs `also` on that remote, read in the same request)."""
     try:
         branch, head, up_remote, up_ref = checked_out(repo_path, timeout=timeout)
     except DetachedHead as exc:
         _unmoved(commit, "HEAD", run_git(["rev-parse", "--verify", "HEAD"], repo_path, timeout=timeout).strip())
-        return _push_detached(repo_path, remote or "origin", exc, timeout)
+        remote = remote or "origin"
+        return _push_detached(repo_path, remote, exc, timeout), remote, {}
     _unmoved(commit, branch, head)
     if not up_ref:
         raise GitError(f"branch {branch} has no upstream: set one with 'git push -u <remote> {branch}'")
     remote = remote or up_remote
     upstream = f"{remote}/{up_ref[len('refs/heads/'):] if up_ref.startswith('refs/heads/') else up_ref}"
 
-    listing = run_git_proc(["ls-remote", "--exit-code", remote, up_ref], repo_path, timeout=timeout)
-    remote_oid = None
-    if listing.returncode == 0:
-        remote_oid = next((line.split("\t")[0] for line in listing.stdout.splitlines()
-                           if line.split("\t")[-1] == up_ref), None)
-    elif listing.returncode != 2:  # 2 = the remote answered and has no such ref
+    listing = run_git_proc(["ls-remote", remote, up_ref, *also], repo_path, timeout=timeout)
+    if listing.returncode != 0:
         raise failure(listing, f"cannot read {up_ref} from {remote}")
+    on_remote = {}
+    for line in listing.stdout.splitlines():
+        oid, _tab, ref = line.partition("\t")
+        on_remote.setdefault(ref, oid)
+    remote_oid = on_remote.get(up_ref)
 
     if remote_oid == head:
-        return {"changed": False, "branch": branch, "upstream": upstream, "range": "", "commits": 0}
+        return ({"changed": False, "branch": branch, "upstream": upstream, "range": "", "commits": 0},
+                remote, on_remote)
     if remote_oid:
         if run_git_proc(["cat-file", "-e", f"{remote_oid}^{{commit}}"], repo_path, timeout=timeout).returncode != 0:
             fetched = run_git_proc(["fetch", "--quiet", "--no-tags", "--no-auto-gc", remote, up_ref],
@@ -278,12 +300,12 @@ def push(repo_path, remote=None, check_mode=False, timeout=DEFAULT_TIMEOUT, comm
     result = {"changed": bool(ahead), "branch": branch, "upstream": upstream, "range": commit_range,
               "commits": ahead}
     if not ahead or check_mode:
-        return result
+        return result, remote, on_remote
     # The commit itself, not the branch: a commit made meanwhile is not pushed.
     proc = run_git_proc(["push", "--porcelain", remote, f"{head}:{up_ref}"], repo_path, timeout=timeout)
     if proc.returncode != 0:
         raise failure(proc, f"push of {branch} to {upstream} was refused")
-    return result
+    return result, remote, on_remote
 
 
 def _push_detached(repo_path, remote, detached, timeout=DEFAULT_TIMEOUT):
@@ -315,21 +337,24 @@ def _push_remote(repo_path, remote, timeout):
     return up_remote or "origin"
 
 
-def mark_applied(repo_path, stack, profile, commit, remote=None, timeout=DEFAULT_TIMEOUT):
+def mark_applied(repo_path, stack, profile, commit, remote=None, timeout=DEFAULT_TIMEOUT, on_remote=None):
     """Records `commit` as the last applied to (stack, profile): the ref
     APPLIED_PREFIX/<stack>/<profile> on the remote (moved whichever way the
-    commit lies, a revert included) and in the clone. Never raises: a marker
-    not written leaves the stack `affected` next time, which only costs a plan.
+    commit lies, a revert included) and in the clone. `on_remote`: where the
+    remote's marker was just seen pointing (it is not pushed again when that
+    is `commit`). Never raises: a marker not written leaves the stack
+    `affected` next time, which only costs a plan.
     Returns {"ref", "commit", "pushed", "error"}."""
     ref = f"{APPLIED_PREFIX}/{stack}/{profile}"
     result = {"ref": ref, "commit": commit, "pushed": False, "error": None}
     try:
-        remote = _push_remote(repo_path, remote, timeout)
-        proc = run_git_proc(["push", "--quiet", "--no-verify", remote, f"+{commit}:{ref}"], repo_path,
-                            timeout=timeout)
-        if proc.returncode != 0:
-            result["error"] = failure(proc).args[0]
-            return result
+        if on_remote != commit:
+            remote = _push_remote(repo_path, remote, timeout)
+            proc = run_git_proc(["push", "--quiet", "--no-verify", remote, f"+{commit}:{ref}"], repo_path,
+                                timeout=timeout)
+            if proc.returncode != 0:
+                result["error"] = failure(proc).args[0]
+                return result
         result["pushed"] = True
         run_git(["update-ref", ref, commit], repo_path, timeout=timeout)
     except GitError as exc:

@@ -580,8 +580,14 @@ class LockBackend:
         self._check_record(stack, profile, record)
         if state not in RUN_STATES:
             raise LockError(f"unknown run state {state!r}: use one of {', '.join(RUN_STATES)}")
-        for _attempt in range(ATTEMPTS):
-            current, token = self._read(stack, profile)
+        # What this run wrote last is most likely still the lock: the swap is
+        # tried on it without reading first, and the condition keeps it correct.
+        hint = self._hint(stack, profile)
+        for attempt in range(ATTEMPTS):
+            if attempt == 0 and hint and same_run(hint[1], record):
+                current, token = hint[1], hint[0]
+            else:
+                current, token = self._read(stack, profile)
             if current is None:
                 raise LockLost(f"run lock {stack}/{profile} is no longer held by run {record.get('run_id')} "
                                "of {}: it was released or broken".format(record.get("owner")))
