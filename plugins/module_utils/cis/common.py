@@ -75,3 +75,33 @@ def write_text(path, text, mode=None):
     """Replaces a file atomically, keeping the old file's mode and owner when there is one."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     write_atomic(path, text, mode=None if os.path.exists(path) else (0o644 if mode is None else mode))
+
+
+# The options every table module takes, besides its own.
+TABLE_ARGUMENT_SPEC = dict(
+    controls=dict(type="list", elements="dict", required=True),
+    audit_only=dict(type="bool", default=False),
+)
+
+
+def run_table_module(module_class, argument_spec, engine, returns=(), check_mode_changes=True):
+    """The whole main() of a CIS table module (`module_class` is Ansible's
+    AnsibleModule, which the module imports): its options (`argument_spec`
+    and TABLE_ARGUMENT_SPEC), check mode, then engine(params, check_mode) ->
+    (results, changed, *more), named by `returns` in the result ("diff" only
+    in diff mode). With `check_mode_changes`, check mode reports changed where
+    enforcing would change the host (would_change). Bad input or a file that
+    cannot be written fails the task with the engine's message."""
+    module = module_class(argument_spec=dict(TABLE_ARGUMENT_SPEC, **argument_spec), supports_check_mode=True)
+    params = module.params
+    try:
+        results, changed, *more = engine(params, module.check_mode)
+    except (CisError, OSError) as exc:
+        module.fail_json(msg=str(exc))
+    if check_mode_changes:
+        changed = changed or would_change(results, module.check_mode, params["audit_only"])
+    out = dict(changed=changed, results=results)
+    for name, value in zip(returns, more):
+        if name != "diff" or (module._diff and value):  # pylint: disable=protected-access
+            out[name] = value
+    module.exit_json(**out)

@@ -64,25 +64,12 @@ results:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.guardrail.ecs.plugins.module_utils.cis.common import CisError, would_change
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis.common import run_table_module
 from ansible_collections.guardrail.ecs.plugins.module_utils.cis.files import apply
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            controls=dict(type="list", elements="dict", required=True),
-            audit_only=dict(type="bool", default=False),
-        ),
-        supports_check_mode=True,
-    )
-    try:
-        results, changed = apply(module.params["controls"], audit_only=module.params["audit_only"],
-                                 check_mode=module.check_mode)
-    except (CisError, OSError) as exc:
-        module.fail_json(msg=str(exc))
-    changed = changed or would_change(results, module.check_mode, module.params["audit_only"])
-    module.exit_json(changed=changed, results=results)
+    run_table_module(AnsibleModule, {}, lambda p, check_mode: apply(p["controls"], audit_only=p["audit_only"], check_mode=check_mode))
 
 
 if __name__ == "__main__":

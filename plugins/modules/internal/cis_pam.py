@@ -74,28 +74,17 @@ results:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.guardrail.ecs.plugins.module_utils.cis.common import CisError, would_change
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis.common import run_table_module
 from ansible_collections.guardrail.ecs.plugins.module_utils.cis.pam import DEFAULT_PWHISTORY_ARGS, METHODS, apply
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            controls=dict(type="list", elements="dict", required=True),
-            method=dict(type="str", required=True, choices=list(METHODS)),
-            pwhistory_args=dict(type="str", default=DEFAULT_PWHISTORY_ARGS),
-            audit_only=dict(type="bool", default=False),
-        ),
-        supports_check_mode=True,
-    )
-    p = module.params
-    try:
-        results, changed = apply(p["controls"], p["method"], audit_only=p["audit_only"], check_mode=module.check_mode,
-                                 pwhistory_args=p["pwhistory_args"])
-    except (CisError, OSError) as exc:
-        module.fail_json(msg=str(exc))
-    changed = changed or would_change(results, module.check_mode, p["audit_only"])
-    module.exit_json(changed=changed, results=results)
+    run_table_module(
+        AnsibleModule,
+        dict(method=dict(type="str", required=True, choices=list(METHODS)),
+             pwhistory_args=dict(type="str", default=DEFAULT_PWHISTORY_ARGS)),
+        lambda p, check_mode: apply(p["controls"], p["method"], audit_only=p["audit_only"], check_mode=check_mode,
+                                    pwhistory_args=p["pwhistory_args"]))
 
 
 if __name__ == "__main__":

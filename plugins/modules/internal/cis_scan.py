@@ -85,25 +85,16 @@ scan:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.guardrail.ecs.plugins.module_utils.cis.common import CisError
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis.common import run_table_module
 from ansible_collections.guardrail.ecs.plugins.module_utils.cis.scan import DEFAULT_PRUNE, apply
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            controls=dict(type="list", elements="dict", required=True),
-            prune=dict(type="list", elements="path", default=list(DEFAULT_PRUNE)),
-            audit_only=dict(type="bool", default=False),
-        ),
-        supports_check_mode=True,
-    )
-    p = module.params
-    try:
-        results, changed, scan = apply(p["controls"], p["prune"], p["audit_only"], module.check_mode)
-    except (CisError, OSError) as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(changed=changed, results=results, scan=scan)
+    run_table_module(
+        AnsibleModule,
+        dict(prune=dict(type="list", elements="path", default=list(DEFAULT_PRUNE))),
+        lambda p, check_mode: apply(p["controls"], p["prune"], p["audit_only"], check_mode),
+        returns=("scan",), check_mode_changes=False)
 
 
 if __name__ == "__main__":

@@ -88,28 +88,19 @@ commands:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.guardrail.ecs.plugins.module_utils.cis.common import CisError
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis.common import run_table_module
 from ansible_collections.guardrail.ecs.plugins.module_utils.cis.services import apply
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            controls=dict(type="list", elements="dict", required=True),
-            package_manager=dict(type="str", choices=["apt", "dnf", "yum"], default="apt"),
-            remove_packages=dict(type="bool", default=True),
-            install_packages=dict(type="bool", default=True),
-            audit_only=dict(type="bool", default=False),
-        ),
-        supports_check_mode=True,
-    )
-    p = module.params
-    try:
-        results, changed, commands = apply(p["controls"], p["package_manager"], p["remove_packages"],
-                                           p["install_packages"], p["audit_only"], module.check_mode)
-    except CisError as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(changed=changed, results=results, commands=commands)
+    run_table_module(
+        AnsibleModule,
+        dict(package_manager=dict(type="str", choices=["apt", "dnf", "yum"], default="apt"),
+             remove_packages=dict(type="bool", default=True),
+             install_packages=dict(type="bool", default=True)),
+        lambda p, check_mode: apply(p["controls"], p["package_manager"], p["remove_packages"],
+                                    p["install_packages"], p["audit_only"], check_mode),
+        returns=("commands",), check_mode_changes=False)
 
 
 if __name__ == "__main__":

@@ -76,31 +76,18 @@ results:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.guardrail.ecs.plugins.module_utils.cis.common import CisError, would_change
+from ansible_collections.guardrail.ecs.plugins.module_utils.cis.common import run_table_module
 from ansible_collections.guardrail.ecs.plugins.module_utils.cis.sysctl import apply
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            controls=dict(type="list", elements="dict", required=True),
-            persist_file=dict(type="path", default="/etc/sysctl.d/90-cis-hardening.conf"),
-            live_all=dict(type="bool", default=True),
-            audit_only=dict(type="bool", default=False),
-        ),
-        supports_check_mode=True,
-    )
-    p = module.params
-    try:
-        results, changed, diff = apply(p["controls"], p["persist_file"], live_all=p["live_all"],
-                                       audit_only=p["audit_only"], check_mode=module.check_mode)
-    except CisError as exc:
-        module.fail_json(msg=str(exc))
-    changed = changed or would_change(results, module.check_mode, p["audit_only"])
-    out = dict(changed=changed, results=results)
-    if module._diff and diff:
-        out["diff"] = diff
-    module.exit_json(**out)
+    run_table_module(
+        AnsibleModule,
+        dict(persist_file=dict(type="path", default="/etc/sysctl.d/90-cis-hardening.conf"),
+             live_all=dict(type="bool", default=True)),
+        lambda p, check_mode: apply(p["controls"], p["persist_file"], live_all=p["live_all"],
+                                    audit_only=p["audit_only"], check_mode=check_mode),
+        returns=("diff",))
 
 
 if __name__ == "__main__":
