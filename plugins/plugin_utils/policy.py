@@ -106,12 +106,13 @@ def validate(data):
     return policy
 
 
-def load(repo_path):
+def load(repo_path, committed=None):
     """The validated policy committed at the root of `repo_path`, or None when
     HEAD has none. Refuses (PolicyError) a policy.yml that is untracked,
-    modified or deleted in the work tree."""
+    modified or deleted in the work tree. `committed`: the object id of
+    HEAD:policy.yml when the caller has read it ("" when HEAD has none); the
+    file is then compared with it by its git object id, with no git process."""
     path = os.path.join(repo_path, POLICY_FILE)
-    shown = git_utils.run_git_proc(["cat-file", "blob", f"HEAD:{POLICY_FILE}"], repo_path)
     on_disk = None
     if os.path.lexists(path):
         try:
@@ -119,20 +120,26 @@ def load(repo_path):
                 on_disk = handle.read()
         except OSError as exc:
             raise PolicyError(f"cannot read {path}: {exc}") from exc
-    if shown.returncode != 0:
+    if committed is None:
+        shown = git_utils.run_git_proc(["cat-file", "blob", f"HEAD:{POLICY_FILE}"], repo_path)
+        exists = shown.returncode == 0
+        unchanged = exists and on_disk is not None and on_disk.decode("utf-8", "replace") == shown.stdout
+    else:
+        exists = bool(committed)
+        unchanged = exists and on_disk is not None and git_utils.blob_id(on_disk, committed) == committed
+    if not exists:
         if on_disk is not None:
             raise PolicyError(f"{POLICY_FILE} is not committed: the policy in force is the committed one; "
                               "commit it (or remove it); nothing was run")
         return None
-    committed = shown.stdout
-    if on_disk is None or on_disk.decode("utf-8", "replace") != committed or os.path.islink(path):
+    if not unchanged or os.path.islink(path):
         state = "deleted" if on_disk is None else "modified"
         raise PolicyError(f"{POLICY_FILE} is {state} in the work tree: the policy in force is the "
                           "committed one; commit or restore it; nothing was run")
     import yaml  # pylint: disable=import-outside-toplevel
 
     try:
-        data = yaml.safe_load(committed)
+        data = yaml.safe_load(on_disk)
     except yaml.YAMLError as exc:
         raise PolicyError(f"{POLICY_FILE} is not valid YAML: {exc}") from exc
     return validate(data)

@@ -21,13 +21,11 @@ templates as `dependencies.<name>.outputs`.
 from __future__ import annotations
 
 import dataclasses
-import html
 import json
 import os
 import tempfile
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.common import git as git_utils
 from ansible_collections.guardrail.ecs.plugins.module_utils.common import names
@@ -320,6 +318,9 @@ def schedule(names, needs, work, parallelism, ended=None):
     needs[name] ended "ok", up to `parallelism` at once; a name whose need did
     not is not run: ("skipped", why). `ended` holds outcomes known before.
     Returns {name: (outcome, why)}."""
+    # Here, not at the top: a one-stack run never schedules, and the import costs.
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait  # pylint: disable=import-outside-toplevel
+
     outcomes, pending, running = dict(ended or {}), list(names), {}
     with ThreadPoolExecutor(max_workers=parallelism) as pool:
         while pending or running:
@@ -718,6 +719,8 @@ def drift_table(rows):
 
 def write_report(report, directory):
     """drift.json and drift.html in `directory`; returns their paths."""
+    import html  # pylint: disable=import-outside-toplevel
+
     os.makedirs(directory, exist_ok=True)
     paths = {"json": os.path.join(directory, "drift.json"), "html": os.path.join(directory, "drift.html")}
     body = []

@@ -135,6 +135,7 @@ class Workflow:
         # the rendered files (what a saved plan must have been made from).
         self.rendered_commit = None
         self.render_digest = None
+        self._committed = None
         try:
             render_utils.validate_name("stack", self.stack)
             render_utils.validate_name("profile", self.profile)
@@ -198,16 +199,32 @@ class Workflow:
         return self._backend
 
     # -- steps ---------------------------------------------------------------
+    def tree_names(self):
+        return [f"HEAD:./{os.path.relpath(d, self.repo_path)}" for d in (self.stack_root, self.profiles_root)]
+
+    def committed_ids(self):
+        """{name: object id or None} at HEAD of what the run reads as
+        committed (HEAD, the stack and profiles trees, the policy), read in
+        one git process the first time; {} when git cannot tell."""
+        if self._committed is None:
+            names = ["HEAD", *self.tree_names(), f"HEAD:{policy_utils.POLICY_FILE}"]
+            try:
+                self._committed = git_utils.object_ids(self.repo_path, names)
+            except git_utils.GitError:
+                self._committed = {}
+        return self._committed
+
     def render_key(self):
         """What the render step reads, as committed: the git trees of the
         stack and the profiles, the vars and var files; None when any of it
         is not committed (the render step proper then refuses)."""
         p = self.params
-        specs = [f"HEAD:./{os.path.relpath(d, self.repo_path)}" for d in (self.stack_root, self.profiles_root)]
         try:
             render_utils.check_committed(self.repo_path, [self.stack_root, self.profiles_root], required=True)
-            trees = git_utils.run_git(["rev-parse", *specs], self.repo_path).split()
-        except (render_utils.RenderError, git_utils.GitError):
+        except render_utils.RenderError:
+            return None
+        trees = [self.committed_ids().get(name) for name in self.tree_names()]
+        if None in trees:
             return None
         return {"trees": trees, "vars": p["vars"], "stack": self.stack, "profile": self.profile,
                 "var_files": p["var_files"]}
@@ -224,11 +241,13 @@ class Workflow:
         if key is not None and render_utils.rendered_from(self.dest, key):
             result = {"changed": False, "dest": self.dest, "skipped": True,
                       "msg": "inputs unchanged since the last render: files kept"}
+            # The commit those trees were read from: a checkout moved since is refused at exec.
+            self.rendered_commit = self.committed_ids().get("HEAD") or self.head()
         else:
             result = self._render()
             if key is not None and not self.check_mode:
                 render_utils.record_key(self.dest, key)
-        self.rendered_commit = self.head()
+            self.rendered_commit = self.head()
         if not self.check_mode:
             self.render_digest = render_utils.tree_digest(self.dest)
         return result
@@ -306,10 +325,10 @@ class Workflow:
         """The file whose flock keeps this clone's run of (stack, profile)
         live: in the git directory (never rendered over, never untracked)."""
         try:
-            common = git_utils.run_git(["rev-parse", "--git-common-dir"], self.repo_path).strip()
+            common = git_utils.git_dirs(self.repo_path)[1]
         except git_utils.GitError:
             return os.path.join(self.dest, ".guardrail-run.lock")
-        return os.path.join(self.repo_path, common, "guardrail-run", self.stack, self.profile + ".lock")
+        return os.path.join(common, "guardrail-run", self.stack, self.profile + ".lock")
 
     def hold_flock(self):
         """Takes the run's flock, inherited by every tofu it starts: the run
@@ -543,8 +562,10 @@ class Workflow:
         step runs); WorkflowError when policy.yml is not committed or invalid."""
         if "exec" not in self.steps or self.command not in ("plan", "apply", "destroy"):
             return None
+        ids = self.committed_ids()
         try:
-            self.policy = policy_utils.load(self.repo_path)
+            self.policy = policy_utils.load(self.repo_path, committed=(
+                ids.get(f"HEAD:{policy_utils.POLICY_FILE}") or "") if ids else None)
         except (policy_utils.PolicyError, git_utils.GitError) as exc:
             raise WorkflowError(f"{exc}; nothing was run") from exc
         return self.policy

@@ -156,3 +156,15 @@ def test_an_invalid_policy_is_refused_with_a_clear_error(repo, text, expected):
     proc = guardrail(clone, "keep", "tofu", "plan")
     assert proc.returncode == 3 and expected in proc.stderr, proc.stderr
     assert remote_refs(remote, "refs/guardrail/locks") == []
+
+
+def test_a_committed_policy_with_crlf_line_ends_is_in_force(repo):
+    """The work tree's policy.yml is compared with the committed one byte for
+    byte: CRLF line ends are neither a modification nor lost."""
+    clone, remote = repo
+    commit(clone, "policy.yml", POLICY.replace("\n", "\r\n"), push=True)
+    commit(clone, "profiles/prod.yml", profile(markers=1), push=True)
+    proc, result = guardrail(clone, "keep", "tofu", "apply", options=("--json",))
+    assert proc.returncode == 2 and "denies delete" in result["msg"], result["msg"]
+    assert before(clone), markers(clone)
+    assert remote_refs(remote, "refs/guardrail/locks") == []

@@ -8,10 +8,13 @@ shell) with a timeout, and a failure carries git's own error text.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import subprocess
 
 DEFAULT_TIMEOUT = 60
+OBJECT_ID_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 # Set by git for its hooks (and by users): each points git at another
 # repository, index or object store than the work tree it runs in.
 REPOSITORY_ENV = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
@@ -68,6 +71,57 @@ def run_git(args, cwd, timeout=DEFAULT_TIMEOUT, env=None, input=None):
     if proc.returncode != 0:
         raise failure(proc)
     return proc.stdout
+
+
+def git_dirs(path, timeout=DEFAULT_TIMEOUT):
+    """(git directory, common git directory) of the work tree holding `path`,
+    found as git finds them: the nearest `.git` above it, a directory or a
+    worktree's file naming its own, whose `commondir` names the shared one.
+    Read from those files; git is asked only where they tell nothing."""
+    top = os.path.realpath(path)
+    while True:
+        dot_git = os.path.join(top, ".git")
+        git_dir = dot_git if os.path.isdir(dot_git) else None
+        if git_dir is None and os.path.isfile(dot_git):
+            try:
+                with open(dot_git, encoding="utf-8") as handle:
+                    pointer = handle.read().strip()
+            except (OSError, UnicodeDecodeError):
+                pointer = ""
+            if pointer.startswith("gitdir:"):
+                git_dir = os.path.join(top, pointer[len("gitdir:"):].strip())
+        if git_dir is not None:
+            try:
+                with open(os.path.join(git_dir, "commondir"), encoding="utf-8") as handle:
+                    return git_dir, os.path.normpath(os.path.join(git_dir, handle.read().strip()))
+            except (OSError, UnicodeDecodeError):
+                return git_dir, git_dir
+        parent = os.path.dirname(top)
+        if parent == top:
+            break
+        top = parent
+    found = run_git(["rev-parse", "--absolute-git-dir", "--git-common-dir"], path, timeout=timeout).splitlines()
+    return found[0], os.path.normpath(os.path.join(path, found[1]))
+
+
+def object_ids(repo_path, names, timeout=DEFAULT_TIMEOUT):
+    """{name: object id, or None when it names nothing} of revision names
+    (`HEAD`, `HEAD:./stacks/alpha`), read in one git process."""
+    if any("\n" in name for name in names):
+        raise GitError("a revision name cannot hold a line break")
+    lines = run_git(["cat-file", "--batch-check=%(objectname)"], repo_path, timeout=timeout,
+                    input="".join(f"{name}\n" for name in names)).splitlines()
+    if len(lines) != len(names):
+        raise GitError(f"git cat-file answered {len(lines)} line(s) for {len(names)} name(s)")
+    # A name that resolves to nothing comes back as "<name> missing" (or ambiguous).
+    return {name: line if OBJECT_ID_RE.fullmatch(line) else None for name, line in zip(names, lines)}
+
+
+def blob_id(content, like):
+    """The object id git gives `content` (bytes) as a blob, in the hash of
+    the object id `like` (SHA-1, or SHA-256 for a 64-digit id)."""
+    digest = hashlib.sha256 if len(like or "") == 64 else hashlib.sha1
+    return digest(b"blob %d\0" % len(content) + content).hexdigest()
 
 
 def parse_status(text):

@@ -49,7 +49,7 @@ import zlib
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.common import aws, names
 from ansible_collections.guardrail.ecs.plugins.module_utils.common.files import write_atomic
-from ansible_collections.guardrail.ecs.plugins.module_utils.common.git import GitError, failure, run_git_proc
+from ansible_collections.guardrail.ecs.plugins.module_utils.common.git import GitError, failure, git_dirs, run_git_proc
 
 COLLECTION_VERSION = "0.2.0"
 # The lock backends by name, in the order the documentation lists them; a
@@ -664,7 +664,7 @@ class GitLockBackend(LockBackend):
         self.remote = remote or "origin"
         self.timeout = timeout
         self.calls = 0
-        self._git_dir = None
+        self._git_dirs = None
 
     @classmethod
     def from_options(cls, options):
@@ -705,21 +705,17 @@ class GitLockBackend(LockBackend):
         """Per-ref status flags of `git push --porcelain` (' ', '*', '-', '!', '=', '+')."""
         return [line[0] for line in proc.stdout.splitlines() if "\t" in line and line[:1] in " *-!=+"]
 
+    def git_dirs(self):
+        """(git directory, common git directory) of the clone."""
+        if self._git_dirs is None:
+            try:
+                self._git_dirs = git_dirs(self.repo_path, timeout=self.timeout)
+            except GitError as exc:
+                raise LockError(f"{self.repo_path} is not a git repository: {exc}") from exc
+        return self._git_dirs
+
     def git_dir(self):
-        if self._git_dir is None:
-            dot_git = os.path.join(self.repo_path, ".git")
-            if os.path.isdir(dot_git):
-                self._git_dir = dot_git
-            elif os.path.isfile(dot_git):
-                with open(dot_git, encoding="utf-8") as handle:
-                    pointer = handle.read().strip()
-                self._git_dir = os.path.join(self.repo_path, pointer.partition("gitdir:")[2].strip())
-            else:
-                proc = self._git(["rev-parse", "--absolute-git-dir"])
-                if proc.returncode != 0:
-                    raise LockError(str(failure(proc, f"{self.repo_path} is not a git repository")))
-                self._git_dir = proc.stdout.strip()
-        return self._git_dir
+        return self.git_dirs()[0]
 
     def _hint_path(self, stack, profile):
         remote = hashlib.sha1(self.remote.encode("utf-8")).hexdigest()[:16]
@@ -758,12 +754,7 @@ class GitLockBackend(LockBackend):
 
     def _objects_dir(self):
         """The object directory of a plain SHA-1 repository, or None."""
-        common = self.git_dir()
-        try:
-            with open(os.path.join(common, "commondir"), encoding="utf-8") as handle:
-                common = os.path.join(common, handle.read().strip())
-        except OSError:
-            pass
+        common = self.git_dirs()[1]
         try:
             with open(os.path.join(common, "config"), encoding="utf-8") as handle:
                 config = handle.read()

@@ -21,7 +21,6 @@ import subprocess
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 COMMANDS = ("init", "validate", "plan", "apply", "destroy", "output")
 # Commands that write the state: their process is recorded in the run lock.
@@ -769,11 +768,8 @@ class Tofu:
             elif command in ("apply", "destroy") and not check_mode and pending:
                 # Both only read the saved plan, and apply applies exactly it
                 # whatever show reports, so they run side by side.
-                with ThreadPoolExecutor(max_workers=2) as pool:
-                    shown = pool.submit(self.show_plan, planfile)
-                    applied = pool.submit(self.apply_plan, planfile)
-                    reported = applied.result()
-                    plan = shown.result()
+                reported, plan = side_by_side(lambda: self.apply_plan(planfile),
+                                              lambda: self.show_plan(planfile))
                 result["applied"] = True
             else:
                 plan = self.show_plan(planfile)
@@ -793,6 +789,29 @@ class Tofu:
             self.remember_sensitive(outputs)
             result["outputs"] = mask_outputs(outputs, show_sensitive)
         return result
+
+
+def side_by_side(main, other):
+    """(main(), other()), `other` run in a thread of its own meanwhile and
+    waited for whatever happens; an exception of `main` wins, then one of
+    `other`. `main` runs in the calling thread, where signals are handled."""
+    outcome = {}
+
+    def run_other():
+        try:
+            outcome["value"] = other()
+        except BaseException as exc:  # pylint: disable=broad-exception-caught
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run_other, name="guardrail-side", daemon=True)
+    thread.start()
+    try:
+        value = main()
+    finally:
+        thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return value, outcome["value"]
 
 
 def _json_messages(stdout, on_event=None):

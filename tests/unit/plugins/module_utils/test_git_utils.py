@@ -1,4 +1,5 @@
 """Unit tests for module_utils/common/git.py: status parsing and error text."""
+import os
 import subprocess
 
 import pytest
@@ -82,3 +83,38 @@ def test_git_runs_on_the_work_tree_it_is_given_whatever_the_environment(tmp_path
     monkeypatch.setenv("GIT_OBJECT_DIRECTORY", str(other / ".git" / "objects"))
     assert git.run_git(["rev-parse", "--show-toplevel"], str(repo)).strip() == str(repo.resolve())
     assert git.run_git(["status", "--porcelain"], str(repo)) == ""
+
+
+def _git(cwd, *args):
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True, timeout=30).stdout
+
+
+def test_git_dirs_and_object_ids_say_what_git_says(tmp_path):
+    """From the files git reads, for a clone, a directory inside it and a
+    worktree; the object ids of several names in one process."""
+    repo = tmp_path / "repo"
+    _git(tmp_path, "init", "-q", "-b", "main", str(repo))
+    (repo / "stacks" / "alpha").mkdir(parents=True)
+    (repo / "stacks" / "alpha" / "main.tf").write_text("# a\n")
+    (repo / "policy.yml").write_bytes(b"max_changes: 1\r\n")
+    _git(repo, "add", ".")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-q", "-m", "one")
+    _git(repo, "worktree", "add", "-q", str(tmp_path / "wt"))
+    for where in (repo, repo / "stacks" / "alpha", tmp_path / "wt"):
+        said = _git(where, "rev-parse", "--absolute-git-dir", "--git-common-dir").splitlines()
+        found = git.git_dirs(str(where))
+        assert [os.path.realpath(d) for d in found] == [os.path.realpath(said[0]),
+                                                      os.path.realpath(os.path.join(where, said[1]))]
+    with pytest.raises(git.GitError, match="not a git repository"):
+        git.git_dirs(str(tmp_path))
+
+    names = ["HEAD", "HEAD:./stacks/alpha", "HEAD:policy.yml", "HEAD:nothing here", "HEAD:stacks/missing"]
+    ids = git.object_ids(str(repo), names)
+    assert ids == {"HEAD": _git(repo, "rev-parse", "HEAD").strip(),
+                   "HEAD:./stacks/alpha": _git(repo, "rev-parse", "HEAD:stacks/alpha").strip(),
+                   "HEAD:policy.yml": _git(repo, "rev-parse", "HEAD:policy.yml").strip(),
+                   "HEAD:nothing here": None, "HEAD:stacks/missing": None}
+    assert git.blob_id(b"max_changes: 1\r\n", ids["HEAD:policy.yml"]) == ids["HEAD:policy.yml"]
+    assert git.blob_id(b"max_changes: 1\n", ids["HEAD:policy.yml"]) != ids["HEAD:policy.yml"]
+    with pytest.raises(git.GitError, match="line break"):
+        git.object_ids(str(repo), ["HEAD\nHEAD:policy.yml"])

@@ -3,6 +3,7 @@ environment and command lines a run uses (with a recording stand-in binary)."""
 import json
 import os
 import stat
+import threading
 
 import pytest
 
@@ -196,3 +197,29 @@ def test_version_check_refuses_old_or_foreign_binaries_and_remembers_each_file(t
         t.check_version(str(tool))
     with pytest.raises(t.TofuError, match="not an executable file"):
         t.check_version(str(tmp_path / "missing"))
+
+
+def test_side_by_side_overlaps_waits_for_both_and_raises_mains_error_first():
+    both = threading.Barrier(2, timeout=10)  # each half waits for the other: only overlap passes
+
+    def half(value):
+        both.wait()
+        return value
+
+    assert t.side_by_side(lambda: half("applied"), lambda: half("shown")) == ("applied", "shown")
+
+    finished = threading.Event()
+
+    def slow_show():
+        finished.wait(0.2)
+        finished.set()
+        raise ValueError("show failed")
+
+    def failing_apply():
+        raise RuntimeError("apply failed")
+
+    with pytest.raises(RuntimeError, match="apply failed"):
+        t.side_by_side(failing_apply, slow_show)
+    assert finished.is_set(), "the other half is waited for before the error is raised"
+    with pytest.raises(ValueError, match="show failed"):
+        t.side_by_side(lambda: "applied", lambda: (_ for _ in ()).throw(ValueError("show failed")))
