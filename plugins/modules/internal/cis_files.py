@@ -29,10 +29,8 @@ options:
     type: list
     elements: dict
     required: true
-  audit_only:
-    description: Evaluate only; change nothing.
-    type: bool
-    default: false
+extends_documentation_fragment:
+  - guardrail.ecs.cis_table
 notes:
   - Check mode evaluates and reports like O(audit_only), and returns C(changed) when enforcing would change the host.
 """

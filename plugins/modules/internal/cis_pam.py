@@ -41,10 +41,8 @@ options:
     description: The arguments of C(pam_pwhistory.so) in the line this module adds (methods C(pam_auth_update), C(files)).
     type: str
     default: remember=24 enforce_for_root try_first_pass use_authtok
-  audit_only:
-    description: Evaluate only; change nothing.
-    type: bool
-    default: false
+extends_documentation_fragment:
+  - guardrail.ecs.cis_table
 notes:
   - Check mode evaluates and reports like O(audit_only), and returns C(changed) when enforcing would change the host.
 """

@@ -44,10 +44,8 @@ options:
     type: list
     elements: path
     default: [/proc, /sys, /dev, /run, /var/lib/docker, /var/lib/containerd, /var/lib/ecs, /var/lib/containers]
-  audit_only:
-    description: Evaluate only; change nothing.
-    type: bool
-    default: false
+extends_documentation_fragment:
+  - guardrail.ecs.cis_table
 notes:
   - Check mode evaluates and reports like O(audit_only).
 """

@@ -42,10 +42,8 @@ options:
     description: Install missing packages that a control requires. When false they are reported C(failed).
     type: bool
     default: true
-  audit_only:
-    description: Evaluate only; change nothing.
-    type: bool
-    default: false
+extends_documentation_fragment:
+  - guardrail.ecs.cis_table
 notes:
   - Check mode evaluates and reports like O(audit_only), and returns C(changed) when enforcing would run a change
     (install or remove a package, mask, disable, enable or start a unit). A failed control the run may not fix

@@ -41,10 +41,8 @@ options:
     description: Apply every key live. When false, only C(net.*) keys are applied live.
     type: bool
     default: true
-  audit_only:
-    description: Evaluate only; change nothing.
-    type: bool
-    default: false
+extends_documentation_fragment:
+  - guardrail.ecs.cis_table
 notes:
   - Check mode evaluates and reports like O(audit_only), and returns C(changed) when enforcing would change the host. Diff mode shows the drop-in file.
 """
