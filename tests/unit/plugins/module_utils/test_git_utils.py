@@ -103,8 +103,8 @@ def test_git_dirs_and_object_ids_say_what_git_says(tmp_path):
     for where in (repo, repo / "stacks" / "alpha", tmp_path / "wt"):
         said = _git(where, "rev-parse", "--absolute-git-dir", "--git-common-dir").splitlines()
         found = git.git_dirs(str(where))
-        assert [os.path.realpath(d) for d in found] == [os.path.realpath(said[0]),
-                                                      os.path.realpath(os.path.join(where, said[1]))]
+        expected = [os.path.realpath(said[0]), os.path.realpath(os.path.join(where, said[1]))]
+        assert [os.path.realpath(d) for d in found] == expected
     with pytest.raises(git.GitError, match="not a git repository"):
         git.git_dirs(str(tmp_path))
 
