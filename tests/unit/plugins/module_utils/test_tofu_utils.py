@@ -221,5 +221,8 @@ def test_side_by_side_overlaps_waits_for_both_and_raises_mains_error_first():
     with pytest.raises(RuntimeError, match="apply failed"):
         t.side_by_side(failing_apply, slow_show)
     assert finished.is_set(), "the other half is waited for before the error is raised"
+    def failing_show():
+        raise ValueError("show failed")
+
     with pytest.raises(ValueError, match="show failed"):
-        t.side_by_side(lambda: "applied", lambda: (_ for _ in ()).throw(ValueError("show failed")))
+        t.side_by_side(lambda: "applied", failing_show)
