@@ -221,6 +221,7 @@ def test_side_by_side_overlaps_waits_for_both_and_raises_mains_error_first():
     with pytest.raises(RuntimeError, match="apply failed"):
         t.side_by_side(failing_apply, slow_show)
     assert finished.is_set(), "the other half is waited for before the error is raised"
+
     def failing_show():
         raise ValueError("show failed")
 
