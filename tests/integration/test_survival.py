@@ -166,7 +166,7 @@ def kill_matrix():
             out.write("\n".join(rows) + "\n")
 
 
-@pytest.mark.parametrize("signame", ["SIGKILL", "SIGHUP", "SIGTERM"])
+@pytest.mark.parametrize("signame", ["SIGKILL", "SIGHUP", "SIGTERM", "SIGINT"])
 def test_signal_to_ansible_playbook_loses_no_state(slow_repo, tmp_path, signame):
     """The workflow task: ansible-playbook signalled while the resource is created."""
     clone, remote, log = slow_repo
@@ -183,17 +183,25 @@ def test_signal_to_ansible_playbook_loses_no_state(slow_repo, tmp_path, signame)
     assert proc.poll() is None, (tmp_path / "play.log").read_text()
     os.kill(proc.pid, getattr(signal, signame))
     proc.wait(timeout=120)
-    wait_for(lambda: not tool_processes(project(clone)), "tofu to end")
+    # The worker that ran the task is in a session of its own: it (and the
+    # tofu it started) may outlive ansible-playbook while tofu stops.
+    wait_for(lambda: not tool_processes(project(clone)) and not tool_processes(tmp_path), "tofu and the worker to end")
     created_first = len(lines(log))
     entries_first = state_entries(clone)
     holder = run_lock.get_backend("git", repo_path=str(clone)).read("slow", "prod")
+    lock_first = (holder or {}).get("state", "free")
     rc, result, err = workflow(clone, stack="slow", owner="tester")
     MATRIX.append((f"{signame} (ansible-playbook)", "creating", proc.returncode, created_first,
-                   ", ".join(entries_first) or "-", (holder or {}).get("state", "free"),
+                   ", ".join(entries_first) or "-", lock_first,
                    f"rc {rc}, created {len(lines(log)) - created_first}"
                    f"{', took over' if result.get('taken_over') else ''}"))
     assert rc == 0, (result.get("msg"), err)
     assert len(lines(log)) == 1, lines(log)
+    if signame in ("SIGTERM", "SIGINT"):
+        # What AWX's cancel sends: the task stops tofu gracefully and records
+        # why. (SIGHUP does not reach the worker: the run goes on to its end.)
+        assert lock_first == "interrupted", holder
+        assert created_first == 0 and entries_first == ["terraform_data.slow (tainted)"], entries_first
     assert state_entries(clone) == ["terraform_data.slow"]
     assert remote_lock(remote, "slow") is None
 
