@@ -30,12 +30,17 @@ description:
     stack, the profiles and absolute O(tofu.var_files) inside the repository are checked before any template
     is evaluated (with V(git_check) among the steps the repository must be a git work tree). Render
     removes only files it wrote, never state, plans or C(.terraform/).
+  - With V(lock) among the steps, V(render) evaluates the templates where it is listed (a failing
+    template or an uncommitted source refuses the run before any lock) and writes the files only once
+    the run lock is held, as part of the V(lock) step, so a run refused at the lock has written nothing.
+    Without V(lock), V(render) writes at once.
   - V(git_check) refuses modified, staged or untracked files, a branch behind or diverged from its
     upstream, and more than O(git.max_ahead) unpushed commits. When it refuses, no lock is taken and nothing runs.
   - V(lock) takes the run lock of (stack, profile) for O(lock.owner); the same owner may re-enter, anyone
     else is refused and told who holds it, since when and from which run. A run lock that would be
-    tofu's own state lock (O(lock.key) on the rendered C(s3) backend's key) is refused before any lock
-    is taken, since tofu would wait for it forever.
+    tofu's own state lock (O(lock.key) on the rendered C(s3) backend's key) is refused once the lock is
+    held and the files are rendered, before V(exec), since tofu would wait for it forever; the lock this
+    run took is then released and nothing else is changed.
   - V(exec) runs O(command) in the rendered directory. With the lock among the steps, an V(apply) or
     V(destroy) first fetches the upstream again; a branch now behind it applies nothing and releases
     the lock. When exec fails the lock stays held by this run and nothing is pushed; the message says
@@ -197,7 +202,7 @@ options:
             Was C(lock_key).
           - It must differ from the state key tofu locks itself (the C(s3) backend's C(<bucket>/<key>) item
             in the same table, or its C(<key>.tflock) object in the same bucket); that configuration is
-            refused before any lock is taken.
+            refused before V(exec), and the lock the run took is released.
         type: str
       takeover:
         description:

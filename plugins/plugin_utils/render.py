@@ -556,11 +556,25 @@ def render(repo_path, stack, profile, template, extra_vars=None, stacks_dir="sta
     `require_git`) the stack, the profiles and the files in `sources` must be
     committed as they are, checked before any template is evaluated.
     """
+    dest, files = prepare(repo_path, stack, profile, template, extra_vars=extra_vars, stacks_dir=stacks_dir,
+                          profiles_dir=profiles_dir, dest=dest, sources=sources, require_git=require_git)
+    return write(repo_path, dest, files, check_mode=check_mode)
+
+
+def prepare(repo_path, stack, profile, template, extra_vars=None, stacks_dir="stacks",
+            profiles_dir="profiles", dest=None, sources=(), require_git=False):
+    """The first half of render(), which writes nothing: (dest, the files
+    rendered, as build() returns them). RenderError when a source is not
+    committed or a template fails."""
     stack_root, profiles, dest = resolve(repo_path, stack, profile, stacks_dir, profiles_dir, dest)
     check_committed(repo_path, [stack_root, profiles, *sources], required=require_git)
     variables = deep_merge(load_profile(profiles, profile), extra_vars or {})
     variables.update(stack_name=stack, profile_name=profile)
-    files = build(stack_root, variables, template)
+    return dest, build(stack_root, variables, template)
+
+
+def write(repo_path, dest, files, check_mode=False):
+    """The second half of render(): `files` synced into `dest`, which git ignores."""
     ignored = ensure_ignored(repo_path, dest, check_mode=check_mode)
     result = sync(dest, files, check_mode=check_mode)
     result["dest"] = dest

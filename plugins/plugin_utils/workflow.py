@@ -136,6 +136,10 @@ class Workflow:
         self.rendered_commit = None
         self.render_digest = None
         self._committed = None
+        # What the render step evaluated and has yet to write, (files, key),
+        # and the result it reported (completed once the files are written).
+        self.pending_render = None
+        self.render_result = None
         try:
             render_utils.validate_name("stack", self.stack)
             render_utils.validate_name("profile", self.profile)
@@ -230,47 +234,62 @@ class Workflow:
                 "var_files": p["var_files"]}
 
     def step_render(self):
-        """Renders; with `fast`, keeps the rendered files when the committed
+        """Evaluates the templates where the step is listed, so that an
+        uncommitted source or a failing template refuses the run before any
+        lock; writes the files at once, or, when the lock is among the steps,
+        once it is held (write_render): nothing is written under the feet of
+        another run. With `fast`, keeps the rendered files when the committed
         inputs and the files it wrote last time are unchanged: rendering the
         same trees again would write the same files."""
-        if "lock" in self.steps and not self.check_mode:
-            # The clone's run lock file first: no render writes under the feet
-            # of another run of this clone, or of the tofu it left running.
-            self.hold_flock()
         key = self.render_key() if self.fast and not self.params.get("always_render") else None
         if key is not None and render_utils.rendered_from(self.dest, key):
-            result = {"changed": False, "dest": self.dest, "skipped": True,
-                      "msg": "inputs unchanged since the last render: files kept"}
+            self.render_result = {"changed": False, "dest": self.dest, "skipped": True,
+                                  "msg": "inputs unchanged since the last render: files kept"}
+            self.pending_render = None
             # The commit those trees were read from: a checkout moved since is refused at exec.
             self.rendered_commit = self.committed_ids().get("HEAD") or self.head()
         else:
-            result = self._render()
-            if key is not None and not self.check_mode:
-                render_utils.record_key(self.dest, key)
             self.rendered_commit = self.head()
-        if not self.check_mode:
-            self.render_digest = render_utils.tree_digest(self.dest)
-        return result
+            self.render_result = {"changed": False, "dest": self.dest, "written": False,
+                                  "msg": "rendered; the files are written once the lock is held"}
+            self.pending_render = (self._prepare(), key)
+        if "lock" not in self.steps:
+            self.write_render()
+        return self.render_result
 
-    def _render(self):
+    def _prepare(self):
         p = self.params
         try:
-            # The rendered directory is written even in check mode: it is
-            # git-ignored build output, and the plan that check mode runs
-            # needs it.
             # Only committed sources are rendered: the stack, the profiles and
             # the var files under the repository are checked before any
             # template is evaluated.
             sources = [f for f in p["var_files"] if os.path.isabs(f)]
-            result = render_utils.render(
+            return render_utils.prepare(
                 self.repo_path, self.stack, self.profile, self.template,
                 extra_vars=p["vars"], stacks_dir=p["stacks_dir"], profiles_dir=p["profiles_dir"],
-                dest=p["dest"], sources=sources, require_git="git_check" in self.steps)
+                dest=p["dest"], sources=sources, require_git="git_check" in self.steps)[1]
         except render_utils.RenderError as exc:
             raise StepFailed(f"render failed: {exc}") from exc
-        self.diffs.extend(result.pop("diff"))
-        self.rendered = result
-        return result
+
+    def write_render(self):
+        """Writes what the render step prepared. The rendered directory is
+        written even in check mode: it is git-ignored build output, and the
+        plan that check mode runs needs it."""
+        if self.pending_render is not None:
+            files, key = self.pending_render
+            self.pending_render = None
+            try:
+                result = render_utils.write(self.repo_path, self.dest, files)
+            except (render_utils.RenderError, OSError) as exc:
+                raise StepFailed(f"render failed: {exc}") from exc
+            if key is not None and not self.check_mode:
+                render_utils.record_key(self.dest, key)
+            self.diffs.extend(result.pop("diff"))
+            self.rendered = result
+            self.render_result.pop("msg", None)
+            self.render_result.update(result, written=True)
+        if self.render_result is not None and not self.check_mode:
+            self.render_digest = render_utils.tree_digest(self.dest)
 
     def step_git_check(self):
         p = self.params
@@ -291,14 +310,36 @@ class Workflow:
         return result
 
     def step_lock(self):
+        """Takes the run lock; then, holding it, writes what the render step
+        prepared and checks the rendered configuration (check_rendered). A
+        refusal there gives back the lock this run took, having changed
+        nothing else."""
+        result = self._acquire()
+        try:
+            self.write_render()
+            conflict = self.check_rendered()
+        except StepFailed as exc:
+            conflict = str(exc)
+        if conflict:
+            released = self.lock_taken and not self.check_mode and self._release_quietly()
+            if released:
+                self.lock_record = None
+            raise StepFailed(f"lock refused: {conflict}; "
+                             f"{'the run lock this run took was released, ' if released else ''}"
+                             "nothing was applied", {"refused": True, "released": released})
+        return result
+
+    def check_rendered(self):
+        """Why the rendered configuration cannot run under this lock, or None."""
         conflict = self.tofu_lock_conflict()
         # Var files relative to the rendered directory exist only once it is rendered.
         missing = [f for f in self.params["var_files"] if "exec" in self.steps and not os.path.isabs(f)
                    and not os.path.isfile(os.path.join(self.dest, f))]
         if missing:
             conflict = f"var file(s) {', '.join(missing)} not found in the rendered directory {self.dest}"
-        if conflict:
-            raise StepFailed(f"lock refused before taking any lock: {conflict}")
+        return conflict
+
+    def _acquire(self):
         flock = self.flock_info if self.flock_fd is not None or self.check_mode else self.hold_flock()
         try:
             record = run_lock.new_record(self.stack, self.profile, self.owner, self.run_id,
@@ -729,6 +770,10 @@ class Workflow:
             records.append({"step": name, "status": status, "changed": bool(result.get("changed")),
                             "duration": round(time.monotonic() - start, 3), "msg": msg,
                             "result": result})
+        for record in records:
+            if record["step"] == "render" and record["result"] is self.render_result:
+                # Its files were written later, once the lock was held.
+                record["changed"] = bool(self.render_result.get("changed"))
         return records, failure
 
     def applied_summary(self):

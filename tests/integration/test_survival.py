@@ -436,3 +436,142 @@ def test_orphaned_tofu_keeps_an_aws_run_lock_live_from_another_clone(slow_repo, 
     nxt = guardrail(clone, *options, *STEPS, "--", "slow", "prod", "tofu", "apply", "-auto-approve")
     assert nxt.returncode == 0 and "took over" in nxt.stdout, nxt.stdout + nxt.stderr
     assert len(lines(log)) == 1 and state_entries(clone) == ["terraform_data.slow"]
+
+
+# -- render writes only under the lock -------------------------------------------
+
+def snapshot(directory):
+    """{relative path: (bytes, mtime_ns)} of every file under `directory`."""
+    return {str(p.relative_to(directory)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_render_writes_nothing_while_another_run_holds_the_lock(slow_repo):
+    """A colleague's run holds the lock: a run whose committed templates
+    changed is refused at the lock, and its render has written nothing."""
+    clone, remote, _log = slow_repo
+    first = guardrail(clone, *STEPS, "--", "alpha", "prod", "tofu", "apply", "-auto-approve")
+    assert first.returncode == 0, first.stdout + first.stderr
+    held = guardrail(clone, "--owner", "colleague", "lock", "--", "alpha", "prod", "tofu", "apply", run_id="theirs")
+    assert held.returncode == 0, held.stdout + held.stderr
+    commit(clone, "stacks/alpha/extra.tf", 'resource "terraform_data" "extra" {\n  input = "z"\n}\n', push=True)
+    dest = clone / ".dist" / "prod" / "alpha"
+    before = snapshot(dest)
+    refused = guardrail(clone, *STEPS, "--", "alpha", "prod", "tofu", "apply", "-auto-approve")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "held by colleague (run theirs" in refused.stderr, refused.stderr
+    assert snapshot(dest) == before, "render wrote while another run held the lock"
+    # Once the lock is free the same run renders (the test above is not one
+    # that passes because render never writes).
+    released = guardrail(clone, "--owner", "colleague", "unlock", "--", "alpha", "prod", "tofu", "apply",
+                         run_id="theirs")
+    assert released.returncode == 0, released.stdout + released.stderr
+    done = guardrail(clone, *STEPS, "--", "alpha", "prod", "tofu", "apply", "-auto-approve")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (dest / "extra.tf").exists() and snapshot(dest) != before
+    assert remote_lock(remote, "alpha") is None
+
+
+def test_render_alone_still_writes_without_a_lock(slow_repo):
+    clone, remote, _log = slow_repo
+    held = guardrail(clone, "--owner", "colleague", "lock", "--", "alpha", "prod", "tofu", "apply", run_id="theirs")
+    assert held.returncode == 0, held.stdout + held.stderr
+    done = guardrail(clone, "render", "--", "alpha", "prod", "tofu", "plan")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (clone / ".dist" / "prod" / "alpha" / "main.tf").exists()
+    assert remote_lock(remote, "alpha") is not None
+
+
+# -- tofu's state lock in a remote backend ------------------------------------------
+
+S3_BACKEND = """backend "s3" {{
+    bucket                      = "{bucket}"
+    key                         = "slow/prod.tfstate"
+    region                      = "us-east-1"
+    use_lockfile                = true
+    use_path_style              = true
+    skip_credentials_validation = true
+    skip_requesting_account_id  = true
+    skip_metadata_api_check     = true
+    skip_region_validation      = true
+    endpoints = {{ s3 = "{endpoint}" }}
+  }}"""
+STATE_KEY = "slow/prod.tfstate"
+
+
+@pytest.fixture
+def s3_slow_repo(slow_repo, moto):
+    """The slow stack with its state (and tofu's lock, the S3-native
+    `<key>.tflock`) in a bucket of the moto server."""
+    import boto3
+
+    clone, remote, log = slow_repo
+    s3 = boto3.client("s3", endpoint_url=moto)
+    s3.create_bucket(Bucket="states")
+    template = SLOW.replace('backend "local" {{}}', S3_BACKEND).format(log=log, seconds=6, bucket="states",
+                                                                      endpoint=moto)
+    commit(clone, "stacks/slow/main.tf.j2", template, push=True)
+    return clone, remote, log, s3
+
+
+def s3_state_entries(s3):
+    body = s3.get_object(Bucket="states", Key=STATE_KEY)["Body"].read()
+    return [f"{r['type']}.{r['name']}" for r in json.loads(body).get("resources", [])]
+
+
+def s3_state_lock(s3):
+    try:
+        return json.loads(s3.get_object(Bucket="states", Key=STATE_KEY + ".tflock")["Body"].read())
+    except s3.exceptions.NoSuchKey:
+        return None
+
+
+def test_state_lock_in_s3_left_by_a_killed_tofu_is_force_unlocked_once(s3_slow_repo):
+    """The command and its tofu both SIGKILLed mid-create: tofu's lock object
+    stays in the bucket. The next run takes the run lock over, finds the
+    lock's tofu gone, runs force-unlock once, says so, and converges."""
+    clone, remote, log, s3 = s3_slow_repo
+    proc = start(clone)
+    started = log.with_name(log.name + ".started")
+    wait_for(lambda: lines(started) or proc.poll() is not None, "the resource's creation")
+    applying = tool_processes(project(clone), "apply")
+    assert applying, "no tofu apply runs"
+    os.kill(proc.pid, signal.SIGKILL)
+    for pid in applying:
+        os.killpg(pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    wait_for(lambda: not tool_processes(project(clone)), "the killed processes to go")
+    left = s3_state_lock(s3)
+    assert left and left["ID"], "tofu left no state lock: the situation this test is about did not happen"
+    assert not (project(clone) / ".terraform.tfstate.lock.info").exists()
+
+    nxt = guardrail(clone, "--json", *STEPS, "--", "slow", "prod", "tofu", "apply", "-auto-approve")
+    result = json.loads(nxt.stdout)
+    assert nxt.returncode == 0, result.get("msg")
+    assert result["taken_over"].startswith("took over"), result
+    assert left["ID"] in result["state_lock_released"] and "force-unlock" in result["state_lock_released"], result
+    exec_step = next(s for s in result["steps"] if s["step"] == "exec")
+    assert exec_step["result"]["stdout"].count("successfully unlocked") == 1, exec_step["result"]["stdout"]
+    assert s3_state_lock(s3) is None
+    assert len(lines(log)) == 1 and s3_state_entries(s3) == ["terraform_data.slow"]
+    assert remote_lock(remote, "slow") is None
+    again = guardrail(clone, *STEPS, "--", "slow", "prod", "tofu", "apply", "-auto-approve")
+    assert again.returncode == 0 and len(lines(log)) == 1, again.stdout + again.stderr
+    assert "state lock:" not in again.stdout
+    MATRIX.append(("SIGKILL (command and tofu), s3 backend", "creating", "-9", 0, "-", "running",
+                   "exit 0, created 1, took over, force-unlocked tofu's state lock"))
+
+
+def test_state_lock_held_by_someone_else_is_refused_with_its_info(s3_slow_repo):
+    """tofu's lock held by a colleague's tofu (no run of this workflow):
+    nothing is unlocked, nothing applied, and the refusal shows whose lock."""
+    clone, remote, log, s3 = s3_slow_repo
+    theirs = {"ID": "0b9c7c52-colleague", "Operation": "OperationTypeApply", "Info": "", "Who": "colleague@elsewhere",
+              "Version": "1.11.4", "Created": "2026-01-01T10:00:00.000000Z", "Path": f"states/{STATE_KEY}"}
+    s3.put_object(Bucket="states", Key=STATE_KEY + ".tflock", Body=json.dumps(theirs))
+    refused = guardrail(clone, *STEPS, "--", "slow", "prod", "tofu", "apply", "-auto-approve")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    for word in ("0b9c7c52-colleague", "colleague@elsewhere", "force-unlock 0b9c7c52-colleague"):
+        assert word in refused.stderr, refused.stderr
+    assert s3_state_lock(s3) == theirs
+    assert lines(log) == [] and remote_lock(remote, "slow") is None

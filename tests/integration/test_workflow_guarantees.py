@@ -314,7 +314,7 @@ def test_plan_never_pushes(stack_repo):
 
 # -- item 8: tofu's own lock -----------------------------------------------------
 
-def test_lock_key_on_the_state_key_refused_before_any_lock(stack_repo, moto):
+def test_lock_key_on_the_state_key_refused_and_the_lock_given_back(stack_repo, moto):
     clone, _remote = stack_repo
     commit(clone, "stacks/alpha/backend.tf.json", json.dumps({"terraform": {"backend": {"s3": {
         "bucket": "states", "key": "alpha/prod.tfstate", "region": "us-east-1",
@@ -324,13 +324,24 @@ def test_lock_key_on_the_state_key_refused_before_any_lock(stack_repo, moto):
     git("commit", "-q", "-am", "s3 backend", cwd=clone)
     git("push", "-q", cwd=clone)
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    import boto3
+
+    # The run lock is taken before the rendered backend is read: its table and bucket exist.
+    boto3.client("dynamodb", endpoint_url=moto, region_name="us-east-1").create_table(
+        TableName="locks", KeySchema=[{"AttributeName": "LockID", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "LockID", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST")
+    boto3.client("s3", endpoint_url=moto, region_name="us-east-1").create_bucket(Bucket="states")
     for lock in ({"backend": "dynamodb", "table": "locks", "key": "states/alpha/prod.tfstate"},
                  {"backend": "s3", "bucket": "states", "key": "alpha/prod.tfstate"}):
         rc, result, _err = workflow(clone, env=env, lock=lock, endpoint_url=moto, region="us-east-1")
         assert rc != 0 and result["failed_step"] == "lock", result
         assert "tofu's own lock" in result["msg"] and "deadlock" in result["msg"], result["msg"]
         assert "Leave lock.key unset" in result["msg"], result["msg"]
-        assert statuses(result)[3:] == [(s, "skipped") for s in ("exec", "git_push", "unlock")]
+        assert "the run lock this run took was released" in result["msg"], result["msg"]
+        assert result["refused"] and statuses(result)[3:] == [(s, "skipped") for s in ("exec", "git_push", "unlock")]
+        held = run_lock.get_backend(lock["backend"], region="us-east-1", endpoint_url=moto, access_key="testing",
+                                    secret_key="testing", **{k: v for k, v in lock.items() if k != "backend"})
+        assert held.read("alpha", "prod") is None, "the refused run left its run lock held"
 
 
 # -- item 9: the upstream moved while we waited -----------------------------------
