@@ -56,6 +56,12 @@ description:
     the run lock over while any of them lives, whatever PID namespace it runs in. The next run after
     such a tofu ended takes the lock over, removes the state lock file a killed tofu left
     (C(.terraform.tfstate.lock.info), when no process holds the state), and says so in RV(taken_over).
+    With any other backend (C(s3), C(gcs), C(azurerm)...), when tofu then cannot take the state lock,
+    exec reads the C(Lock Info) tofu prints; when the lock was taken on this host after that ended run
+    began, and its recorded tofu is gone (boot id, PID namespace, pid and start time, or its free lock
+    file), exec runs C(tofu force-unlock -force <ID>) once, says so in RV(state_lock_released) and runs
+    the command again. A state lock of a live tofu or of anyone else is never released - exec refuses,
+    showing the lock's ID, holder and age, gives back the run lock it took, and applies nothing.
   - V(git_push) pushes the current branch to its upstream (never with force), and only after an
     V(apply) or V(destroy) that succeeded in this run (a V(plan) never pushes; without V(exec) among
     the steps the push is what was asked). After an apply it pushes exactly the commit that was
@@ -458,6 +464,15 @@ taken_over:
   returned: when a lock was taken over
   type: str
   sample: "took over the lock of ended run 42 of alice (since 2026-01-02T03:04:05.000000Z, interrupted)"
+state_lock_released:
+  description:
+    - When exec released tofu's state lock left by the tofu of the ended run this run took over, one
+      line saying which lock (ID, operation, holder, since when), how and why.
+  returned: when exec released a state lock
+  type: str
+  sample: "released tofu's state lock (ID 1d9f..., OperationTypeApply by alice@ctl1 since 2026-01-02
+    03:04:05 +0000 UTC) with tofu force-unlock: it was taken by the apply (pid 4242) of run 42 of alice,
+    which is gone"
 failed_step:
   description: The step that failed.
   returned: failure

@@ -298,6 +298,8 @@ def human(result, stream):
                      f"{record['duration']:6.2f}s\n")
     if result.get("taken_over"):
         stream.write(f"lock: {result['taken_over']}\n")
+    if result.get("state_lock_released"):
+        stream.write(f"state lock: {result['state_lock_released']}\n")
     for line in result.get("summary") or []:
         stream.write(line + "\n")
     if result.get("plan_id") and not result.get("failed") and result.get("command_kind") == "plan":

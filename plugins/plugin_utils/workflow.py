@@ -12,6 +12,7 @@ same steps.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import fcntl
 import json
 import os
@@ -32,6 +33,8 @@ STEP_ALIASES = {"build": "render"}
 PUSHING = ("apply", "destroy")
 # backend_config keys whose values are credentials, masked in results.
 SECRET_KEY_RE = re.compile(r"(secret|token|password|access_key|credentials|sas|client_key)", re.I)
+# A line of the Lock Info tofu prints when the state lock is held (error boxes may prefix it).
+LOCK_INFO_RE = re.compile(r"^[\s│]*(ID|Path|Operation|Who|Version|Created):[ \t]*(\S.*?)\s*$", re.M)
 # Stack positions that select several stacks (plugin_utils/stacks.py): never stack names.
 RESERVED_STACKS = ("all", "affected")
 
@@ -123,6 +126,7 @@ class Workflow:
         self.tofu_secrets = set()
         self.interrupted = None
         self.lock_taken = False
+        self.given_back = False  # the lock this run took, released after a refusal
         self.detached_at = None  # the remote branch a detached checkout was found to be
         self.tofu_options = dict(params["tofu_options"] or {})
         self.policy = None
@@ -131,6 +135,8 @@ class Workflow:
                                 "nothing was run")
         self.flock_fd = self.flock_info = None
         self.taken_over = None
+        # One line when exec released a state lock a killed tofu left.
+        self.state_lock_released = None
         # What this run's render step put in place: the commit, and a digest of
         # the rendered files (what a saved plan must have been made from).
         self.rendered_commit = None
@@ -486,10 +492,12 @@ class Workflow:
         return info["head"]
 
     def _release_quietly(self):
+        """Gives back the lock of a run refused before anything was applied."""
         try:
-            return self.backend().release(self.stack, self.profile, self.run_record())[0]
+            self.given_back = self.backend().release(self.stack, self.profile, self.run_record())[0]
         except (run_lock.LockError, git_utils.GitError):
             return False
+        return self.given_back
 
     def mark_lock(self, state, detail):
         """Records the run's state (failed, interrupted) in the lock record."""
@@ -542,10 +550,7 @@ class Workflow:
                                                        p["policy_allow"] or ())
             tofu.pass_fds = self.inherited()
             tofu.on_start = self.record_child
-            result = self._saved_plan(tofu)
-            if result is None:
-                result = tofu.execute(self.command, check_mode=self.check_mode,
-                                      show_sensitive=p["show_sensitive"])
+            result = self._run_tofu(tofu)
         except policy_utils.PolicyViolation as exc:
             # Nothing was applied: a lock this run took is given back.
             released = self.lock_taken and self._release_quietly()
@@ -568,6 +573,83 @@ class Workflow:
             self.diffs.extend(tofu_utils.diff_text(result["resources"]))
         self.exec_result = result
         return result
+
+    def _run_tofu(self, tofu):
+        """Runs the command; when tofu could not take the state lock because
+        the tofu of the ended run this run took over left it (killed before
+        it could release it), releases that lock once and runs it again."""
+        try:
+            return self._tofu_command(tofu)
+        except tofu_utils.TofuError as exc:
+            info = None if exc.interrupted else state_lock_info(
+                "\n".join((str(exc), exc.stdout or "", exc.stderr or "")))
+            if info is None:
+                raise
+            self.release_state_lock(tofu, info)
+        return self._tofu_command(tofu)
+
+    def _tofu_command(self, tofu):
+        result = self._saved_plan(tofu)
+        if result is None:
+            result = tofu.execute(self.command, check_mode=self.check_mode,
+                                  show_sensitive=self.params["show_sensitive"])
+        return result
+
+    def release_state_lock(self, tofu, info):
+        """Runs `tofu force-unlock` on the state lock `info` when it was left
+        by the ended run this run took over; otherwise refuses, showing whose
+        lock it is (the run lock this run took is given back: nothing ran)."""
+        described = (f"ID {info['ID']}, {info.get('Operation') or 'an operation'} by {info.get('Who') or 'someone'} "
+                     f"since {info.get('Created') or 'an unknown time'}")
+        why = self.left_by_taken_over_run(info)
+        if why is None:
+            released = self.lock_taken and not self.check_mode and self._release_quietly()
+            if released:
+                self.lock_record = None
+            raise StepFailed(
+                f"exec ({self.operation}) refused: tofu's state lock is held ({described}) and is not one "
+                "the ended run this run took over left behind: another tofu may be writing the state. Wait "
+                f"for it to end; if you know it is gone, release it with `tofu force-unlock {info['ID']}` in "
+                f"{self.dest}. Nothing was applied{'; the run lock was released' if released else ''}",
+                {"refused": True, "state_lock": info, "released": released})
+        try:
+            tofu.run("force-unlock", "-force", info["ID"])
+        except tofu_utils.TofuError as exc:
+            raise StepFailed(f"exec ({self.operation}) failed: tofu's state lock ({described}) was left by "
+                             f"the ended run this run took over ({why}), and releasing it failed: {exc}",
+                             {"state_lock": info}) from exc
+        self.state_lock_released = (f"released tofu's state lock ({described}) with tofu force-unlock: "
+                                    f"{why}")
+
+    def left_by_taken_over_run(self, info):
+        """Why tofu's state lock `info` was left by the run this run took over
+        (its tofu, recorded in the run lock, is gone), or None when that is
+        not certain: no run taken over, a tofu of it that lives or cannot be
+        seen from here, a lock taken on another host or before that run."""
+        previous = (self.lock_record or {}).get("taken_over") if self.lock_taken else None
+        children = [c for c in (previous or {}).get("children") or [] if isinstance(c, dict) and c.get("pid")]
+        if not children:
+            return None
+        rebooted = bool(previous.get("boot_id")) and previous["boot_id"] != run_lock.boot_id()
+        # The run's flock (which its tofu inherited) free says all of them are
+        # gone; where it cannot be seen, each recorded process must be.
+        held = None if rebooted else run_lock.flock_held(previous.get("flock"), previous.get("run_id"))
+        if held or (held is None and not rebooted and any(
+                run_lock.process_alive(c["pid"], c.get("start"), c.get("pid_ns")) is not False for c in children)):
+            return None
+        if (info.get("Who") or "").rpartition("@")[2] != previous.get("host"):
+            return None
+        created = tofu_time(info.get("Created"))
+        try:
+            since = run_lock.parse_time(previous.get("created"))
+        except run_lock.LockError:
+            return None
+        # Both clocks are this host's: a margin for the rounding of either.
+        if created is None or created < since - datetime.timedelta(seconds=5):
+            return None
+        child = children[-1]
+        return (f"it was taken by the {child.get('command') or 'tofu'} (pid {child['pid']}) of run "
+                f"{previous.get('run_id')} of {previous.get('owner')}, which is gone")
 
     def _saved_plan(self, tofu):
         """Plans that are saved (command plan), applies of a saved plan
@@ -782,7 +864,7 @@ class Workflow:
                 f"{', '.join(f'{n} {k}' for k, n in counts.items() if n) or 'no resource change'}")
 
     def failure_message(self, step, msg, steps):
-        if step not in steps:
+        if step not in steps or self.given_back:
             return msg
         held = "lock" in steps and steps.index("lock") < steps.index(step)
         if step == "git_check":
@@ -843,6 +925,30 @@ def refused(records):
                     or (record["step"] == "render" and "not committed" in record.get("msg", ""))
                     or (record["step"] in ("render", "lock") and record.get("msg", "").startswith("lock refused")))
     return False
+
+
+def state_lock_info(text):
+    """The Lock Info tofu prints when it cannot take the state lock ({"ID",
+    "Path", "Operation", "Who", "Version", "Created"}), or None when `text`
+    is not that error."""
+    if "Error acquiring the state lock" not in text:
+        return None
+    info = {}
+    for match in LOCK_INFO_RE.finditer(text.partition("Lock Info:")[2]):
+        info.setdefault(match.group(1), match.group(2))
+    return info if info.get("ID") else None
+
+
+def tofu_time(text):
+    """A time as tofu prints it in Lock Info (`2026-01-02 10:00:00.123 +0000 UTC`,
+    or RFC 3339), or None."""
+    match = re.match(r"^(\d{4}-\d\d-\d\d)[ T](\d\d:\d\d:\d\d(?:\.\d+)?)\s*(Z|[+-]\d\d:?\d\d)?", text or "")
+    if not match:
+        return None
+    try:
+        return run_lock.parse_time(f"{match.group(1)}T{match.group(2)}{match.group(3) or 'Z'}")
+    except run_lock.LockError:
+        return None
 
 
 def release_state_locks(dest):
@@ -997,6 +1103,8 @@ def run(params, template, check_mode=False, diff=False, variables=None, fast=Fal
         result["applied_commit"] = workflow.applied["commit"]
     if workflow.taken_over:
         result["taken_over"] = workflow.taken_over
+    if workflow.state_lock_released:
+        result["state_lock_released"] = workflow.state_lock_released
     if workflow.streamed:
         result["streamed"] = True
     # Masked: credentials given as options and every value tofu marks

@@ -547,7 +547,7 @@ def test_state_lock_in_s3_left_by_a_killed_tofu_is_force_unlocked_once(s3_slow_r
 
     nxt = guardrail(clone, "--json", *STEPS, "--", "slow", "prod", "tofu", "apply", "-auto-approve")
     result = json.loads(nxt.stdout)
-    assert nxt.returncode == 0, result.get("msg")
+    assert nxt.returncode == 0, (result.get("msg"), nxt.stderr)
     assert result["taken_over"].startswith("took over"), result
     assert left["ID"] in result["state_lock_released"] and "force-unlock" in result["state_lock_released"], result
     exec_step = next(s for s in result["steps"] if s["step"] == "exec")

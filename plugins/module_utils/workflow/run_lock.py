@@ -288,7 +288,18 @@ def process_alive(pid, started=None, namespace=None):
         return False
     except (PermissionError, ValueError, OverflowError, TypeError):
         return None
+    if process_state(pid) == "Z":
+        return False  # exited; only its parent has yet to collect it
     return not (started and process_start(pid) not in (None, started))
+
+
+def process_state(pid):
+    """The state letter of process `pid` (R, S, Z...) from /proc, or None."""
+    try:
+        with open(f"/proc/{int(pid)}/stat", encoding="utf-8") as handle:
+            return handle.read().rpartition(")")[2].split()[0]
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def run_ended(record):

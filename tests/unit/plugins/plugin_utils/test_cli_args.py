@@ -1,5 +1,6 @@
 """plugin_utils/cli.py: the command line of bin/guardrail mapped onto the
 workflow engine's parameters, flags and GUARDRAIL_* variables."""
+import io
 import shutil
 
 import pytest
@@ -158,3 +159,9 @@ def test_help_describes_each_option_from_the_module_documentation():
 def test_help_anywhere_before_the_separator_is_the_described_help(argv, capsys):
     assert cli.main(argv) == cli.EXIT_OK
     assert "Where the run lock lives" in capsys.readouterr().out
+def test_human_output_says_a_takeover_and_a_released_state_lock_in_one_line_each():
+    out = io.StringIO()
+    cli.human({"steps": [], "taken_over": "took over the lock of ended run r1",
+                      "state_lock_released": "released tofu's state lock (ID 1) with tofu force-unlock"}, out)
+    assert out.getvalue().splitlines() == ["lock: took over the lock of ended run r1",
+                                           "state lock: released tofu's state lock (ID 1) with tofu force-unlock"]

@@ -3,6 +3,7 @@ or tofu - backend detection, masking, interrupts of a real child process."""
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -86,3 +87,73 @@ def test_only_apply_and_destroy_push(command, pushing):
     flow = w.Workflow.__new__(w.Workflow)
     flow.command = command
     assert flow.pushing() is pushing
+
+
+LOCK_ERROR = """
+Error: Error acquiring the state lock
+
+Error message: operation error S3: PutObject, https response error StatusCode: 412
+Lock Info:
+  ID:        1111-2222
+  Path:      states/k/terraform.tfstate
+  Operation: OperationTypeApply
+  Who:       alice@ctl1
+  Version:   1.11.4
+  Created:   2026-12-06 23:00:00.123456789 +0000 UTC
+  Info:      
+
+Terraform acquires a state lock to protect the state from being written
+"""
+
+
+def test_state_lock_info_parsed_from_tofus_error():
+    info = w.state_lock_info(LOCK_ERROR)
+    assert info == {"ID": "1111-2222", "Path": "states/k/terraform.tfstate", "Operation": "OperationTypeApply",
+                    "Who": "alice@ctl1", "Version": "1.11.4", "Created": "2026-12-06 23:00:00.123456789 +0000 UTC"}
+    assert w.tofu_time(info["Created"]).isoformat() == "2026-12-06T23:00:00.123456+00:00"
+    boxed = "\n".join("│ " + line for line in LOCK_ERROR.splitlines())
+    assert w.state_lock_info(boxed)["Who"] == "alice@ctl1"
+    assert w.state_lock_info("Error: Invalid reference\n  ID: 1") is None
+    assert w.state_lock_info("Error acquiring the state lock\nno info") is None
+
+
+class _Engine(w.Workflow):
+    def __init__(self, record, taken=True):  # pylint: disable=super-init-not-called
+        self.lock_record, self.lock_taken = record, taken
+
+
+def taken_over_record(pid, host="ctl1", created="2026-12-06T22:59:59.000000Z"):
+    from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import run_lock
+
+    return {"taken_over": {"run_id": "r1", "owner": "alice", "host": host, "created": created,
+                           "boot_id": run_lock.boot_id(), "children": [{"pid": pid, "command": "apply"}]}}
+
+
+def gone_pid():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_state_lock_released_only_when_left_by_the_gone_taken_over_run():
+    info = w.state_lock_info(LOCK_ERROR)
+    assert "which is gone" in _Engine(taken_over_record(gone_pid())).left_by_taken_over_run(info)
+    # A live tofu, a lock of another host or from before that run, no run taken over: never.
+    assert _Engine(taken_over_record(os.getpid())).left_by_taken_over_run(info) is None
+    assert _Engine(taken_over_record(gone_pid(), host="ctl2")).left_by_taken_over_run(info) is None
+    late = taken_over_record(gone_pid(), created="2026-12-06T23:10:00.000000Z")
+    assert _Engine(late).left_by_taken_over_run(info) is None
+    assert _Engine(taken_over_record(gone_pid()), taken=False).left_by_taken_over_run(info) is None
+    assert _Engine({}).left_by_taken_over_run(info) is None
+
+
+def test_zombie_is_not_alive():
+    from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import run_lock
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    while run_lock.process_state(child.pid) != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert run_lock.process_alive(child.pid) is False
+    child.wait()
