@@ -853,7 +853,7 @@ class Workflow:
                             "duration": round(time.monotonic() - start, 3), "msg": msg,
                             "result": result})
         for record in records:
-            if record["step"] == "render" and record["result"] is self.render_result:
+            if self.render_result is not None and record.get("result") is self.render_result:
                 # Its files were written later, once the lock was held.
                 record["changed"] = bool(self.render_result.get("changed"))
         return records, failure
