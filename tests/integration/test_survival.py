@@ -215,11 +215,8 @@ def test_signal_to_ansible_playbook_loses_no_state(slow_repo, tmp_path, signame)
     assert remote_lock(remote, "slow") is None
 
 
-def test_state_lock_left_by_a_killed_tofu_is_released_and_said(slow_repo):
-    """The command and its tofu both killed: tofu's local state lock stays
-    behind; the next run removes it (no process holds the state), says so,
-    and converges."""
-    clone, remote, log = slow_repo
+def kill_run_and_tofu(clone, log):
+    """Starts a run and SIGKILLs it and its tofu while the resource is created."""
     proc = start(clone)
     started = log.with_name(log.name + ".started")
     wait_for(lambda: lines(started) or proc.poll() is not None, "the resource's creation")
@@ -230,6 +227,14 @@ def test_state_lock_left_by_a_killed_tofu_is_released_and_said(slow_repo):
         os.killpg(pid, signal.SIGKILL)
     proc.wait(timeout=60)
     wait_for(lambda: not tool_processes(project(clone)), "the killed processes to go")
+
+
+def test_state_lock_left_by_a_killed_tofu_is_released_and_said(slow_repo):
+    """The command and its tofu both killed: tofu's local state lock stays
+    behind; the next run removes it (no process holds the state), says so,
+    and converges."""
+    clone, remote, log = slow_repo
+    kill_run_and_tofu(clone, log)
     lock_info = project(clone) / ".terraform.tfstate.lock.info"
     assert lock_info.exists(), "tofu left no state lock: the situation this test is about did not happen"
     nxt = guardrail(clone, *STEPS, "--", "slow", "prod", "tofu", "apply", "-auto-approve")
@@ -540,16 +545,7 @@ def test_state_lock_in_s3_left_by_a_killed_tofu_is_force_unlocked_once(s3_slow_r
     stays in the bucket. The next run takes the run lock over, finds the
     lock's tofu gone, runs force-unlock once, says so, and converges."""
     clone, remote, log, s3 = s3_slow_repo
-    proc = start(clone)
-    started = log.with_name(log.name + ".started")
-    wait_for(lambda: lines(started) or proc.poll() is not None, "the resource's creation")
-    applying = tool_processes(project(clone), "apply")
-    assert applying, "no tofu apply runs"
-    os.kill(proc.pid, signal.SIGKILL)
-    for pid in applying:
-        os.killpg(pid, signal.SIGKILL)
-    proc.wait(timeout=60)
-    wait_for(lambda: not tool_processes(project(clone)), "the killed processes to go")
+    kill_run_and_tofu(clone, log)
     left = s3_state_lock(s3)
     assert left and left["ID"], "tofu left no state lock: the situation this test is about did not happen"
     assert not (project(clone) / ".terraform.tfstate.lock.info").exists()

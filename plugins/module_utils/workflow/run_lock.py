@@ -186,9 +186,19 @@ def job_id(variables=None):
 
 def process_start(pid):
     """The start time of process `pid` in clock ticks since boot (from /proc), or None."""
+    return _stat_field(pid, 19)
+
+
+def process_state(pid):
+    """The state letter of process `pid` (R, S, Z...) from /proc, or None."""
+    return _stat_field(pid, 0)
+
+
+def _stat_field(pid, index):
+    """Field `index` after the command name in /proc/<pid>/stat, or None."""
     try:
         with open(f"/proc/{int(pid)}/stat", encoding="utf-8") as handle:
-            return handle.read().rpartition(")")[2].split()[19]
+            return handle.read().rpartition(")")[2].split()[index]
     except (OSError, ValueError, IndexError):
         return None
 
@@ -291,15 +301,6 @@ def process_alive(pid, started=None, namespace=None):
     if process_state(pid) == "Z":
         return False  # exited; only its parent has yet to collect it
     return not (started and process_start(pid) not in (None, started))
-
-
-def process_state(pid):
-    """The state letter of process `pid` (R, S, Z...) from /proc, or None."""
-    try:
-        with open(f"/proc/{int(pid)}/stat", encoding="utf-8") as handle:
-            return handle.read().rpartition(")")[2].split()[0]
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def run_ended(record):
