@@ -522,14 +522,17 @@ def s3_slow_repo(slow_repo, moto):
     clone, remote, log = slow_repo
     s3 = boto3.client("s3", endpoint_url=moto)
     s3.create_bucket(Bucket="states")
-    template = SLOW.replace('backend "local" {{}}', S3_BACKEND).format(log=log, seconds=6, bucket="states",
-                                                                      endpoint=moto)
+    template = SLOW.replace('backend "local" {{}}', S3_BACKEND)
+    template = template.format(log=log, seconds=6, bucket="states", endpoint=moto)
     commit(clone, "stacks/slow/main.tf.j2", template, push=True)
     return clone, remote, log, s3
 
 
 def s3_state_entries(s3):
-    body = s3.get_object(Bucket="states", Key=STATE_KEY)["Body"].read()
+    try:
+        body = s3.get_object(Bucket="states", Key=STATE_KEY)["Body"].read()
+    except s3.exceptions.NoSuchKey:
+        return []
     return [f"{r['type']}.{r['name']}" for r in json.loads(body).get("resources", [])]
 
 
@@ -549,6 +552,8 @@ def test_state_lock_in_s3_left_by_a_killed_tofu_is_force_unlocked_once(s3_slow_r
     left = s3_state_lock(s3)
     assert left and left["ID"], "tofu left no state lock: the situation this test is about did not happen"
     assert not (project(clone) / ".terraform.tfstate.lock.info").exists()
+    created_first, entries_first = len(lines(log)), s3_state_entries(s3)
+    lock_first = run_lock.get_backend("git", repo_path=str(clone)).read("slow", "prod")["state"]
 
     nxt = guardrail(clone, "--json", *STEPS, "--", "slow", "prod", "tofu", "apply", "-auto-approve")
     result = json.loads(nxt.stdout)
@@ -563,8 +568,9 @@ def test_state_lock_in_s3_left_by_a_killed_tofu_is_force_unlocked_once(s3_slow_r
     again = guardrail(clone, *STEPS, "--", "slow", "prod", "tofu", "apply", "-auto-approve")
     assert again.returncode == 0 and len(lines(log)) == 1, again.stdout + again.stderr
     assert "state lock:" not in again.stdout
-    MATRIX.append(("SIGKILL (command and tofu), s3 backend", "creating", "-9", 0, "-", "running",
-                   "exit 0, created 1, took over, force-unlocked tofu's state lock"))
+    MATRIX.append(("SIGKILL (command and its tofu), s3 backend", "creating", -9, created_first,
+                   ", ".join(entries_first) or "-", lock_first,
+                   f"exit {nxt.returncode}, created {len(lines(log)) - created_first}, took over, force-unlock once"))
 
 
 def test_state_lock_held_by_someone_else_is_refused_with_its_info(s3_slow_repo):

@@ -162,6 +162,6 @@ def test_help_anywhere_before_the_separator_is_the_described_help(argv, capsys):
 def test_human_output_says_a_takeover_and_a_released_state_lock_in_one_line_each():
     out = io.StringIO()
     cli.human({"steps": [], "taken_over": "took over the lock of ended run r1",
-                      "state_lock_released": "released tofu's state lock (ID 1) with tofu force-unlock"}, out)
+               "state_lock_released": "released tofu's state lock (ID 1) with tofu force-unlock"}, out)
     assert out.getvalue().splitlines() == ["lock: took over the lock of ended run r1",
                                            "state lock: released tofu's state lock (ID 1) with tofu force-unlock"]

@@ -100,7 +100,7 @@ Lock Info:
   Who:       alice@ctl1
   Version:   1.11.4
   Created:   2026-12-06 23:00:00.123456789 +0000 UTC
-  Info:      
+  Info:
 
 Terraform acquires a state lock to protect the state from being written
 """
