@@ -247,6 +247,10 @@ class Workflow:
         another run. With `fast`, keeps the rendered files when the committed
         inputs and the files it wrote last time are unchanged: rendering the
         same trees again would write the same files."""
+        if "lock" in self.steps and not self.check_mode:
+            # The clone's run lock file first: a tofu an earlier run of this
+            # clone left running refuses the run at once.
+            self.hold_flock()
         key = self.render_key() if self.fast and not self.params.get("always_render") else None
         if key is not None and render_utils.rendered_from(self.dest, key):
             self.render_result = {"changed": False, "dest": self.dest, "skipped": True,
