@@ -159,6 +159,8 @@ def test_help_describes_each_option_from_the_module_documentation():
 def test_help_anywhere_before_the_separator_is_the_described_help(argv, capsys):
     assert cli.main(argv) == cli.EXIT_OK
     assert "Where the run lock lives" in capsys.readouterr().out
+
+
 def test_human_output_says_a_takeover_and_a_released_state_lock_in_one_line_each():
     out = io.StringIO()
     cli.human({"steps": [], "taken_over": "took over the lock of ended run r1",
