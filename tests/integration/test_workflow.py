@@ -111,8 +111,10 @@ def deprecations(result, err):
     and later, with the collection and the version of removal) or on stderr."""
     found = [d["msg"] for d in result.get("deprecations") or []
              if (d.get("collection_name"), d.get("version")) == ("guardrail.ecs", "0.4.0")]
-    if "[DEPRECATION WARNING]" in err:
-        found.append(" ".join(err.split()))
+    # On stderr (before 2.19), only this collection's: ansible-core may deprecate its own things there.
+    for warning in " ".join(err.split()).split("[DEPRECATION WARNING]")[1:]:
+        if "guardrail.ecs" in warning or "0.4.0" in warning:
+            found.append(warning)
     return " ".join(found)
 
 

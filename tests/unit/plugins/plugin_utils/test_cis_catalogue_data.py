@@ -23,7 +23,10 @@ def role_variables(benchmark, **settings):
     loader = DataLoader()
     variables = {}
     for name in ("defaults/main.yml", "vars/main.yml", "vars/%s.yml" % PLATFORMS[benchmark]):
-        variables.update(loader.load_from_file(str(ROLE / name), trusted_as_template=True))
+        try:
+            variables.update(loader.load_from_file(str(ROLE / name), trusted_as_template=True))
+        except TypeError:  # before ansible-core 2.19 every string loaded is a template: no trust to grant
+            variables.update(loader.load_from_file(str(ROLE / name)))
     variables["ansible_facts"] = {"virtualization_role": "", "virtualization_type": ""}
     variables.update(settings)
     return loader, variables
