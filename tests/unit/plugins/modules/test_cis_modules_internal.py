@@ -1,26 +1,12 @@
 """The cis_* modules are the cis_hardening role's internals, and their documentation says so;
 the main() they share (run_table_module)."""
-import contextlib
 import importlib
 import json
 
 import pytest
 import yaml
-from ansible.module_utils import basic
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.common.text.converters import to_bytes
-
-try:
-    from ansible.module_utils.testing import patch_module_args
-except ImportError:  # ansible-core before 2.19
-    @contextlib.contextmanager
-    def patch_module_args(args):
-        saved = basic._ANSIBLE_ARGS
-        basic._ANSIBLE_ARGS = to_bytes(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-        try:
-            yield
-        finally:
-            basic._ANSIBLE_ARGS = saved
+from module_args import patch_module_args
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.cis.common import CisError, run_table_module
 

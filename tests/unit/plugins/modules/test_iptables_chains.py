@@ -1,24 +1,11 @@
 """The iptables_chains module's result shaping over a host whose iptables
 commands are replaced by an in-memory stand-in. molecule/agent_firewall runs
 the module against real iptables."""
-import contextlib
 import json
 
 import pytest
 from ansible.module_utils import basic
-from ansible.module_utils.common.text.converters import to_bytes
-
-try:
-    from ansible.module_utils.testing import patch_module_args
-except ImportError:  # ansible-core before 2.19
-    @contextlib.contextmanager
-    def patch_module_args(args):
-        saved = basic._ANSIBLE_ARGS
-        basic._ANSIBLE_ARGS = to_bytes(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-        try:
-            yield
-        finally:
-            basic._ANSIBLE_ARGS = saved
+from module_args import patch_module_args
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.firewall import iptables
 from ansible_collections.guardrail.ecs.plugins.modules import iptables_chains
