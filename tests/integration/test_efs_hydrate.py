@@ -1,6 +1,7 @@
 """guardrail.ecs.efs_hydrate as Ansible runs it: separate processes racing for
 one dest, runs killed mid-copy, hostile archives, S3 through a moto server
 over HTTP, and ansible-playbook with check mode."""
+import fcntl
 import io
 import json
 import os
@@ -410,3 +411,27 @@ def test_role_writes_the_efs_fstab_entry_and_hydrates(tmp_path, src):
     rc, out, err = run_playbook(ROLE_PLAYBOOK, extra_vars=extra)
     assert rc == 0, (err, out)
     assert out["stats"]["localhost"]["changed"] == 0
+
+
+def test_a_run_waiting_on_the_seeders_tidy_up_reports_no_change(tmp_path, src):
+    """The race the ten-way test hits now and then: a run reads the marker while
+    the seeder, holding the lock, still removes its staging tree. Having waited
+    for the lock, it finds nothing left and must not claim it removed anything."""
+    dest = tmp_path / "volume"
+    assert run_module({"src": str(src), "dest": str(dest)})["seeded"]
+    staging = dest / f"{STAGING_PREFIX}seeder"
+    staging.mkdir(mode=0o700)
+    (staging / "half-moved.dat").write_text("x")
+    lock_fd = os.open(dest / LOCK_FILE, os.O_RDWR)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        proc = start_module({"src": str(src), "dest": str(dest)})
+        time.sleep(1.0)
+        assert proc.poll() is None, "the run must wait for the seeder's lock"
+        shutil.rmtree(staging)
+    finally:
+        os.close(lock_fd)
+    result = module_result(proc)
+    assert result["rc"] == 0 and not result["changed"] and not result["seeded"], result
+    assert "already hydrated" in result["msg"], result["msg"]
+    assert_hydrated_from(dest, src)

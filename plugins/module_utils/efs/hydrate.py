@@ -1636,6 +1636,11 @@ def _tidy_hydrated(dest_fd, dest, policy, marker, lock_timeout, check_mode, done
         return done(changed=True, marker=marker, digest=marker.get("digest"), msg=msg + "would be removed")
     with DestLock(dest_fd, dest, lock_timeout, trusted=policy.trusted):
         _check_same_dest(dest_fd, dest)
+        if not any(_is_ours(name) for name in os.listdir(dest_fd)):
+            # What looked interrupted was the seeder still tidying up, under the lock we waited for.
+            marker = read_marker(dest_fd, dest, policy.trusted) or marker
+            return done(marker=marker, digest=marker.get("digest"),
+                        msg=f"{dest} is already hydrated (marker {MARKER})")
         recovered = recover(dest_fd, dest, policy.trusted)
         marker = read_marker(dest_fd, dest, policy.trusted) or marker
     if recovered is not None:
