@@ -5,8 +5,12 @@ git_push unlock; the git lock on a local bare remote) against the raw
 commands a careful person types for the same guarantees: git fetch, git
 status, a lock tag created and pushed, tofu/terraform apply -auto-approve,
 git push, the lock tag deleted. Interleaved rounds, medians. Target: <= 1.5x.
-Also printed: the ad-hoc `ansible localhost -m guardrail.ecs.workflow` figure
-and each step's share of the command's time.
+Also printed: the ad-hoc `ansible localhost -m guardrail.ecs.workflow` figure,
+each step's share of the command's time, and the command's fixed cost (the
+interpreter starting and exiting, and the imports every run needs, among
+them ansible-core's ArgumentSpecValidator that validates the options), timed
+in the same rounds: what the ratio would be if every step cost exactly what
+the raw commands cost.
 
 Usage: .venv/bin/python benchmarks/cli.py [--quick] [--rounds N]
 """
@@ -25,6 +29,22 @@ from workflow import BINARY, ROOT, make_repo, run, workflow_cmd  # noqa: E402 py
 GUARDRAIL = ROOT / "bin" / "guardrail"
 STEPS = ["render", "git_check", "lock", "exec", "git_push", "unlock"]
 TAG = "guardrail-lock/alpha/prod"
+# What every run of the command pays before its first step: the collection
+# found as bin/guardrail finds it, the command line's module imported, and
+# the validator it validates the options with.
+IMPORTS = f"""
+import sys, types
+for name, path in (("ansible_collections", None), ("ansible_collections.guardrail", None),
+                   ("ansible_collections.guardrail.ecs", {str(ROOT)!r})):
+    module = types.ModuleType(name)
+    module.__path__ = [path] if path else []
+    sys.modules[name] = module
+from ansible_collections.guardrail.ecs.plugins.plugin_utils import cli
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+"""
+VALIDATOR = "from ansible.module_utils.common.arg_spec import ArgumentSpecValidator"
+FIXED = {"interpreter": [sys.executable, "-c", "pass"], "validator": [sys.executable, "-c", VALIDATOR],
+         "imports": [sys.executable, "-c", IMPORTS]}
 
 
 def guardrail_cmd():
@@ -76,19 +96,22 @@ def main():
         first = guardrail_run(guardrail_cmd(), clone)  # renders and creates everything; not counted
         if not json.loads(first.stdout).get("changed"):
             sys.exit(f"the first run changed nothing: {first.stdout[-2000:]}")
-        times = {"guardrail": [], "raw": [], "ansible": []}
+        times = {"guardrail": [], "raw": [], "ansible": [], **{kind: [] for kind in FIXED}}
         shares = {}
         for i in range(rounds):
             kinds = ["guardrail", "raw"] if i % 2 == 0 else ["raw", "guardrail"]
             # The ad-hoc Ansible figure, for comparison only: every third round.
             if i % 3 == 0:
                 kinds.append("ansible")
+            kinds += list(FIXED)
             for kind in kinds:
                 start = time.monotonic()
                 if kind == "guardrail":
                     ours(clone, shares)
                 elif kind == "raw":
                     raw_sequence(clone)
+                elif kind in FIXED:
+                    run(FIXED[kind], clone)
                 else:
                     run(workflow_cmd(clone), clone)
                 times[kind].append(time.monotonic() - start)
@@ -110,6 +133,13 @@ def main():
             print(f"      {name:<10} {value:.3f} s  {100 * value / total:4.1f} %")
         print(f"      {'(process)':<10} {total - steps_total:.3f} s  {100 * (total - steps_total) / total:4.1f} %"
               "  Python start, imports, output")
+        fixed = med["imports"]
+        print(f"    fixed cost of every run: {1000 * fixed:.0f} ms (the interpreter alone "
+              f"{1000 * med['interpreter']:.0f} ms; ansible-core's ArgumentSpecValidator imported alone "
+              f"{1000 * (med['validator'] - med['interpreter']):.0f} ms)")
+        print(f"    the run beyond it: {1000 * (med['guardrail'] - fixed):.0f} ms against the raw commands' "
+              f"{1000 * med['raw']:.0f} ms ({(med['guardrail'] - fixed) / med['raw']:.2f}x); steps costing "
+              f"exactly the raw commands would give {(fixed + med['raw']) / med['raw']:.2f}x")
         print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
 
 
