@@ -29,6 +29,7 @@ import time
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.common import git as git_utils
 from ansible_collections.guardrail.ecs.plugins.module_utils.common import names
+from ansible_collections.guardrail.ecs.plugins.module_utils.common.files import write_atomic
 from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import run_lock
 from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import tofu as tofu_utils
 from ansible_collections.guardrail.ecs.plugins.plugin_utils import render as render_utils
@@ -740,8 +741,5 @@ def write_report(report, directory):
             "<table><tr><th>Stack</th><th>Profile</th><th>Status</th><th>Resources</th></tr>"
             + "".join(body) + "</table></body></html>\n")
     for kind, text in (("json", json.dumps(report, indent=2, sort_keys=True, default=str) + "\n"), ("html", page)):
-        tmp = f"{paths[kind]}.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, paths[kind])
+        write_atomic(paths[kind], text)
     return paths

@@ -22,6 +22,8 @@ import tempfile
 import threading
 import time
 
+from ansible_collections.guardrail.ecs.plugins.module_utils.common.files import write_atomic
+
 COMMANDS = ("init", "validate", "plan", "apply", "destroy", "output")
 # Commands that write the state: their process is recorded in the run lock.
 WRITING = ("apply", "destroy", "import", "taint", "untaint", "refresh", "state")
@@ -342,10 +344,7 @@ def check_version(binary):
         known[key] = [product, version]
         try:
             os.makedirs(os.path.dirname(cache), exist_ok=True)
-            tmp = f"{cache}.{os.getpid()}"
-            with open(tmp, "w", encoding="utf-8") as handle:
-                json.dump(known, handle)
-            os.replace(tmp, cache)
+            write_atomic(cache, json.dumps(known), durable=False)
         except OSError:
             pass  # an unwritable cache only costs the next run one `version`
     least = MIN_VERSIONS.get(product, (0, 0, 0))
