@@ -83,7 +83,9 @@ description:
     stack's own run lock is taken, the upstream is checked again, then the stacks run in dependency order
     (independent ones at once, up to O(parallelism); V(destroy) in reverse order), the branch is pushed
     once and the locks released. A stack that fails stops the stacks depending on it and keeps its lock;
-    the others finish. The result holds one result per stack (RV(stacks)) and a summary table (RV(table)).
+    the others finish. Every stack is rendered from the commit checked at the start; a stack that finds
+    the checkout moved on is refused (its lock released), and a commit made during the run is never pushed.
+    The result holds one result per stack (RV(stacks)) and a summary table (RV(table)).
   - A committed C(policy.yml) at the repository root is checked against every plan before it is applied
     or saved (protected resources per profile, C(max_changes), C(require_tags)); a violation applies
     nothing, releases the lock this run took and lists the offending resources. See the README.

@@ -395,6 +395,9 @@ class ManyRun:
         self.results = {n: {"stack": n, "profile": p["profile"], "steps": [], "changed": False}
                         for n in self.names}
         self.lock = threading.Lock()
+        # The commit the run checked at its start: every stack is rendered
+        # from it and only it is pushed (a commit made meanwhile is refused).
+        self.commit = None
 
     def stack_params(self, name, **extra):
         return dict(self.params, stack=name, **extra)
@@ -406,10 +409,10 @@ class ManyRun:
             return [n for n in self.names if name in self.graph[n].depends_on]
         return [d for d in self.graph[name].depends_on if d in self.results]
 
-    def engine_run(self, name, steps, **extra):
+    def engine_run(self, name, steps, expect_commit=None, **extra):
         params = self.stack_params(name, steps=steps, **extra)
         return engine.run(params, self.template, check_mode=self.check_mode, diff=self.diff,
-                          variables=self.variables, fast=self.fast)
+                          variables=self.variables, fast=self.fast, expect_commit=expect_commit)
 
     def merge(self, name, result):
         """Adds the result of the stack's main phase (render, exec)."""
@@ -442,6 +445,7 @@ class ManyRun:
         if not info["ok"]:
             return ("git check refused the work tree: " + "; ".join(info["problems"]) +
                     ". No lock was taken and nothing ran."), True
+        self.commit = info["head"]
         return None, False
 
     def lock_all(self):
@@ -482,7 +486,7 @@ class ManyRun:
             return ("failed", str(exc))
         vars_ = render_utils.deep_merge(p["vars"] or {}, extra)
         try:
-            result = self.engine_run(name, steps, vars=vars_, fetch=False)
+            result = self.engine_run(name, steps, expect_commit=self.commit, vars=vars_, fetch=False)
         except engine.WorkflowError as exc:
             result = {"failed": True, "failed_step": "exec", "refused": True, "msg": str(exc)}
         with self.lock:
@@ -494,16 +498,26 @@ class ManyRun:
         return ("ok", "") if not result.get("failed") else ("failed", result.get("msg", ""))
 
     def push(self, applied):
+        """Pushes the commit the stacks applied (refused when the checkout
+        moved on from it) and marks it applied to each, as the run of one
+        stack does: (push result, None) or (None, why it failed)."""
         p = self.params
+        commits = {self.results[name]["applied_commit"] for name in applied}
         try:
-            pushed = git_utils.push(p["repo_path"], remote=p["push_remote"], check_mode=self.check_mode)
+            if applied and not self.check_mode:
+                if len(commits) > 1:
+                    raise git_utils.GitError(f"the stacks applied different commits ({', '.join(sorted(commits))}): "
+                                             "the checkout moved during the run; nothing was pushed")
+                pushed, markers = git_utils.push_applied(p["repo_path"], commits.pop(),
+                                                         [(name, p["profile"]) for name in applied],
+                                                         remote=p["push_remote"])
+                for name, marker in zip(applied, markers):
+                    self.results[name]["applied_marker"] = marker
+            else:
+                pushed = git_utils.push(p["repo_path"], remote=p["push_remote"], check_mode=self.check_mode,
+                                        commit=self.commit)
         except git_utils.GitError as exc:
             return None, f"git push failed: {exc}"
-        if not self.check_mode:
-            for name in applied:
-                self.results[name]["applied_marker"] = git_utils.mark_applied(
-                    p["repo_path"], name, p["profile"], self.results[name]["applied_commit"],
-                    remote=p["push_remote"])
         return pushed, None
 
     def run(self):
@@ -519,6 +533,8 @@ class ManyRun:
             if msg:
                 self.fail_all(names, msg, refused, "git_check")
                 return self.finish()
+        if self.commit is None:
+            self.commit = head_of(p["repo_path"])
         if "lock" in self.steps:
             self.lock_all()
             if "exec" in self.steps and p["fetch"] and not self.check_mode and self.pushing():
@@ -543,18 +559,22 @@ class ManyRun:
         if "git_push" in self.steps and (applied or "exec" not in self.steps):
             pushed, push_failed = self.push(applied)
             if push_failed:
+                todo = (f"check out {self.commit} again (or review what was committed on top of it), then run "
+                        "again as the same owner" if "checkout moved" in push_failed else
+                        "pull, then run again as the same owner")
                 self.fail_all(applied or names, push_failed + ". The run locks of the stacks applied stay held "
-                              "so nobody applies the upstream over them: pull, then run again as the same owner.",
-                              False, "git_push")
+                              f"so nobody applies the upstream over them: {todo}.", False, "git_push")
             else:
                 for name in applied:
                     self.results[name]["push"] = pushed
         for name in names:
             result = self.results[name]
             # Released: stacks that succeeded, were skipped, or were refused at
-            # exec (a policy or a stale plan: nothing applied). Kept: a failed
+            # render (the checkout moved) or exec (a policy or a stale plan):
+            # nothing applied. Kept: a failed
             # exec, an applied commit not pushed, a lock someone else holds.
-            nothing_applied = result.get("skipped") or (result.get("refused") and result.get("failed_step") == "exec")
+            refused_early = result.get("refused") and result.get("failed_step") in ("render", "exec")
+            nothing_applied = result.get("skipped") or refused_early
             if "unlock_any" in self.steps:
                 self.merge_phase(name, self.engine_run(name, ["unlock_any"]))
             elif "unlock" in self.steps and (nothing_applied or not result.get("failed")):
@@ -716,6 +736,14 @@ def drift_table(rows):
         lines.append(f"{row['stack']:<20} {row['profile']:<12} {row['status']:<7} "
                      f"{concerned or row.get('msg', '')}")
     return lines
+
+
+def head_of(repo_path):
+    """The commit checked out in `repo_path`, or None (no repository, no commit)."""
+    try:
+        return git_utils.run_git(["rev-parse", "--verify", "-q", "HEAD"], repo_path).strip() or None
+    except git_utils.GitError:
+        return None
 
 
 def write_report(report, directory):

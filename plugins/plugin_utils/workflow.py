@@ -91,7 +91,8 @@ def validate_command(command):
 class Workflow:
     """The steps of one run and everything they share."""
 
-    def __init__(self, params, template, check_mode=False, diff=False, variables=None, fast=False, echo=None):
+    def __init__(self, params, template, check_mode=False, diff=False, variables=None, fast=False, echo=None,
+                 expect_commit=None):
         """`params` as workflow_spec.validate returns them; `template` renders
         one template text with a dict of variables; `variables` (Ansible's
         task variables, or None) give the default owner and run id.
@@ -100,8 +101,13 @@ class Workflow:
         are unchanged (unless params["always_render"]) and runs an apply
         nobody reviewed first as one `apply -json`. `echo`, when given, is
         (lines, events): callables shown each line of an exec'd command's
-        output and of tofu's -json event stream as they come."""
+        output and of tofu's -json event stream as they come.
+
+        `expect_commit`: the commit the render step must find checked out (a
+        run over several stacks renders every stack from the commit it
+        checked first); None for any."""
         self.fast = fast
+        self.expect_commit = expect_commit
         self.echo = echo
         self.streamed = False
         self.params = params
@@ -260,12 +266,23 @@ class Workflow:
             self.rendered_commit = self.committed_ids().get("HEAD") or self.head()
         else:
             self.rendered_commit = self.head()
+            self.check_expected_commit()
             self.render_result = {"changed": False, "dest": self.dest, "written": False,
                                   "msg": "rendered; the files are written once the lock is held"}
             self.pending_render = (self._prepare(), key)
+        self.check_expected_commit()
         if "lock" not in self.steps:
             self.write_render()
         return self.render_result
+
+    def check_expected_commit(self):
+        """A run over several stacks renders each from the commit it checked
+        at its start: a checkout moved since is refused before anything of
+        this stack is rendered or applied."""
+        if self.expect_commit and self.rendered_commit != self.expect_commit:
+            raise StepFailed(f"render refused: the checkout moved from {self.expect_commit} (checked when the run "
+                             f"started) to {self.rendered_commit} during the run: nothing of this stack was "
+                             "rendered or applied", {"refused": True, "moved": True})
 
     def _prepare(self):
         p = self.params
@@ -1068,14 +1085,15 @@ def secrets_of(params):
     return {s for s in found if isinstance(s, str) and s}
 
 
-def run(params, template, check_mode=False, diff=False, variables=None, fast=False, echo=None):
+def run(params, template, check_mode=False, diff=False, variables=None, fast=False, echo=None,
+        expect_commit=None):
     """Validates and runs the steps in `params`. Returns the result a task
     reports (without no_log masking: the caller applies its own). Raises
-    WorkflowError for bad input, before any step runs. `fast` and `echo`:
-    see Workflow."""
+    WorkflowError for bad input, before any step runs. `fast`, `echo` and
+    `expect_commit`: see Workflow."""
     steps = validate_steps(params["steps"])
     workflow = Workflow(params, template, check_mode=check_mode, diff=diff, variables=variables,
-                        fast=fast, echo=echo)
+                        fast=fast, echo=echo, expect_commit=expect_commit)
     workflow.preflight(steps)
     started = time.monotonic()
     records, failure = workflow.run(steps)

@@ -64,15 +64,28 @@ def make_repo(clone, stacks=None, sleep=1, fail=()):
     return clone
 
 
-def guardrail(clone, stack, *cmd, steps=STEPS, options=(), profile="prod", log=None, env=None, timeout=600):
-    """Runs bin/guardrail. With --json among the options, returns (proc, parsed JSON)."""
+def command(clone, stack, *cmd, steps=STEPS, options=(), profile="prod", log=None, env=None):
+    """(argv, environment) of a bin/guardrail run as a user types it."""
     full_env = dict(os.environ, GUARDRAIL_OWNER="tester", GUARDRAIL_RUN_ID="run-1")
     full_env.update(env or {})
     extra = ["--var", f"log={log}"] if log else []
     if any(c in ("apply", "destroy") for c in cmd):
         extra.append("--yes")
-    args = [sys.executable, str(GUARDRAIL), "--repo", str(clone), *extra, *options, *steps, "--", stack,
-            profile, *cmd]
+    return ([sys.executable, str(GUARDRAIL), "--repo", str(clone), *extra, *options, *steps, "--", stack,
+             profile, *cmd], full_env)
+
+
+def start_guardrail(clone, stack, *cmd, **kwargs):
+    """bin/guardrail started in the background, its output piped."""
+    args, full_env = command(clone, stack, *cmd, **kwargs)
+    return subprocess.Popen(args, cwd=clone, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def guardrail(clone, stack, *cmd, timeout=600, **kwargs):
+    """Runs bin/guardrail. With --json among the options, returns (proc, parsed JSON)."""
+    options = kwargs.get("options", ())
+    args, full_env = command(clone, stack, *cmd, **kwargs)
     proc = subprocess.run(args, cwd=clone, env=full_env, capture_output=True, text=True, timeout=timeout,
                           check=False)
     if "--json" in options:

@@ -4,11 +4,22 @@ and solo), a bare remote, the git lock, real terraform/tofu. Order and
 parallelism are read from timestamps the resources write (local-exec)."""
 import json
 import shutil
+import time
 
 import pytest
 
 from conftest import git
-from stacks_helpers import guardrail, intervals, make_repo, outcomes, overlap, remote_refs, stack_text, state_value
+from stacks_helpers import (
+    guardrail,
+    intervals,
+    make_repo,
+    outcomes,
+    overlap,
+    remote_refs,
+    stack_text,
+    start_guardrail,
+    state_value,
+)
 from workflow_helpers import commit, remote_lock
 
 pytestmark = pytest.mark.skipif(not (shutil.which("tofu") or shutil.which("terraform")),
@@ -312,3 +323,33 @@ def test_the_run_lock_lookup_reads_every_selected_stacks_lock(repo):
     assert sorted(locks) == ["app", "db", "net", "solo", "web"]
     assert locks["db"]["owner"] == "colleague" and locks["net"] == {}
     assert results["some"]["msg"] == ["db", "web"]
+
+
+def test_a_commit_made_during_the_run_is_neither_applied_nor_pushed(git_repo, tmp_path):
+    """The run renders every stack from the commit it checked: a stack that
+    starts after a commit was made is refused, the stack applied before it
+    keeps its lock, and nothing that was not applied is pushed."""
+    clone, remote = git_repo
+    make_repo(clone, stacks={"one": [], "two": []}, sleep=3)
+    checked = git("rev-parse", "HEAD", cwd=clone)
+    log = tmp_path / "applies.log"
+    proc = start_guardrail(clone, "all", "tofu", "apply", log=log, options=("--json", "--parallelism", "1"))
+    deadline = time.monotonic() + 120
+    while not (log.exists() and "start" in log.read_text()):
+        assert time.monotonic() < deadline and proc.poll() is None, "the first apply never started"
+        time.sleep(0.1)
+    commit(clone, "notes.txt", "made while the run applied\n", message="unreviewed")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode != 0, out + err
+    rows = {row["stack"]: row for row in json.loads(out)["stacks"]}
+    first = next(name for name in ("one", "two") if rows[name].get("applied_commit"))
+    second = "two" if first == "one" else "one"
+    assert rows[first]["applied_commit"] == checked
+    assert rows[first]["outcome"] == "failed" and "checkout moved" in rows[first]["msg"], rows[first]
+    assert rows[second]["outcome"] == "refused" and "checkout moved" in rows[second]["msg"], rows[second]
+    assert intervals(log).keys() == {first}, "the stack started after the commit was applied"
+    assert git("rev-parse", "refs/heads/main", cwd=remote) == checked, "a commit nobody applied was pushed"
+    assert remote_refs(remote, "refs/guardrail/applied") == []
+    # The applied stack's lock stays held; the refused one's is released.
+    assert remote_lock(remote, first, profile="prod") is not None
+    assert remote_lock(remote, second, profile="prod") is None
