@@ -103,9 +103,9 @@ class Workflow:
         (lines, events): callables shown each line of an exec'd command's
         output and of tofu's -json event stream as they come.
 
-        `expect_commit`: the commit the render step must find checked out (a
-        run over several stacks renders every stack from the commit it
-        checked first); None for any."""
+        `expect_commit`: the commit the render and exec steps must find
+        checked out (a run over several stacks renders and applies every
+        stack from the commit it checked first); None for any."""
         self.fast = fast
         self.expect_commit = expect_commit
         self.echo = echo
@@ -545,6 +545,12 @@ class Workflow:
             raise StepFailed(f"exec ({self.operation}) refused: the checkout moved from {self.rendered_commit} "
                              f"(rendered) to {commit} during the run: what would be applied is not what is "
                              "checked out; nothing was applied. Run again", {"refused": True})
+        if commit and self.expect_commit and commit != self.expect_commit:
+            # Without the render step nothing above compares: the commit the
+            # run checked is the only one recorded as applied, then pushed.
+            raise StepFailed(f"exec ({self.operation}) refused: the checkout moved from {self.expect_commit} "
+                             f"(checked when the run started) to {commit} during the run: nothing of this "
+                             "stack was applied", {"refused": True, "moved": True})
         try:
             result = self._exec()
         except StepFailed as exc:

@@ -353,3 +353,35 @@ def test_a_commit_made_during_the_run_is_neither_applied_nor_pushed(git_repo, tm
     # The applied stack's lock stays held; the refused one's is released.
     assert remote_lock(remote, first, profile="prod") is not None
     assert remote_lock(remote, second, profile="prod") is None
+
+
+def test_a_commit_made_during_a_run_without_the_render_step_is_neither_applied_nor_pushed(git_repo, tmp_path):
+    """Without the render step (the stacks rendered earlier), a stack that
+    starts after a commit was made is refused at exec: the commit is not
+    recorded as applied to it (its template may say otherwise) nor pushed."""
+    clone, remote = git_repo
+    make_repo(clone, stacks={"one": [], "two": []}, sleep=3, fail=("one",))
+    log = tmp_path / "applies.log"
+    assert guardrail(clone, "all", "tofu", "apply", log=log, steps=("render",)).returncode == 0
+    checked = git("rev-parse", "HEAD", cwd=clone)
+    proc = start_guardrail(clone, "all", "tofu", "apply", log=log, options=("--json", "--parallelism", "1"),
+                           steps=("git_check", "lock", "exec", "git_push", "unlock"))
+    deadline = time.monotonic() + 120
+    while not (log.exists() and "start" in log.read_text()):
+        assert time.monotonic() < deadline and proc.poll() is None, "the first apply never started"
+        time.sleep(0.1)
+    # Made while one applies: it changes two, whose rendered files do not have it.
+    commit(clone, "stacks/two/main.tf.j2", stack_text(3).replace('"{{ stack_name }}', '"{{ stack_name }}-v2'),
+           message="unreviewed")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode != 0, out + err
+    rows = {row["stack"]: row for row in json.loads(out)["stacks"]}
+    assert rows["one"]["outcome"] == "failed", rows["one"]
+    assert rows["two"]["outcome"] == "refused" and "checkout moved" in rows["two"]["msg"], rows["two"]
+    assert "applied_commit" not in rows["two"], rows["two"]
+    assert intervals(log).keys() == {"one"}, "a stack started after the commit was applied"
+    assert git("rev-parse", "refs/heads/main", cwd=remote) == checked, "a commit nobody applied was pushed"
+    assert remote_refs(remote, "refs/guardrail/applied") == []
+    # one's failed apply keeps its lock; two, refused before anything ran, is released.
+    assert remote_lock(remote, "one", profile="prod") is not None
+    assert remote_lock(remote, "two", profile="prod") is None
