@@ -385,3 +385,25 @@ def test_a_commit_made_during_a_run_without_the_render_step_is_neither_applied_n
     # one's failed apply keeps its lock; two, refused before anything ran, is released.
     assert remote_lock(remote, "one", profile="prod") is not None
     assert remote_lock(remote, "two", profile="prod") is None
+
+
+@pytest.mark.parametrize("detached", [False, True], ids=["branch", "detached"])
+def test_a_run_that_changed_nothing_pushes_no_applied_marker(git_repo, tmp_path, detached):
+    """The markers already point at the commit applied: a second run sends
+    none of them again, on a branch as on a detached checkout (an AWX job)."""
+    clone, remote = git_repo
+    make_repo(clone, stacks={"one": [], "two": ["one"]}, sleep=0)
+    if detached:
+        git("checkout", "-q", "--detach", "origin/main", cwd=clone)
+    log = tmp_path / "applies.log"
+    assert guardrail(clone, "all", "tofu", "apply", log=log).returncode == 0
+    trace = tmp_path / "git.trace"
+    proc, result = guardrail(clone, "all", "tofu", "apply", log=log, options=("--json",),
+                             env={"GIT_TRACE": str(trace)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    head = git("rev-parse", "HEAD", cwd=clone)
+    assert [row["applied_marker"]["commit"] for row in result["stacks"]] == [head, head]
+    pushes = [line for line in trace.read_text().splitlines()
+              if "built-in: git push" in line and "refs/guardrail/applied" in line]
+    assert pushes == []
+    assert git("rev-parse", "refs/guardrail/applied/two/prod", cwd=remote) == head

@@ -312,7 +312,8 @@ def _push(repo_path, remote, check_mode, timeout, commit, also=()):
     except DetachedHead as exc:
         _unmoved(commit, "HEAD", run_git(["rev-parse", "--verify", "HEAD"], repo_path, timeout=timeout).strip())
         remote = remote or "origin"
-        return _push_detached(repo_path, remote, exc, timeout), remote, {}
+        result, on_remote = _push_detached(repo_path, remote, exc, timeout, also)
+        return result, remote, on_remote
     _unmoved(commit, branch, head)
     if not up_ref:
         raise GitError(f"branch {branch} has no upstream: set one with 'git push -u <remote> {branch}'")
@@ -362,18 +363,21 @@ def _push(repo_path, remote, check_mode, timeout, commit, also=()):
     return result, remote, on_remote
 
 
-def _push_detached(repo_path, remote, detached, timeout=DEFAULT_TIMEOUT):
+def _push_detached(repo_path, remote, detached, timeout=DEFAULT_TIMEOUT, also=()):
     """A detached HEAD that is the head of a branch of `remote` has nothing to
-    push (an AWX job's checkout); any other detached HEAD is refused."""
+    push (an AWX job's checkout); any other detached HEAD is refused.
+    (result, {ref: object id} of the refs `also` on `remote`, read in the
+    same request as its branches)."""
     head = run_git(["rev-parse", "--verify", "HEAD"], repo_path, timeout=timeout).strip()
-    listing = run_git(["ls-remote", "--heads", remote], repo_path, timeout=timeout)
-    names = sorted(ref[len("refs/heads/"):] for oid, _tab, ref in (line.partition("\t") for line in listing.splitlines())
-                   if oid == head)
+    listing = run_git(["ls-remote", remote, "refs/heads/*", *also], repo_path, timeout=timeout)
+    refs = [(ref, oid) for oid, _tab, ref in (line.partition("\t") for line in listing.splitlines())]
+    names = sorted(ref[len("refs/heads/"):] for ref, oid in refs if ref.startswith("refs/heads/") and oid == head)
     if not names:
         raise GitError(f"{detached}; HEAD {head[:12]} is the head of no branch of {remote}, so it cannot be "
                        "pushed; nothing was pushed")
-    return {"changed": False, "branch": None, "upstream": f"{remote}/{names[0]}", "range": "", "commits": 0,
-            "msg": f"detached HEAD {head[:12]} is already {remote}/{names[0]}: nothing to push"}
+    return ({"changed": False, "branch": None, "upstream": f"{remote}/{names[0]}", "range": "", "commits": 0,
+             "msg": f"detached HEAD {head[:12]} is already {remote}/{names[0]}: nothing to push"},
+            {ref: oid for ref, oid in refs if ref in also})
 
 
 # Where the last commit applied to each (stack, profile) is recorded, on the
