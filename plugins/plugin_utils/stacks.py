@@ -582,7 +582,7 @@ class ManyRun:
         return self.finish()
 
     def pushing(self):
-        return self.command in engine.PUSHING if isinstance(self.command, str) else False
+        return engine.changes_infrastructure(self.command)
 
     def finish(self):
         p = self.params

@@ -479,10 +479,7 @@ class Workflow:
 
     def pushing(self):
         """Whether the command changes infrastructure (an apply or destroy)."""
-        if isinstance(self.command, str):
-            return self.command in PUSHING
-        tool = os.path.basename(self.command[0])
-        return tool in ("tofu", "terraform") and any(a in PUSHING for a in self.command[1:2])
+        return changes_infrastructure(self.command)
 
     def recheck_upstream(self):
         """Just before exec, with the lock held: the branch must not be behind
@@ -1089,6 +1086,15 @@ def secrets_of(params):
         if SECRET_KEY_RE.search(str(key)):
             found.add(str(value))
     return {s for s in found if isinstance(s, str) and s}
+
+
+def changes_infrastructure(command):
+    """Whether `command` (a validated command: a name, or a command line)
+    is an apply or destroy, whose commit is then pushed."""
+    if isinstance(command, str):
+        return command in PUSHING
+    tool = os.path.basename(command[0])
+    return tool in ("tofu", "terraform") and any(a in PUSHING for a in command[1:2])
 
 
 def run(params, template, check_mode=False, diff=False, variables=None, fast=False, echo=None,

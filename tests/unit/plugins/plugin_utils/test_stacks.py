@@ -135,3 +135,16 @@ def test_policy_schema_errors_name_the_problem(data, expected):
     with pytest.raises(p.PolicyError) as caught:
         p.validate(data)
     assert expected in str(caught.value)
+
+
+@pytest.mark.parametrize("command, pushes", [
+    ("apply", True), ("destroy", True), ("plan", False),
+    (["terraform", "apply", "-auto-approve"], True), (["/usr/bin/tofu", "destroy"], True),
+    (["tofu", "plan", "-out=x"], False), (["make", "apply"], False),
+])
+def test_a_run_of_several_stacks_pushes_what_one_stack_would(command, pushes):
+    """Both decide from one function: a command line `terraform apply …` over
+    several stacks re-checks the upstream once locked, as one stack does."""
+    many = object.__new__(s.ManyRun)
+    many.command = command
+    assert many.pushing() is pushes
