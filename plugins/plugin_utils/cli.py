@@ -188,6 +188,7 @@ def parse(argv):
         raise BadInput("after `--` give STACK PROFILE CMD...: " + USAGE)
     stack, profile, cmd = rest[0], rest[1], rest[2:]
     approved = namespace.yes
+    typed = cmd
     if os.path.basename(cmd[0]) in TOOLS and any(a in AUTO_APPROVE for a in cmd[1:]):
         approved = True
         cmd = [a for a in cmd if a not in AUTO_APPROVE]
@@ -212,10 +213,24 @@ def parse(argv):
             tofu.setdefault("binary", cmd[0])
         return options, flags
     found = command_params(cmd, tofu.get("binary"))
+    if isinstance(found["command"], list) and os.path.basename(cmd[0]) in TOOLS:
+        found["command"] = approved_as_typed(found["command"], typed, approved)
     options["command"] = found["command"]
     if found["plan_id"]:
         tofu["plan_id"] = found["plan_id"]
     return options, flags
+
+
+def approved_as_typed(command, typed, approved):
+    """A tofu command line passed through runs as typed, -auto-approve kept;
+    --yes gives its apply or destroy -auto-approve (there tofu cannot ask).
+    An apply or destroy left without it is refused by the engine."""
+    args = command[1:]
+    if any(a in AUTO_APPROVE for a in typed[1:]):
+        return [command[0], *typed[1:]]
+    if approved and args and args[0] in ("apply", "destroy"):
+        return [command[0], args[0], "-auto-approve", *args[1:]]
+    return command
 
 
 def pairs(flag, items):

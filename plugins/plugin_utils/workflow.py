@@ -34,6 +34,7 @@ PUSHING = ("apply", "destroy")
 # backend_config keys whose values are credentials, masked in results.
 SECRET_KEY_RE = re.compile(r"(secret|token|password|access_key|credentials|sas|client_key)", re.I)
 # A line of the Lock Info tofu prints when the state lock is held (error boxes may prefix it).
+ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 LOCK_INFO_RE = re.compile(r"^[\s│]*(ID|Path|Operation|Who|Version|Created):[ \t]*(\S.*?)\s*$", re.M)
 # Stack positions that select several stacks (plugin_utils/stacks.py): never stack names.
 RESERVED_STACKS = ("all", "affected")
@@ -84,8 +85,25 @@ def validate_command(command):
                                 f"({', '.join(tofu_utils.COMMANDS)}) or an argv list")
         return command
     if isinstance(command, list) and command and all(isinstance(a, (str, int, float)) for a in command):
-        return [str(a) for a in command]
+        command = [str(a) for a in command]
+        if asks_for_approval(command):
+            raise WorkflowError(f"command `{' '.join(command)}` runs as given, where tofu's approval question has "
+                                "nobody to answer it: add -auto-approve (the guardrail command's --yes adds it), "
+                                f"or give `{command[1]}` alone so that the workflow plans first; nothing was run")
+        return command
     raise WorkflowError("command must be a tofu command name or a non-empty list of arguments")
+
+
+def asks_for_approval(command):
+    """Whether a tofu command line would stop at tofu's question: an apply or
+    destroy without -auto-approve (an apply of a plan file asks nothing)."""
+    if os.path.basename(command[0]) not in ("tofu", "terraform") or command[1:2] not in (["apply"], ["destroy"]):
+        return False
+    for arg in command[2:]:
+        name, _eq, value = arg.lstrip("-").partition("=")
+        if arg.startswith("-") and name == "auto-approve":
+            return value.lower() in ("false", "0")
+    return not (command[1] == "apply" and any(not a.startswith("-") for a in command[2:]))
 
 
 class Workflow:
@@ -563,12 +581,9 @@ class Workflow:
         if isinstance(self.command, list):
             return self._exec_argv()
         p = self.params
-        # One limit for every command of the step unless tofu's own is given.
-        options = dict(self.tofu_options, timeout=self.tofu_options.get("timeout") or p["exec_timeout"])
         tofu = None
         try:
-            tofu = tofu_utils.Tofu(self.dest, binary=p["binary"], workspace=p["workspace"],
-                                   variables=p["variables"], var_files=p["var_files"], **options)
+            tofu = self.make_tofu(p["binary"])
             if self.policy is not None:
                 tofu.plan_check = policy_utils.checker(self.policy, self.stack, self.profile,
                                                        p["policy_allow"] or ())
@@ -597,6 +612,14 @@ class Workflow:
             self.diffs.extend(tofu_utils.diff_text(result["resources"]))
         self.exec_result = result
         return result
+
+    def make_tofu(self, binary):
+        """The stack's tofu (or terraform) in the rendered directory, with the
+        run's options; one limit for every command unless tofu's own is given."""
+        p = self.params
+        options = dict(self.tofu_options, timeout=self.tofu_options.get("timeout") or p["exec_timeout"])
+        return tofu_utils.Tofu(self.dest, binary=binary, workspace=p["workspace"], variables=p["variables"],
+                               var_files=p["var_files"], **options)
 
     def _run_tofu(self, tofu):
         """Runs the command; when tofu could not take the state lock because
@@ -730,18 +753,40 @@ class Workflow:
         except plans.PlanRefused as exc:
             raise StepFailed(f"saved plan refused: {exc}", {"refused": True}) from exc
 
-    def _exec_argv(self):
-        if self.check_mode:
-            return {"changed": False, "skipped": True, "msg": "check mode: the command was not run",
-                    "cmd": self.command}
+    def _run_argv(self):
+        """Runs the command line as given: (rc, stdout, stderr, interrupted)."""
         try:
             with self.streaming(0):
-                rc, stdout, stderr, interrupted = tofu_utils.run_process(
+                return tofu_utils.run_process(
                     self.command, self.dest, dict(os.environ), self.params["exec_timeout"],
                     pass_fds=self.inherited(), on_start=self.record_child if self.pushing() else None)
         except OSError as exc:
             raise StepFailed(f"exec ({self.operation}) failed: {exc}") from exc
-        if os.path.basename(self.command[0]) in ("tofu", "terraform"):
+
+    def _exec_argv(self):
+        if self.check_mode:
+            return {"changed": False, "skipped": True, "msg": "check mode: the command was not run",
+                    "cmd": self.command}
+        is_tofu = os.path.basename(self.command[0]) in ("tofu", "terraform")
+        tofu = None
+        if is_tofu and self.command[1:2] not in (["init"], ["version"], ["fmt"], ["-version"], ["-help"]):
+            # Initialised as the engine's commands are, with the run's backend options.
+            try:
+                tofu = self.make_tofu(self.command[0])
+                tofu.pass_fds = self.inherited()
+                with self.streaming(0):
+                    tofu.ensure_init()
+            except tofu_utils.TofuError as exc:
+                raise StepFailed(f"exec ({self.operation}) failed: {exc}") from exc
+        rc, stdout, stderr, interrupted = self._run_argv()
+        info = state_lock_info("\n".join((stdout, stderr))) if tofu and rc != 0 and not interrupted else None
+        if info is not None:
+            # As the engine's commands do: a state lock the ended run this run
+            # took over left is released once (anything else is refused), and
+            # the command line runs again.
+            self.release_state_lock(tofu, info)
+            rc, stdout, stderr, interrupted = self._run_argv()
+        if is_tofu:
             # Masked in the result like everything tofu marks sensitive.
             self.tofu_secrets |= tofu_utils.sensitive_values(stdout, self.dest)
         result = {"changed": True, "cmd": self.command, "rc": rc, "stdout": stdout, "stderr": stderr,
@@ -955,6 +1000,8 @@ def state_lock_info(text):
     """The Lock Info tofu prints when it cannot take the state lock ({"ID",
     "Path", "Operation", "Who", "Version", "Created"}), or None when `text`
     is not that error."""
+    # A command line passed through prints in colour.
+    text = ANSI_RE.sub("", text)
     if "Error acquiring the state lock" not in text:
         return None
     info = {}

@@ -451,6 +451,32 @@ def test_apply_without_a_saved_plan_and_no_terminal_is_refused_unless_approved(r
     assert "terraform_data.service" in state(clone)
 
 
+@pytest.mark.parametrize("approval", ["-auto-approve", "--yes"])
+def test_an_apply_passed_through_with_extra_flags_runs_approved_as_typed(repo, approval):
+    """`tofu apply -auto-approve -parallelism=2` is no engine command: it runs
+    as typed, its -auto-approve kept (tofu's question has nobody to answer it);
+    --yes gives it one. Without either it is refused before anything runs."""
+    clone, remote = repo
+    refused = guardrail(clone, "tofu", "apply", "-parallelism=2", yes=False)
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert "approval question has nobody to answer it" in refused.stderr and "nothing was run" in refused.stderr
+    assert state(clone) == {} and remote_lock(remote) is None
+    assert not (clone / ".dist").exists(), "something ran before the refusal"
+
+    typed = ("-auto-approve",) if approval == "-auto-approve" else ()
+    applied = guardrail(clone, "tofu", "apply", *typed, "-parallelism=2", options=["--json"],
+                        yes=approval == "--yes")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    exec_step = next(s for s in json.loads(applied.stdout)["steps"] if s["step"] == "exec")
+    assert exec_step["result"]["cmd"][1:] == ["apply", "-auto-approve", "-parallelism=2"]
+    assert "terraform_data.service" in state(clone)
+    assert remote_lock(remote) is None
+
+    destroyed = guardrail(clone, "tofu", "destroy", *typed, "-parallelism=2", yes=approval == "--yes")
+    assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr
+    assert state(clone) == {}
+
+
 def test_apply_on_a_terminal_shows_the_plan_and_applies_only_on_yes(repo):
     clone, remote = repo
     rc, seen = on_terminal(clone, "no", "tofu", "apply")

@@ -543,10 +543,13 @@ def s3_state_lock(s3):
         return None
 
 
-def test_state_lock_in_s3_left_by_a_killed_tofu_is_force_unlocked_once(s3_slow_repo):
+@pytest.mark.parametrize("command", [["apply", "-auto-approve"], ["apply", "-auto-approve", "-parallelism=3"]],
+                         ids=["engine", "passed-through"])
+def test_state_lock_in_s3_left_by_a_killed_tofu_is_force_unlocked_once(s3_slow_repo, command):
     """The command and its tofu both SIGKILLed mid-create: tofu's lock object
     stays in the bucket. The next run takes the run lock over, finds the
-    lock's tofu gone, runs force-unlock once, says so, and converges."""
+    lock's tofu gone, runs force-unlock once, says so, and converges; as well
+    when that run's command line is passed through as typed (an extra flag)."""
     clone, remote, log, s3 = s3_slow_repo
     kill_run_and_tofu(clone, log)
     left = s3_state_lock(s3)
@@ -555,20 +558,24 @@ def test_state_lock_in_s3_left_by_a_killed_tofu_is_force_unlocked_once(s3_slow_r
     created_first, entries_first = len(lines(log)), s3_state_entries(s3)
     lock_first = run_lock.get_backend("git", repo_path=str(clone)).read("slow", "prod")["state"]
 
-    nxt = guardrail(clone, "--json", *STEPS, "--", "slow", "prod", "tofu", "apply", "-auto-approve")
+    nxt = guardrail(clone, "--json", *STEPS, "--", "slow", "prod", "tofu", *command)
     result = json.loads(nxt.stdout)
     assert nxt.returncode == 0, (result.get("msg"), nxt.stderr)
     assert result["taken_over"].startswith("took over"), result
     assert left["ID"] in result["state_lock_released"] and "force-unlock" in result["state_lock_released"], result
     exec_step = next(s for s in result["steps"] if s["step"] == "exec")
-    assert exec_step["result"]["stdout"].count("successfully unlocked") == 1, exec_step["result"]["stdout"]
+    if len(command) > 2:
+        assert exec_step["result"]["cmd"][1:] == command, exec_step["result"]
+    else:
+        assert exec_step["result"]["stdout"].count("successfully unlocked") == 1, exec_step["result"]["stdout"]
     assert s3_state_lock(s3) is None
     assert len(lines(log)) == 1 and s3_state_entries(s3) == ["terraform_data.slow"]
     assert remote_lock(remote, "slow") is None
     again = guardrail(clone, *STEPS, "--", "slow", "prod", "tofu", "apply", "-auto-approve")
     assert again.returncode == 0 and len(lines(log)) == 1, again.stdout + again.stderr
     assert "state lock:" not in again.stdout
-    MATRIX.append(("SIGKILL (command and its tofu), s3 backend", "creating", -9, created_first,
+    MATRIX.append((f"SIGKILL (command and its tofu), s3 backend, next run {' '.join(command)}", "creating", -9,
+                   created_first,
                    ", ".join(entries_first) or "-", lock_first,
                    f"exit {nxt.returncode}, created {len(lines(log)) - created_first}, took over, force-unlock once"))
 

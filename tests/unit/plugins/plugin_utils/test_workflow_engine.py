@@ -114,6 +114,9 @@ def test_state_lock_info_parsed_from_tofus_error():
     boxed = "\n".join("│ " + line for line in LOCK_ERROR.splitlines())
     assert w.state_lock_info(boxed)["Who"] == "alice@ctl1"
     assert w.state_lock_info("Error: Invalid reference\n  ID: 1") is None
+    # A command line passed through prints in colour.
+    coloured = "\n".join(f"\x1b[31m│\x1b[0m \x1b[0m{line}\x1b[0m" for line in LOCK_ERROR.splitlines())
+    assert w.state_lock_info(coloured) == info
     assert w.state_lock_info("Error acquiring the state lock\nno info") is None
 
 
