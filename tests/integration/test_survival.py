@@ -8,6 +8,7 @@ Set GUARDRAIL_KILL_MATRIX=path to have the matrix written there as a table."""
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -50,12 +51,12 @@ def project(clone):
     return clone / ".dist" / "prod" / "slow"
 
 
-def start(clone, env=None, out=None):
+def start(clone, env=None, out=None, command=("apply", "-auto-approve")):
     full_env = dict(os.environ, GUARDRAIL_OWNER="tester", GUARDRAIL_RUN_ID=f"run-{time.time_ns()}")
     full_env.update(env or {})
     # Output to files: the test must not be what keeps a pipe open.
     sink = open(out or os.devnull, "w", encoding="utf-8")  # pylint: disable=consider-using-with
-    proc = subprocess.Popen([sys.executable, str(GUARDRAIL), *STEPS, "--", "slow", "prod", "tofu", "apply", "-auto-approve"],
+    proc = subprocess.Popen([sys.executable, str(GUARDRAIL), *STEPS, "--", "slow", "prod", "tofu", *command],
                             cwd=clone, env=full_env, stdout=sink, stderr=subprocess.STDOUT,
                             start_new_session=True)
     sink.close()
@@ -215,9 +216,9 @@ def test_signal_to_ansible_playbook_loses_no_state(slow_repo, tmp_path, signame)
     assert remote_lock(remote, "slow") is None
 
 
-def kill_run_and_tofu(clone, log):
+def kill_run_and_tofu(clone, log, command=("apply", "-auto-approve")):
     """Starts a run and SIGKILLs it and its tofu while the resource is created."""
-    proc = start(clone)
+    proc = start(clone, command=command)
     started = log.with_name(log.name + ".started")
     wait_for(lambda: lines(started) or proc.poll() is not None, "the resource's creation")
     applying = tool_processes(project(clone), "apply")
@@ -578,6 +579,32 @@ def test_state_lock_in_s3_left_by_a_killed_tofu_is_force_unlocked_once(s3_slow_r
                    created_first,
                    ", ".join(entries_first) or "-", lock_first,
                    f"exit {nxt.returncode}, created {len(lines(log)) - created_first}, took over, force-unlock once"))
+
+
+def test_state_lock_left_while_applying_a_saved_plan_is_force_unlocked_once(s3_slow_repo):
+    """The run applying a saved plan and its tofu SIGKILLed mid-create: the
+    next run applying that plan takes the run lock over, releases tofu's lock
+    once, and either applies the plan or refuses it as stale (the killed tofu
+    wrote the state); nothing is created twice, and a new plan converges."""
+    clone, remote, log, s3 = s3_slow_repo
+    planned = guardrail(clone, *STEPS, "--", "slow", "prod", "tofu", "plan")
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    plan_id = re.search(r"Saved plan ([0-9a-f]{16})", planned.stdout).group(1)
+    kill_run_and_tofu(clone, log, command=("apply", plan_id))
+    left = s3_state_lock(s3)
+    assert left and left["ID"], "tofu left no state lock: the situation this test is about did not happen"
+
+    nxt = guardrail(clone, "--json", *STEPS, "--", "slow", "prod", "tofu", "apply", plan_id)
+    result = json.loads(nxt.stdout)
+    assert result["taken_over"].startswith("took over"), result
+    assert left["ID"] in (result.get("state_lock_released") or ""), result
+    assert s3_state_lock(s3) is None
+    if nxt.returncode != 0:
+        assert "stale" in result["msg"] and "applied nothing" in result["msg"], result["msg"]
+        again = guardrail(clone, *STEPS, "--", "slow", "prod", "tofu", "apply", "-auto-approve")
+        assert again.returncode == 0, again.stdout + again.stderr
+    assert len(lines(log)) == 1 and s3_state_entries(s3) == ["terraform_data.slow"]
+    assert remote_lock(remote, "slow") is None
 
 
 def test_state_lock_held_by_someone_else_is_refused_with_its_info(s3_slow_repo):
