@@ -36,6 +36,13 @@ SECRET_KEY_RE = re.compile(r"(secret|token|password|access_key|credentials|sas|c
 # A line of the Lock Info tofu prints when the state lock is held (error boxes may prefix it).
 ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 LOCK_INFO_RE = re.compile(r"^[\s│]*(ID|Path|Operation|Who|Version|Created):[ \t]*(\S.*?)\s*$", re.M)
+# How tofu (Go's flag package) reads a boolean option's value as true.
+BOOL_TRUE = ("1", "t", "T", "true", "TRUE", "True")
+# apply's and destroy's options that take no value; any other option given
+# without `=` takes the next argument as its value.
+TOFU_FLAGS = ("auto-approve", "compact-warnings", "concise", "consolidate-errors", "consolidate-warnings",
+              "destroy", "input", "json", "lock", "no-color", "refresh", "refresh-only", "show-sensitive",
+              "allow-deferral", "h", "help")
 # Stack positions that select several stacks (plugin_utils/stacks.py): never stack names.
 RESERVED_STACKS = ("all", "affected")
 
@@ -87,23 +94,43 @@ def validate_command(command):
     if isinstance(command, list) and command and all(isinstance(a, (str, int, float)) for a in command):
         command = [str(a) for a in command]
         if asks_for_approval(command):
+            name = next(a for a in command[1:] if not a.startswith("-"))
             raise WorkflowError(f"command `{' '.join(command)}` runs as given, where tofu's approval question has "
                                 "nobody to answer it: add -auto-approve (the guardrail command's --yes adds it), "
-                                f"or give `{command[1]}` alone so that the workflow plans first; nothing was run")
+                                f"or give `{name}` alone so that the workflow plans first; nothing was run")
         return command
     raise WorkflowError("command must be a tofu command name or a non-empty list of arguments")
 
 
 def asks_for_approval(command):
     """Whether a tofu command line would stop at tofu's question: an apply or
-    destroy without -auto-approve (an apply of a plan file asks nothing)."""
-    if os.path.basename(command[0]) not in ("tofu", "terraform") or command[1:2] not in (["apply"], ["destroy"]):
+    destroy without -auto-approve (an apply of a plan file asks nothing).
+    Read as tofu reads it: global options (-chdir=DIR) before the command,
+    the last -auto-approve[=BOOL] wins, and an option given without `=`
+    other than a flag takes the next argument as its value (`-target ADDR`,
+    `-var x=1`), which is no plan file."""
+    if os.path.basename(command[0]) not in ("tofu", "terraform"):
         return False
-    for arg in command[2:]:
-        name, _eq, value = arg.lstrip("-").partition("=")
-        if arg.startswith("-") and name == "auto-approve":
-            return value.lower() in ("false", "0")
-    return not (command[1] == "apply" and any(not a.startswith("-") for a in command[2:]))
+    args = list(command[1:])
+    while args and args[0].startswith("-"):
+        args.pop(0)
+    if args[:1] not in (["apply"], ["destroy"]):
+        return False
+    approved, positional, taking_value = False, [], False
+    for index, arg in enumerate(args[1:], start=1):
+        if taking_value:
+            taking_value = False
+        elif arg == "--" or not arg.startswith("-") or arg == "-":
+            # Options end at the first argument that is none (or at `--`).
+            positional = args[index + (arg == "--"):]
+            break
+        else:
+            name, eq, value = arg.lstrip("-").partition("=")
+            if name == "auto-approve":
+                approved = not eq or value in BOOL_TRUE
+            elif not eq and name not in TOFU_FLAGS:
+                taking_value = True
+    return not approved and not (args[0] == "apply" and positional)
 
 
 class Workflow:

@@ -477,6 +477,26 @@ def test_an_apply_passed_through_with_extra_flags_runs_approved_as_typed(repo, a
     assert state(clone) == {}
 
 
+@pytest.mark.parametrize("cmd", [("-target", "terraform_data.service"), ("-var", "release=two"),
+                                 ("-auto-approve", "-auto-approve=false")],
+                         ids=["target-value", "var-value", "auto-approve-false"])
+def test_an_apply_passed_through_that_tofu_would_ask_about_is_refused_before_anything_runs(repo, cmd):
+    """`tofu apply -target ADDR` (an option's value in the next argument, no
+    plan file) or a last -auto-approve=false leaves tofu's question unanswered:
+    refused before anything runs, not failed at the question with the run
+    lock kept."""
+    clone, remote = repo
+    refused = guardrail(clone, "tofu", "apply", *cmd, yes=False)
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert "approval question has nobody to answer it" in refused.stderr and "nothing was run" in refused.stderr
+    assert remote_lock(remote) is None, "the run lock was taken and kept"
+    assert not (clone / ".dist").exists(), "something ran before the refusal"
+    if cmd[0] != "-auto-approve":
+        applied = guardrail(clone, "tofu", "apply", *cmd)
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+        assert "terraform_data.service" in state(clone) and remote_lock(remote) is None
+
+
 def test_apply_on_a_terminal_shows_the_plan_and_applies_only_on_yes(repo):
     clone, remote = repo
     rc, seen = on_terminal(clone, "no", "tofu", "apply")

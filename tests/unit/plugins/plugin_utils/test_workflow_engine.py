@@ -120,6 +120,29 @@ def test_state_lock_info_parsed_from_tofus_error():
     assert w.state_lock_info("Error acquiring the state lock\nno info") is None
 
 
+@pytest.mark.parametrize("command, asks", [
+    (["tofu", "apply"], True), (["tofu", "apply", "-auto-approve"], False),
+    (["tofu", "apply", "--auto-approve"], False), (["tofu", "apply", "-auto-approve=true"], False),
+    (["tofu", "apply", "-input=false", "plan.bin"], False), (["terraform", "apply", "-no-color", "p"], False),
+    (["tofu", "destroy", "-target=x"], True), (["tofu", "apply", "-destroy", "-target=x"], True),
+    (["tofu", "plan"], False), (["make", "apply"], False), (["tofu", "import", "a", "b"], False),
+    # An option's value in the next argument is no plan file.
+    (["tofu", "apply", "-target", "terraform_data.service"], True), (["tofu", "apply", "-var", "x=1"], True),
+    (["tofu", "apply", "-var", "x=1", "plan.bin"], False), (["tofu", "apply", "--", "plan.bin"], False),
+    # As Go's flag package reads a boolean: any of its false spellings, the last one winning.
+    (["tofu", "apply", "-auto-approve=false"], True), (["tofu", "apply", "-auto-approve=f"], True),
+    (["tofu", "apply", "-auto-approve", "-auto-approve=false"], True),
+    (["tofu", "apply", "-auto-approve=0", "-auto-approve"], False),
+    # Global options before the command.
+    (["tofu", "-chdir=.", "apply"], True), (["tofu", "-chdir=.", "apply", "-auto-approve"], False),
+])
+def test_a_command_line_that_would_stop_at_tofus_question_is_known(command, asks):
+    assert w.asks_for_approval(command) is asks
+    if asks:
+        with pytest.raises(w.WorkflowError, match="nothing was run"):
+            w.validate_command(command)
+
+
 class _Engine(w.Workflow):
     def __init__(self, record, taken=True):  # pylint: disable=super-init-not-called
         self.lock_record, self.lock_taken = record, taken
