@@ -225,11 +225,13 @@ def approved_as_typed(command, typed, approved):
     """A tofu command line passed through runs as typed, -auto-approve kept;
     --yes gives its apply or destroy -auto-approve (there tofu cannot ask).
     An apply or destroy left without it is refused by the engine."""
-    args = command[1:]
     if any(a in AUTO_APPROVE for a in typed[1:]):
         return [command[0], *typed[1:]]
-    if approved and args and args[0] in ("apply", "destroy"):
-        return [command[0], args[0], "-auto-approve", *args[1:]]
+    name = engine.tofu_subcommand(command)
+    if approved and name in engine.PUSHING:
+        # After the command, tofu's global options (-chdir=DIR) before it.
+        at = command.index(name, 1) + 1
+        return [*command[:at], "-auto-approve", *command[at:]]
     return command
 
 

@@ -94,7 +94,7 @@ def validate_command(command):
     if isinstance(command, list) and command and all(isinstance(a, (str, int, float)) for a in command):
         command = [str(a) for a in command]
         if asks_for_approval(command):
-            name = next(a for a in command[1:] if not a.startswith("-"))
+            name = tofu_subcommand(command)
             raise WorkflowError(f"command `{' '.join(command)}` runs as given, where tofu's approval question has "
                                 "nobody to answer it: add -auto-approve (the guardrail command's --yes adds it), "
                                 f"or give `{name}` alone so that the workflow plans first; nothing was run")
@@ -109,13 +109,9 @@ def asks_for_approval(command):
     the last -auto-approve[=BOOL] wins, and an option given without `=`
     other than a flag takes the next argument as its value (`-target ADDR`,
     `-var x=1`), which is no plan file."""
-    if os.path.basename(command[0]) not in ("tofu", "terraform"):
+    if tofu_subcommand(command) not in PUSHING:
         return False
-    args = list(command[1:])
-    while args and args[0].startswith("-"):
-        args.pop(0)
-    if args[:1] not in (["apply"], ["destroy"]):
-        return False
+    args = command[command.index(tofu_subcommand(command), 1):]
     approved, positional, taking_value = False, [], False
     for index, arg in enumerate(args[1:], start=1):
         if taking_value:
@@ -131,6 +127,15 @@ def asks_for_approval(command):
             elif not eq and name not in TOFU_FLAGS:
                 taking_value = True
     return not approved and not (args[0] == "apply" and positional)
+
+
+def tofu_subcommand(command):
+    """The tofu (or terraform) command of a command line, after the global
+    options tofu takes before it (-chdir=DIR); None for another program or
+    none given (`tofu -version`)."""
+    if not command or os.path.basename(command[0]) not in ("tofu", "terraform"):
+        return None
+    return next((a for a in command[1:] if not a.startswith("-")), None)
 
 
 class Workflow:
@@ -796,7 +801,7 @@ class Workflow:
                     "cmd": self.command}
         is_tofu = os.path.basename(self.command[0]) in ("tofu", "terraform")
         tofu = None
-        if is_tofu and self.command[1:2] not in (["init"], ["version"], ["fmt"], ["-version"], ["-help"]):
+        if is_tofu and tofu_subcommand(self.command) not in (None, "init", "version", "fmt", "help"):
             # Initialised as the engine's commands are, with the run's backend options.
             try:
                 tofu = self.make_tofu(self.command[0])
@@ -1167,8 +1172,8 @@ def changes_infrastructure(command):
     is an apply or destroy, whose commit is then pushed."""
     if isinstance(command, str):
         return command in PUSHING
-    tool = os.path.basename(command[0])
-    return tool in ("tofu", "terraform") and any(a in PUSHING for a in command[1:2])
+    # After tofu's global options: `tofu -chdir=. apply` applies as well.
+    return tofu_subcommand(command) in PUSHING
 
 
 def run(params, template, check_mode=False, diff=False, variables=None, fast=False, echo=None,

@@ -497,6 +497,27 @@ def test_an_apply_passed_through_that_tofu_would_ask_about_is_refused_before_any
         assert "terraform_data.service" in state(clone) and remote_lock(remote) is None
 
 
+def test_an_apply_passed_through_after_a_global_option_is_an_apply(repo):
+    """`tofu -chdir=. apply` applies as `tofu apply` does: approved by --yes,
+    its commit pushed with its applied marker; `tofu --version` (no command)
+    runs without an init of the rendered directory."""
+    clone, remote = repo
+    refused = guardrail(clone, "tofu", "-chdir=.", "apply", "-parallelism=2", yes=False)
+    assert refused.returncode == 3 and "nothing was run" in refused.stderr, refused.stdout + refused.stderr
+    applied = guardrail(clone, "tofu", "-chdir=.", "apply", "-parallelism=2", options=["--json"])
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    steps = {s["step"]: s for s in json.loads(applied.stdout)["steps"]}
+    assert steps["exec"]["result"]["cmd"][1:] == ["-chdir=.", "apply", "-auto-approve", "-parallelism=2"]
+    assert "terraform_data.service" in state(clone)
+    refs = git("ls-remote", str(remote), "refs/guardrail/applied/*", cwd=clone)
+    assert "refs/guardrail/applied/alpha/prod" in refs, steps["git_push"]
+
+    shutil.rmtree(clone / ".dist")
+    version = guardrail(clone, "tofu", "--version", steps=("render", "exec"))
+    assert version.returncode == 0, version.stdout + version.stderr
+    assert not (clone / ".dist" / "prod" / "alpha" / ".terraform").exists(), "initialised for --version"
+
+
 def test_apply_on_a_terminal_shows_the_plan_and_applies_only_on_yes(repo):
     clone, remote = repo
     rc, seen = on_terminal(clone, "no", "tofu", "apply")

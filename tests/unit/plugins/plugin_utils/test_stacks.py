@@ -141,6 +141,7 @@ def test_policy_schema_errors_name_the_problem(data, expected):
     ("apply", True), ("destroy", True), ("plan", False),
     (["terraform", "apply", "-auto-approve"], True), (["/usr/bin/tofu", "destroy"], True),
     (["tofu", "plan", "-out=x"], False), (["make", "apply"], False),
+    (["tofu", "-chdir=.", "apply", "-auto-approve"], True), (["tofu", "-version"], False),
 ])
 def test_a_run_of_several_stacks_pushes_what_one_stack_would(command, pushes):
     """Both decide from one function: a command line `terraform apply …` over
