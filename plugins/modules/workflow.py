@@ -125,7 +125,7 @@ options:
       - A tofu command name (V(init), V(validate), V(plan), V(apply), V(destroy), V(output)), run
         as M(guardrail.ecs.tofu) runs it, or a list of arguments run as is (no shell).
       - A list starting with C(tofu) or C(terraform) runs after the rendered directory is initialised with
-        the run's backend options; its C(apply) or C(destroy) needs C(-auto-approve) (nothing answers
+        the run's backend options, with the run's workspace and variables; its C(apply) or C(destroy) needs C(-auto-approve) (nothing answers
         tofu's question), unless it applies a plan file, and is refused before any step otherwise.
       - In check mode a tofu command plans only and an argument list does not run.
     type: raw

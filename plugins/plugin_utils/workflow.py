@@ -785,12 +785,12 @@ class Workflow:
         except plans.PlanRefused as exc:
             raise StepFailed(f"saved plan refused: {exc}", {"refused": True}) from exc
 
-    def _run_argv(self):
+    def _run_argv(self, env):
         """Runs the command line as given: (rc, stdout, stderr, interrupted)."""
         try:
             with self.streaming(0):
                 return tofu_utils.run_process(
-                    self.command, self.dest, dict(os.environ), self.params["exec_timeout"],
+                    self.command, self.dest, env, self.params["exec_timeout"],
                     pass_fds=self.inherited(), on_start=self.record_child if self.pushing() else None)
         except OSError as exc:
             raise StepFailed(f"exec ({self.operation}) failed: {exc}") from exc
@@ -801,23 +801,27 @@ class Workflow:
                     "cmd": self.command}
         is_tofu = os.path.basename(self.command[0]) in ("tofu", "terraform")
         tofu = None
-        if is_tofu and tofu_subcommand(self.command) not in (None, "init", "version", "fmt", "help"):
-            # Initialised as the engine's commands are, with the run's backend options.
+        env = dict(os.environ)
+        if is_tofu:
+            # Run as the engine's commands are: the run's workspace and
+            # variables, no question asked, and initialised with its backend options.
             try:
                 tofu = self.make_tofu(self.command[0])
                 tofu.pass_fds = self.inherited()
-                with self.streaming(0):
-                    tofu.ensure_init()
+                env = tofu.env()
+                if tofu_subcommand(self.command) not in (None, "init", "version", "fmt", "help"):
+                    with self.streaming(0):
+                        tofu.ensure_init()
             except tofu_utils.TofuError as exc:
                 raise StepFailed(f"exec ({self.operation}) failed: {exc}") from exc
-        rc, stdout, stderr, interrupted = self._run_argv()
+        rc, stdout, stderr, interrupted = self._run_argv(env)
         info = state_lock_info("\n".join((stdout, stderr))) if tofu and rc != 0 and not interrupted else None
         if info is not None:
             # As the engine's commands do: a state lock the ended run this run
             # took over left is released once (anything else is refused), and
             # the command line runs again.
             self.release_state_lock(tofu, info)
-            rc, stdout, stderr, interrupted = self._run_argv()
+            rc, stdout, stderr, interrupted = self._run_argv(env)
         if is_tofu:
             # Masked in the result like everything tofu marks sensitive.
             self.tofu_secrets |= tofu_utils.sensitive_values(stdout, self.dest)

@@ -464,12 +464,14 @@ def test_an_apply_passed_through_with_extra_flags_runs_approved_as_typed(repo, a
     assert not (clone / ".dist").exists(), "something ran before the refusal"
 
     typed = ("-auto-approve",) if approval == "-auto-approve" else ()
-    applied = guardrail(clone, "tofu", "apply", *typed, "-parallelism=2", options=["--json"],
+    applied = guardrail(clone, "tofu", "apply", *typed, "-parallelism=2", options=["--json", "--var", "release=typed"],
                         yes=approval == "--yes")
     assert applied.returncode == 0, applied.stdout + applied.stderr
     exec_step = next(s for s in json.loads(applied.stdout)["steps"] if s["step"] == "exec")
     assert exec_step["result"]["cmd"][1:] == ["apply", "-auto-approve", "-parallelism=2"]
     assert "terraform_data.service" in state(clone)
+    # The run's variables reach it as they reach the workflow's own apply.
+    assert state(clone)["terraform_data.deployment"]["triggers_replace"]["value"] == ["typed"], state(clone)
     assert remote_lock(remote) is None
 
     destroyed = guardrail(clone, "tofu", "destroy", *typed, "-parallelism=2", yes=approval == "--yes")
