@@ -51,7 +51,7 @@ from ansible_collections.guardrail.ecs.plugins.module_utils.common import aws, n
 from ansible_collections.guardrail.ecs.plugins.module_utils.common.files import write_atomic
 from ansible_collections.guardrail.ecs.plugins.module_utils.common.git import GitError, failure, git_dirs, run_git_proc
 
-COLLECTION_VERSION = "0.3.0"
+COLLECTION_VERSION = "0.3.1"
 # The lock backends by name, in the order the documentation lists them; a
 # backend is a LockBackend subclass added with @register_backend (see LockBackend).
 REGISTRY = {}
