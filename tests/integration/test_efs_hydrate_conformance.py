@@ -188,6 +188,7 @@ class Lab:
 
     def __init__(self, root):
         self.root = root
+        self.attackers = []
         root.mkdir()
         root.chmod(0o755)
         self.src = readable_by_all(make_tree(root / "src", files=12))
@@ -234,9 +235,22 @@ class Lab:
                        check=True, timeout=120, cwd="/")
 
     def attacker(self, code, *args):
-        """The attacker racing the hydrator, in its own process."""
-        return subprocess.Popen(["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c", code,
-                                 *map(str, args)], cwd="/")
+        """The attacker racing the hydrator, in a process group of its own
+        (runuser and nobody's python), all of it ended with the lab."""
+        proc = subprocess.Popen(["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c", code,
+                                 *map(str, args)], cwd="/", start_new_session=True)
+        self.attackers.append(proc)
+        return proc
+
+    def end_attackers(self):
+        """Kills what is left of every attacker: killing runuser alone would
+        leave nobody's python running (a probe blocked on a FIFO forever)."""
+        for proc in self.attackers:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=30)
 
     def assert_host_intact(self, output):
         assert self.snapshot() == self.before, "something outside dest changed"
@@ -247,9 +261,13 @@ class Lab:
 @pytest.fixture
 def lab(fs):
     root = fs[1] / uuid.uuid4().hex[:12]
+    made = None
     try:
-        yield Lab(root)
+        made = Lab(root)
+        yield made
     finally:
+        if made is not None:
+            made.end_attackers()
         remove_tree(root)
 
 
@@ -437,7 +455,7 @@ def probe_result(path, probe, flag):
             probe.wait(timeout=30)
             os.close(fd)
         else:
-            probe.kill()
+            os.killpg(probe.pid, signal.SIGKILL)
             probe.wait(timeout=30)
     return opened
 
