@@ -238,6 +238,7 @@ binary:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.guardrail.ecs.plugins.module_utils.common import git as git_utils
 from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import plans
 from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import tofu as tofu_utils
 
@@ -259,7 +260,7 @@ ARGUMENT_SPEC = dict(
 def saved_plan(tofu, params, check_mode):
     """The result of a plan that is saved, or of applying a saved plan; None
     for every other command."""
-    context = dict(commit=plans.head_commit(tofu.project_path), stack=params["stack"],
+    context = dict(commit=git_utils.head_commit(tofu.project_path), stack=params["stack"],
                    profile=params["profile"])
     if params["command"] == "plan" and not check_mode:
         with tofu_utils.INTERRUPTS.guard():

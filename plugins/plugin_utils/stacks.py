@@ -534,7 +534,7 @@ class ManyRun:
                 self.fail_all(names, msg, refused, "git_check")
                 return self.finish()
         if self.commit is None:
-            self.commit = head_of(p["repo_path"])
+            self.commit = git_utils.head_commit(p["repo_path"])
         if "lock" in self.steps:
             self.lock_all()
             if "exec" in self.steps and p["fetch"] and not self.check_mode and self.pushing():
@@ -736,14 +736,6 @@ def drift_table(rows):
         lines.append(f"{row['stack']:<20} {row['profile']:<12} {row['status']:<7} "
                      f"{concerned or row.get('msg', '')}")
     return lines
-
-
-def head_of(repo_path):
-    """The commit checked out in `repo_path`, or None (no repository, no commit)."""
-    try:
-        return git_utils.run_git(["rev-parse", "--verify", "-q", "HEAD"], repo_path).strip() or None
-    except git_utils.GitError:
-        return None
 
 
 def write_report(report, directory):

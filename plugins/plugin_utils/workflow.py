@@ -579,10 +579,7 @@ class Workflow:
             pass
 
     def head(self):
-        try:
-            return git_utils.run_git(["rev-parse", "--verify", "HEAD"], self.repo_path).strip()
-        except git_utils.GitError:
-            return None
+        return git_utils.head_commit(self.repo_path)
 
     def step_exec(self):
         if not os.path.isdir(self.dest):

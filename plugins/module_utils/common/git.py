@@ -198,6 +198,16 @@ def checked_out(repo_path, timeout=DEFAULT_TIMEOUT):
     return (branch, head, *upstream_of(repo_path, branch, timeout=timeout))
 
 
+def head_commit(path, timeout=DEFAULT_TIMEOUT):
+    """The commit checked out in the git work tree holding `path`, or None
+    (no repository, no commit yet)."""
+    try:
+        proc = run_git_proc(["rev-parse", "--verify", "-q", "HEAD"], path, timeout=timeout)
+    except GitError:
+        return None
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
 def remote_branch_at(repo_path, commit, timeout=DEFAULT_TIMEOUT):
     """The remote-tracking branch (`origin/main`) whose head is `commit`, or
     None: the branch a detached checkout (an AWX project sync, a CI job) was

@@ -20,7 +20,6 @@ import stat
 import tempfile
 import time
 
-from ansible_collections.guardrail.ecs.plugins.module_utils.common import git as git_utils
 from ansible_collections.guardrail.ecs.plugins.module_utils.common.files import write_atomic
 from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import tofu as tofu_utils
 
@@ -32,15 +31,6 @@ KEEP = 10
 
 class PlanRefused(Exception):
     """The saved plan cannot be applied; nothing was run."""
-
-
-def head_commit(path):
-    """The commit checked out in the git work tree holding `path`, or None."""
-    try:
-        proc = git_utils.run_git_proc(["rev-parse", "--verify", "-q", "HEAD"], path)
-    except git_utils.GitError:
-        return None
-    return proc.stdout.strip() or None if proc.returncode == 0 else None
 
 
 def plan_id_of(planfile, commit, stack, profile, render_digest=None):
