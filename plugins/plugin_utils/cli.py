@@ -27,7 +27,7 @@ from ansible_collections.guardrail.ecs.plugins.plugin_utils import api, stacks, 
 from ansible_collections.guardrail.ecs.plugins.plugin_utils import workflow as engine
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_BAD_INPUT = 0, 1, 2, 3
-TOOLS = ("tofu", "terraform")
+TOOLS = engine.TOOLS
 # tofu subcommands the engine runs itself (change detection, saved plans);
 # every other command line is run as given in the rendered directory.
 ENGINE_COMMANDS = ("plan", "apply", "destroy")

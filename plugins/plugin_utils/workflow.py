@@ -31,6 +31,8 @@ DEFAULT_STEPS = ["render", "git_check", "lock", "exec", "git_push", "unlock"]
 STEP_ALIASES = {"build": "render"}
 # Commands after which git_push pushes: a plan (or anything else) never does.
 PUSHING = ("apply", "destroy")
+# The programs a command line runs as tofu: OpenTofu and Terraform.
+TOOLS = ("tofu", "terraform")
 # backend_config keys whose values are credentials, masked in results.
 SECRET_KEY_RE = re.compile(r"(secret|token|password|access_key|credentials|sas|client_key)", re.I)
 # A line of the Lock Info tofu prints when the state lock is held (error boxes may prefix it).
@@ -109,9 +111,10 @@ def asks_for_approval(command):
     the last -auto-approve[=BOOL] wins, and an option given without `=`
     other than a flag takes the next argument as its value (`-target ADDR`,
     `-var x=1`), which is no plan file."""
-    if tofu_subcommand(command) not in PUSHING:
+    name = tofu_subcommand(command)
+    if name not in PUSHING:
         return False
-    args = command[command.index(tofu_subcommand(command), 1):]
+    args = command[command.index(name, 1):]
     approved, positional, taking_value = False, [], False
     for index, arg in enumerate(args[1:], start=1):
         if taking_value:
@@ -133,7 +136,7 @@ def tofu_subcommand(command):
     """The tofu (or terraform) command of a command line, after the global
     options tofu takes before it (-chdir=DIR); None for another program or
     none given (`tofu -version`)."""
-    if not command or os.path.basename(command[0]) not in ("tofu", "terraform"):
+    if not command or os.path.basename(command[0]) not in TOOLS:
         return None
     return next((a for a in command[1:] if not a.startswith("-")), None)
 
@@ -308,19 +311,18 @@ class Workflow:
             # clone left running refuses the run at once.
             self.hold_flock()
         key = self.render_key() if self.fast and not self.params.get("always_render") else None
-        if key is not None and render_utils.rendered_from(self.dest, key):
+        kept = key is not None and render_utils.rendered_from(self.dest, key)
+        # The commit the files are (or were) read from: a checkout moved since is refused at exec.
+        self.rendered_commit = (self.committed_ids().get("HEAD") if kept else None) or self.head()
+        self.check_expected_commit()
+        if kept:
             self.render_result = {"changed": False, "dest": self.dest, "skipped": True,
                                   "msg": "inputs unchanged since the last render: files kept"}
             self.pending_render = None
-            # The commit those trees were read from: a checkout moved since is refused at exec.
-            self.rendered_commit = self.committed_ids().get("HEAD") or self.head()
         else:
-            self.rendered_commit = self.head()
-            self.check_expected_commit()
             self.render_result = {"changed": False, "dest": self.dest, "written": False,
                                   "msg": "rendered; the files are written once the lock is held"}
             self.pending_render = (self._prepare(), key)
-        self.check_expected_commit()
         if "lock" not in self.steps:
             self.write_render()
         return self.render_result
@@ -398,9 +400,7 @@ class Workflow:
         except StepFailed as exc:
             conflict = str(exc)
         if conflict:
-            released = self.lock_taken and not self.check_mode and self._release_quietly()
-            if released:
-                self.lock_record = None
+            released = self._give_back()
             raise StepFailed(f"lock refused: {conflict}; "
                              f"{'the run lock this run took was released, ' if released else ''}"
                              "nothing was applied", {"refused": True, "released": released})
@@ -567,6 +567,14 @@ class Workflow:
             return False
         return self.given_back
 
+    def _give_back(self):
+        """Releases the lock this run took, refused before it ran anything;
+        whether it was released."""
+        released = self.lock_taken and not self.check_mode and self._release_quietly()
+        if released:
+            self.lock_record = None
+        return released
+
     def mark_lock(self, state, detail):
         """Records the run's state (failed, interrupted) in the lock record."""
         set_state = getattr(self.backend(), "set_state", None) if self.lock_record else None
@@ -657,11 +665,8 @@ class Workflow:
         try:
             return self._tofu_command(tofu)
         except tofu_utils.TofuError as exc:
-            info = None if exc.interrupted else state_lock_info(
-                "\n".join((str(exc), exc.stdout or "", exc.stderr or "")))
-            if info is None:
+            if exc.interrupted or not self.released_state_lock(tofu, str(exc), exc.stdout, exc.stderr):
                 raise
-            self.release_state_lock(tofu, info)
         return self._tofu_command(tofu)
 
     def _tofu_command(self, tofu):
@@ -671,6 +676,17 @@ class Workflow:
                                   show_sensitive=self.params["show_sensitive"])
         return result
 
+    def released_state_lock(self, tofu, *output):
+        """When tofu's `output` says it could not take the state lock: releases
+        that lock if the ended run this run took over left it, and returns
+        True (the command is then run once more); refuses otherwise. False
+        when the output says nothing of the state lock."""
+        info = state_lock_info("\n".join(text or "" for text in output))
+        if info is None:
+            return False
+        self.release_state_lock(tofu, info)
+        return True
+
     def release_state_lock(self, tofu, info):
         """Runs `tofu force-unlock` on the state lock `info` when it was left
         by the ended run this run took over; otherwise refuses, showing whose
@@ -679,9 +695,7 @@ class Workflow:
                      f"since {info.get('Created') or 'an unknown time'}")
         why = self.left_by_taken_over_run(info)
         if why is None:
-            released = self.lock_taken and not self.check_mode and self._release_quietly()
-            if released:
-                self.lock_record = None
+            released = self._give_back()
             raise StepFailed(
                 f"exec ({self.operation}) refused: tofu's state lock is held ({described}) and is not one "
                 "the ended run this run took over left behind: another tofu may be writing the state. Wait "
@@ -796,7 +810,7 @@ class Workflow:
         if self.check_mode:
             return {"changed": False, "skipped": True, "msg": "check mode: the command was not run",
                     "cmd": self.command}
-        is_tofu = os.path.basename(self.command[0]) in ("tofu", "terraform")
+        is_tofu = os.path.basename(self.command[0]) in TOOLS
         tofu = None
         env = dict(os.environ)
         if is_tofu:
@@ -812,12 +826,8 @@ class Workflow:
             except tofu_utils.TofuError as exc:
                 raise StepFailed(f"exec ({self.operation}) failed: {exc}") from exc
         rc, stdout, stderr, interrupted = self._run_argv(env)
-        info = state_lock_info("\n".join((stdout, stderr))) if tofu and rc != 0 and not interrupted else None
-        if info is not None:
-            # As the engine's commands do: a state lock the ended run this run
-            # took over left is released once (anything else is refused), and
-            # the command line runs again.
-            self.release_state_lock(tofu, info)
+        if tofu and rc != 0 and not interrupted and self.released_state_lock(tofu, stdout, stderr):
+            # As for the engine's commands: once more, the ended run's state lock released.
             rc, stdout, stderr, interrupted = self._run_argv(env)
         if is_tofu:
             # Masked in the result like everything tofu marks sensitive.
