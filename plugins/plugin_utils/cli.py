@@ -269,7 +269,7 @@ def validated(options):
     if not options.get("steps"):
         raise BadInput("name at least one step before `--`: " + USAGE)
     try:
-        params, _deprecations = workflow_spec.validate(options)
+        params, _deprecations = workflow_spec.validate(options, memo=True)
     except engine.WorkflowError as exc:
         raise BadInput(str(exc)) from exc
     return params

@@ -12,12 +12,24 @@ rest is grouped under `render`, `git`, `lock` and `tofu`.
 
 The flat names of 0.2 (`lock_backend`, `exec_timeout`, ...) still work until
 0.4.0: `validate` moves each into its group and reports its deprecation.
+
+Validation is a function of the options, this spec and the installed
+ansible-core. The command line, which otherwise never imports Ansible on a
+run that renders nothing, asks `validate` to remember its answers
+(`memo=True`): options validated once before are not validated again until
+the options, the spec or ansible-core change (see `_memo_key` for what is
+never remembered).
 """
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import json
+import os
 import sys
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.common.aws import AWS_ARGUMENT_SPEC
+from ansible_collections.guardrail.ecs.plugins.module_utils.common.files import user_cache, write_atomic
 from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import run_lock
 from ansible_collections.guardrail.ecs.plugins.plugin_utils.workflow import DEFAULT_STEPS, WorkflowError
 
@@ -145,11 +157,27 @@ def engine_params(validated):
     return params
 
 
-def validate(options):
+def validate(options, memo=False):
     """(engine parameters, deprecation messages) from the workflow's options,
     nested or (deprecated) flat, validated against WORKFLOW_ARGUMENT_SPEC with
     Ansible's ArgumentSpecValidator. WorkflowError naming every problem when
-    they do not validate: nothing has run."""
+    they do not validate: nothing has run. `memo`: answer from the user's
+    cache when these very options were validated before (module docstring)."""
+    nested, deprecations = nest(dict(options))
+    key = _memo_key(nested) if memo else None
+    params = _memo_read(key) if key else None
+    if params is None:
+        params = _validated(nested)
+        if key:
+            _memo_write(key, params)
+    else:
+        # Not remembered (a command line may carry what the cache must not
+        # keep); a `raw` option is validated as given.
+        params["command"] = nested.get("command", WORKFLOW_ARGUMENT_SPEC["command"]["default"])
+    return params, deprecations
+
+
+def _validated(nested):
     # Here, not at the top: the validator is the only part of Ansible the
     # command line needs before a render.
     try:
@@ -159,9 +187,100 @@ def validate(options):
             f"ansible-core is not installed for the Python that runs this ({sys.executable}): install it there "
             f"({sys.executable} -m pip install ansible-core), or use a Python that has it (for the guardrail "
             "command: GUARDRAIL_PYTHON); nothing was run") from exc
-
-    nested, deprecations = nest(dict(options))
     checked = ArgumentSpecValidator(WORKFLOW_ARGUMENT_SPEC).validate(nested)
     if checked.error_messages:
         raise WorkflowError("; ".join(checked.error_messages) + "; nothing was run")
-    return engine_params(checked.validated_parameters), deprecations
+    return engine_params(checked.validated_parameters)
+
+
+# -- remembered validations ----------------------------------------------------
+
+MEMO_FILE = "validated-options.json"
+# Distinct option sets kept; the oldest is forgotten first.
+MEMO_ENTRIES = 32
+# What ArgumentSpecValidator's answer depends on besides the options and the
+# spec: these files of the installed ansible-core (their path, size, mtime).
+VALIDATOR_FILES = ("release.py", "module_utils/common/arg_spec.py", "module_utils/common/parameters.py",
+                   "module_utils/common/validation.py")
+
+
+def _memo_key(nested):
+    """The digest naming these options' validation, or None when it must not
+    be remembered: options that are not plain data, that give a value to a
+    no_log option (no secret is written to the cache), or that carry `$` or
+    `~` (a path's value depends on the environment); or when ansible-core
+    cannot be found (validating says so). Besides the options, the key holds
+    the spec, the files of ansible-core's validator and this file (how
+    validated options become the engine's parameters), each by path, size
+    and mtime: an upgrade of either is validated afresh."""
+    try:
+        options = json.dumps(nested, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+    if "$" in options or "~" in options or _secret_given(WORKFLOW_ARGUMENT_SPEC, nested):
+        return None
+    found = importlib.util.find_spec("ansible")
+    if found is None or not found.submodule_search_locations:
+        return None
+    package = os.path.realpath(list(found.submodule_search_locations)[0])
+    stats = []
+    for path in [os.path.join(package, name) for name in VALIDATOR_FILES] + [os.path.realpath(__file__)]:
+        try:
+            info = os.stat(path)
+        except OSError:
+            return None
+        stats.append([path, info.st_size, info.st_mtime_ns])
+    spec = json.dumps(WORKFLOW_ARGUMENT_SPEC, sort_keys=True, default=repr)
+    material = json.dumps([options, spec, stats, list(sys.version_info[:2])])
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+
+def _secret_given(spec, values):
+    """Whether `values` gives a no_log option of `spec` (or of its groups) a
+    value, under its name or an alias."""
+    for name, option in spec.items():
+        for given in (name, *option.get("aliases", ())):
+            value = values.get(given)
+            if value in (None, "", [], {}):
+                continue
+            if option.get("no_log"):
+                return True
+            if option.get("options") and isinstance(value, dict) and _secret_given(option["options"], value):
+                return True
+    return False
+
+
+def _memo_entries():
+    try:
+        with open(user_cache(MEMO_FILE), encoding="utf-8") as handle:
+            entries = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return entries if isinstance(entries, dict) else {}
+
+
+def _memo_read(key):
+    """The engine parameters remembered under `key`, None when there are none
+    (or they are not what engine_params gives: a cache from another version)."""
+    params = _memo_entries().get(key)
+    if not isinstance(params, dict) or set(params) != _engine_names():
+        return None
+    return params
+
+
+def _memo_write(key, params):
+    entries = _memo_entries()
+    entries.pop(key, None)
+    entries[key] = {k: v for k, v in params.items() if k != "command"}
+    kept = dict(list(entries.items())[-MEMO_ENTRIES:])
+    path = user_cache(MEMO_FILE)
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        write_atomic(path, json.dumps(kept), mode=0o600, durable=False)
+    except OSError:
+        pass  # an unwritable cache only costs the next run a validation
+
+
+def _engine_names():
+    """The names engine_params gives (the command's own is not remembered)."""
+    return ({k for k in WORKFLOW_ARGUMENT_SPEC if k not in GROUPS} | set(FLAT_NAMES)) - {"command"}

@@ -44,13 +44,14 @@ def repo(git_repo):
 
 
 def guardrail(clone, *cmd, steps=STEPS, options=(), profile="prod", cwd=None, env=None, timeout=300,
-              yes=True):
-    """Runs bin/guardrail with no terminal; `yes` approves an apply as --yes does."""
+              yes=True, python=()):
+    """Runs bin/guardrail with no terminal; `yes` approves an apply as --yes
+    does; `python`: options for the interpreter."""
     assert BINARY, "neither tofu nor terraform is on PATH"
     full_env = dict(os.environ, GUARDRAIL_OWNER="tester", GUARDRAIL_RUN_ID="run-1")
     full_env.update(env or {})
     options = [*options, "--yes"] if yes else list(options)
-    args = [sys.executable, str(GUARDRAIL), *options, *steps, "--", "alpha", profile, *cmd]
+    args = [sys.executable, *python, str(GUARDRAIL), *options, *steps, "--", "alpha", profile, *cmd]
     return subprocess.run(args, cwd=cwd or clone, env=full_env, capture_output=True, text=True,
                           timeout=timeout, check=False)
 
@@ -258,6 +259,34 @@ def test_no_change_apply_json_and_render_skipped(repo):
     again = json.loads(guardrail(clone, "tofu", "apply", options=["--json"]).stdout)
     assert not again["steps"][0]["result"].get("skipped")
     assert "# edited" not in main_tf.read_text()
+
+
+def imported(stderr):
+    """The modules a run imported, from `python -X importtime`."""
+    return {line.rsplit("|", 1)[1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
+
+
+def test_options_validated_once_are_not_validated_again_and_ansible_is_not_imported(repo, tmp_path):
+    """A no-change apply with the options of an earlier run imports no part
+    of ansible-core: the render is kept and the validation remembered. Other
+    options, and bad ones, are validated (and refused) as ever."""
+    clone, remote = repo
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    first = guardrail(clone, "tofu", "apply", env=env, python=["-X", "importtime"])
+    assert first.returncode == 0, first.stderr
+    assert "ansible.module_utils.common.arg_spec" in imported(first.stderr)
+    again = guardrail(clone, "tofu", "apply", options=["--json"], env=env, python=["-X", "importtime"])
+    assert again.returncode == 0, again.stderr
+    result = json.loads(again.stdout)
+    assert result["changed"] is False and result["steps"][0]["result"].get("skipped") is True
+    assert not {m for m in imported(again.stderr) if m == "ansible" or m.startswith("ansible.")}
+    other = guardrail(clone, "tofu", "apply", options=["--lock-ttl", "600"], env=env, python=["-X", "importtime"])
+    assert other.returncode == 0, other.stderr
+    assert "ansible.module_utils.common.arg_spec" in imported(other.stderr)
+    for _attempt in range(2):
+        bad = guardrail(clone, "tofu", "apply", env=dict(env, GUARDRAIL_LOCK_BACKEND="nfs"))
+        assert bad.returncode == 3 and "value of backend must be one of: git, dynamodb, s3" in bad.stderr, bad.stderr
+    assert remote_lock(remote) is None
 
 
 def test_ctrl_c_sends_sigint_to_tofu_and_state_is_written(repo):

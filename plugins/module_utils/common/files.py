@@ -2,7 +2,8 @@
 # Copyright: guardrail.ecs contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The collection's one way to replace a file: readers see the old content or
-the new, never a part, and a crash leaves no half-written file behind."""
+the new, never a part, and a crash leaves no half-written file behind; and
+where the collection keeps what it can rebuild (`user_cache`)."""
 from __future__ import annotations
 
 import os
@@ -43,3 +44,10 @@ def write_atomic(path, data, mode=None, durable=True):
         except FileNotFoundError:
             pass
         raise
+
+
+def user_cache(name):
+    """The path of the collection's cache file `name` for the user running it:
+    $XDG_CACHE_HOME/guardrail/`name` (~/.cache/guardrail/`name` by default).
+    Only what a run can rebuild is kept there."""
+    return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "guardrail", name)

@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 
-from ansible_collections.guardrail.ecs.plugins.module_utils.common.files import write_atomic
+from ansible_collections.guardrail.ecs.plugins.module_utils.common.files import user_cache, write_atomic
 
 COMMANDS = ("init", "validate", "plan", "apply", "destroy", "output")
 # Commands that write the state: their process is recorded in the run lock.
@@ -326,8 +326,7 @@ def check_version(binary):
     except OSError as exc:
         raise TofuError(f"cannot read {path}: {exc}") from exc
     key = f"{path}\0{info.st_size}\0{info.st_mtime_ns}"
-    cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
-                         "guardrail", "tool-versions.json")
+    cache = user_cache("tool-versions.json")
     try:
         with open(cache, encoding="utf-8") as handle:
             known = json.load(handle)

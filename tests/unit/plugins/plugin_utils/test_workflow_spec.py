@@ -2,6 +2,9 @@
 the flat names of 0.2 moved into their groups with a deprecation, and the
 one validation the task, the library and the command line share."""
 import ast
+import importlib.util
+import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -119,3 +122,156 @@ def test_every_flat_name_is_documented_as_deprecated():
         description = documented[group]["suboptions"][name]["description"]
         text = description if isinstance(description, str) else " ".join(description)
         assert f"Was C({flat})" in text, flat
+
+
+# -- remembered validations (the command line's memo=True) ----------------------
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """The user's cache in a directory of the test's own."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "guardrail" / spec.MEMO_FILE
+
+
+def no_validator(monkeypatch):
+    """From here on, validating with ansible-core fails the test."""
+    def refuse(_nested):
+        raise AssertionError("validated again with ArgumentSpecValidator")
+    monkeypatch.setattr(spec, "_validated", refuse)
+
+
+@pytest.mark.parametrize("options", [
+    RUN,
+    dict(RUN, lock={"backend": "s3", "bucket": "locks"}, tofu={"timeout": "60"}, git={"max_ahead": 2}),
+    dict(RUN, lock_backend="s3", lock_bucket="locks", exec_timeout="60", stacks_dir="tf/stacks"),
+    dict(RUN, command=["/usr/bin/tofu", "apply", "-auto-approve", "-target=terraform_data.a"],
+         steps=["render", "git_check", "lock", "exec", "git_push", "unlock"], repo_path="/srv/infra"),
+])
+def test_a_remembered_validation_is_the_validation(options, cache, monkeypatch):
+    fresh = spec.validate(options)
+    first = spec.validate(options, memo=True)
+    assert cache.exists() and oct(cache.stat().st_mode & 0o777) == "0o600"
+    assert oct(cache.parent.stat().st_mode & 0o777) == "0o700"
+    no_validator(monkeypatch)
+    again = spec.validate(options, memo=True)
+    assert fresh == first == again
+
+
+def test_other_options_are_validated_afresh(cache, monkeypatch):
+    spec.validate(RUN, memo=True)
+    calls = []
+    real = spec._validated
+    monkeypatch.setattr(spec, "_validated", lambda nested: calls.append(nested) or real(nested))
+    spec.validate(RUN, memo=True)
+    assert calls == []
+    params = spec.validate(dict(RUN, profile="staging"), memo=True)[0]
+    assert len(calls) == 1 and params["profile"] == "staging"
+    with pytest.raises(WorkflowError, match="value of backend must be one of"):
+        spec.validate(dict(RUN, lock={"backend": "nfs"}), memo=True)
+    with pytest.raises(WorkflowError, match="value of backend must be one of"):
+        spec.validate(dict(RUN, lock={"backend": "nfs"}), memo=True)
+    assert len(calls) == 3, "a refusal is never remembered: it is validated (and refused) every time"
+
+
+@pytest.mark.parametrize("options", [
+    dict(RUN, tofu={"variables": {"db_password": "hunter2-secret"}}),
+    dict(RUN, variables={"db_password": "hunter2-secret"}),
+    dict(RUN, tofu={"options": {"var": "db_password=hunter2-secret"}}),
+    dict(RUN, access_key="AKIAEXAMPLE", aws_secret_access_key="hunter2-secret"),
+    dict(RUN, session_token="hunter2-secret"),
+])
+def test_options_carrying_a_secret_are_never_written(options, cache, monkeypatch):
+    spec.validate(RUN, memo=True)
+    before = cache.read_text()
+    params = spec.validate(options, memo=True)[0]
+    assert "hunter2-secret" in json.dumps(params)
+    assert cache.read_text() == before
+    calls = []
+    real = spec._validated
+    monkeypatch.setattr(spec, "_validated", lambda nested: calls.append(nested) or real(nested))
+    spec.validate(options, memo=True)
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("options", [
+    dict(RUN, repo_path="~/infra"),
+    dict(RUN, report_dir="$HOME/reports"),
+    dict(RUN, tofu={"var_files": ["${VARS}/prod.tfvars"]}),
+])
+def test_options_read_from_the_environment_are_never_remembered(options, cache, monkeypatch):
+    monkeypatch.setenv("VARS", "/srv/vars")
+    params = spec.validate(options, memo=True)[0]
+    assert "~" not in json.dumps(params) and "$" not in json.dumps(params), "expanded as a path"
+    assert not cache.exists()
+    monkeypatch.setenv("HOME", "/home/other")
+    monkeypatch.setenv("VARS", "/srv/other")
+    again = spec.validate(options, memo=True)[0]
+    assert again != params, "a different environment gives a different path"
+
+
+def test_the_command_is_given_back_as_typed_and_never_written(cache, monkeypatch):
+    command = ["/usr/bin/tofu", "apply", "-auto-approve", "-var=token=abc123"]
+    spec.validate(dict(RUN, command=command), memo=True)
+    assert "abc123" not in cache.read_text()
+    no_validator(monkeypatch)
+    params = spec.validate(dict(RUN, command=command), memo=True)[0]
+    assert params["command"] == command
+
+
+def test_a_changed_spec_or_ansible_core_is_validated_afresh(cache, monkeypatch, tmp_path):
+    spec.validate(RUN, memo=True)
+    key = spec._memo_key(spec.nest(RUN)[0])
+    backend = dict(spec.LOCK_SPEC["backend"], choices=["git", "etcd"])
+    monkeypatch.setitem(spec.LOCK_SPEC, "backend", backend)
+    assert spec._memo_key(spec.nest(RUN)[0]) != key, "the spec is part of the key"
+    monkeypatch.undo()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert spec._memo_key(spec.nest(RUN)[0]) == key
+    # ansible-core upgraded in place: one of the validator's files changes.
+    found = importlib.util.find_spec("ansible")
+    package = Path(list(found.submodule_search_locations)[0]).resolve()
+    copy = tmp_path / "ansible"
+    for name in spec.VALIDATOR_FILES:
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(package / name, copy / name)
+    moved = importlib.util.spec_from_file_location("ansible", copy / "__init__.py",
+                                                   submodule_search_locations=[str(copy)])
+    monkeypatch.setattr(spec.importlib.util, "find_spec", lambda name: moved)
+    elsewhere = spec._memo_key(spec.nest(RUN)[0])
+    assert elsewhere != key, "another ansible-core is another key"
+    with open(copy / "module_utils/common/validation.py", "a", encoding="utf-8") as handle:
+        handle.write("\n# upgraded\n")
+    assert spec._memo_key(spec.nest(RUN)[0]) != elsewhere, "an upgraded validator is another key"
+    # This collection upgraded: how validated options become the engine's parameters may differ.
+    upgraded = tmp_path / "workflow_spec.py"
+    shutil.copy2(spec.__file__, upgraded)
+    upgraded.touch()
+    before = spec._memo_key(spec.nest(RUN)[0])
+    monkeypatch.setattr(spec, "__file__", str(upgraded))
+    assert spec._memo_key(spec.nest(RUN)[0]) != before, "another copy of the collection is another key"
+
+
+@pytest.mark.parametrize("content", ["{not json", "[]", '{"%s": {"stack": "x"}}'])
+def test_a_damaged_cache_is_validated_afresh_and_rewritten(content, cache, monkeypatch):
+    cache.parent.mkdir(parents=True)
+    key = spec._memo_key(spec.nest(RUN)[0])
+    cache.write_text(content.replace("%s", key) if "%s" in content else content)
+    params = spec.validate(RUN, memo=True)[0]
+    assert params == spec.validate(RUN)[0]
+    assert key in json.loads(cache.read_text())
+
+
+def test_the_cache_keeps_the_newest_entries(cache, monkeypatch):
+    monkeypatch.setattr(spec, "MEMO_ENTRIES", 3)
+    for n in range(5):
+        spec.validate(dict(RUN, stack=f"s{n}"), memo=True)
+    assert len(json.loads(cache.read_text())) == 3
+    no_validator(monkeypatch)
+    assert spec.validate(dict(RUN, stack="s4"), memo=True)[0]["stack"] == "s4"
+
+
+def test_an_unwritable_cache_only_costs_a_validation(tmp_path, monkeypatch):
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    assert spec.validate(RUN, memo=True) == spec.validate(RUN)
