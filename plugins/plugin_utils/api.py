@@ -23,7 +23,7 @@ it is in the result (`failed`, `refused`, `failed_step`, the step's outcome).
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from collections import namedtuple
 
 from ansible_collections.guardrail.ecs.plugins.plugin_utils import workflow as engine
 from ansible_collections.guardrail.ecs.plugins.plugin_utils import workflow_spec
@@ -32,30 +32,22 @@ from ansible_collections.guardrail.ecs.plugins.plugin_utils.templar import stand
 WorkflowError = engine.WorkflowError
 
 
-@dataclass(frozen=True)
-class StepOutcome:
-    """One step as it ran: `status` is ok, failed or skipped."""
+class StepOutcome(namedtuple("StepOutcome", ("step", "status", "changed", "duration", "msg", "result"))):
+    """One step as it ran (immutable): `step` (str), `status` (str: ok,
+    failed or skipped), `changed` (bool), `duration` (float, seconds), `msg`
+    (str) and `result` (dict, what the step returned)."""
 
-    step: str
-    status: str
-    changed: bool
-    duration: float
-    msg: str = ""
-    result: dict = field(default_factory=dict)
+    __slots__ = ()
 
 
-@dataclass(frozen=True)
-class WorkflowResult:
-    """A run: whether it changed anything, how it ended, each step's outcome,
-    and `data`, the whole result as the workflow task reports it."""
+class WorkflowResult(namedtuple("WorkflowResult", ("changed", "failed", "refused", "failed_step", "msg", "steps",
+                                                   "data"))):
+    """A run (immutable): whether it `changed` anything, how it ended
+    (`failed`, `refused`: bool; `failed_step`: str or None; `msg`: str),
+    each step's outcome (`steps`, a tuple of StepOutcome) and `data` (dict),
+    the whole result as the workflow task reports it."""
 
-    changed: bool
-    failed: bool
-    refused: bool
-    failed_step: str | None
-    msg: str
-    steps: tuple
-    data: dict
+    __slots__ = ()
 
     @classmethod
     def from_engine(cls, data):

@@ -20,12 +20,12 @@ templates as `dependencies.<name>.outputs`.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import tempfile
 import threading
 import time
+from collections import namedtuple
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.common import git as git_utils
 from ansible_collections.guardrail.ecs.plugins.module_utils.common import names
@@ -46,12 +46,17 @@ class StackError(engine.WorkflowError):
     """The stacks or their dependencies are wrong; nothing was run."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Stack:
-    name: str
-    depends_on: tuple = ()
-    inputs: tuple = ()
-    mock_outputs: dict = dataclasses.field(default_factory=dict)
+class Stack(namedtuple("Stack", ("name", "depends_on", "inputs", "mock_outputs"))):
+    """A stack as its stack.yml describes it (immutable): `depends_on` and
+    `inputs` are tuples of names, `mock_outputs` maps a dependency to the
+    outputs a plan uses while it has no state. `Stack.plain(name)`: a stack
+    without a stack.yml."""
+
+    __slots__ = ()
+
+    @classmethod
+    def plain(cls, name):
+        return cls(name, (), (), {})
 
 
 # -- the graph -----------------------------------------------------------------
@@ -64,7 +69,7 @@ def read_stack(stack_root, name):
     """The Stack of `<stack_root>/stack.yml` (a plain Stack when there is none)."""
     path = os.path.join(stack_root, STACK_FILE)
     if not os.path.isfile(path):
-        return Stack(name)
+        return Stack.plain(name)
     yaml = _yaml()
     try:
         with open(path, encoding="utf-8") as handle:

@@ -10,7 +10,7 @@ from ansible_collections.guardrail.ecs.plugins.plugin_utils import stacks as s
 
 
 def graph(**deps):
-    return {name: s.Stack(name, tuple(d)) for name, d in deps.items()}
+    return {name: s.Stack(name, tuple(d), (), {}) for name, d in deps.items()}
 
 
 def write(tmp_path, layout):
