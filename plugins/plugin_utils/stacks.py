@@ -403,6 +403,7 @@ class ManyRun:
         # The commit the run checked at its start: every stack is rendered
         # from it and only it is pushed (a commit made meanwhile is refused).
         self.commit = None
+        self.detached_at = None  # the remote branch a detached checkout was found to be
 
     def stack_params(self, name, **extra):
         return dict(self.params, stack=name, **extra)
@@ -451,6 +452,7 @@ class ManyRun:
             return ("git check refused the work tree: " + "; ".join(info["problems"]) +
                     ". No lock was taken and nothing ran."), True
         self.commit = info["head"]
+        self.detached_at = info["detached_at"]
         return None, False
 
     def lock_all(self):
@@ -505,14 +507,14 @@ class ManyRun:
     def push(self, applied):
         """Pushes the commit the stacks applied (refused when the checkout
         moved on from it) and marks it applied to each, as the run of one
-        stack does: (push result, None) or (None, why it failed)."""
+        stack does: (push result, None) or (None, the GitError it failed with)."""
         p = self.params
         commits = {self.results[name]["applied_commit"] for name in applied}
         try:
             if applied and not self.check_mode:
                 if len(commits) > 1:
-                    raise git_utils.GitError(f"the stacks applied different commits ({', '.join(sorted(commits))}): "
-                                             "the checkout moved during the run; nothing was pushed")
+                    raise git_utils.PushRefused(f"the stacks applied different commits ({', '.join(sorted(commits))}"
+                                                "): the checkout moved during the run; nothing was pushed", "moved")
                 pushed, markers = git_utils.push_applied(p["repo_path"], commits.pop(),
                                                          [(name, p["profile"]) for name in applied],
                                                          remote=p["push_remote"])
@@ -522,7 +524,7 @@ class ManyRun:
                 pushed = git_utils.push(p["repo_path"], remote=p["push_remote"], check_mode=self.check_mode,
                                         commit=self.commit)
         except git_utils.GitError as exc:
-            return None, f"git push failed: {exc}"
+            return None, exc
         return pushed, None
 
     def run(self):
@@ -564,11 +566,13 @@ class ManyRun:
         if "git_push" in self.steps and (applied or "exec" not in self.steps):
             pushed, push_failed = self.push(applied)
             if push_failed:
-                todo = (f"check out {self.commit} again (or review what was committed on top of it), then run "
-                        "again as the same owner" if "checkout moved" in push_failed else
-                        "pull, then run again as the same owner")
-                self.fail_all(applied or names, push_failed + ". The run locks of the stacks applied stay held "
-                              f"so nobody applies the upstream over them: {todo}.", False, "git_push")
+                why, todo = engine.lost_push(push_failed, self.commit, self.detached_at)
+                done = (f"Commit {self.commit} was applied to {', '.join(applied)} but was not pushed"
+                        f"{f': {why}' if why else ''}. " if applied else "")
+                self.fail_all(applied or names, f"git push failed: {push_failed}. {done}The run locks of the "
+                              "stacks applied stay held so nobody applies the upstream over them. What to do: "
+                              f"{todo}: it applies what is then checked out, pushes it and releases the locks.",
+                              False, "git_push")
             else:
                 for name in applied:
                     self.results[name]["push"] = pushed

@@ -187,6 +187,7 @@ class Workflow:
         self.lock_taken = False
         self.given_back = False  # the lock this run took, released after a refusal
         self.detached_at = None  # the remote branch a detached checkout was found to be
+        self.push_error = None  # the GitError git_push failed with
         self.tofu_options = dict(params["tofu_options"] or {})
         self.policy = None
         if self.stack in RESERVED_STACKS:
@@ -874,6 +875,7 @@ class Workflow:
                 result = git_utils.push(self.repo_path, remote=remote, check_mode=self.check_mode,
                                         commit=self.applied["commit"] if self.applied else None)
         except git_utils.GitError as exc:
+            self.push_error = exc
             raise StepFailed(f"git push failed: {exc}") from exc
         return result
 
@@ -982,17 +984,12 @@ class Workflow:
         if step == "git_check":
             return f"{msg}. No lock was taken and nothing ran."
         if held and step == "git_push" and self.applied:
-            moved = "checkout moved" in msg
+            why, todo = lost_push(self.push_error, self.applied["commit"], self.detached_at)
             return (f"{msg}. Commit {self.applied['commit']} was applied to {self.stack}/{self.profile} "
-                    f"({self.applied_summary()}) but is not on the upstream"
-                    f"{'' if moved else ': someone pushed meanwhile'}. The run lock stays held by "
-                    f"{self.owner} (run {self.run_id}), marked failed, so nobody applies the upstream over "
-                    "it. What to do: "
-                    + (f"check out {self.applied['commit']} again (or review what was committed on top of "
-                       "it), then run the workflow again as the same owner: it applies what is checked "
-                       "out, pushes it and releases the lock." if moved else
-                       "pull (rebase or merge onto the upstream), then run the workflow again as the same "
-                       "owner: it applies the combined commit, pushes it and releases the lock."))
+                    f"({self.applied_summary()}) but was not pushed{f': {why}' if why else ''}. The run lock "
+                    f"stays held by {self.owner} (run {self.run_id}), marked failed, so nobody applies the "
+                    f"upstream over it. What to do: {todo}: it applies what is then checked out, pushes it "
+                    "and releases the lock.")
         if held and step == "unlock" and (self.applied or self.exec_result):
             done = (f"commit {self.applied['commit']} was applied ({self.applied_summary()})"
                     f"{' and pushed' if 'git_push' in steps else ''}" if self.applied else
@@ -1185,6 +1182,32 @@ def changes_infrastructure(command):
         return command in PUSHING
     # After tofu's global options: `tofu -chdir=. apply` applies as well.
     return tofu_subcommand(command) in PUSHING
+
+
+def lost_push(exc, commit, detached_at=None):
+    """(why `commit`, applied, was not pushed, or None; what to do) after
+    git push failed with `exc`. `detached_at`: the remote branch git_check
+    found a detached checkout to be. The one advice of a run of one stack
+    and of several: to pull only where there is an upstream to pull from."""
+    cause = getattr(exc, "cause", None)
+    again = "then run again as the same owner"
+    if cause == "moved":
+        return ("the checkout moved on from it during the run",
+                f"check out {commit} again (or review what was committed on top of it), {again}")
+    if cause == "behind":
+        return (f"someone pushed to {exc.upstream} meanwhile", f"pull (rebase or merge onto {exc.upstream}), {again}")
+    if cause == "no_upstream":
+        return (f"branch {exc.branch} has no upstream, so there is nothing to pull from or push to",
+                f"push the branch once with 'git push -u {exc.remote or 'origin'} {exc.branch}', {again}")
+    if cause == "detached" and detached_at:
+        return (f"{detached_at} moved on from it meanwhile, and a detached checkout has no branch to pull into",
+                f"sync the checkout again to what {detached_at} now holds (as a project sync does: 'git fetch', "
+                f"then 'git checkout --detach {detached_at}'), {again}")
+    if cause == "detached":
+        return (f"HEAD is detached at a commit no branch of {exc.remote} holds, so there is nothing to pull "
+                "from or push to",
+                f"push it to a branch with 'git push {exc.remote} {commit}:refs/heads/<branch>', {again}")
+    return None, f"fix what git reported, {again}"
 
 
 def run(params, template, check_mode=False, diff=False, variables=None, fast=False, echo=None,

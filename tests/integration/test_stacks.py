@@ -407,3 +407,117 @@ def test_a_run_that_changed_nothing_pushes_no_applied_marker(git_repo, tmp_path,
               if "built-in: git push" in line and "refs/guardrail/applied" in line]
     assert pushes == []
     assert git("rev-parse", "refs/guardrail/applied/two/prod", cwd=remote) == head
+
+
+# A resource of stack one whose creation pushes a commit from another clone:
+# someone's push lands while the apply runs, after every check before it.
+RACE = ('resource "terraform_data" "race" {\n  provisioner "local-exec" {\n'
+        '    command = "cd OTHER && git commit -q --allow-empty -m theirs && git push -q"\n  }\n}\n')
+
+
+def lost_push_messages(proc, result, selection):
+    """The failure message of each stack (one stack's run has one)."""
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    if "," not in selection:
+        assert result["failed_step"] == "git_push", result["msg"]
+        return [result["msg"]]
+    assert {row.get("failed_step") for row in result["stacks"]} == {"git_push"}, result["msg"]
+    return [row["msg"] for row in result["stacks"]]
+
+
+@pytest.mark.parametrize("selection", ["one", "one,two"], ids=["one stack", "several"])
+@pytest.mark.parametrize("checkout", ["branch", "detached"])
+def test_a_push_landing_while_the_stacks_apply_says_how_to_catch_up(git_repo, tmp_path, checkout, selection):
+    """The push is refused and the locks stay held. On a branch the advice is
+    to pull; a detached checkout (an AWX job) has nothing to pull into: it is
+    synced again. Following the advice, the same owner's next run finishes.
+    One stack and several give the same advice."""
+    clone, remote = git_repo
+    make_repo(clone, stacks={"one": [], "two": []}, sleep=0)
+    other = tmp_path / "other"
+    commit(clone, "stacks/one/race.tf", RACE.replace("OTHER", str(other)), push=True)
+    git("clone", "-q", str(remote), str(other), cwd=tmp_path)
+    git("config", "user.name", "Other", cwd=other)
+    git("config", "user.email", "other@example.invalid", cwd=other)
+    if checkout == "detached":
+        git("checkout", "-q", "--detach", "origin/main", cwd=clone)
+    applied = git("rev-parse", "HEAD", cwd=clone)
+    log = tmp_path / "applies.log"
+    proc, result = guardrail(clone, selection, "tofu", "apply", log=log, options=("--json",))
+    for msg in lost_push_messages(proc, result, selection):
+        assert f"Commit {applied} was applied" in msg, msg
+        if checkout == "branch":
+            assert "someone pushed to origin/main meanwhile" in msg and "What to do: pull" in msg, msg
+        else:
+            assert "origin/main moved on from it" in msg and "What to do: sync the checkout again" in msg, msg
+    assert remote_lock(remote, "one") is not None
+    assert remote_refs(remote, "refs/guardrail/applied") == []
+
+    if checkout == "branch":
+        git("pull", "-q", "--rebase", cwd=clone)
+    else:
+        git("fetch", "-q", cwd=clone)
+        git("checkout", "-q", "--detach", "origin/main", cwd=clone)
+    proc, result = guardrail(clone, selection, "tofu", "apply", log=log, options=("--json",))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    head = git("rev-parse", "HEAD", cwd=clone)
+    assert head != applied and git("rev-parse", "refs/heads/main", cwd=remote) == head
+    assert git("rev-parse", "refs/guardrail/applied/one/prod", cwd=remote) == head
+    assert remote_refs(remote, "refs/guardrail/locks") == []
+
+
+@pytest.mark.parametrize("selection", ["one", "one,two"], ids=["one stack", "several"])
+@pytest.mark.parametrize("checkout", ["branch without upstream", "detached"])
+def test_a_commit_with_no_branch_to_push_to_says_how_to_push_it(git_repo, tmp_path, checkout, selection):
+    """A branch without upstream (git_check not among the steps) or a commit
+    no remote branch holds (allow_detached) has nothing to pull from: the
+    advice is to push the commit to a branch. Done so, the same owner's
+    next run finishes."""
+    clone, remote = git_repo
+    make_repo(clone, stacks={"one": [], "two": []}, sleep=0)
+    steps, options = ("render", "git_check", "lock", "exec", "git_push", "unlock"), ("--json",)
+    if checkout == "detached":
+        commit(clone, "notes.txt", "not pushed\n")
+        git("checkout", "-q", "--detach", cwd=clone)
+        options += ("--git-allow-detached",)
+    else:
+        git("checkout", "-q", "-b", "feature", cwd=clone)
+        commit(clone, "notes.txt", "not pushed\n")
+        steps = tuple(s for s in steps if s != "git_check")
+    applied = git("rev-parse", "HEAD", cwd=clone)
+    log = tmp_path / "applies.log"
+    proc, result = guardrail(clone, selection, "tofu", "apply", log=log, options=options, steps=steps)
+    for msg in lost_push_messages(proc, result, selection):
+        assert f"Commit {applied} was applied" in msg and "nothing to pull from" in msg, msg
+        if checkout == "detached":
+            assert f"What to do: push it to a branch with 'git push origin {applied}:refs/heads/<branch>'" in msg, msg
+        else:
+            assert "What to do: push the branch once with 'git push -u origin feature'" in msg, msg
+    assert remote_lock(remote, "one") is not None
+
+    if checkout == "detached":
+        git("push", "-q", "origin", f"{applied}:refs/heads/release", cwd=clone)
+    else:
+        git("push", "-q", "-u", "origin", "feature", cwd=clone)
+    proc, result = guardrail(clone, selection, "tofu", "apply", log=log, options=options, steps=steps)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert git("rev-parse", "refs/guardrail/applied/one/prod", cwd=remote) == applied
+    assert remote_refs(remote, "refs/guardrail/locks") == []
+
+
+@pytest.mark.parametrize("selection", ["one", "one,two"], ids=["one stack", "several"])
+def test_a_push_the_remote_refuses_says_to_fix_what_git_reported(git_repo, tmp_path, selection):
+    """A push the remote's own hook refuses is no reason to pull: the advice
+    points at git's message."""
+    clone, remote = git_repo
+    make_repo(clone, stacks={"one": [], "two": []}, sleep=0)
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\nif grep -q ' refs/heads/main$'; then echo 'main is frozen' >&2; exit 1; fi\n")
+    hook.chmod(0o755)
+    commit(clone, "notes.txt", "not pushed\n")
+    applied = git("rev-parse", "HEAD", cwd=clone)
+    proc, result = guardrail(clone, selection, "tofu", "apply", log=tmp_path / "applies.log", options=("--json",))
+    for msg in lost_push_messages(proc, result, selection):
+        assert "main is frozen" in msg and f"Commit {applied} was applied" in msg, msg
+        assert "What to do: fix what git reported, then run again as the same owner" in msg, msg
+    assert remote_lock(remote, "one") is not None

@@ -30,6 +30,20 @@ class DetachedHead(GitError):
     """HEAD is not on a branch."""
 
 
+class PushRefused(GitError):
+    """A push refused before anything was sent, for a `cause` the workflow
+    advises on: "moved" (the checkout moved on from the commit applied),
+    "behind" (someone pushed to `upstream`), "no_upstream" (`branch` has
+    none) or "detached" (HEAD is the head of no branch of `remote`)."""
+
+    def __init__(self, message, cause, branch=None, upstream=None, remote=None):
+        super().__init__(message)
+        self.cause = cause
+        self.branch = branch
+        self.upstream = upstream
+        self.remote = remote
+
+
 def git_env(env=None):
     """The environment for git: never prompt (a prompt would hang a play), and
     messages in C locale so the text we surface is the documented one."""
@@ -286,9 +300,9 @@ def check(repo_path, max_ahead=1, allow_detached=False, fetch=True, timeout=DEFA
 def _unmoved(commit, name, head):
     """Refuses to push when `commit` (the one applied) is no longer `head`."""
     if commit and head != commit:
-        raise GitError(f"the checkout moved during the run: {commit} was applied, but {name} now "
-                       f"points at {head}; nothing was pushed, since what would be pushed is not what "
-                       "was applied")
+        raise PushRefused(f"the checkout moved during the run: {commit} was applied, but {name} now "
+                          f"points at {head}; nothing was pushed, since what would be pushed is not what "
+                          "was applied", "moved")
 
 
 def push(repo_path, remote=None, check_mode=False, timeout=DEFAULT_TIMEOUT, commit=None):
@@ -326,7 +340,8 @@ def _push(repo_path, remote, check_mode, timeout, commit, also=()):
         return result, remote, on_remote
     _unmoved(commit, branch, head)
     if not up_ref:
-        raise GitError(f"branch {branch} has no upstream: set one with 'git push -u <remote> {branch}'")
+        raise PushRefused(f"branch {branch} has no upstream: set one with 'git push -u <remote> {branch}'",
+                          "no_upstream", branch=branch, remote=remote)
     remote = remote or up_remote
     upstream = f"{remote}/{up_ref[len('refs/heads/'):] if up_ref.startswith('refs/heads/') else up_ref}"
 
@@ -352,10 +367,11 @@ def _push(repo_path, remote, check_mode, timeout, commit, also=()):
                          repo_path, timeout=timeout).split()
         behind, ahead = int(counts[0]), int(counts[1])
         if behind and ahead:
-            raise GitError(f"branch {branch} has diverged from {upstream} ({ahead} ahead, {behind} behind): "
-                           "rebase or merge, then push; nothing was pushed")
+            raise PushRefused(f"branch {branch} has diverged from {upstream} ({ahead} ahead, {behind} behind): "
+                              "rebase or merge, then push; nothing was pushed", "behind", branch, upstream)
         if behind:
-            raise GitError(f"branch {branch} is {behind} commit(s) behind {upstream}: pull first; nothing was pushed")
+            raise PushRefused(f"branch {branch} is {behind} commit(s) behind {upstream}: pull first; nothing was "
+                              "pushed", "behind", branch, upstream)
         commit_range = f"{remote_oid}..{head}" if ahead else ""
     else:
         ahead = int(run_git(["rev-list", "--count", head, "--not", f"--remotes={remote}"],
@@ -383,8 +399,8 @@ def _push_detached(repo_path, remote, detached, timeout=DEFAULT_TIMEOUT, also=()
     refs = [(ref, oid) for oid, _tab, ref in (line.partition("\t") for line in listing.splitlines())]
     names = sorted(ref[len("refs/heads/"):] for ref, oid in refs if ref.startswith("refs/heads/") and oid == head)
     if not names:
-        raise GitError(f"{detached}; HEAD {head[:12]} is the head of no branch of {remote}, so it cannot be "
-                       "pushed; nothing was pushed")
+        raise PushRefused(f"{detached}; HEAD {head[:12]} is the head of no branch of {remote}, so it cannot be "
+                          "pushed; nothing was pushed", "detached", remote=remote)
     return ({"changed": False, "branch": None, "upstream": f"{remote}/{names[0]}", "range": "", "commits": 0,
              "msg": f"detached HEAD {head[:12]} is already {remote}/{names[0]}: nothing to push"},
             {ref: oid for ref, oid in refs if ref in also})
