@@ -224,13 +224,13 @@ def profile_files(profiles_dir, profile, _chain=()):
 
 
 def affected(graph, repo_path, profile, stacks_dir="stacks", profiles_dir="profiles", since=None,
-             remote=None, var_files=(), fetch=True):
+             remote=None, var_files=(), fetch=True, head=None):
     """{stack: why} for the stacks whose committed inputs differ between the
-    last commit applied to (stack, profile) (or `since`) and HEAD, and the
-    stacks depending on them, in dependency order."""
+    last commit applied to (stack, profile) (or `since`) and `head` (HEAD
+    when not given), and the stacks depending on them, in dependency order."""
     repo = os.path.realpath(repo_path)
     try:
-        head = git_utils.run_git(["rev-parse", "--verify", "HEAD^{commit}"], repo).strip()
+        head = head or git_utils.run_git(["rev-parse", "--verify", "HEAD^{commit}"], repo).strip()
         if since:
             base_of = {name: git_utils.run_git(["rev-parse", "--verify", "--end-of-options",
                                                 f"{since}^{{commit}}"], repo).strip() for name in graph}
@@ -377,11 +377,15 @@ class ManyRun:
                 raise StackError(f"{spelled} names one stack's {option.replace('_', ' ')}: leave it unset to run "
                                  "several stacks; nothing was run")
         self.graph = load_graph(p["repo_path"], p["stacks_dir"])
+        # The commit the run is made from, read once: `affected` chooses the
+        # stacks from it, git_check, render and exec refuse a checkout moved
+        # from it, and only it is pushed.
+        self.commit = git_utils.head_commit(p["repo_path"])
         self.reasons = {}
         if p["stack"] == "affected":
             self.reasons = affected(self.graph, p["repo_path"], p["profile"], p["stacks_dir"],
                                     p["profiles_dir"], since=p["since"], remote=p["push_remote"],
-                                    var_files=p["var_files"], fetch=p["fetch"])
+                                    var_files=p["var_files"], fetch=p["fetch"], head=self.commit)
             names = list(self.reasons)
         else:
             names = parse_selection(p["stack"], self.graph)
@@ -400,9 +404,6 @@ class ManyRun:
         self.results = {n: {"stack": n, "profile": p["profile"], "steps": [], "changed": False}
                         for n in self.names}
         self.lock = threading.Lock()
-        # The commit the run checked at its start: every stack is rendered
-        # from it and only it is pushed (a commit made meanwhile is refused).
-        self.commit = None
         self.detached_at = None  # the remote branch a detached checkout was found to be
 
     def stack_params(self, name, **extra):
@@ -448,8 +449,11 @@ class ManyRun:
                                    fetch=p["fetch"])
         except git_utils.GitError as exc:
             return f"git check failed: {exc}", False
-        if not info["ok"]:
-            return ("git check refused the work tree: " + "; ".join(info["problems"]) +
+        problems = list(info["problems"])
+        if self.commit and info["head"] != self.commit:
+            problems.append(engine.moved_checkout(self.commit, info["head"]))
+        if problems:
+            return ("git check refused the work tree: " + "; ".join(problems) +
                     ". No lock was taken and nothing ran."), True
         self.commit = info["head"]
         self.detached_at = info["detached_at"]
@@ -540,8 +544,6 @@ class ManyRun:
             if msg:
                 self.fail_all(names, msg, refused, "git_check")
                 return self.finish()
-        if self.commit is None:
-            self.commit = git_utils.head_commit(p["repo_path"])
         if "lock" in self.steps:
             self.lock_all()
             if "exec" in self.steps and p["fetch"] and not self.check_mode and self.pushing():

@@ -333,9 +333,8 @@ class Workflow:
         at its start: a checkout moved since is refused before anything of
         this stack is rendered or applied."""
         if self.expect_commit and self.rendered_commit != self.expect_commit:
-            raise StepFailed(f"render refused: the checkout moved from {self.expect_commit} (checked when the run "
-                             f"started) to {self.rendered_commit} during the run: nothing of this stack was "
-                             "rendered or applied", {"refused": True, "moved": True})
+            raise StepFailed(f"render refused: {moved_checkout(self.expect_commit, self.rendered_commit)}: "
+                             "nothing of this stack was rendered or applied", {"refused": True, "moved": True})
 
     def _prepare(self):
         p = self.params
@@ -601,9 +600,8 @@ class Workflow:
         if commit and self.expect_commit and commit != self.expect_commit:
             # Without the render step nothing above compares: the commit the
             # run checked is the only one recorded as applied, then pushed.
-            raise StepFailed(f"exec ({self.operation}) refused: the checkout moved from {self.expect_commit} "
-                             f"(checked when the run started) to {commit} during the run: nothing of this "
-                             "stack was applied", {"refused": True, "moved": True})
+            raise StepFailed(f"exec ({self.operation}) refused: {moved_checkout(self.expect_commit, commit)}: "
+                             "nothing of this stack was applied", {"refused": True, "moved": True})
         try:
             result = self._exec()
         except StepFailed as exc:
@@ -1182,6 +1180,12 @@ def changes_infrastructure(command):
         return command in PUSHING
     # After tofu's global options: `tofu -chdir=. apply` applies as well.
     return tofu_subcommand(command) in PUSHING
+
+
+def moved_checkout(started, now):
+    """Why a run over several stacks refuses a checkout that is no longer
+    the commit it started from (its stacks were chosen from that commit)."""
+    return f"the checkout moved from {started} (read when the run started) to {now} during the run"
 
 
 def lost_push(exc, commit, detached_at=None):

@@ -10,6 +10,7 @@ import pytest
 
 from conftest import git
 from stacks_helpers import (
+    STEPS,
     guardrail,
     intervals,
     make_repo,
@@ -521,3 +522,56 @@ def test_a_push_the_remote_refuses_says_to_fix_what_git_reported(git_repo, tmp_p
         assert "main is frozen" in msg and f"Commit {applied} was applied" in msg, msg
         assert "What to do: fix what git reported, then run again as the same owner" in msg, msg
     assert remote_lock(remote, "one") is not None
+
+
+# Run by git in the clone when the `affected` selection fetches the applied
+# markers: a commit changing stack two lands after the run chose its stacks
+# from HEAD, before git_check reads HEAD.
+LANDS_AFTER_THE_SELECTION = """\
+#!/bin/sh
+[ "$1" = committed ] || exit 0
+grep -q refs/guardrail/applied/ || exit 0
+rm -f "$0"
+echo '# two' >> stacks/two/main.tf.j2
+git add stacks/two/main.tf.j2 && git commit -q -m 'lands after the selection'
+"""
+
+
+@pytest.mark.parametrize("steps", [STEPS, tuple(s for s in STEPS if s != "git_check")],
+                         ids=["git_check", "no git_check"])
+def test_a_commit_landing_after_the_affected_selection_is_refused(git_repo, tmp_path, steps):
+    """The stacks `affected` chose are those of the commit the run then
+    applies: a commit landing in between (it changes a stack not chosen) is
+    refused at git_check, or at render without it; nothing is applied or
+    pushed and no lock is left."""
+    clone, remote = git_repo
+    make_repo(clone, stacks={"one": [], "two": []}, sleep=0)
+    log = tmp_path / "applies.log"
+    assert guardrail(clone, "all", "tofu", "apply", log=log).returncode == 0
+    first = git("rev-parse", "HEAD", cwd=clone)
+    commit(clone, "stacks/one/main.tf.j2", stack_text(0) + "# one\n", push=True)
+    selected = git("rev-parse", "HEAD", cwd=clone)
+    # The selection fetches the markers again, which runs the hook.
+    for name in ("one", "two"):
+        git("update-ref", "-d", f"refs/guardrail/applied/{name}/prod", cwd=clone)
+    hook = clone / ".git" / "hooks" / "reference-transaction"
+    hook.write_text(LANDS_AFTER_THE_SELECTION)
+    hook.chmod(0o755)
+    proc, result = guardrail(clone, "affected", "tofu", "apply", log=log, options=("--json",), steps=steps)
+    landed = git("rev-parse", "HEAD", cwd=clone)
+    assert landed != selected, "the hook did not fire: the race was not staged"
+    assert proc.returncode != 0, result["msg"]
+    assert list(result["affected"]) == ["one"]
+    one = result["stacks"][0]
+    assert one["outcome"] == "refused" and one["failed_step"] == ("git_check" if "git_check" in steps else "render")
+    assert f"the checkout moved from {selected}" in one["msg"] and landed in one["msg"], one["msg"]
+    assert "applied_commit" not in one
+    assert git("rev-parse", "refs/heads/main", cwd=remote) == selected
+    assert [git("rev-parse", f"refs/guardrail/applied/{name}/prod", cwd=remote) for name in ("one", "two")] == [
+        first, first]
+    assert remote_refs(remote, "refs/guardrail/locks") == []
+    # Run again: the selection is made from the commit that landed.
+    proc, result = guardrail(clone, "affected", "tofu", "apply", log=log, options=("--json",), steps=steps)
+    assert proc.returncode == 0, result["msg"]
+    assert list(result["affected"]) == ["one", "two"]
+    assert git("rev-parse", "refs/guardrail/applied/two/prod", cwd=remote) == landed
