@@ -48,6 +48,10 @@ FILESYSTEMS = ("tmpfs", "ext4")
 # Exit code of every refusal and failure of the helper; the module fails
 # (failed: true) where the helper exits with it.
 REFUSED = 70
+# Set to a fresh value for each test that uses the lab: every process the
+# test starts inherits it (through runuser, whatever its process group or
+# parent), which is how the lab finds what a test left running.
+LAB_RUN = "GUARDRAIL_TEST_LAB_RUN"
 
 Outcome = collections.namedtuple("Outcome", "rc out result")
 
@@ -135,7 +139,7 @@ def implementation(name):
     else:
         def start(src, dest, diff=False, stop_at=None, **options):
             env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "GUARDRAIL_HYDRATE_SRC": str(src),
-                   "GUARDRAIL_HYDRATE_DEST": str(dest)}
+                   "GUARDRAIL_HYDRATE_DEST": str(dest), LAB_RUN: os.environ.get(LAB_RUN, "")}
             if stop_at:
                 env["GUARDRAIL_HYDRATE_TEST_STOP"] = stop_at
             for key, value in options.items():
@@ -258,9 +262,50 @@ class Lab:
         assert self.outside_name not in output, "a name from outside dest is in the output"
 
 
+def running_with(tag):
+    """(pid, state, command line) of every process left whose environment
+    has LAB_RUN=`tag`, but for zombies: PID 1 here never reaps, so a process
+    that ended can stay a zombie (state Z), with nothing left of it to end."""
+    needle = f"{LAB_RUN}={tag}".encode()
+    found = []
+    for pid in (int(name) for name in os.listdir("/proc") if name.isdigit()):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                state = f.read().rpartition(b")")[2].split()[0].decode()
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue  # ended meanwhile
+        if state != "Z" and needle in environ:
+            found.append((pid, state, cmdline))
+    return found
+
+
+def end_leftovers(tag, grace=10.0):
+    """What the test started and left running, ended: [(pid, state, command
+    line)] of what was still there once the lab had ended its attackers
+    (those take a moment to go after SIGKILL: waited for up to `grace`)."""
+    deadline = time.monotonic() + grace
+    left = running_with(tag)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = running_with(tag)
+    for pid, _state, _cmdline in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return left
+
+
 @pytest.fixture
-def lab(fs):
+def lab(fs, monkeypatch):
+    """The lab of one test; after it, no process the test started is left."""
     root = fs[1] / uuid.uuid4().hex[:12]
+    tag = uuid.uuid4().hex
+    monkeypatch.setenv(LAB_RUN, tag)
     made = None
     try:
         made = Lab(root)
@@ -268,7 +313,9 @@ def lab(fs):
     finally:
         if made is not None:
             made.end_attackers()
+        left = end_leftovers(tag)
         remove_tree(root)
+    assert not left, f"the test left processes running: {left}"
 
 
 def seeded(lab, src=None, dest=None):
