@@ -465,16 +465,15 @@ class ManyRun:
             self.merge_phase(name, self.engine_run(name, ["lock"]))
 
     def recheck(self, locked):
-        """With every lock held: the branch must not be behind its upstream."""
+        """With every lock held: the branch must not be behind its upstream,
+        nor a detached checkout's branch have moved on from it."""
         p = self.params
         try:
             info = git_utils.check(p["repo_path"], max_ahead=10 ** 6, allow_detached=True, fetch=True)
         except git_utils.GitError as exc:
             return f"cannot re-check the upstream before running: {exc}"
-        if info["behind"]:
-            return (f"branch {info['branch']} is now {info['behind']} commit(s) behind {info['upstream']} "
-                    f"(pushed while this run took its locks): nothing was applied. Pull, then run again")
-        return None
+        moved = engine.upstream_moved(info, self.detached_at)
+        return f"{moved[0]}: nothing was applied. {moved[1]}" if moved else None
 
     def run_stack(self, name):
         started = time.monotonic()

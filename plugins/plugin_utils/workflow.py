@@ -542,21 +542,15 @@ class Workflow:
         except git_utils.GitError as exc:
             raise StepFailed(f"exec: cannot re-check the upstream before running: {exc}; "
                              "nothing was applied") from exc
-        if self.detached_at and info["detached_at"] != self.detached_at:
-            released = self.lock_taken and self._release_quietly()
-            raise StepFailed(
-                f"exec: {self.detached_at} moved on from the detached HEAD {info['head'][:12]} while this run "
-                f"waited: nothing was applied{'; the run lock was released' if released else ''}. Sync the "
-                "checkout again, then run again", {"upstream": self.detached_at, "released": released})
-        if info["behind"]:
+        moved = upstream_moved(info, self.detached_at)
+        if moved:
             # A lock held from an earlier run (re-entered) keeps guarding what
             # that run left; only a lock this run took is given back.
             released = self.lock_taken and self._release_quietly()
-            raise StepFailed(
-                f"exec: branch {info['branch']} is now {info['behind']} commit(s) behind "
-                f"{info['upstream']} (pushed while this run waited): nothing was applied"
-                f"{'; the run lock was released' if released else ''}. Pull, then run again",
-                {"behind": info["behind"], "upstream": info["upstream"], "released": released})
+            what, todo = moved
+            raise StepFailed(f"exec: {what}: nothing was applied{'; the run lock was released' if released else ''}. "
+                             f"{todo}", {"behind": info["behind"], "upstream": self.detached_at or info["upstream"],
+                                         "released": released})
         return info["head"]
 
     def _release_quietly(self):
@@ -1180,6 +1174,20 @@ def changes_infrastructure(command):
         return command in PUSHING
     # After tofu's global options: `tofu -chdir=. apply` applies as well.
     return tofu_subcommand(command) in PUSHING
+
+
+def upstream_moved(info, detached_at):
+    """(what moved, what to do) when the checkout git_utils.check() found
+    (`info`), once the locks are held, is behind what git_check compared it
+    with (`detached_at`: the remote branch a detached checkout was found to
+    be), or None. The one re-check of a run of one stack and of several."""
+    if detached_at and info["detached_at"] != detached_at:
+        return (f"{detached_at} moved on from the detached HEAD {info['head'][:12]} while this run waited",
+                "Sync the checkout again, then run again")
+    if info["behind"]:
+        return (f"branch {info['branch']} is now {info['behind']} commit(s) behind {info['upstream']} "
+                "(pushed while this run waited)", "Pull, then run again")
+    return None
 
 
 def moved_checkout(started, now):

@@ -575,3 +575,46 @@ def test_a_commit_landing_after_the_affected_selection_is_refused(git_repo, tmp_
     assert proc.returncode == 0, result["msg"]
     assert list(result["affected"]) == ["one", "two"]
     assert git("rev-parse", "refs/guardrail/applied/two/prod", cwd=remote) == landed
+
+
+# On the remote: the moment the first run lock arrives, someone's commit
+# lands on main (after git_check, before the upstream is checked again).
+PUSHED_AS_THE_LOCK_IS_TAKEN = """\
+#!/bin/sh
+while read -r old new ref; do
+    case "$ref" in refs/guardrail/locks/*)
+        [ "$new" = 0000000000000000000000000000000000000000 ] && continue
+        tree=$(git rev-parse 'refs/heads/main^{tree}')
+        theirs=$(GIT_AUTHOR_NAME=T GIT_AUTHOR_EMAIL=t@x GIT_COMMITTER_NAME=T GIT_COMMITTER_EMAIL=t@x \\
+            git commit-tree "$tree" -p refs/heads/main -m theirs)
+        git update-ref refs/heads/main "$theirs"
+        rm -f "$0" ;;
+    esac
+done
+"""
+
+
+@pytest.mark.parametrize("selection", ["one", "one,two"], ids=["one stack", "several"])
+def test_a_detached_checkout_whose_branch_moves_on_as_the_locks_are_taken_applies_nothing(git_repo, tmp_path,
+                                                                                         selection):
+    """A detached checkout (an AWX job) is as good as the branch it was found
+    to be at git_check: when that branch moves on before the apply, nothing
+    is applied and the locks are given back, for several stacks as for one."""
+    clone, remote = git_repo
+    make_repo(clone, stacks={"one": [], "two": []}, sleep=0)
+    git("checkout", "-q", "--detach", "origin/main", cwd=clone)
+    hook = remote / "hooks" / "post-receive"
+    hook.write_text(PUSHED_AS_THE_LOCK_IS_TAKEN)
+    hook.chmod(0o755)
+    before = git("rev-parse", "refs/heads/main", cwd=remote)
+    log = tmp_path / "applies.log"
+    proc, result = guardrail(clone, selection, "tofu", "apply", log=log, options=("--json",))
+    assert git("rev-parse", "refs/heads/main", cwd=remote) != before, "the hook did not fire: the race was not staged"
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    rows = [result] if "," not in selection else result["stacks"]
+    for row in rows:
+        assert row["failed_step"] == "exec", row["msg"]
+        assert "origin/main moved on from the detached HEAD" in row["msg"], row["msg"]
+        assert "nothing was applied" in row["msg"] and "Sync the checkout again" in row["msg"], row["msg"]
+    assert not log.exists(), "a stack was applied"
+    assert remote_refs(remote, "refs/guardrail") == []
