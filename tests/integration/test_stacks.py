@@ -595,8 +595,8 @@ done
 
 
 @pytest.mark.parametrize("selection", ["one", "one,two"], ids=["one stack", "several"])
-def test_a_detached_checkout_whose_branch_moves_on_as_the_locks_are_taken_applies_nothing(git_repo, tmp_path,
-                                                                                         selection):
+def test_a_detached_checkout_whose_branch_moves_on_as_the_locks_are_taken_applies_nothing(
+        git_repo, tmp_path, selection):
     """A detached checkout (an AWX job) is as good as the branch it was found
     to be at git_check: when that branch moves on before the apply, nothing
     is applied and the locks are given back, for several stacks as for one."""
