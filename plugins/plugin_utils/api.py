@@ -33,19 +33,23 @@ WorkflowError = engine.WorkflowError
 
 
 class StepOutcome(namedtuple("StepOutcome", ("step", "status", "changed", "duration", "msg", "result"))):
-    """One step as it ran (immutable): `step` (str), `status` (str: ok,
+    """One step as it ran, a named tuple: `step` (str), `status` (str: ok,
     failed or skipped), `changed` (bool), `duration` (float, seconds), `msg`
-    (str) and `result` (dict, what the step returned)."""
+    (str, default "") and `result` (dict, what the step returned, default {})."""
 
     __slots__ = ()
+
+    def __new__(cls, step, status, changed, duration, msg="", result=None):
+        return super().__new__(cls, step, status, changed, duration, msg, {} if result is None else result)
 
 
 class WorkflowResult(namedtuple("WorkflowResult", ("changed", "failed", "refused", "failed_step", "msg", "steps",
                                                    "data"))):
-    """A run (immutable): whether it `changed` anything, how it ended
+    """A run, a named tuple: whether it `changed` anything, how it ended
     (`failed`, `refused`: bool; `failed_step`: str or None; `msg`: str),
     each step's outcome (`steps`, a tuple of StepOutcome) and `data` (dict),
-    the whole result as the workflow task reports it."""
+    the whole result as the workflow task reports it: what to store or send
+    as JSON."""
 
     __slots__ = ()
 

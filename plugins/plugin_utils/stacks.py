@@ -47,16 +47,14 @@ class StackError(engine.WorkflowError):
 
 
 class Stack(namedtuple("Stack", ("name", "depends_on", "inputs", "mock_outputs"))):
-    """A stack as its stack.yml describes it (immutable): `depends_on` and
-    `inputs` are tuples of names, `mock_outputs` maps a dependency to the
-    outputs a plan uses while it has no state. `Stack.plain(name)`: a stack
-    without a stack.yml."""
+    """A stack as its stack.yml describes it, a named tuple: `depends_on` and
+    `inputs` are tuples of names (default ()), `mock_outputs` maps a
+    dependency to the outputs a plan uses while it has no state (default {})."""
 
     __slots__ = ()
 
-    @classmethod
-    def plain(cls, name):
-        return cls(name, (), (), {})
+    def __new__(cls, name, depends_on=(), inputs=(), mock_outputs=None):
+        return super().__new__(cls, name, depends_on, inputs, {} if mock_outputs is None else mock_outputs)
 
 
 # -- the graph -----------------------------------------------------------------
@@ -69,7 +67,7 @@ def read_stack(stack_root, name):
     """The Stack of `<stack_root>/stack.yml` (a plain Stack when there is none)."""
     path = os.path.join(stack_root, STACK_FILE)
     if not os.path.isfile(path):
-        return Stack.plain(name)
+        return Stack(name)
     yaml = _yaml()
     try:
         with open(path, encoding="utf-8") as handle:

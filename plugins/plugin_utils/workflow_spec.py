@@ -26,10 +26,11 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import sys
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.common.aws import AWS_ARGUMENT_SPEC
-from ansible_collections.guardrail.ecs.plugins.module_utils.common.files import user_cache, write_atomic
+from ansible_collections.guardrail.ecs.plugins.module_utils.common.files import read_cache, write_cache
 from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import run_lock
 from ansible_collections.guardrail.ecs.plugins.plugin_utils.workflow import DEFAULT_STEPS, WorkflowError
 
@@ -196,28 +197,36 @@ def _validated(nested):
 # -- remembered validations ----------------------------------------------------
 
 MEMO_FILE = "validated-options.json"
-# Distinct option sets kept; the oldest is forgotten first.
+# Distinct option sets kept; the one validated first is forgotten first.
 MEMO_ENTRIES = 32
 # What ArgumentSpecValidator's answer depends on besides the options and the
 # spec: these files of the installed ansible-core (their path, size, mtime).
 VALIDATOR_FILES = ("release.py", "module_utils/common/arg_spec.py", "module_utils/common/parameters.py",
-                   "module_utils/common/validation.py")
+                   "module_utils/common/validation.py", "module_utils/parsing/convert_bool.py",
+                   "module_utils/common/text/converters.py", "module_utils/common/text/formatters.py")
+# A URL carrying credentials (https://user:token@host/...): never written.
+CREDENTIALS_RE = re.compile(r"://[^/@\s]*@")
 
 
 def _memo_key(nested):
     """The digest naming these options' validation, or None when it must not
-    be remembered: options that are not plain data, that give a value to a
-    no_log option (no secret is written to the cache), or that carry `$` or
-    `~` (a path's value depends on the environment); or when ansible-core
-    cannot be found (validating says so). Besides the options, the key holds
-    the spec, the files of ansible-core's validator and this file (how
-    validated options become the engine's parameters), each by path, size
-    and mtime: an upgrade of either is validated afresh."""
+    be remembered: options that are not plain data (strings, numbers, bools,
+    lists, dicts with string keys; a group given as a dict), that give a
+    value to a no_log option or carry a URL with credentials (no secret is
+    written to the cache), or that carry `$` or `~` (a path's value depends
+    on the environment); or when ansible-core cannot be found (validating
+    says so). Besides the options, the key holds the spec, the files of
+    ansible-core's validator and this file (how validated options become the
+    engine's parameters), each by path, size and mtime: an upgrade of either
+    is validated afresh."""
+    if not _plain(nested) or not _groups_plain(WORKFLOW_ARGUMENT_SPEC, nested):
+        return None
     try:
         options = json.dumps(nested, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError):
         return None
-    if "$" in options or "~" in options or _secret_given(WORKFLOW_ARGUMENT_SPEC, nested):
+    if ("$" in options or "~" in options or CREDENTIALS_RE.search(options)
+            or _secret_given(WORKFLOW_ARGUMENT_SPEC, nested)):
         return None
     found = importlib.util.find_spec("ansible")
     if found is None or not found.submodule_search_locations:
@@ -235,6 +244,29 @@ def _memo_key(nested):
     return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
 
+def _plain(value):
+    """Whether `value` is data JSON gives back as it was: no tuple (it comes
+    back a list) and no key other than a string (1 and "1" are one key)."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, (str, int, float))
+
+
+def _groups_plain(spec, values):
+    """Whether every group of `spec` given in `values` is given as a dict (the
+    validator also takes one as a JSON or k=v string, which could hold a
+    no_log option `_secret_given` would not see)."""
+    for name, option in spec.items():
+        for given in (name, *option.get("aliases", ())):
+            value = values.get(given)
+            if option.get("options") and value is not None and not (
+                    isinstance(value, dict) and _groups_plain(option["options"], value)):
+                return False
+    return True
+
+
 def _secret_given(spec, values):
     """Whether `values` gives a no_log option of `spec` (or of its groups) a
     value, under its name or an alias."""
@@ -250,35 +282,21 @@ def _secret_given(spec, values):
     return False
 
 
-def _memo_entries():
-    try:
-        with open(user_cache(MEMO_FILE), encoding="utf-8") as handle:
-            entries = json.load(handle)
-    except (OSError, ValueError):
-        return {}
-    return entries if isinstance(entries, dict) else {}
-
-
 def _memo_read(key):
     """The engine parameters remembered under `key`, None when there are none
-    (or they are not what engine_params gives: a cache from another version)."""
-    params = _memo_entries().get(key)
+    (or they are not what engine_params gives: a cache from another version).
+    Only a cache file the user alone can write is read (common.files)."""
+    params = read_cache(MEMO_FILE).get(key)
     if not isinstance(params, dict) or set(params) != _engine_names():
         return None
     return params
 
 
 def _memo_write(key, params):
-    entries = _memo_entries()
+    entries = read_cache(MEMO_FILE)
     entries.pop(key, None)
     entries[key] = {k: v for k, v in params.items() if k != "command"}
-    kept = dict(list(entries.items())[-MEMO_ENTRIES:])
-    path = user_cache(MEMO_FILE)
-    try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        write_atomic(path, json.dumps(kept), mode=0o600, durable=False)
-    except OSError:
-        pass  # an unwritable cache only costs the next run a validation
+    write_cache(MEMO_FILE, dict(list(entries.items())[-MEMO_ENTRIES:]))
 
 
 def _engine_names():

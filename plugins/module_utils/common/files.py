@@ -3,10 +3,13 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The collection's one way to replace a file: readers see the old content or
 the new, never a part, and a crash leaves no half-written file behind; and
-where the collection keeps what it can rebuild (`user_cache`)."""
+the user's cache, where the collection keeps what it can rebuild
+(`read_cache`, `write_cache`)."""
 from __future__ import annotations
 
+import json
 import os
+import stat
 import tempfile
 
 
@@ -48,6 +51,58 @@ def write_atomic(path, data, mode=None, durable=True):
 
 def user_cache(name):
     """The path of the collection's cache file `name` for the user running it:
-    $XDG_CACHE_HOME/guardrail/`name` (~/.cache/guardrail/`name` by default).
+    $XDG_CACHE_HOME/guardrail/`name`, ~/.cache/guardrail/`name` when that is
+    unset or not absolute (as the XDG base directory specification says: a
+    relative one would put the cache in the current directory, a checkout).
     Only what a run can rebuild is kept there."""
-    return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "guardrail", name)
+    base = os.environ.get("XDG_CACHE_HOME") or ""
+    if not os.path.isabs(base):
+        base = os.path.expanduser("~/.cache")
+    return os.path.join(base, "guardrail", name)
+
+
+# A cache file larger than this is not read (nothing the collection keeps comes near it).
+CACHE_MAX_BYTES = 1 << 20
+
+
+def read_cache(name):
+    """The JSON object kept in the user's cache file `name`; {} when there is
+    none, or it is not a regular file the user owns and only the user may
+    write (a symlink, a FIFO, a file somebody else could have written), or
+    it does not parse (damaged, too large, too deeply nested)."""
+    try:
+        fd = os.open(user_cache(name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return {}
+    try:
+        info = os.fstat(fd)
+        if (not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022
+                or info.st_size > CACHE_MAX_BYTES):
+            return {}
+        data = b""
+        while len(data) <= CACHE_MAX_BYTES:
+            chunk = os.read(fd, CACHE_MAX_BYTES + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+    except OSError:
+        return {}
+    finally:
+        os.close(fd)
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def write_cache(name, value):
+    """Replaces the user's cache file `name` with the JSON of `value`, private
+    to the user (0600 in a 0700 directory when it creates it). A cache that
+    cannot be written only costs a later run the work it would have saved."""
+    path = user_cache(name)
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        write_atomic(path, json.dumps(value), mode=0o600, durable=False)
+    except OSError:
+        pass

@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 
-from ansible_collections.guardrail.ecs.plugins.module_utils.common.files import user_cache, write_atomic
+from ansible_collections.guardrail.ecs.plugins.module_utils.common.files import read_cache, write_cache
 
 COMMANDS = ("init", "validate", "plan", "apply", "destroy", "output")
 # Commands that write the state: their process is recorded in the run lock.
@@ -300,6 +300,8 @@ def find_binary(binary=None):
 # The oldest releases with every feature used here (`apply -json` outputs and
 # change summaries, `terraform_data`, `plan -out` refused when stale).
 MIN_VERSIONS = {"OpenTofu": (1, 6, 0), "Terraform": (1, 5, 0)}
+# The user's cache file (common.files) that remembers which product and version each binary is.
+VERSIONS_CACHE = "tool-versions.json"
 VERSION_RE = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+")
 # The options that shape how tofu runs, shared by the tofu module and the
 # workflow's tofu_options.
@@ -326,14 +328,7 @@ def check_version(binary):
     except OSError as exc:
         raise TofuError(f"cannot read {path}: {exc}") from exc
     key = f"{path}\0{info.st_size}\0{info.st_mtime_ns}"
-    cache = user_cache("tool-versions.json")
-    try:
-        with open(cache, encoding="utf-8") as handle:
-            known = json.load(handle)
-    except (OSError, ValueError):
-        known = {}
-    if not isinstance(known, dict):
-        known = {}
+    known = read_cache(VERSIONS_CACHE)
     cached = known.get(key)
     if (isinstance(cached, list) and len(cached) == 2 and cached[0] in MIN_VERSIONS
             and isinstance(cached[1], str) and VERSION_RE.match(cached[1])):
@@ -341,11 +336,7 @@ def check_version(binary):
     else:
         product, version = _ask_version(path)
         known[key] = [product, version]
-        try:
-            os.makedirs(os.path.dirname(cache), exist_ok=True)
-            write_atomic(cache, json.dumps(known), durable=False)
-        except OSError:
-            pass  # an unwritable cache only costs the next run one `version`
+        write_cache(VERSIONS_CACHE, known)
     least = MIN_VERSIONS.get(product, (0, 0, 0))
     numbers = tuple(int(part) for part in VERSION_RE.match(version).group(0).split("."))
     if numbers < least:

@@ -10,7 +10,7 @@ from ansible_collections.guardrail.ecs.plugins.plugin_utils import stacks as s
 
 
 def graph(**deps):
-    return {name: s.Stack(name, tuple(d), (), {}) for name, d in deps.items()}
+    return {name: s.Stack(name, tuple(d)) for name, d in deps.items()}
 
 
 def write(tmp_path, layout):
@@ -149,3 +149,9 @@ def test_a_run_of_several_stacks_pushes_what_one_stack_would(command, pushes):
     many = object.__new__(s.ManyRun)
     many.command = command
     assert many.pushing() is pushes
+
+
+def test_a_stack_without_a_stack_yml_has_the_defaults():
+    plain = s.Stack("alpha")
+    assert (plain.depends_on, plain.inputs, plain.mock_outputs) == ((), (), {})
+    assert s.Stack("beta").mock_outputs is not plain.mock_outputs, "no dict shared between stacks"

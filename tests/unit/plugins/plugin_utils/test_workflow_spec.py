@@ -275,3 +275,58 @@ def test_an_unwritable_cache_only_costs_a_validation(tmp_path, monkeypatch):
     blocked.write_text("")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
     assert spec.validate(RUN, memo=True) == spec.validate(RUN)
+
+
+@pytest.mark.parametrize("options", [
+    dict(RUN, git={"push_remote": "https://x-access-token:ghs_TOKEN123@git.example/org/infra.git"}),
+    dict(RUN, lock={"remote": "https://ci:ghp_TOKEN123@git.example/org/locks.git"}),
+    dict(RUN, endpoint_url="http://key:TOKEN123@127.0.0.1:5000"),
+])
+def test_a_url_with_credentials_is_never_written(options, cache):
+    spec.validate(RUN, memo=True)
+    params = spec.validate(options, memo=True)[0]
+    assert "TOKEN123" in json.dumps(params)
+    assert "TOKEN123" not in cache.read_text()
+
+
+@pytest.mark.parametrize("options", [
+    dict(RUN, render={"vars": {1: "x"}}),
+    dict(RUN, render={"vars": {"a": (1, 2)}}),
+    dict(RUN, tofu='{"variables": {"db_password": "hunter2-secret"}}'),
+    dict(RUN, lock="backend=git"),
+])
+def test_options_json_would_not_give_back_as_they_were_are_never_remembered(options, cache):
+    """The library takes any Python values: int keys (1 and "1" would share an
+    entry), tuples (they come back lists), a group given as a string (the
+    validator parses it; a secret in it would not be seen)."""
+    spec.validate(RUN, memo=True)
+    before = cache.read_text()
+    assert spec.validate(options, memo=True) == spec.validate(options)
+    assert cache.read_text() == before
+
+
+def test_a_cache_somebody_else_could_have_written_is_validated_afresh(cache, monkeypatch):
+    """Whoever could write the cache would choose the engine's parameters
+    (a binary, the steps): it is read only when the user alone can write it."""
+    spec.validate(RUN, memo=True)
+    entries = json.loads(cache.read_text())
+    for params in entries.values():
+        params.update(binary="/tmp/evil", steps=["render", "exec"])
+    cache.write_text(json.dumps(entries))
+    cache.chmod(0o666)
+    params = spec.validate(RUN, memo=True)[0]
+    assert params["binary"] is None and "lock" in params["steps"]
+    assert oct(cache.stat().st_mode & 0o777) == "0o600", "rewritten, private again"
+
+
+def test_the_librarys_results_keep_their_defaults_and_fields():
+    outcome = api.StepOutcome("render", "ok", False, 0.1)
+    assert (outcome.msg, outcome.result) == ("", {})
+    assert api.StepOutcome("lock", "ok", True, 0.2).result is not outcome.result
+    data = {"changed": True, "failed": False, "steps": [
+        {"step": "render", "status": "ok", "changed": False, "duration": 0.1, "result": {"skipped": True}}]}
+    result = api.WorkflowResult.from_engine(data)
+    assert result.steps[0].status == "ok" and result.steps[0].result == {"skipped": True}
+    assert result.data is data and result.changed is True and result.failed_step is None
+    with pytest.raises(AttributeError):
+        result.changed = False
