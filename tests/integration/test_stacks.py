@@ -21,7 +21,7 @@ from stacks_helpers import (
     start_guardrail,
     state_value,
 )
-from workflow_helpers import commit, remote_lock
+from workflow_helpers import commit, push_as_the_lock_is_taken, remote_lock
 
 pytestmark = pytest.mark.skipif(not (shutil.which("tofu") or shutil.which("terraform")),
                                 reason="SKIPPED LOUDLY: neither tofu nor terraform is on PATH")
@@ -577,23 +577,6 @@ def test_a_commit_landing_after_the_affected_selection_is_refused(git_repo, tmp_
     assert git("rev-parse", "refs/guardrail/applied/two/prod", cwd=remote) == landed
 
 
-# On the remote: the moment the first run lock arrives, someone's commit
-# lands on main (after git_check, before the upstream is checked again).
-PUSHED_AS_THE_LOCK_IS_TAKEN = """\
-#!/bin/sh
-while read -r old new ref; do
-    case "$ref" in refs/guardrail/locks/*)
-        [ "$new" = 0000000000000000000000000000000000000000 ] && continue
-        tree=$(git rev-parse 'refs/heads/main^{tree}')
-        theirs=$(GIT_AUTHOR_NAME=T GIT_AUTHOR_EMAIL=t@x GIT_COMMITTER_NAME=T GIT_COMMITTER_EMAIL=t@x \\
-            git commit-tree "$tree" -p refs/heads/main -m theirs)
-        git update-ref refs/heads/main "$theirs"
-        rm -f "$0" ;;
-    esac
-done
-"""
-
-
 @pytest.mark.parametrize("selection", ["one", "one,two"], ids=["one stack", "several"])
 def test_a_detached_checkout_whose_branch_moves_on_as_the_locks_are_taken_applies_nothing(
         git_repo, tmp_path, selection):
@@ -603,9 +586,7 @@ def test_a_detached_checkout_whose_branch_moves_on_as_the_locks_are_taken_applie
     clone, remote = git_repo
     make_repo(clone, stacks={"one": [], "two": []}, sleep=0)
     git("checkout", "-q", "--detach", "origin/main", cwd=clone)
-    hook = remote / "hooks" / "post-receive"
-    hook.write_text(PUSHED_AS_THE_LOCK_IS_TAKEN)
-    hook.chmod(0o755)
+    push_as_the_lock_is_taken(remote)
     before = git("rev-parse", "refs/heads/main", cwd=remote)
     log = tmp_path / "applies.log"
     proc, result = guardrail(clone, selection, "tofu", "apply", log=log, options=("--json",))

@@ -8,14 +8,21 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import run_lock
 from conftest import ROOT, VENV_BIN, ansible_env, git
-from workflow_helpers import commit, make_stack_repo, remote_head, remote_lock, statuses, workflow
+from workflow_helpers import (
+    commit,
+    make_stack_repo,
+    push_as_the_lock_is_taken,
+    remote_head,
+    remote_lock,
+    statuses,
+    workflow,
+)
 
 BINARY = shutil.which("tofu") or shutil.which("terraform")
 SLOW = """terraform {
@@ -368,21 +375,7 @@ def test_push_landing_as_the_lock_is_taken_in_one_run_is_seen_and_nothing_applie
     remote moves main when the lock ref arrives). exec must fetch again."""
     clone, remote = stack_repo
     commit(clone, "stacks/alpha/note.tf", "# mine\n")
-    hook = remote / "hooks" / "post-receive"
-    hook.write_text(textwrap.dedent("""\
-        #!/bin/sh
-        while read -r old new ref; do
-            case "$ref" in refs/guardrail/locks/*)
-                [ "$new" = 0000000000000000000000000000000000000000 ] && continue
-                tree=$(git rev-parse 'refs/heads/main^{tree}')
-                theirs=$(GIT_AUTHOR_NAME=T GIT_AUTHOR_EMAIL=t@x GIT_COMMITTER_NAME=T GIT_COMMITTER_EMAIL=t@x \\
-                    git commit-tree "$tree" -p refs/heads/main -m theirs)
-                git update-ref refs/heads/main "$theirs"
-                rm -f "$0" ;;
-            esac
-        done
-        """))
-    hook.chmod(0o755)
+    push_as_the_lock_is_taken(remote)
     before = remote_head(remote)
     rc, result, err = workflow(clone)
     assert remote_head(remote) != before, "the hook did not fire: the race was not staged"

@@ -70,3 +70,28 @@ def statuses(result):
 
 __all__ = ["Path", "make_stack_repo", "commit", "workflow", "remote_lock", "remote_head",
            "state_outputs", "statuses", "git"]
+
+
+# On the remote: the moment the first run lock arrives, someone's commit lands
+# on main (after git_check, before the upstream is checked again).
+PUSHED_AS_THE_LOCK_IS_TAKEN = """\
+#!/bin/sh
+while read -r old new ref; do
+    case "$ref" in refs/guardrail/locks/*)
+        [ "$new" = 0000000000000000000000000000000000000000 ] && continue
+        tree=$(git rev-parse 'refs/heads/main^{tree}')
+        theirs=$(GIT_AUTHOR_NAME=T GIT_AUTHOR_EMAIL=t@x GIT_COMMITTER_NAME=T GIT_COMMITTER_EMAIL=t@x \\
+            git commit-tree "$tree" -p refs/heads/main -m theirs)
+        git update-ref refs/heads/main "$theirs"
+        rm -f "$0" ;;
+    esac
+done
+"""
+
+
+def push_as_the_lock_is_taken(remote):
+    """Stages the race: a commit lands on the remote's main the moment the
+    first run lock arrives there (a post-receive hook, removed once fired)."""
+    hook = Path(remote) / "hooks" / "post-receive"
+    hook.write_text(PUSHED_AS_THE_LOCK_IS_TAKEN)
+    hook.chmod(0o755)
