@@ -9,13 +9,16 @@ module: git_check
 short_description: Refuse to run a change from a clone that is not clean and in step with its upstream
 version_added: 0.1.0
 description:
-  - Fetches the upstream of the current branch, then fails when the clone has modified,
+  - Compares the current branch with its upstream as the remote holds it now (read with C(git ls-remote),
+    not the remote-tracking ref of the last fetch), then fails when the clone has modified,
     staged or untracked (not ignored) files; when the branch is behind or has diverged
-    from its upstream; when it is more than O(max_ahead) commits ahead; or when it has no upstream.
+    from its upstream; when it is more than O(max_ahead) commits ahead; when it has no upstream; or when
+    the upstream branch no longer exists on the remote.
+  - The upstream's commits are fetched only when the clone lacks them (to count them).
   - A repository with a single commit is valid.
-  - A detached HEAD that is the head of a remote-tracking branch (after the fetch) passes as that branch, up
+  - A detached HEAD that is the head of a remote-tracking branch (after a fetch) passes as that branch, up
     to date (an AWX project sync or a CI checkout); the branch compared is returned as RV(detached_at).
-  - Reads only; never changes the clone apart from updating remote-tracking refs by the fetch.
+  - Reads only; never changes the clone apart from updating remote-tracking refs by a fetch.
 options:
   repo_path:
     description: The clone to check.
@@ -32,11 +35,13 @@ options:
     type: bool
     default: false
   fetch:
-    description: Fetch the upstream's remote before comparing. Without it the comparison uses the last fetch.
+    description:
+      - Compare with the upstream as the remote holds it now (reading the remote, and fetching what the clone
+        lacks). Without it the comparison uses the remote-tracking ref of the last fetch, and reads no remote.
     type: bool
     default: true
   timeout:
-    description: Seconds each git command may take, the fetch included.
+    description: Seconds each git command may take, those reading the remote included.
     type: int
     default: 60
 attributes:
@@ -114,6 +119,26 @@ untracked:
   type: list
   elements: str
   sample: [notes.txt]
+upstream_remote:
+  description: The remote the upstream was read from; null when it was not read (O(fetch=false), no upstream,
+    a detached HEAD).
+  returned: always
+  type: str
+  sample: origin
+  version_added: 0.4.0
+upstream_ref:
+  description: The upstream branch's ref on that remote; null when it was not read.
+  returned: always
+  type: str
+  sample: refs/heads/main
+  version_added: 0.4.0
+upstream_commit:
+  description: The commit the upstream branch held on the remote when it was read, what RV(ahead) and
+    RV(behind) count against; null when it was not read or the branch no longer exists there.
+  returned: always
+  type: str
+  sample: 5d41402abc4b2a76b9719d911017c592ae2b3c11
+  version_added: 0.4.0
 problems:
   description: One sentence per refusing condition; empty when the clone passes.
   returned: always

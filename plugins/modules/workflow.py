@@ -42,7 +42,8 @@ description:
     held and the files are rendered, before V(exec), since tofu would wait for it forever; the lock this
     run took is then released and nothing else is changed.
   - V(exec) runs O(command) in the rendered directory. With the lock among the steps, an V(apply) or
-    V(destroy) first fetches the upstream again; a branch now behind it applies nothing and releases
+    V(destroy) first reads the upstream on the remote again (only it and HEAD when the remote branch still
+    holds the commit V(git_check) compared with); a branch now behind it applies nothing and releases
     the lock. When exec fails the lock stays held by this run and nothing is pushed; the message says
     so and how to release the lock.
   - On a timeout, or SIGINT, SIGTERM or SIGHUP of the task (Ctrl-C, a closed SSH session, a cancelled
@@ -68,6 +69,12 @@ description:
     rendered and applied, and refuses when the checkout moved during the run (exec likewise refuses
     when it moved after render). When the push fails after a successful apply the lock stays held,
     marked failed, and the message names the commit applied and what to do.
+    When V(unlock) comes right after V(git_push) and the lock is the C(git) backend's on the remote pushed
+    to, the branch, the applied marker and the lock's release go in one atomic C(git push --atomic) (with a
+    lease on this run's lock), so the lock is free exactly when the branch has landed. When anything in that
+    push is refused, none of it lands, and each is pushed on its own as it would be otherwise (the clone's
+    C(pre-push) hook sees the three refs, and runs again for those pushes). The unlock step's message then
+    says C(released in the same atomic push as the branch).
     V(unlock) releases the lock of this run (O(lock.owner) and O(lock.run_id)); V(unlock_any) releases the lock
     O(lock.owner) holds on the stack and profile whichever run took it, and refuses a lock of another
     owner (name that owner as O(lock.owner) to release a colleague's lock; the result records it). When
@@ -169,7 +176,10 @@ options:
         type: bool
         default: false
       fetch:
-        description: Let V(git_check) fetch the upstream before comparing with it. Was C(fetch).
+        description:
+          - Let V(git_check) compare with the upstream as the remote holds it now (read with C(git ls-remote);
+            its commits are fetched only when the clone lacks them). Without it V(git_check) compares with
+            the remote-tracking ref of the last fetch. Was C(fetch).
         type: bool
         default: true
       push_remote:

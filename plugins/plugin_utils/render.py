@@ -361,7 +361,9 @@ def _prune_empty_dirs(dest, removed):
 
 def resolve(repo_path, stack, profile, stacks_dir="stacks", profiles_dir="profiles", dest=None):
     """The absolute (stack root, profiles dir, dest) for a stack and profile,
-    refusing names or paths that escape the repository."""
+    refusing names or paths that escape the repository (no process: a dest
+    git tracks files in is refused by prepare, with check_untracked, and by
+    the workflow before its steps)."""
     validate_name("stack", stack)
     validate_name("profile", profile)
     repo = os.path.realpath(repo_path)
@@ -386,11 +388,16 @@ def resolve(repo_path, stack, profile, stacks_dir="stacks", profiles_dir="profil
         if inside(dest, path) or inside(path, dest):
             raise RenderError(f"dest {dest} overlaps {what} {path}: render into an ignored "
                               "directory such as .dist/")
-    tracked = _tracked(repo, dest)
+    return stack_root, profiles, dest
+
+
+def check_untracked(repo_path, dest):
+    """Refuses (RenderError) a `dest` holding files git tracks: rendering
+    replaces and removes files there (and tofu writes its state there)."""
+    tracked = _tracked(os.path.realpath(repo_path), dest)
     if tracked:
         raise RenderError(f"dest {dest} holds files tracked by git ({', '.join(tracked[:5])}): render "
                           "into an ignored directory such as .dist/")
-    return stack_root, profiles, dest
 
 
 def _git(repo, *args):
@@ -431,11 +438,13 @@ def _tracked(repo, path):
     return [name for name in proc.stdout.split("\0") if name] if proc.returncode == 0 else []
 
 
-def check_committed(repo, paths, required=False):
+def check_committed(repo, paths, required=False, status=None):
     """Refuses (RenderError) when any of `paths` (files or directories) holds a
     modified, staged, untracked or ignored file, so only committed content is
     ever rendered. Outside a git work tree nothing is checked unless
-    `required`. Returns the work tree top or None."""
+    `required`. Returns the work tree top or None. `status`: the whole work
+    tree's status, ignored files included (git_utils.status(ignored=True)),
+    read a moment before in the same run, instead of asking git again."""
     top = _work_tree(repo)
     if top is None:
         if required:
@@ -445,15 +454,25 @@ def check_committed(repo, paths, required=False):
     specs = [os.path.realpath(p) for p in paths if os.path.exists(p) and inside(top, p)]
     if not specs:
         return top
-    proc = _git(repo, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignored=matching",
-                "--no-renames", "--", *specs)
-    if proc.returncode != 0:
-        raise RenderError(f"git status failed in {repo}: {proc.stderr.strip()}")
-    dirty = []
-    for entry in proc.stdout.split("\0"):
-        if len(entry) > 3:
-            kind = {"??": "untracked", "!!": "ignored"}.get(entry[:2], "modified")
-            dirty.append(f"{entry[3:]} ({kind})")
+    if status is not None:
+        within = [os.path.relpath(spec, top).replace(os.sep, "/") for spec in specs]
+        found = {}
+        for kind, names in (("modified", status["staged"] + status["modified"] + status["unmerged"]),
+                            ("untracked", status["untracked"]), ("ignored", status["ignored"])):
+            for name in names:
+                if any(name.rstrip("/") == spec or name.startswith(spec + "/") for spec in within):
+                    found.setdefault(name, kind)
+        dirty = [f"{name} ({kind})" for name, kind in found.items()]
+    else:
+        proc = _git(repo, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignored=matching",
+                    "--no-renames", "--", *specs)
+        if proc.returncode != 0:
+            raise RenderError(f"git status failed in {repo}: {proc.stderr.strip()}")
+        dirty = []
+        for entry in proc.stdout.split("\0"):
+            if len(entry) > 3:
+                kind = {"??": "untracked", "!!": "ignored"}.get(entry[:2], "modified")
+                dirty.append(f"{entry[3:]} ({kind})")
     if dirty:
         shown = ", ".join(dirty[:10]) + (f" and {len(dirty) - 10} more" if len(dirty) > 10 else "")
         raise RenderError(f"sources not committed: {shown}; commit or remove them: only committed "
@@ -562,12 +581,13 @@ def render(repo_path, stack, profile, template, extra_vars=None, stacks_dir="sta
 
 
 def prepare(repo_path, stack, profile, template, extra_vars=None, stacks_dir="stacks",
-            profiles_dir="profiles", dest=None, sources=(), require_git=False):
+            profiles_dir="profiles", dest=None, sources=(), require_git=False, status=None):
     """The first half of render(), which writes nothing: (dest, the files
     rendered, as build() returns them). RenderError when a source is not
-    committed or a template fails."""
+    committed or a template fails. `status`: as check_committed takes it."""
     stack_root, profiles, dest = resolve(repo_path, stack, profile, stacks_dir, profiles_dir, dest)
-    check_committed(repo_path, [stack_root, profiles, *sources], required=require_git)
+    check_untracked(repo_path, dest)
+    check_committed(repo_path, [stack_root, profiles, *sources], required=require_git, status=status)
     variables = deep_merge(load_profile(profiles, profile), extra_vars or {})
     variables.update(stack_name=stack, profile_name=profile)
     return dest, build(stack_root, variables, template)

@@ -403,6 +403,7 @@ class ManyRun:
                         for n in self.names}
         self.lock = threading.Lock()
         self.detached_at = None  # the remote branch a detached checkout was found to be
+        self.checked = None  # what the git check found, for the re-check once the locks are held
 
     def stack_params(self, name, **extra):
         return dict(self.params, stack=name, **extra)
@@ -454,6 +455,7 @@ class ManyRun:
             return ("git check refused the work tree: " + "; ".join(problems) +
                     ". No lock was taken and nothing ran."), True
         self.commit = info["head"]
+        self.checked = info
         self.detached_at = info["detached_at"]
         return None, False
 
@@ -467,7 +469,7 @@ class ManyRun:
         nor a detached checkout's branch have moved on from it."""
         p = self.params
         try:
-            info = git_utils.check(p["repo_path"], max_ahead=10 ** 6, allow_detached=True, fetch=True)
+            info = git_utils.recheck(p["repo_path"], self.checked)
         except git_utils.GitError as exc:
             return f"cannot re-check the upstream before running: {exc}"
         moved = engine.upstream_moved(info, self.detached_at)

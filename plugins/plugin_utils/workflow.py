@@ -187,7 +187,11 @@ class Workflow:
         self.lock_taken = False
         self.given_back = False  # the lock this run took, released after a refusal
         self.detached_at = None  # the remote branch a detached checkout was found to be
+        self.checked = None  # what git_check found, for the re-check once the lock is held
         self.push_error = None  # the GitError git_push failed with
+        self.released_with_push = False  # the lock went in git_push's atomic push
+        self.lock_lost_to = None  # who holds the lock unlock found held by another run
+        self.upstream_seen = None  # the upstream's commit, as re-checked once the lock was held
         self.tofu_options = dict(params["tofu_options"] or {})
         self.policy = None
         if self.stack in RESERVED_STACKS:
@@ -202,6 +206,7 @@ class Workflow:
         self.rendered_commit = None
         self.render_digest = None
         self._committed = None
+        self._tree_status = None  # tree_status(), once read
         # What the render step evaluated and has yet to write, (files, key),
         # and the result it reported (completed once the files are written).
         self.pending_render = None
@@ -272,12 +277,16 @@ class Workflow:
     def tree_names(self):
         return [f"HEAD:./{os.path.relpath(d, self.repo_path)}" for d in (self.stack_root, self.profiles_root)]
 
+    def dest_name(self):
+        return f"HEAD:./{os.path.relpath(self.dest, self.repo_path)}"
+
     def committed_ids(self):
         """{name: object id or None} at HEAD of what the run reads as
-        committed (HEAD, the stack and profiles trees, the policy), read in
+        committed (HEAD, the stack and profiles trees, the policy) and of
+        the rendered directory (none, unless git tracks files there), read in
         one git process the first time; {} when git cannot tell."""
         if self._committed is None:
-            names = ["HEAD", *self.tree_names(), f"HEAD:{policy_utils.POLICY_FILE}"]
+            names = ["HEAD", *self.tree_names(), f"HEAD:{policy_utils.POLICY_FILE}", self.dest_name()]
             try:
                 self._committed = git_utils.object_ids(self.repo_path, names)
             except git_utils.GitError:
@@ -290,14 +299,28 @@ class Workflow:
         is not committed (the render step proper then refuses)."""
         p = self.params
         try:
-            render_utils.check_committed(self.repo_path, [self.stack_root, self.profiles_root], required=True)
-        except render_utils.RenderError:
+            render_utils.check_committed(self.repo_path, [self.stack_root, self.profiles_root], required=True,
+                                         status=self.tree_status())
+        except (render_utils.RenderError, git_utils.GitError):
             return None
         trees = [self.committed_ids().get(name) for name in self.tree_names()]
         if None in trees:
             return None
         return {"trees": trees, "vars": p["vars"], "stack": self.stack, "profile": self.profile,
                 "var_files": p["var_files"]}
+
+    def tree_status(self):
+        """The work tree's status, ignored files included, read once for the
+        render step and git_check when both come before the lock (render then
+        writes nothing before git_check reads it); None otherwise (each reads
+        its own)."""
+        steps = self.steps
+        if not ({"render", "git_check", "lock"} <= set(steps)
+                and steps.index("render") < steps.index("git_check") < steps.index("lock")):
+            return None
+        if self._tree_status is None:
+            self._tree_status = git_utils.status(self.repo_path, ignored=True)
+        return self._tree_status
 
     def step_render(self):
         """Evaluates the templates where the step is listed, so that an
@@ -346,8 +369,9 @@ class Workflow:
             return render_utils.prepare(
                 self.repo_path, self.stack, self.profile, self.template,
                 extra_vars=p["vars"], stacks_dir=p["stacks_dir"], profiles_dir=p["profiles_dir"],
-                dest=p["dest"], sources=sources, require_git="git_check" in self.steps)[1]
-        except render_utils.RenderError as exc:
+                dest=p["dest"], sources=sources, require_git="git_check" in self.steps,
+                status=self.tree_status())[1]
+        except (render_utils.RenderError, git_utils.GitError) as exc:
             raise StepFailed(f"render failed: {exc}") from exc
 
     def write_render(self):
@@ -374,12 +398,14 @@ class Workflow:
         p = self.params
         try:
             result = git_utils.check(self.repo_path, max_ahead=p["max_ahead"],
-                                     allow_detached=p["allow_detached"], fetch=p["fetch"])
+                                     allow_detached=p["allow_detached"], fetch=p["fetch"],
+                                     seen=self._tree_status)
         except git_utils.GitError as exc:
             raise StepFailed(f"git check failed: {exc}") from exc
         result["changed"] = False
         if not result["ok"]:
             raise StepFailed("git check refused the work tree: " + "; ".join(result["problems"]), result)
+        self.checked = result
         self.detached_at = result["detached_at"]
         if result["detached_at"]:
             result["msg"] = (f"detached HEAD {result['head'][:12]} is the head of {result['detached_at']}: "
@@ -538,10 +564,11 @@ class Workflow:
         if "lock" not in self.steps or not self.params["fetch"] or self.check_mode:
             return None
         try:
-            info = git_utils.check(self.repo_path, max_ahead=10 ** 6, allow_detached=True, fetch=True)
+            info = git_utils.recheck(self.repo_path, self.checked)
         except git_utils.GitError as exc:
             raise StepFailed(f"exec: cannot re-check the upstream before running: {exc}; "
                              "nothing was applied") from exc
+        self.upstream_seen = info.get("upstream_commit")
         moved = upstream_moved(info, self.detached_at)
         if moved:
             # A lock held from an earlier run (re-entered) keeps guarding what
@@ -603,8 +630,9 @@ class Workflow:
             self.mark_lock("interrupted" if self.interrupted else "failed", str(exc))
             raise
         if self.pushing() and not self.check_mode and commit:
+            # `upstream`: the remote branch's commit as the re-check under the lock saw it.
             self.applied = {"commit": commit, "command": self.operation,
-                            "counts": result.get("counts")}
+                            "counts": result.get("counts"), "upstream": self.upstream_seen}
         return result
 
     def _exec(self):
@@ -776,6 +804,30 @@ class Workflow:
             raise WorkflowError(f"{exc}; nothing was run") from exc
         return self.policy
 
+    def check_dest(self):
+        """Refuses before any step a rendered directory holding files git
+        tracks, for a run that renders (which replaces and removes files
+        there) or execs (tofu writes its state there): WorkflowError. Where
+        git_check runs before the lock and no symlink leads to the directory,
+        HEAD's tree is enough (read with the committed ids; git_check refuses
+        a staged file); otherwise git's index is asked."""
+        steps = self.steps
+        if not {"render", "exec"} & set(steps):
+            return
+        # HEAD's tree names the directory as written; through a symlink only git's index tells.
+        lexical = os.path.realpath(self.dest) == os.path.normpath(self.dest)
+        try:
+            if ("git_check" in steps and "lock" in steps and steps.index("git_check") < steps.index("lock")
+                    and lexical and self.committed_ids()):
+                if self.committed_ids().get(self.dest_name()):
+                    raise render_utils.RenderError(
+                        f"dest {self.dest} holds files tracked by git (committed at HEAD): render into an "
+                        "ignored directory such as .dist/")
+            else:
+                render_utils.check_untracked(self.repo_path, self.dest)
+        except render_utils.RenderError as exc:
+            raise WorkflowError(f"{exc}; nothing was run") from exc
+
     def check_plan(self):
         """With plan_id: refuses before any step runs when the saved plan
         cannot be applied here (missing, another commit or stack/profile)."""
@@ -860,9 +912,14 @@ class Workflow:
         remote = self.params["push_remote"]
         try:
             if self.applied and not self.check_mode:
+                release = self.release_with_push()
                 result, markers = git_utils.push_applied(self.repo_path, self.applied["commit"],
-                                                         [(self.stack, self.profile)], remote=remote)
+                                                         [(self.stack, self.profile)], remote=remote,
+                                                         release=release, expected=self.applied.get("upstream"))
                 result["applied_marker"] = markers[0]
+                if result.pop("released", False):
+                    self.backend().released_with_push(self.stack, self.profile)
+                    self.released_with_push = True
             else:
                 result = git_utils.push(self.repo_path, remote=remote, check_mode=self.check_mode,
                                         commit=self.applied["commit"] if self.applied else None)
@@ -871,17 +928,35 @@ class Workflow:
             raise StepFailed(f"git push failed: {exc}") from exc
         return result
 
+    def release_with_push(self):
+        """What the git push of this run can carry to release its lock in the
+        same atomic push, when step unlock comes right after git_push and the
+        lock's backend can (see git_utils.push_applied); None otherwise."""
+        steps = self.steps
+        index = steps.index("git_push")
+        if index + 1 >= len(steps) or steps[index + 1] != "unlock" or not self.lock_record:
+            return None
+        try:
+            return self.backend().release_with_push(self.stack, self.profile, self.lock_record)
+        except (run_lock.LockError, git_utils.GitError):
+            return None
+
     def run_record(self):
         """Who this run is, for the lock: its owner and run id."""
         return self.lock_record or {"owner": self.owner, "run_id": self.run_id}
 
     def step_unlock(self):
+        if self.released_with_push:
+            return {"changed": True, "record": self.lock_record,
+                    "msg": "released in the same atomic push as the branch (step git_push)"}
         try:
             changed, record = self.backend().release(self.stack, self.profile, self.run_record(),
                                                      check_mode=self.check_mode)
         except run_lock.LockConfigError as exc:
             raise StepFailed(f"lock backend configuration error: {exc}; nothing was unlocked") from exc
         except (run_lock.LockError, git_utils.GitError) as exc:
+            if isinstance(exc, run_lock.LockHeld):
+                self.lock_lost_to = f"{exc.record.get('owner')} (run {exc.record.get('run_id')})"
             raise StepFailed(f"unlock refused: {exc} (steps [unlock_any] releases a lock of this "
                              "owner whichever run took it)") from exc
         return {"changed": changed, "record": record}
@@ -930,6 +1005,7 @@ class Workflow:
         records = []
         failure = None
         self.load_policy()
+        self.check_dest()
         try:
             self.check_plan()
         except StepFailed as exc:
@@ -937,7 +1013,8 @@ class Workflow:
             records.append({"step": "plan_id", "status": "failed", "changed": False, "duration": 0.0,
                             "msg": str(exc), "result": exc.result})
         for name in steps:
-            if failure is None and interrupts.received:
+            # An unlock done by git_push's atomic push is reported whatever arrives now.
+            if failure is None and interrupts.received and not (name == "unlock" and self.released_with_push):
                 failure = (name, f"interrupted by {interrupts.received} before step {name}")
                 records.append({"step": name, "status": "failed", "changed": False, "duration": 0.0,
                                 "msg": failure[1], "result": {}})
@@ -986,6 +1063,10 @@ class Workflow:
             done = (f"commit {self.applied['commit']} was applied ({self.applied_summary()})"
                     f"{' and pushed' if 'git_push' in steps else ''}" if self.applied else
                     f"{self.operation} succeeded")
+            if self.lock_lost_to:
+                return (f"{msg}. Everything else succeeded: {done}; the run lock {self.stack}/{self.profile} is "
+                        f"no longer this run's: {self.lock_lost_to} holds it (broken or taken over while this "
+                        "run held it), so there is nothing of this run's to release. Ask its holder why.")
             return (f"{msg}. Everything else succeeded: {done}; only the run lock {self.stack}/"
                     f"{self.profile} was not released (marked failed where the backend could be "
                     f"reached). Release it with steps [unlock] and run_id {self.run_id} as owner "
@@ -1187,6 +1268,10 @@ def upstream_moved(info, detached_at):
     if info["behind"]:
         return (f"branch {info['branch']} is now {info['behind']} commit(s) behind {info['upstream']} "
                 "(pushed while this run waited)", "Pull, then run again")
+    if info.get("upstream_gone"):
+        return (f"the upstream {info['upstream']} of branch {info['branch']} no longer exists on the remote "
+                "(deleted while this run waited)", "Set the branch's upstream to the branch that replaced it, then "
+                "run again")
     return None
 
 
@@ -1208,6 +1293,9 @@ def lost_push(exc, commit, detached_at=None):
                 f"check out {commit} again (or review what was committed on top of it), {again}")
     if cause == "behind":
         return (f"someone pushed to {exc.upstream} meanwhile", f"pull (rebase or merge onto {exc.upstream}), {again}")
+    if cause in ("gone", "rewound"):
+        return (f"someone {'deleted' if cause == 'gone' else 'moved back'} {exc.upstream} meanwhile, without the "
+                "run lock", f"find out who and why, and agree what {exc.upstream} should hold, {again}")
     if cause == "no_upstream":
         return (f"branch {exc.branch} has no upstream, so there is nothing to pull from or push to",
                 f"push the branch once with 'git push -u {exc.remote or 'origin'} {exc.branch}', {again}")

@@ -261,6 +261,30 @@ def test_no_change_apply_json_and_render_skipped(repo):
     assert "# edited" not in main_tf.read_text()
 
 
+@pytest.mark.parametrize("kind", ["modified", "untracked", "ignored"])
+def test_a_source_not_committed_refuses_even_a_kept_render_before_the_lock(repo, kind):
+    """The rendered files would be kept (the committed inputs are those of
+    the last render), and a source file not committed is refused by the
+    render step all the same, before any lock, whether git_check follows or
+    not: modified, untracked, or ignored by git. Nothing is applied."""
+    clone, remote = repo
+    assert guardrail(clone, "tofu", "apply").returncode == 0
+    applied = state(clone)
+    name = "outputs.tf" if kind == "modified" else "local.auto.tfvars"
+    if kind == "ignored":
+        (clone / ".git" / "info" / "exclude").write_text("*.auto.tfvars\n")
+    source = clone / "stacks" / "alpha" / name
+    source.write_text((source.read_text() if source.exists() else "") + "# not committed\n")
+    for steps in (STEPS, ("render", "lock", "exec", "unlock")):
+        refused = guardrail(clone, "tofu", "apply", options=["--json"], steps=steps)
+        assert refused.returncode != 0, refused.stdout + refused.stderr
+        result = json.loads(refused.stdout)
+        assert result["steps"][0]["status"] == "failed", result["steps"][0]
+        assert f"sources not committed: stacks/alpha/{name} ({kind})" in result["msg"], result["msg"]
+    assert remote_lock(remote) is None
+    assert state(clone) == applied
+
+
 def imported(stderr):
     """The modules a run imported, from `python -X importtime`."""
     return {line.rsplit("|", 1)[1].strip() for line in stderr.splitlines() if line.startswith("import time:")}

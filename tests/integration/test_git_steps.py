@@ -122,13 +122,70 @@ def test_detached_checkout_of_a_remote_branch_head_is_that_branch(git_repo, othe
         gitops.push(str(work))
 
 
-def test_fetch_failure_carries_git_error(git_repo):
+def test_unreachable_remote_carries_git_error(git_repo):
     work, _remote = git_repo
     git("remote", "set-url", "origin", str(work.parent / "gone.git"), cwd=work)
-    with pytest.raises(gitops.GitError, match="cannot fetch origin.*does not appear to be a git repository"):
+    with pytest.raises(gitops.GitError, match="cannot reach origin to compare with origin/main: .*does not appear "
+                                              "to be a git repository"):
         gitops.check(str(work))
     with pytest.raises(gitops.GitError, match="not a git repository"):
         gitops.check(str(work.parent))
+
+
+def test_check_compares_with_the_remote_not_a_stale_tracking_ref(git_repo, other):
+    """The remote itself is read: a remote-tracking ref left behind or ahead
+    of it by an earlier fetch decides nothing."""
+    work, _remote = git_repo
+    first = git("rev-parse", "HEAD", cwd=work)
+    theirs = commit(other, "theirs.tf")
+    git("push", "-q", cwd=other)
+    git("pull", "-q", "--ff-only", cwd=work)
+    # As if this clone had last fetched before the push it has since pulled.
+    git("update-ref", "refs/remotes/origin/main", first, cwd=work)
+    result = gitops.check(str(work))
+    assert result["ok"], result["problems"]
+    assert (result["ahead"], result["behind"], result["upstream_commit"]) == (0, 0, theirs)
+    assert (result["upstream_remote"], result["upstream_ref"]) == ("origin", "refs/heads/main")
+    # Behind a commit the clone has never seen: it is fetched to be counted.
+    newer = commit(other, "newer.tf")
+    git("push", "-q", cwd=other)
+    result = gitops.check(str(work))
+    assert (result["ok"], result["behind"], result["upstream_commit"]) == (False, 1, newer)
+    assert git("rev-parse", "refs/remotes/origin/main", cwd=work) == newer
+
+
+def test_an_upstream_deleted_on_the_remote_no_longer_exists(git_repo, other):
+    """The clone's remote-tracking ref still names it; the remote does not."""
+    work, _remote = git_repo
+    git("push", "-q", "origin", "HEAD:refs/heads/feature", cwd=other)
+    git("fetch", "-q", cwd=work)
+    git("checkout", "-q", "-b", "feature", "--track", "origin/feature", cwd=work)
+    assert gitops.check(str(work))["ok"]
+    git("push", "-q", "origin", "--delete", "feature", cwd=other)
+    result = gitops.check(str(work))
+    assert result["problems"] == ["the upstream origin/feature of branch feature no longer exists"]
+    assert gitops.check(str(work), fetch=False)["ok"], "without a fetch the clone cannot know"
+
+
+def test_recheck_reads_the_remote_again_and_sees_every_move(git_repo, other):
+    """What the re-check under the lock finds: the remote where check() saw
+    it (HEAD read again), a push since, and a push that was then undone."""
+    work, _remote = git_repo
+    mine = commit(work, "mine.tf")
+    checked = gitops.check(str(work))
+    assert checked["ok"] and checked["ahead"] == 1
+    assert gitops.recheck(str(work), checked) == checked
+    moved = commit(work, "later.tf")
+    assert gitops.recheck(str(work), checked)["head"] == moved, "HEAD is read again: the caller compares"
+    git("reset", "-q", "--hard", mine, cwd=work)
+    commit(other, "theirs.tf")
+    git("push", "-q", cwd=other)
+    again = gitops.recheck(str(work), checked)
+    assert (again["behind"], again["ahead"]) == (1, 1)
+    git("push", "-q", "--force", "origin", "HEAD~1:refs/heads/main", cwd=other)
+    assert gitops.recheck(str(work), checked)["behind"] == 0
+    # Without check()'s view of the remote (fetch=False), the whole check runs.
+    assert gitops.recheck(str(work), gitops.check(str(work), fetch=False))["upstream_commit"] is not None
 
 
 def test_push_ahead_pushes_the_range(git_repo):
@@ -221,6 +278,12 @@ def test_push_applied_moves_the_marker_wherever_it_points_and_pushes_nothing_whe
     assert again == ({"changed": False, "branch": "main", "upstream": "origin/main", "range": "", "commits": 0},
                      markers)
     assert log.read_text() == "", "no push when the branch and the marker are where they belong"
+    # The clone's own marker lost, or left elsewhere: written again, nothing pushed.
+    for stray in ("-d", "HEAD~1"):
+        git("update-ref", *(["-d", marker] if stray == "-d" else [marker, stray]), cwd=work)
+        assert gitops.push_applied(str(work), new, [("alpha", "prod")])[1] == markers
+        assert git("rev-parse", marker, cwd=work) == new
+    assert log.read_text() == ""
 
     # Another clone recorded an older commit meanwhile (a revert applied
     # elsewhere), and this clone's own marker is gone: both are put back.

@@ -127,6 +127,9 @@ BAD = """
     - name: undefined variable
       guardrail.ecs.render: {repo_path: REPO, stack: broken, profile: prod}
       ignore_errors: true
+    - name: tracked dest
+      guardrail.ecs.render: {repo_path: REPO, stack: alpha, profile: prod, dest: tracked}
+      ignore_errors: true
 """
 
 
@@ -137,14 +140,19 @@ def test_bad_input_refused_and_nothing_written(stack_repo, tmp_path):
     os.symlink(tmp_path / "outside.tf", clone / "stacks" / "leaky" / "outside.tf")
     (clone / "stacks" / "broken").mkdir()
     (clone / "stacks" / "broken" / "main.tf.j2").write_text("{{ no_such_variable }}\n")
-    git("add", "stacks", cwd=clone)
+    (clone / "tracked").mkdir()
+    (clone / "tracked" / "main.tf").write_text("# kept in git\n")
+    git("add", "stacks", "tracked", cwd=clone)
     git("commit", "-q", "-m", "hostile stacks", cwd=clone)
     rc, results, err = play(clone, BAD)
     assert rc == 0, (results, err)
     for name, text in {"escaping stack": "invalid stack name '../x'",
                        "missing profile": "profile 'nope' not found",
                        "escaping template": "escapes the stack root",
-                       "undefined variable": "no_such_variable"}.items():
+                       "undefined variable": "no_such_variable",
+                       "tracked dest": "holds files tracked by git"}.items():
         assert results[name].get("failed"), (name, results[name])
         assert text in results[name]["msg"], (name, results[name]["msg"])
     assert not (clone / ".dist").exists()
+    assert sorted(os.listdir(clone / "tracked")) == ["main.tf"]
+    assert (clone / "tracked" / "main.tf").read_text() == "# kept in git\n"

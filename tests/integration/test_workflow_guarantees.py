@@ -115,6 +115,37 @@ def test_dest_outside_the_rendering_area_refused_with_nothing_deleted(stack_repo
     assert git("status", "--porcelain", cwd=clone) == ""
 
 
+def work_tree(root):
+    return [p for p in snapshot(root) if p != ".git" and not p.startswith(".git/")]
+
+
+@pytest.mark.parametrize("how", ["committed", "staged"])
+@pytest.mark.parametrize("steps", [None, ["lock", "exec", "unlock"]])
+def test_a_dest_git_tracks_files_in_is_refused_before_the_lock_whatever_the_steps(stack_repo, how, steps):
+    """A rendered directory holding a file git tracks (committed, or only
+    staged) is refused before any lock, by every run that renders or runs
+    tofu there: all the steps (HEAD's tree read with the committed ids, and
+    git_check for a staged file) or exec alone (git's index asked)."""
+    clone, remote = stack_repo
+    tracked = clone / "tracked"
+    tracked.mkdir()
+    (tracked / "main.tf").write_text('resource "terraform_data" "kept" {}\n')
+    git("add", "tracked", cwd=clone)
+    if how == "committed":
+        git("commit", "-q", "-m", "tracked", cwd=clone)
+        git("push", "-q", cwd=clone)
+    before = work_tree(clone)
+    rc, result, _err = workflow(clone, render={"dest": "tracked"}, **({"steps": steps} if steps else {}))
+    assert rc != 0
+    if how == "staged" and steps is None:
+        # Not in HEAD's tree: the render step's own check (a render made anew) or git_check names it.
+        assert result["failed_step"] in ("render", "git_check") and "tracked/main.tf" in result["msg"], result
+    else:
+        assert "holds files tracked by git" in result["msg"] and "nothing was run" in result["msg"], result["msg"]
+    assert work_tree(clone) == before
+    assert remote_lock(remote) is None
+
+
 # -- item 4: what runs is what is committed --------------------------------------
 
 PIPE_TEMPLATE = "# {{ lookup('pipe', 'touch %s') }}\n"
@@ -404,6 +435,61 @@ def test_push_lost_after_apply_keeps_lock_and_says_what_was_applied(stack_repo, 
     assert "applied" in msg and head in msg and "stays held" in msg, msg
     assert remote_lock(remote) is not None
     assert remote_head(remote) != head
+
+
+def hook(remote, name, text):
+    path = remote / "hooks" / name
+    path.write_text("#!/bin/sh\n" + text)
+    path.chmod(0o755)
+
+
+ZERO = "0" * 40
+
+
+def test_branch_marker_and_release_land_in_one_atomic_push(stack_repo, tmp_path):
+    """git_push then unlock: the branch, the applied marker and the lock's
+    delete reach the remote in one push (one post-receive), so the lock is
+    free exactly when the branch has landed."""
+    clone, remote = stack_repo
+    log = tmp_path / "received"
+    hook(remote, "post-receive", f"cat >> '{log}'\necho --- >> '{log}'\n")
+    commit(clone, "stacks/alpha/note.tf", "# mine\n")
+    applied = git("rev-parse", "HEAD", cwd=clone)
+    rc, result, err = workflow(clone)
+    assert rc == 0, (result.get("msg"), err)
+    assert result["steps"][-1]["result"]["msg"].startswith("released in the same atomic push"), result["steps"][-1]
+    last = [line.split() for line in log.read_text().split("---\n")[-2].splitlines()]
+    assert sorted((ref, new) for _old, new, ref in last) == sorted([
+        ("refs/heads/main", applied), ("refs/guardrail/applied/alpha/prod", applied),
+        ("refs/guardrail/locks/alpha/prod", ZERO)])
+    assert remote_head(remote) == applied and remote_lock(remote) is None
+
+
+@pytest.mark.parametrize("refused", ["the lock's delete", "the branch"])
+def test_a_refusal_in_the_atomic_push_lands_nothing_and_each_step_says_what_happened(stack_repo, refused):
+    """A server hook refuses one ref of the atomic push: none of it lands,
+    and the branch, the marker and the lock are pushed each on its own as
+    they were before: a branch refused keeps the lock held (git_push failed);
+    a delete refused leaves the branch pushed and only the lock held."""
+    clone, remote = stack_repo
+    pattern = "refs/guardrail/locks/*" if refused == "the lock's delete" else "refs/heads/main"
+    hook(remote, "update", f'case "$1" in {pattern}) [ "$3" = {ZERO} ] || [ "{pattern}" = refs/heads/main ] '
+                           f'&& {{ echo "refused by policy: $1" >&2; exit 1; }} ;; esac\nexit 0\n')
+    before = remote_head(remote)
+    commit(clone, "stacks/alpha/note.tf", "# mine\n")
+    applied = git("rev-parse", "HEAD", cwd=clone)
+    rc, result, err = workflow(clone)
+    assert rc != 0, (result.get("msg"), err)
+    assert remote_lock(remote) is not None, "the lock stays held"
+    marker = git("for-each-ref", "--format=%(objectname)", "refs/guardrail/applied/alpha/prod", cwd=remote)
+    if refused == "the branch":
+        assert result["failed_step"] == "git_push" and "refused by policy: refs/heads/main" in result["msg"]
+        assert remote_head(remote) == before and "stays held" in result["msg"], result["msg"]
+        assert marker != applied, "nothing of the run was marked applied"
+    else:
+        assert result["failed_step"] == "unlock" and "refused by policy" in result["msg"], result["msg"]
+        assert remote_head(remote) == applied and marker == applied
+        assert "Everything else succeeded" in result["msg"], result["msg"]
 
 
 OLD_TERRAFORM = "#!/bin/sh\necho 'Terraform v1.2.9'\necho 'on linux_amd64'\n"

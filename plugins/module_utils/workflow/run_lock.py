@@ -522,6 +522,16 @@ class LockBackend:
         the backend cannot."""
         return None
 
+    def release_with_push(self, stack, profile, record):
+        """(remote, ref, object id) that a git push of the branch this run
+        applied can carry to release the lock the run of `record` holds, in
+        the same atomic push; None where the backend cannot (its release is
+        then step unlock's own)."""
+        return None
+
+    def released_with_push(self, stack, profile):
+        """Told that the push carrying release_with_push() landed."""
+
     def _hint(self, stack, profile):
         return self._written.get((stack, profile))
 
@@ -763,6 +773,18 @@ class GitLockBackend(LockBackend):
             os.unlink(self._hint_path(stack, profile))
         except (OSError, LockError):
             pass
+
+    def release_with_push(self, stack, profile, record):
+        """The delete, with its lease on the tag this run last wrote (the
+        hint: a lock replaced since fails the lease, and the whole push)."""
+        self._check_record(stack, profile, record)
+        hint = self._hint(stack, profile)
+        if not hint or not same_run(hint[1], record):
+            return None
+        return self.remote, self.ref(stack, profile), hint[0]
+
+    def released_with_push(self, stack, profile):
+        self._forget(stack, profile)
 
     def _objects_dir(self):
         """The object directory of a plain SHA-1 repository, or None."""

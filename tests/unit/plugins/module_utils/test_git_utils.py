@@ -1,6 +1,7 @@
 """Unit tests for module_utils/common/git.py: status parsing and error text."""
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -52,13 +53,15 @@ def test_errors_carry_git_stderr(tmp_path):
         git.run_git(["status"], str(tmp_path / "missing"))
 
 
-def test_timeout_is_reported(monkeypatch, tmp_path):
-    def slow(*args, **kwargs):
-        raise subprocess.TimeoutExpired(args[0], kwargs["timeout"])
-
-    monkeypatch.setattr(git.subprocess, "run", slow)
-    with pytest.raises(git.GitError, match="'git fetch' timed out after 3s"):
-        git.run_git(["fetch"], str(tmp_path), timeout=3)
+def test_timeout_is_reported_and_a_process_git_started_does_not_hold_it(tmp_path):
+    """git stopped at its timeout; what it started (here the remote's side,
+    which sleeps) still holds git's output open, and is not waited for."""
+    subprocess.run(["git", "init", "-q", "--bare", str(tmp_path / "remote.git")], check=True)
+    started = time.monotonic()
+    with pytest.raises(git.GitError, match="'git ls-remote --upload-pack=sleep 5; .*' timed out after 1s"):
+        git.run_git(["ls-remote", "--upload-pack=sleep 5; ", str(tmp_path / "remote.git")], str(tmp_path),
+                    timeout=1)
+    assert time.monotonic() - started < 4
 
 
 def test_git_never_prompts():
