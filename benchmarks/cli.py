@@ -9,10 +9,11 @@ Also printed: the ad-hoc `ansible localhost -m guardrail.ecs.workflow` figure,
 each step's share of the command's time, and the command's fixed cost (the
 interpreter starting and exiting, and the imports every run needs), timed in
 the same rounds: what the ratio would be if every step cost exactly what the
-raw commands cost. The command remembers the options it validated (in the
-benchmark's own XDG_CACHE_HOME); the same rounds also time the run whose
-options were never validated before, which imports ansible-core's
-ArgumentSpecValidator ("first run of these options").
+raw commands cost. The command remembers the command lines it parsed and
+the options it validated (in the benchmark's own XDG_CACHE_HOME); the same
+rounds also time the run whose command line was never seen before, which
+parses it with argparse and imports ansible-core's ArgumentSpecValidator
+("first run of these options").
 
 Usage: .venv/bin/python benchmarks/cli.py [--quick] [--rounds N]
 """
@@ -42,7 +43,7 @@ for name, path in (("ansible_collections", None), ("ansible_collections.guardrai
     sys.modules[name] = module
 from ansible_collections.guardrail.ecs.plugins.plugin_utils import cli
 """
-VALIDATOR = "from ansible.module_utils.common.arg_spec import ArgumentSpecValidator"
+VALIDATOR = "import argparse; from ansible.module_utils.common.arg_spec import ArgumentSpecValidator"
 FIXED = {"interpreter": [sys.executable, "-c", "pass"], "validator": [sys.executable, "-c", VALIDATOR],
          "imports": [sys.executable, "-c", IMPORTS]}
 
@@ -59,8 +60,9 @@ def guardrail_run(cmd, cwd):
 
 
 def forget_validations(clone):
-    """The next run validates its options as their first run does."""
-    (clone.parent / "cache" / "guardrail" / "validated-options.json").unlink()
+    """The next run parses and validates its options as their first run does."""
+    for name in ("validated-options.json", "parsed-command-lines.json"):
+        (clone.parent / "cache" / "guardrail" / name).unlink()
 
 
 def raw_sequence(clone):
@@ -152,8 +154,9 @@ def main():
               "  Python start, imports, output")
         fixed = med["imports"]
         print(f"    fixed cost of every run: {1000 * fixed:.0f} ms (the interpreter alone "
-              f"{1000 * med['interpreter']:.0f} ms); a first run of its options also imports ansible-core's "
-              f"ArgumentSpecValidator: {1000 * (med['validator'] - med['interpreter']):.0f} ms imported alone")
+              f"{1000 * med['interpreter']:.0f} ms); a first run of its options also imports argparse and "
+              f"ansible-core's ArgumentSpecValidator: {1000 * (med['validator'] - med['interpreter']):.0f} ms "
+              "imported alone")
         print(f"    the run beyond it: {1000 * (med['guardrail'] - fixed):.0f} ms against the raw commands' "
               f"{1000 * med['raw']:.0f} ms ({(med['guardrail'] - fixed) / med['raw']:.2f}x); steps costing "
               f"exactly the raw commands would give {(fixed + med['raw']) / med['raw']:.2f}x")

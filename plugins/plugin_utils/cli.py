@@ -16,11 +16,12 @@ behind work tree, lock held, saved plan not applicable), 3 bad input.
 """
 from __future__ import annotations
 
-import argparse
+import hashlib
 import json
 import os
 import sys
 
+from ansible_collections.guardrail.ecs.plugins.module_utils.common.files import read_cache, write_cache
 from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import plans
 from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import tofu as tofu_utils
 from ansible_collections.guardrail.ecs.plugins.plugin_utils import api, stacks, workflow_spec
@@ -90,11 +91,6 @@ class BadInput(Exception):
     """The command line is wrong; nothing was run."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise BadInput(message)
-
-
 def flag_options():
     """(path, spec, flag) of every option of the workflow's argument spec that
     the command line takes as a flag; `path` is NAME or GROUP.NAME."""
@@ -114,10 +110,17 @@ def parser(described=False):
     """The parser of the command line: a flag for each option flag_options
     yields, typed and with choices as the argument spec says; its defaults
     left to the spec (a flag not given is None). `described`: with each
-    option's description from the workflow module's documentation, for --help."""
-    p = _Parser(prog="guardrail", usage=USAGE, epilog=EPILOG,
-                formatter_class=argparse.RawDescriptionHelpFormatter,
-                description="Runs the change workflow for one stack and profile.")
+    option's description from the workflow module's documentation, for --help.
+    (argparse is imported here: a command line parsed before is not parsed
+    again, see parse_words.)"""
+    import argparse  # pylint: disable=import-outside-toplevel
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message):
+            raise BadInput(message)
+
+    p = Parser(prog="guardrail", usage=USAGE, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+               description="Runs the change workflow for one stack and profile.")
     descriptions = option_descriptions() if described else {}
     for path, spec, flag in flag_options():
         kind = spec.get("type", "str")
@@ -178,21 +181,49 @@ def option_descriptions():
 
 def parse(argv):
     """(the workflow's options from the command line, nested as the argument
-    spec takes them, not yet validated; the command line's own flags)."""
+    spec takes them, not yet validated; the command line's own flags; what
+    the words before `--` gave, to remember once the options
+    validate (remember_words))."""
     if "--" not in argv:
         raise BadInput("missing `--`: " + USAGE)
     cut = argv.index("--")
-    namespace = parser().parse_args(argv[:cut])
-    rest = argv[cut + 1:]
+    words, rest = argv[:cut], argv[cut + 1:]
     if len(rest) < 3:
         raise BadInput("after `--` give STACK PROFILE CMD...: " + USAGE)
+    key = words_key(words)
+    known = remembered_words(key)
+    given = known or parse_words(words)
+    # What the words gave, kept apart (json: a copy) to be remembered once the options validate.
+    memo = (None if known else key, json.dumps(given))
+    options, flags = given
     stack, profile, cmd = rest[0], rest[1], rest[2:]
-    approved = namespace.yes
     typed = cmd
+    approved = flags["yes"]
     if os.path.basename(cmd[0]) in TOOLS and any(a in AUTO_APPROVE for a in cmd[1:]):
         approved = True
         cmd = [a for a in cmd if a not in AUTO_APPROVE]
-    options = {"stack": stack, "profile": profile, "steps": namespace.steps}
+    options.update(stack=stack, profile=profile)
+    flags = {"always_render": flags["always_render"], "approved": approved}
+    tofu = options.setdefault("tofu", {})
+    if options["steps"] == ["drift"]:
+        options["command"] = "plan"
+        if os.path.basename(cmd[0]) != "tofu":
+            tofu.setdefault("binary", cmd[0])
+        return options, flags, memo
+    found = command_params(cmd, tofu.get("binary"))
+    if isinstance(found["command"], list) and os.path.basename(cmd[0]) in TOOLS:
+        found["command"] = approved_as_typed(found["command"], typed, approved)
+    options["command"] = found["command"]
+    if found["plan_id"]:
+        tofu["plan_id"] = found["plan_id"]
+    return options, flags, memo
+
+
+def parse_words(words):
+    """(the options given by the flags and the steps, {"always_render",
+    "yes"}) of the command line's words before `--`."""
+    namespace = parser().parse_args(words)
+    options = {"steps": namespace.steps}
     for path, spec, flag in flag_options():
         value = getattr(namespace, path)
         if value is None:
@@ -205,20 +236,69 @@ def parse(argv):
                      else os.path.abspath(os.path.expanduser(value)))
         group, _dot, name = path.rpartition(".")
         (options.setdefault(group, {}) if group else options)[name] = value
-    flags = {"always_render": namespace.always_render, "approved": approved}
-    tofu = options.setdefault("tofu", {})
-    if namespace.steps == ["drift"]:
-        options["command"] = "plan"
-        if os.path.basename(cmd[0]) != "tofu":
-            tofu.setdefault("binary", cmd[0])
-        return options, flags
-    found = command_params(cmd, tofu.get("binary"))
-    if isinstance(found["command"], list) and os.path.basename(cmd[0]) in TOOLS:
-        found["command"] = approved_as_typed(found["command"], typed, approved)
-    options["command"] = found["command"]
-    if found["plan_id"]:
-        tofu["plan_id"] = found["plan_id"]
-    return options, flags
+    return options, {"always_render": namespace.always_render, "yes": namespace.yes}
+
+
+# -- remembered command lines ----------------------------------------------------
+
+# The words before `--` of command lines whose options validated, and what
+# they parsed to: a command line typed again is not parsed again (argparse is
+# not even imported). Kept beside the remembered validations (workflow_spec).
+PARSED_FILE = "parsed-command-lines.json"
+PARSED_ENTRIES = 32
+
+
+def words_key(words):
+    """The digest naming how `words` parse here, or None when they must be
+    parsed afresh: a word or GUARDRAIL_ variable holding `~` or `$` (its
+    value depends on the environment), a request for help. Besides the
+    words, the key holds every GUARDRAIL_ variable the parser reads (the
+    flags' defaults), the directory (relative paths are made absolute in
+    it), this file (size and mtime), the argument spec the flags are made
+    from, and the Python version."""
+    names = [environment_variable(flag) for _path, _spec, flag in flag_options()] + ["GUARDRAIL_ALWAYS_RENDER"]
+    environment = {name: os.environ.get(name) for name in names}
+    if any("~" in text or "$" in text for text in [*words, *filter(None, environment.values())]) or \
+            any(word.startswith("-h") or word.startswith("--he") for word in words):
+        return None
+    try:
+        where = os.getcwd()
+        info = os.stat(os.path.realpath(__file__))
+    except OSError:
+        return None
+    spec = json.dumps(workflow_spec.WORKFLOW_ARGUMENT_SPEC, sort_keys=True, default=repr)
+    material = json.dumps([words, environment, where, [info.st_size, info.st_mtime_ns], spec,
+                           list(sys.version_info[:2])])
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+
+def remembered_words(key):
+    """What parse_words gave for the words of `key`, or None."""
+    entry = read_cache(PARSED_FILE).get(key) if key else None
+    if not (isinstance(entry, dict) and isinstance(entry.get("options"), dict)
+            and isinstance(entry["options"].get("steps"), list) and isinstance(entry.get("flags"), dict)
+            and set(entry["flags"]) == {"always_render", "yes"}
+            and all(isinstance(v, bool) for v in entry["flags"].values())
+            and all(isinstance(v, dict) for k, v in entry["options"].items() if k in workflow_spec.GROUPS)
+            and set(entry["options"]) <= {"steps", *workflow_spec.WORKFLOW_ARGUMENT_SPEC}):
+        return None
+    return entry["options"], entry["flags"]
+
+
+def remember_words(memo, options):
+    """Remembers what the words before `--` parsed to (`memo`, from parse),
+    once the `options` they gave validated, and only where the validation
+    itself is remembered: no secret, nothing that depends on the environment
+    (workflow_spec.rememberable)."""
+    key, given = memo
+    if not key or not workflow_spec.rememberable(options):
+        return
+    entries = read_cache(PARSED_FILE)
+    if key in entries:
+        return
+    options, flags = json.loads(given)
+    entries[key] = {"options": options, "flags": flags}
+    write_cache(PARSED_FILE, dict(list(entries.items())[-PARSED_ENTRIES:]))
 
 
 def approved_as_typed(command, typed, approved):
@@ -348,10 +428,11 @@ def main(argv=None):
         return EXIT_OK
     as_json = "--json" in argv[:argv.index("--")] if "--" in argv else False
     try:
-        options, flags = parse(argv)
+        options, flags, memo = parse(argv)
         if options["steps"] == ["drift"]:
             return drift(options, as_json)
         params = validated(options)
+        remember_words(memo, options)
         params["always_render"] = flags["always_render"]
         echo = None if as_json else (echo_line, echo_events)
         if stacks.selects_many(params["stack"]):

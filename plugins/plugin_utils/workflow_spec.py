@@ -178,6 +178,12 @@ def validate(options, memo=False):
     return params, deprecations
 
 
+def rememberable(options):
+    """Whether validate(options, memo=True) remembers these options: no
+    secret and nothing that depends on the environment is ever written."""
+    return _memo_key(nest(dict(options))[0]) is not None
+
+
 def _validated(nested):
     # Here, not at the top: the validator is the only part of Ansible the
     # command line needs before a render.

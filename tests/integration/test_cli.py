@@ -313,6 +313,43 @@ def test_options_validated_once_are_not_validated_again_and_ansible_is_not_impor
     assert remote_lock(remote) is None
 
 
+def test_a_command_line_typed_again_is_not_parsed_again(repo, tmp_path):
+    """The words before `--` of a command line whose options validated are
+    remembered: typed again in the same directory, with the same GUARDRAIL_
+    variables, they are not parsed again (argparse is not even imported) and
+    mean what they meant. The same words elsewhere (a relative path), under
+    another variable, or carrying a secret, are parsed afresh; a secret is
+    never written."""
+    clone, remote = repo
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    words = ["--json", "--repo", "."]
+
+    def run(cwd=clone, more=(), extra=None):
+        proc = guardrail(clone, "tofu", "apply", options=[*words, *more], cwd=cwd, env=dict(env, **(extra or {})),
+                         python=["-X", "importtime"])
+        return proc, "argparse" in imported(proc.stderr)
+
+    first, parsed = run()
+    assert first.returncode == 0 and parsed, first.stderr
+    again, parsed = run()
+    assert again.returncode == 0 and not parsed, again.stderr
+    assert json.loads(again.stdout)["dest"] == str(clone / ".dist" / "prod" / "alpha")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    moved, parsed = run(cwd=elsewhere)
+    assert parsed and moved.returncode != 0 and str(elsewhere) in moved.stdout, moved.stdout + moved.stderr
+    for extra in ({"GUARDRAIL_LOCK_TTL": "600"}, {"GUARDRAIL_OWNER": "someone-else"}):
+        other, parsed = run(extra=extra)
+        assert parsed, (extra, other.stderr)
+    for _attempt in range(2):
+        secret, parsed = run(more=["--var", "token=s3cr3t-value"])
+        assert secret.returncode == 0 and parsed, secret.stderr
+    cache = tmp_path / "cache" / "guardrail"
+    assert {"parsed-command-lines.json", "validated-options.json"} <= {p.name for p in cache.iterdir()}
+    assert not [p for p in cache.iterdir() if "s3cr3t" in p.read_text()]
+    assert remote_lock(remote) is None
+
+
 def test_ctrl_c_sends_sigint_to_tofu_and_state_is_written(repo):
     clone, remote = repo
     commit(clone, "stacks/alpha/slow.tf", 'resource "terraform_data" "slow" {\n  input = "x"\n'

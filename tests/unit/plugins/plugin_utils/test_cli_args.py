@@ -1,6 +1,8 @@
 """plugin_utils/cli.py: the command line of bin/guardrail mapped onto the
 workflow engine's parameters, flags and GUARDRAIL_* variables."""
 import io
+import json
+import os
 import shutil
 
 import pytest
@@ -11,7 +13,7 @@ BINARY = shutil.which("tofu") or shutil.which("terraform")
 
 
 def parse(argv):
-    params, _always = cli.parse(argv)
+    params, _always, _memo = cli.parse(argv)
     return cli.validated(params)
 
 
@@ -167,3 +169,51 @@ def test_human_output_says_a_takeover_and_a_released_state_lock_in_one_line_each
                "state_lock_released": "released tofu's state lock (ID 1) with tofu force-unlock"}, out)
     assert out.getvalue().splitlines() == ["lock: took over the lock of ended run r1",
                                            "state lock: released tofu's state lock (ID 1) with tofu force-unlock"]
+
+
+# -- remembered command lines: a remembered parse gives what a fresh one gives --
+
+TAIL = ["--", "alpha", "prod", "sh", "-c", "true"]
+
+
+@pytest.fixture
+def parsed_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "guardrail" / cli.PARSED_FILE
+
+
+def parse_and_remember(argv):
+    options, flags, memo = cli.parse(argv)
+    cli.validated(options)
+    cli.remember_words(memo, options)
+    return options, flags
+
+
+def test_words_parsed_once_are_answered_from_the_cache_as_parsed(parsed_cache, monkeypatch):
+    argv = ["--owner", "alice", "--no-fetch", "render", "git-check"] + TAIL
+    first = parse_and_remember(argv)
+    assert parsed_cache.is_file()
+    monkeypatch.setattr(cli, "parser", lambda described=False: pytest.fail("parsed again"))
+    assert cli.parse(argv)[:2] == first
+
+
+@pytest.mark.parametrize("variable", ["GUARDRAIL_REPO", "GUARDRAIL_DEST"])
+def test_a_variable_holding_tilde_is_never_remembered(parsed_cache, monkeypatch, variable):
+    """Its value depends on HOME, which the key does not hold."""
+    monkeypatch.setenv(variable, "~/infra")
+    monkeypatch.setenv("HOME", "/home/alice")
+    parse_and_remember(["render"] + TAIL)
+    assert not parsed_cache.exists()
+
+
+def test_a_cache_entry_of_another_shape_is_parsed_afresh(parsed_cache):
+    argv = ["render"] + TAIL
+    key = cli.words_key(argv[:argv.index("--")])
+    parsed_cache.parent.mkdir(parents=True)
+    for options in ({"steps": ["render"], "tofu": "x"}, {"steps": ["render"], "nonsense": 1}):
+        parsed_cache.write_text(json.dumps({key: {"options": options,
+                                                  "flags": {"always_render": False, "yes": False}}}))
+        os.chmod(parsed_cache, 0o600)
+        options, _flags, _memo = cli.parse(argv)
+        assert options["steps"] == ["render"] and "nonsense" not in options and "tofu" in options
+        assert options["tofu"] == {}
