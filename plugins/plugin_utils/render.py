@@ -455,14 +455,22 @@ def check_committed(repo, paths, required=False, status=None):
     if not specs:
         return top
     if status is not None:
+        # As git lists them for the paths alone (porcelain v1, no renames):
+        # changes to tracked files (a rename's both sides) in path order, then
+        # untracked files, then ignored ones; an ignored directory holding a
+        # source counts as that source ignored.
         within = [os.path.relpath(spec, top).replace(os.sep, "/") for spec in specs]
-        found = {}
-        for kind, names in (("modified", status["staged"] + status["modified"] + status["unmerged"]),
-                            ("untracked", status["untracked"]), ("ignored", status["ignored"])):
-            for name in names:
-                if any(name.rstrip("/") == spec or name.startswith(spec + "/") for spec in within):
-                    found.setdefault(name, kind)
-        dirty = [f"{name} ({kind})" for name, kind in found.items()]
+
+        def under(name, parents=False):
+            """`name` is a source, lies in one, or (`parents`) holds one."""
+            name = name.rstrip("/")
+            return any(name == spec or name.startswith(spec + "/") or (parents and spec.startswith(name + "/"))
+                       for spec in within)
+
+        changed = status["staged"] + status["modified"] + status["unmerged"] + status["renamed_from"]
+        dirty = [f"{name} ({kind})" for kind, names, parents in (
+            ("modified", sorted(set(changed)), False), ("untracked", status["untracked"], False),
+            ("ignored", status["ignored"], True)) for name in names if under(name, parents)]
     else:
         proc = _git(repo, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignored=matching",
                     "--no-renames", "--", *specs)

@@ -298,9 +298,11 @@ class Workflow:
         stack and the profiles, the vars and var files; None when any of it
         is not committed (the render step proper then refuses)."""
         p = self.params
+        # The var files given by path are read by tofu as they are: committed, as the render's sources.
+        sources = [f for f in p["var_files"] if os.path.isabs(f)]
         try:
-            render_utils.check_committed(self.repo_path, [self.stack_root, self.profiles_root], required=True,
-                                         status=self.tree_status())
+            render_utils.check_committed(self.repo_path, [self.stack_root, self.profiles_root, *sources],
+                                         required=True, status=self.tree_status())
         except (render_utils.RenderError, git_utils.GitError):
             return None
         trees = [self.committed_ids().get(name) for name in self.tree_names()]
@@ -319,7 +321,10 @@ class Workflow:
                 and steps.index("render") < steps.index("git_check") < steps.index("lock")):
             return None
         if self._tree_status is None:
-            self._tree_status = git_utils.status(self.repo_path, ignored=True)
+            try:
+                self._tree_status = git_utils.status(self.repo_path, ignored=True)
+            except git_utils.GitError:
+                return None  # not a work tree: the render step's own check says so
         return self._tree_status
 
     def step_render(self):
@@ -956,7 +961,8 @@ class Workflow:
             raise StepFailed(f"lock backend configuration error: {exc}; nothing was unlocked") from exc
         except (run_lock.LockError, git_utils.GitError) as exc:
             if isinstance(exc, run_lock.LockHeld):
-                self.lock_lost_to = f"{exc.record.get('owner')} (run {exc.record.get('run_id')})"
+                self.lock_lost_to = (f"{exc.record.get('owner') or 'an unknown owner'} "
+                                     f"(run {exc.record.get('run_id') or 'unknown'})")
             raise StepFailed(f"unlock refused: {exc} (steps [unlock_any] releases a lock of this "
                              "owner whichever run took it)") from exc
         return {"changed": changed, "record": record}

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, git
-from workflow_helpers import commit, make_stack_repo, remote_lock
+from workflow_helpers import EXAMPLES, commit, make_stack_repo, remote_lock
 
 GUARDRAIL = ROOT / "bin" / "guardrail"
 GOLDEN = ROOT / "tests" / "integration" / "golden" / "cli"
@@ -283,6 +283,79 @@ def test_a_source_not_committed_refuses_even_a_kept_render_before_the_lock(repo,
         assert f"sources not committed: stacks/alpha/{name} ({kind})" in result["msg"], result["msg"]
     assert remote_lock(remote) is None
     assert state(clone) == applied
+
+
+def render_refusal(clone, options=(), steps=STEPS):
+    """The render step's refusal message (it must refuse), for `steps`."""
+    proc = guardrail(clone, "tofu", "apply", options=["--json", *options], steps=steps)
+    result = json.loads(proc.stdout)
+    assert proc.returncode != 0 and result["steps"][0]["status"] == "failed", result
+    return result["steps"][0]["msg"]
+
+
+def make_dirty(clone, case):
+    """Leaves the clone with sources not committed, as `case` names; the
+    options that make the run read them."""
+    exclude = clone / ".git" / "info" / "exclude"
+    if case == "var file in an ignored directory":
+        exclude.write_text("secrets/\n")
+        (clone / "secrets").mkdir()
+        (clone / "secrets" / "prod.tfvars").write_text('release = "uncommitted"\n')
+        return ["--var-file", str(clone / "secrets" / "prod.tfvars")]
+    if case == "var file no longer tracked":
+        (clone / "vars.tfvars").write_text('release = "committed"\n')
+        git("add", "vars.tfvars", cwd=clone)
+        git("commit", "-q", "-m", "vars", cwd=clone)
+        git("push", "-q", cwd=clone)
+        assert guardrail(clone, "tofu", "apply", options=["--var-file", str(clone / "vars.tfvars")]).returncode == 0
+        git("rm", "-q", "--cached", "vars.tfvars", cwd=clone)
+        exclude.write_text("vars.tfvars\n")
+        (clone / "vars.tfvars").write_text('release = "uncommitted"\n')
+        return ["--var-file", str(clone / "vars.tfvars")]
+    if case == "stacks in an ignored directory":
+        exclude.write_text("local/\n")
+        shutil.copytree(clone / "stacks", clone / "local" / "stacks")
+        return ["--stacks-dir", "local/stacks"]
+    if case == "renamed out of the stack":
+        git("mv", "stacks/alpha/outputs.tf", "outputs.tf", cwd=clone)
+    elif case == "renamed to a stack named alike":
+        (clone / "stacks" / "alpha2").mkdir()
+        git("mv", "stacks/alpha/outputs.tf", "stacks/alpha2/outputs.tf", cwd=clone)
+    elif case == "moved out, intent to add":
+        (clone / "stacks" / "alpha" / "outputs.tf").rename(clone / "outputs.tf")
+        git("add", "-N", "outputs.tf", cwd=clone)
+    elif case == "staged and modified":
+        (clone / "stacks" / "alpha" / "main.tf.j2").write_text("# staged\n")
+        git("add", "stacks/alpha/main.tf.j2", cwd=clone)
+        (clone / "stacks" / "alpha" / "outputs.tf").write_text("# modified\n")
+    return []
+
+
+@pytest.mark.parametrize("case", ["var file in an ignored directory", "var file no longer tracked",
+                                  "stacks in an ignored directory",
+                                  "renamed out of the stack", "renamed to a stack named alike",
+                                  "moved out, intent to add", "staged and modified"])
+def test_render_refuses_the_same_sources_whether_or_not_git_check_shares_its_status(repo, case):
+    """With git_check before the lock, render judges the one status of the
+    work tree that git_check reads too; without it, render asks git for its
+    sources alone. Both refuse the same files, in the same words, whether
+    the render would be kept or made anew, and nothing is applied."""
+    clone, remote = repo
+    assert guardrail(clone, "tofu", "apply").returncode == 0
+    options = make_dirty(clone, case)
+    applied = state(clone)
+    alone = render_refusal(clone, options, steps=("render", "lock", "exec", "unlock"))
+    shared = render_refusal(clone, options)
+    assert shared == alone and "sources not committed: " in shared, (shared, alone)
+    assert remote_lock(remote) is None and state(clone) == applied
+
+
+def test_outside_git_the_render_says_so_with_every_step(tmp_path):
+    plain = tmp_path / "plain"
+    for part in ("stacks", "profiles"):
+        shutil.copytree(EXAMPLES / part, plain / part)
+    for steps in (STEPS, ("render", "git_check", "exec")):
+        assert "is not a git work tree: only committed sources are rendered" in render_refusal(plain, steps=steps)
 
 
 def imported(stderr):

@@ -214,21 +214,25 @@ def race_script(tmp_path, text):
     return str(script)
 
 
-def test_branch_deleted_while_waiting_for_the_lock(git_repo, tmp_path):
+DELETE_MAIN_AS_THE_LOCK_IS_TAKEN = (
+    '#!/bin/sh\nwhile read -r o n r; do case "$r" in refs/guardrail/locks/*)\n'
+    '[ "$n" = 0000000000000000000000000000000000000000 ] && continue\n'
+    'git update-ref -d refs/heads/main; rm -f "$0";; esac; done\n')
+
+
+@pytest.mark.parametrize("stacks", ["alpha", "all"])
+def test_branch_deleted_while_waiting_for_the_lock(git_repo, tmp_path, stacks):
     """A branch deleted on the remote while the run waits for the lock (a
-    default branch renamed): nothing is applied, the branch is not made
-    again."""
+    default branch renamed), for one stack or every stack: nothing is
+    applied, and the branch is not made again."""
     work, remote, _base = setup(git_repo, tmp_path)
     hook = remote / "hooks" / "post-receive"
-    hook.write_text('#!/bin/sh\nwhile read -r o n r; do case "$r" in refs/guardrail/locks/*)\n'
-                    '[ "$n" = 0000000000000000000000000000000000000000 ] && continue\n'
-                    'git update-ref -d refs/heads/main; rm -f "$0";; esac; done\n')
+    hook.write_text(DELETE_MAIN_AS_THE_LOCK_IS_TAKEN)
     hook.chmod(0o755)
-    proc, result = guardrail_json(work, *STEPS, "--", "alpha", "prod", "terraform", "apply")
-    steps = {s["step"]: s["status"] for s in result["steps"]}
-    assert steps["exec"] != "ok", "applied although the upstream branch was deleted while waiting"
-    assert "no longer exists on the remote" in result["msg"], summary(proc, result, remote)
-    assert not git("for-each-ref", "refs/heads/main", cwd=remote), "the deleted branch was re-created"
+    proc, result = guardrail_json(work, *STEPS, "--", stacks, "prod", "terraform", "apply")
+    assert proc.returncode != 0 and "no longer exists on the remote" in proc.stdout, summary(proc, result, remote)
+    assert not git("for-each-ref", "refs/heads/main", cwd=remote), "the deleted branch was made again"
+    assert not (work / ".dist" / "prod" / "alpha" / "terraform.tfstate").exists(), "applied"
 
 
 @pytest.mark.parametrize("what", ["push", "delete", "forceback", "takeover"])
@@ -304,19 +308,6 @@ def test_absolute_dest_through_a_symlinked_checkout_path(git_repo, tmp_path):
                                   "git_push", "unlock", "--", "alpha", "prod", "terraform", "apply")
     assert proc.returncode != 0, result
     assert not (work / "keep" / "alpha" / "terraform.tfstate").exists(), "tofu wrote its state into a tracked dir"
-
-
-def test_branch_deleted_while_waiting_for_the_lock_several_stacks(git_repo, tmp_path):
-    """As above, for a run over every stack."""
-    work, remote, _base = setup(git_repo, tmp_path)
-    hook = remote / "hooks" / "post-receive"
-    hook.write_text('#!/bin/sh\nwhile read -r o n r; do case "$r" in refs/guardrail/locks/*)\n'
-                    '[ "$n" = 0000000000000000000000000000000000000000 ] && continue\n'
-                    'git update-ref -d refs/heads/main; rm -f "$0";; esac; done\n')
-    hook.chmod(0o755)
-    proc, result = guardrail_json(work, *STEPS, "--", "all", "prod", "terraform", "apply")
-    assert proc.returncode != 0 and "no longer exists on the remote" in proc.stdout, proc.stdout[-2000:]
-    assert not git("for-each-ref", "refs/heads/main", cwd=remote), "the deleted branch was re-created"
 
 
 def test_an_atomic_push_that_timed_out_and_did_not_land_is_not_reported_as_landed(git_repo):

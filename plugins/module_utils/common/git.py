@@ -183,7 +183,7 @@ def blob_id(content, like):
 def parse_status(text):
     """Parses `git status --porcelain=v2 --branch -z` output."""
     info = {"branch": None, "head": None, "upstream": None, "ahead": None, "behind": None,
-            "modified": [], "staged": [], "untracked": [], "unmerged": [], "ignored": []}
+            "modified": [], "staged": [], "untracked": [], "unmerged": [], "ignored": [], "renamed_from": []}
     fields = text.split("\0")
     index = 0
     while index < len(fields):
@@ -206,7 +206,10 @@ def parse_status(text):
             parts = entry.split(" ", 8 if entry[0] == "1" else 9)
             xy, path = parts[1], parts[-1]
             if entry[0] == "2":
-                index += 1  # the rename's original path follows as its own field
+                # The rename's (or copy's) original path follows as its own field.
+                if index < len(fields) and fields[index]:
+                    info["renamed_from"].append(fields[index])
+                index += 1
             if xy[0] != ".":
                 info["staged"].append(path)
             if xy[1] != ".":
