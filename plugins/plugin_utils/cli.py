@@ -21,7 +21,7 @@ import json
 import os
 import sys
 
-from ansible_collections.guardrail.ecs.plugins.module_utils.common.files import read_cache, write_cache
+from ansible_collections.guardrail.ecs.plugins.module_utils.common.files import read_cache, remember
 from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import plans
 from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import tofu as tofu_utils
 from ansible_collections.guardrail.ecs.plugins.plugin_utils import api, stacks, workflow_spec
@@ -266,8 +266,7 @@ def words_key(words):
         info = os.stat(os.path.realpath(__file__))
     except OSError:
         return None
-    spec = json.dumps(workflow_spec.WORKFLOW_ARGUMENT_SPEC, sort_keys=True, default=repr)
-    material = json.dumps([words, environment, where, [info.st_size, info.st_mtime_ns], spec,
+    material = json.dumps([words, environment, where, [info.st_size, info.st_mtime_ns], workflow_spec.spec_text(),
                            list(sys.version_info[:2])])
     return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
@@ -293,12 +292,8 @@ def remember_words(memo, options):
     key, given = memo
     if not key or not workflow_spec.rememberable(options):
         return
-    entries = read_cache(PARSED_FILE)
-    if key in entries:
-        return
     options, flags = json.loads(given)
-    entries[key] = {"options": options, "flags": flags}
-    write_cache(PARSED_FILE, dict(list(entries.items())[-PARSED_ENTRIES:]))
+    remember(PARSED_FILE, key, {"options": options, "flags": flags}, PARSED_ENTRIES)
 
 
 def approved_as_typed(command, typed, approved):

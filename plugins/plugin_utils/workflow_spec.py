@@ -30,7 +30,7 @@ import re
 import sys
 
 from ansible_collections.guardrail.ecs.plugins.module_utils.common.aws import AWS_ARGUMENT_SPEC
-from ansible_collections.guardrail.ecs.plugins.module_utils.common.files import read_cache, write_cache
+from ansible_collections.guardrail.ecs.plugins.module_utils.common.files import read_cache, remember
 from ansible_collections.guardrail.ecs.plugins.module_utils.workflow import run_lock
 from ansible_collections.guardrail.ecs.plugins.plugin_utils.workflow import DEFAULT_STEPS, WorkflowError
 
@@ -245,9 +245,14 @@ def _memo_key(nested):
         except OSError:
             return None
         stats.append([path, info.st_size, info.st_mtime_ns])
-    spec = json.dumps(WORKFLOW_ARGUMENT_SPEC, sort_keys=True, default=repr)
-    material = json.dumps([options, spec, stats, list(sys.version_info[:2])])
+    material = json.dumps([options, spec_text(), stats, list(sys.version_info[:2])])
     return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+
+def spec_text():
+    """WORKFLOW_ARGUMENT_SPEC as text: what a remembered answer was made
+    with (a spec changed since is answered afresh)."""
+    return json.dumps(WORKFLOW_ARGUMENT_SPEC, sort_keys=True, default=repr)
 
 
 def _plain(value):
@@ -299,10 +304,7 @@ def _memo_read(key):
 
 
 def _memo_write(key, params):
-    entries = read_cache(MEMO_FILE)
-    entries.pop(key, None)
-    entries[key] = {k: v for k, v in params.items() if k != "command"}
-    write_cache(MEMO_FILE, dict(list(entries.items())[-MEMO_ENTRIES:]))
+    remember(MEMO_FILE, key, {k: v for k, v in params.items() if k != "command"}, MEMO_ENTRIES)
 
 
 def _engine_names():

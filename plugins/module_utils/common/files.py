@@ -106,3 +106,13 @@ def write_cache(name, value):
         write_atomic(path, json.dumps(value), mode=0o600, durable=False)
     except OSError:
         pass
+
+
+def remember(name, key, value, keep):
+    """Keeps `value` under `key` in the user's cache file `name` (a JSON
+    object), with the `keep` entries written last: the oldest is forgotten
+    first."""
+    entries = read_cache(name)
+    entries.pop(key, None)
+    entries[key] = value
+    write_cache(name, dict(list(entries.items())[-keep:]))
